@@ -1,0 +1,52 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PROTO_OUT := decision_engine/_proto
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit rules-test protos bench clean install
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) protos
+
+# Generated code comes from the .proto contract; imports are rewritten so the
+# package does not depend on a top-level `decision` module.
+protos: $(STAMP)
+	rm -rf $(PROTO_OUT)/decision
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) --mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
+	  protos/decision/v1/decision.proto
+	touch $(PROTO_OUT)/decision/__init__.py $(PROTO_OUT)/decision/v1/__init__.py
+	sed -i 's/^from decision\.v1 import/from decision_engine._proto.decision.v1 import/' \
+	  $(PROTO_OUT)/decision/v1/*.py $(PROTO_OUT)/decision/v1/*.pyi
+
+run: install
+	$(BIN)/decision-engine serve
+
+lint: install
+	$(BIN)/ruff check decision_engine tests bench
+	$(BIN)/ruff format --check decision_engine tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing: that is a failure of ours, not a pass.
+unit: install
+	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
+
+rules-test: install
+	$(BIN)/decision-engine rules test rules
+
+test: lint typecheck unit
+
+bench: install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) $(PROTO_OUT)/decision var .mypy_cache .ruff_cache .pytest_cache

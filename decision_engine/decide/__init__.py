@@ -1,0 +1,1 @@
+"""Pure evaluation: plain data in, plain data out (no I/O, no clock)."""

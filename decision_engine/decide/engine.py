@@ -1,0 +1,179 @@
+"""decide(): eligibility, routing, arbitration and scripts for one interaction. Pure."""
+
+from __future__ import annotations
+
+import heapq
+from datetime import date
+from typing import Any
+
+from decision_engine.decide.facts import build_facts
+from decision_engine.decide.model import (
+    Context,
+    CustomerState,
+    Decision,
+    Explanation,
+    RankedOffer,
+    Routing,
+)
+from decision_engine.ruleset.compile import first_failure
+from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset
+from decision_engine.ruleset.model import Condition
+
+
+def decide(
+    ruleset: CompiledRuleset,
+    *,
+    state: CustomerState | None,
+    context: Context,
+    now: float,
+    decision_id: str,
+    interaction_id: str = "",
+    max_offers: int = 0,
+    explain: bool = False,
+    degraded: bool = False,
+) -> Decision:
+    """Pure: same inputs, same decision. `state` None means the store could not be read."""
+    facts = build_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
+    routing = _route(ruleset, facts)
+    first: set[str] = set()
+    suppress: dict[str, str] = {}
+    for policy in ruleset.policies:
+        if policy.test(facts) is True:
+            first |= policy.first
+            for category in policy.suppress:
+                suppress.setdefault(category, policy.spec.id)
+
+    ranked: list[tuple[int, float, str, CompiledOffer, float, float]] = []
+    for i in ruleset.offer_index.matches(facts):
+        offer = ruleset.offers[i]
+        spec = offer.spec
+        if spec.category in suppress:
+            continue
+        scored = _score(offer, facts)
+        if scored is None:
+            continue
+        value, weight, score = scored
+        ranked.append((0 if spec.category in first else 1, -score, spec.id, offer, value, weight))
+
+    limit = max_offers or ruleset.source.max_offers
+    top = heapq.nsmallest(limit, ranked, key=lambda r: (r[0], r[1], r[2]))
+    offers = tuple(
+        _present(offer, facts, ruleset.date_fields, -neg_score, value, tier == 0)
+        for tier, neg_score, _, offer, value, _weight in top
+    )
+    explanations = _explain(ruleset, facts, suppress, routing) if explain else ()
+    return Decision(
+        decision_id=decision_id,
+        offers=offers,
+        routing=routing,
+        ruleset_version=ruleset.version,
+        profile_found=bool(facts["profile_found"]),
+        degraded=degraded,
+        explanations=explanations,
+    )
+
+
+def _route(ruleset: CompiledRuleset, facts: dict[str, Any]) -> Routing:
+    for i in ruleset.route_index.matches(facts):
+        rule = ruleset.routes[i]
+        return Routing(rule.queue, rule.priority, rule.reason, rule.id, rule.skip_ivr)
+    default = ruleset.source.default_route
+    return Routing(default.queue, default.priority, default.reason, "default")
+
+
+def _score(offer: CompiledOffer, facts: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(value, context weight, score); None when the value is unknown for this customer."""
+    value = offer.value(facts)
+    if value is None:
+        return None
+    weight = 1.0
+    for test, factor, _ in offer.weights:
+        if test(facts) is True:
+            weight *= factor
+    spec = offer.spec
+    return value, weight, spec.propensity * value * weight * spec.lever
+
+
+def _present(
+    offer: CompiledOffer,
+    facts: dict[str, Any],
+    date_fields: frozenset[str],
+    score: float,
+    value: float,
+    promoted: bool,
+) -> RankedOffer:
+    spec = offer.spec
+    values = dict(facts)
+    for name, fn in offer.params:
+        result = fn(facts)
+        if result is not None:
+            values[name] = result
+    reasons = [f"eligible: {offer.eligibility}"]
+    reasons += [f"weight x{factor:g}: {text}" for test, factor, text in offer.weights if test(facts)]
+    if promoted:
+        reasons.append(f"{spec.category} first")
+    script = spec.script.render(lambda name: _text(values.get(name), name in date_fields))
+    return RankedOffer(
+        offer_id=spec.id,
+        title=spec.title,
+        script=script,
+        category=spec.category,
+        score=score,
+        expected_value=spec.propensity * (value - spec.cost),
+        propensity=spec.propensity,
+        value=value,
+        rule_ids=(spec.id,),
+        reasons=tuple(reasons),
+    )
+
+
+def _text(value: Any, is_date: bool) -> str | None:
+    """How a value reads in a script: whole numbers without decimals, money with two."""
+    if value is None:
+        return None
+    if is_date and isinstance(value, int):
+        return date.fromordinal(value).isoformat()
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
+    return str(value)
+
+
+def _explain(
+    ruleset: CompiledRuleset,
+    facts: dict[str, Any],
+    suppress: dict[str, str],
+    routing: Routing,
+) -> tuple[Explanation, ...]:
+    out: list[Explanation] = []
+    for policy in ruleset.policies:
+        failure = _first_failure(policy.spec.when, facts)
+        out.append(Explanation("policy", policy.spec.id, failure is None, failure or "applies"))
+    for i, route in enumerate(ruleset.routes):
+        failure = ruleset.route_index.explain(i, facts)
+        chosen = route.id == routing.rule_id
+        detail = failure or ("chosen" if chosen else "applies, but a rule of lower precedence won")
+        out.append(Explanation("routing", route.id, failure is None, detail))
+    for i, offer in enumerate(ruleset.offers):
+        failure = ruleset.offer_index.explain(i, facts)
+        spec = offer.spec
+        if failure is None and spec.category in suppress:
+            failure = f"suppressed by policy {suppress[spec.category]} ({spec.category})"
+        scored = _score(offer, facts) if failure is None else None
+        if failure is None and scored is None:
+            failure = f"value {spec.value.text} is unknown for this customer"
+        if scored is not None:
+            value, weight, score = scored
+            detail = (
+                f"score {score:,.2f} = propensity {spec.propensity:g} x value {value:,.2f}"
+                f" x weight {weight:g} x lever {spec.lever:g}"
+            )
+            out.append(Explanation("offer", spec.id, True, detail))
+        else:
+            out.append(Explanation("offer", spec.id, False, failure or ""))
+    return tuple(out)
+
+
+def _first_failure(conditions: tuple[Condition, ...], facts: dict[str, Any]) -> str | None:
+    return first_failure([c.node for c in conditions], facts)

@@ -1,0 +1,90 @@
+"""Turn a customer's stored state and the live context into typed facts for the rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from decision_engine.decide.model import Context, CustomerState
+from decision_engine.ruleset.compile import TODAY
+from decision_engine.ruleset.compiled import CompiledRuleset
+from decision_engine.ruleset.fields import CONTACT_WINDOW_DAYS
+
+_DAY = 86_400.0
+
+
+def today_ordinal(now: float) -> int:
+    """The UTC calendar day of `now`, as a date ordinal."""
+    return datetime.fromtimestamp(now, UTC).date().toordinal()
+
+
+def build_facts(
+    ruleset: CompiledRuleset,
+    state: CustomerState | None,
+    context: Context,
+    *,
+    now: float,
+    interaction_id: str = "",
+) -> dict[str, Any]:
+    """Typed values by field name; absent or unparseable values are left out."""
+    today = today_ordinal(now)
+    facts: dict[str, Any] = {TODAY: today, "channel": context.channel}
+    profile = state.profile if state is not None else None
+    facts["profile_found"] = profile is not None
+    if profile is not None:
+        parsers = ruleset.profile_parsers
+        for name, raw in profile.items():
+            parser = parsers.get(name)
+            if parser is None or raw == "":
+                continue
+            try:
+                facts[name] = parser(raw)
+            except ValueError:
+                continue
+        contract_end = facts.get("contract_end")
+        if contract_end is not None and "contract_end" in ruleset.date_fields:
+            facts["days_to_contract_end"] = contract_end - today
+    if context.intent:
+        facts["intent"] = context.intent
+    if context.queue:
+        facts["queue"] = context.queue
+    if context.agent_id:
+        facts["agent_id"] = context.agent_id
+    if context.ivr_path:
+        facts["ivr_path"] = context.ivr_path
+    if context.sentiment is not None:
+        facts["sentiment"] = context.sentiment
+    if context.attributes:
+        for name, parser in ruleset.attribute_parsers.items():
+            raw = context.attributes.get(name)
+            if raw:
+                try:
+                    facts[name] = parser(raw)
+                except ValueError:
+                    continue
+    _contact_counts(facts, state, context, now=now, interaction_id=interaction_id)
+    return facts
+
+
+def _contact_counts(
+    facts: dict[str, Any],
+    state: CustomerState | None,
+    context: Context,
+    *,
+    now: float,
+    interaction_id: str,
+) -> None:
+    """Counts over the contact window, the current interaction included exactly once."""
+    since = now - CONTACT_WINDOW_DAYS * _DAY
+    count, same_intent, channels = 1, 1, {context.channel}
+    if state is not None:
+        for contact in state.contacts:
+            if contact.at < since or (interaction_id and contact.interaction_id == interaction_id):
+                continue
+            count += 1
+            channels.add(contact.channel)
+            if contact.intent == context.intent:
+                same_intent += 1
+    facts["contacts_7d"] = count
+    facts["contacts_same_intent_7d"] = same_intent
+    facts["channels_7d"] = len(channels)

@@ -1,0 +1,67 @@
+"""Errors the engine raises on purpose.
+
+    DecisionEngineError
+    ├── RulesetError              a rule file is wrong; carries every problem found
+    ├── InvalidRequestError       a client sent something we cannot decide on
+    ├── StoreError                the profile store failed
+    │   └── StoreUnavailableError  …slow or down: decide from context alone
+    ├── ProfileImportError        an import file cannot be read at all
+    └── ConfigError               bad flags or environment at start
+
+They are translated to gRPC status codes in one place (server/status.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DecisionEngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a rule file, located for the person who will fix it."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+
+
+class RulesetError(DecisionEngineError):
+    """The ruleset cannot go live; `problems` says where and why."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class InvalidRequestError(DecisionEngineError):
+    """A request field is wrong; the message names the field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class StoreError(DecisionEngineError):
+    """The profile store failed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The profile store is slow or down."""
+
+
+class ProfileImportError(DecisionEngineError):
+    """A profile file cannot be read at all (bad lines are reported, not raised)."""
+
+
+class ConfigError(DecisionEngineError):
+    """A setting is invalid."""

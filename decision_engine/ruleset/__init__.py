@@ -1,0 +1,1 @@
+"""Rule files → typed AST (with file:line) → compiled, indexed form; static checks."""

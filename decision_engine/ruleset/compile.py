@@ -1,0 +1,452 @@
+"""Compile conditions into closures and index rules so a request only evaluates candidates.
+
+Conditions use three-valued logic: a comparison with an absent field is *unknown*
+(None); `not unknown` stays unknown; a rule applies only when its condition is True.
+
+The index turns every top-level `and` term of the form `field <op> literal`,
+`field in [...]` or `exists(field)` into bitmasks over the rules: per request
+each indexed (field, operator) family costs one dict lookup or one bisect, and
+the AND of the masks leaves the candidates. Only their remaining terms are evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from decision_engine.ruleset.expr import (
+    Arith,
+    Call,
+    Compare,
+    Field,
+    Literal,
+    Logic,
+    Member,
+    Neg,
+    Node,
+    Not,
+    conjuncts,
+    render,
+)
+
+Facts = Mapping[str, Any]
+"""Typed field values of one request; an absent key is an absent value. Dates are ordinals."""
+Fn = Callable[[Facts], Any]
+
+TODAY = "@today"
+"""Facts key holding today's date ordinal (set by the caller: the core reads no clock)."""
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def compile_node(node: Node) -> Fn:
+    """A closure computing the node's value (None when unknown)."""
+    if isinstance(node, Literal):
+        value = node.value
+        return lambda facts: value
+    if isinstance(node, Field):
+        name = node.name
+        return lambda facts: facts.get(name)
+    if isinstance(node, Compare):
+        return _compile_compare(node)
+    if isinstance(node, Member):
+        return _compile_member(node)
+    if isinstance(node, Logic):
+        return _compile_logic(node)
+    if isinstance(node, Not):
+        inner = compile_node(node.operand)
+
+        def negate(facts: Facts) -> bool | None:
+            result = inner(facts)
+            return None if result is None else not result
+
+        return negate
+    if isinstance(node, Neg):
+        inner = compile_node(node.operand)
+
+        def minus(facts: Facts) -> float | None:
+            value = inner(facts)
+            return None if value is None else -value
+
+        return minus
+    if isinstance(node, Arith):
+        return _compile_arith(node)
+    return _compile_call(node)
+
+
+def _compile_compare(node: Compare) -> Fn:
+    test = _COMPARE[node.op]
+    if isinstance(node.left, Field) and isinstance(node.right, Literal):
+        name, literal = node.left.name, node.right.value
+
+        def field_vs_literal(facts: Facts) -> bool | None:
+            value = facts.get(name)
+            return None if value is None else test(value, literal)
+
+        return field_vs_literal
+    left, right = compile_node(node.left), compile_node(node.right)
+
+    def general(facts: Facts) -> bool | None:
+        a = left(facts)
+        if a is None:
+            return None
+        b = right(facts)
+        return None if b is None else test(a, b)
+
+    return general
+
+
+def _compile_member(node: Member) -> Fn:
+    items = frozenset(item.value for item in node.items)
+    left = compile_node(node.left)
+    negated = node.negated
+
+    def member(facts: Facts) -> bool | None:
+        value = left(facts)
+        if value is None:
+            return None
+        return (value in items) != negated
+
+    return member
+
+
+def _compile_logic(node: Logic) -> Fn:
+    parts = tuple(compile_node(o) for o in node.operands)
+    stop = node.op != "and"  # `and` stops at False, `or` at True
+
+    def logic(facts: Facts) -> bool | None:
+        result: bool | None = not stop
+        for part in parts:
+            value = part(facts)
+            if value is stop:
+                return stop
+            if value is None:
+                result = None
+        return result
+
+    return logic
+
+
+def _compile_arith(node: Arith) -> Fn:
+    left, right = compile_node(node.left), compile_node(node.right)
+    op = node.op
+
+    def arith(facts: Facts) -> float | None:
+        a = left(facts)
+        if a is None:
+            return None
+        b = right(facts)
+        if b is None:
+            return None
+        if op == "+":
+            return float(a + b)
+        if op == "-":
+            return float(a - b)
+        if op == "*":
+            return float(a * b)
+        return None if b == 0 else float(a / b)
+
+    return arith
+
+
+def _compile_call(node: Call) -> Fn:
+    fn = node.function
+    if fn in ("exists", "days_until", "days_since"):
+        assert isinstance(node.args[0], Field)
+        name = node.args[0].name
+        if fn == "exists":
+            return lambda facts: name in facts
+        sign = 1 if fn == "days_until" else -1
+
+        def days(facts: Facts) -> float | None:
+            value = facts.get(name)
+            return None if value is None else float(sign * (value - facts[TODAY]))
+
+        return days
+    args = tuple(compile_node(a) for a in node.args)
+    impl: Callable[..., float] = {
+        "min": min,
+        "max": max,
+        "round": lambda x: float(round(x)),
+        "abs": abs,
+    }[fn]
+
+    def call(facts: Facts) -> float | None:
+        values = [a(facts) for a in args]
+        if any(v is None for v in values):
+            return None
+        return float(impl(*values))
+
+    return call
+
+
+def compile_all(conditions: Sequence[Node]) -> Fn | None:
+    """One closure for conditions that must all hold (None when there are none)."""
+    if not conditions:
+        return None
+    if len(conditions) == 1:
+        return compile_node(conditions[0])
+    return compile_node(Logic("and", tuple(conditions), conditions[0].col))
+
+
+# -- explanations ------------------------------------------------------------------------
+
+
+def first_failure(terms: Sequence[Node], facts: Facts) -> str | None:
+    """The first term that is not true, with the actual values; None when all hold."""
+    for term in terms:
+        for part in conjuncts(term):
+            if compile_node(part)(facts) is True:
+                continue
+            return describe_failure(part, facts)
+    return None
+
+
+def describe_failure(node: Node, facts: Facts) -> str:
+    """`clv 3200 is not > 5000`, `churn_risk is absent`, or the term with its fields' values."""
+    if isinstance(node, Compare) and isinstance(node.left, Field):
+        name = node.left.name
+        if name not in facts:
+            return f"{name} is absent ({render(node)})"
+        return f"{name} {_show(facts[name])} is not {node.op} {render(node.right)}"
+    if isinstance(node, Member) and isinstance(node.left, Field):
+        name = node.left.name
+        if name not in facts:
+            return f"{name} is absent ({render(node)})"
+        items = ", ".join(render(i) for i in node.items)
+        return f"{name} {_show(facts[name])} is {'' if node.negated else 'not '}in [{items}]"
+    names = sorted(_fields(node))
+    values = ", ".join(f"{n}={_show(facts[n])}" if n in facts else f"{n} absent" for n in names)
+    return f"{render(node)} does not hold" + (f" ({values})" if values else "")
+
+
+def _fields(node: Node) -> set[str]:
+    if isinstance(node, Field):
+        return {node.name}
+    if isinstance(node, Literal):
+        return set()
+    if isinstance(node, Call | Logic):
+        parts: Sequence[Node] = node.args if isinstance(node, Call) else node.operands
+        return set().union(*(_fields(p) for p in parts))
+    if isinstance(node, Neg | Not):
+        return _fields(node.operand)
+    if isinstance(node, Member):
+        return _fields(node.left)
+    return _fields(node.left) | _fields(node.right)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# -- the index ---------------------------------------------------------------------------
+
+
+class _Family:
+    """Rules constraining one field in one way; `mask(value)` = rules this value lets through."""
+
+    field: str
+    free: int
+    """Rules of the index that this family does not constrain."""
+
+    def mask(self, value: Any) -> int:
+        raise NotImplementedError
+
+
+class _Categorical(_Family):
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.free = 0
+        self.accept: dict[Any, int] = {}
+        self.excluders = 0
+        self.exclude: dict[Any, int] = {}
+
+    def add(self, bit: int, values: frozenset[Any], negated: bool) -> None:
+        table = self.exclude if negated else self.accept
+        if negated:
+            self.excluders |= bit
+        for value in values:
+            table[value] = table.get(value, 0) | bit
+
+    def mask(self, value: Any) -> int:
+        if value is None:
+            return self.free
+        return (
+            self.free
+            | self.accept.get(value, 0)
+            | (self.excluders & ~self.exclude.get(value, 0))
+        )
+
+
+class _Threshold(_Family):
+    def __init__(self, field: str, op: str) -> None:
+        self.field = field
+        self.op = op
+        self.free = 0
+        self.entries: list[tuple[float, int]] = []
+        self.thresholds: list[float] = []
+        self.cumulative: list[int] = []
+
+    def add(self, bit: int, threshold: float) -> None:
+        self.entries.append((threshold, bit))
+
+    def seal(self) -> None:
+        self.entries.sort()
+        self.thresholds = [t for t, _ in self.entries]
+        masks = [bit for _, bit in self.entries]
+        acc, running = [0], 0
+        if self.op in (">", ">="):
+            # value > t holds for the first k thresholds: prefix masks
+            for bit in masks:
+                running |= bit
+                acc.append(running)
+        else:
+            # value < t holds for thresholds from k on: suffix masks
+            acc = [0] * (len(masks) + 1)
+            for i in range(len(masks) - 1, -1, -1):
+                running |= masks[i]
+                acc[i] = running
+        self.cumulative = acc
+
+    def mask(self, value: Any) -> int:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return self.free
+        if self.op == ">":
+            k = bisect_left(self.thresholds, value)
+        elif self.op == ">=":
+            k = bisect_right(self.thresholds, value)
+        elif self.op == "<":
+            k = bisect_right(self.thresholds, value)
+        else:
+            k = bisect_left(self.thresholds, value)
+        return self.free | self.cumulative[k]
+
+
+class _Exists(_Family):
+    def __init__(self, field: str, present: bool) -> None:
+        self.field = field
+        self.present = present
+        self.free = 0
+        self.members = 0
+
+    def mask(self, value: Any) -> int:
+        return self.free | (self.members if (value is not None) == self.present else 0)
+
+
+def _indexable(term: Node) -> tuple[tuple[str, str], Any] | None:
+    """(family key, payload) for a term the index can decide, else None."""
+    if isinstance(term, Compare):
+        left, right, op = term.left, term.right, term.op
+        if isinstance(left, Literal) and isinstance(right, Field):
+            left, right, op = right, left, _FLIP[op]
+        if not (isinstance(left, Field) and isinstance(right, Literal)):
+            return None
+        if op in ("==", "!="):
+            return (left.name, "cat"), (frozenset({right.value}), op == "!=")
+        if isinstance(right.value, float):
+            return (left.name, op), right.value
+        return None
+    if isinstance(term, Member) and isinstance(term.left, Field):
+        return (term.left.name, "cat"), (frozenset(i.value for i in term.items), term.negated)
+    if isinstance(term, Call) and term.function == "exists":
+        assert isinstance(term.args[0], Field)
+        return (term.args[0].name, "exists+"), None
+    if isinstance(term, Not) and isinstance(term.operand, Call):
+        if term.operand.function == "exists":
+            assert isinstance(term.operand.args[0], Field)
+            return (term.operand.args[0].name, "exists-"), None
+    if isinstance(term, Field):
+        return (term.name, "cat"), (frozenset({True}), False)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    residual: Fn | None
+    terms: tuple[Node, ...]
+
+
+class RuleIndex:
+    """Rules in bit order; `matches` yields, in that order, the ones whose condition is True."""
+
+    def __init__(self, rules: Sequence[Sequence[Node]]) -> None:
+        self.size = len(rules)
+        self.all = (1 << self.size) - 1
+        families: dict[tuple[str, str], _Family] = {}
+        members: dict[tuple[str, str], int] = {}
+        compiled: list[_Rule] = []
+        for i, terms in enumerate(rules):
+            bit = 1 << i
+            residual: list[Node] = []
+            for term in (t for cond in terms for t in conjuncts(cond)):
+                found = _indexable(term)
+                if found is None or members.get(found[0], 0) & bit:
+                    residual.append(term)
+                    continue
+                key, payload = found
+                family = families.get(key)
+                if family is None:
+                    family = families[key] = _new_family(key)
+                members[key] = members.get(key, 0) | bit
+                if isinstance(family, _Categorical):
+                    family.add(bit, *payload)
+                elif isinstance(family, _Threshold):
+                    family.add(bit, payload)
+                elif isinstance(family, _Exists):
+                    family.members |= bit
+            compiled.append(_Rule(compile_all(residual), tuple(terms)))
+        for key, family in families.items():
+            family.free = self.all & ~members[key]
+            if isinstance(family, _Threshold):
+                family.seal()
+        # Families that exclude the most rules first, so the AND empties early.
+        self.families = sorted(families.values(), key=lambda f: f.free.bit_count())
+        self.rules = tuple(compiled)
+
+    def candidates(self, facts: Facts) -> int:
+        mask = self.all
+        for family in self.families:
+            mask &= family.mask(facts.get(family.field))
+            if not mask:
+                break
+        return mask
+
+    def matches(self, facts: Facts) -> Iterator[int]:
+        mask = self.candidates(facts)
+        rules = self.rules
+        while mask:
+            low = mask & -mask
+            i = low.bit_length() - 1
+            mask ^= low
+            residual = rules[i].residual
+            if residual is None or residual(facts) is True:
+                yield i
+
+    def explain(self, i: int, facts: Facts) -> str | None:
+        """Why rule i does not apply (None when it does)."""
+        return first_failure(self.rules[i].terms, facts)
+
+
+def _new_family(key: tuple[str, str]) -> _Family:
+    name, kind = key
+    if kind == "cat":
+        return _Categorical(name)
+    if kind.startswith("exists"):
+        return _Exists(name, kind == "exists+")
+    return _Threshold(name, kind)

@@ -1,0 +1,107 @@
+"""The parsed, checked ruleset: what the rule files say, with where they say it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from decision_engine.ruleset.expr import Node
+from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.ruleset.template import Template
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """A place in a rule file (1-based)."""
+
+    file: str
+    line: int
+    column: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A condition or numeric expression as written, parsed and type-checked."""
+
+    text: str
+    node: Node
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class Weight:
+    """Multiply an offer's score by `factor` when `when` holds."""
+
+    when: Condition
+    factor: float
+
+
+@dataclass(frozen=True, slots=True)
+class OfferSpec:
+    """An action the agent can propose, and when it may be proposed."""
+
+    id: str
+    title: str
+    category: str
+    script: Template
+    value: Condition
+    cost: float
+    propensity: float
+    lever: float
+    channels: tuple[str, ...]
+    when: tuple[Condition, ...]
+    weights: tuple[Weight, ...]
+    params: tuple[tuple[str, Condition], ...]
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """A routing rule; among those that apply, the lowest precedence wins."""
+
+    id: str
+    when: tuple[Condition, ...]
+    queue: str
+    priority: int
+    reason: str
+    skip_ivr: bool
+    precedence: int
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultRoute:
+    """Where an interaction goes when no routing rule applies."""
+
+    queue: str
+    priority: int
+    reason: str
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """An arbitration policy: when it holds, some categories go first or are left out."""
+
+    id: str
+    when: tuple[Condition, ...]
+    first: tuple[str, ...]
+    suppress: tuple[str, ...]
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """Everything the rule files declare, checked and ready to compile."""
+
+    version: str
+    label: str
+    fields: dict[str, FieldSpec]
+    offers: tuple[OfferSpec, ...]
+    routes: tuple[RouteSpec, ...]
+    default_route: DefaultRoute
+    policies: tuple[PolicySpec, ...]
+    max_offers: int
+    files: tuple[str, ...] = field(default=())

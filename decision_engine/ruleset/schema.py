@@ -1,0 +1,89 @@
+"""Field types that rule files declare, and how raw values become typed ones.
+
+The same parsing serves the profile import (reject bad lines) and the decision
+core (type what Redis returns), so a value accepted on import is always usable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+
+Value = float | int | str | bool | date
+"""A typed field value; numbers are compared as floats."""
+
+KINDS = ("number", "integer", "string", "enum", "date", "bool")
+
+_TRUE = frozenset({"true", "1", "yes", "y", "t"})
+_FALSE = frozenset({"false", "0", "no", "n", "f"})
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """A declared field: its type and the values it may take."""
+
+    name: str
+    kind: str
+    """One of KINDS."""
+    values: tuple[str, ...] = ()
+    """Allowed values of an enum."""
+    minimum: float | None = None
+    maximum: float | None = None
+    source: str = "profile"
+    """Where the value comes from: "profile", "context", "attribute" or "derived"."""
+    description: str = ""
+
+    def parse(self, raw: object) -> Value:
+        """Type a raw value (from Redis, JSON or CSV); ValueError says why it is not valid."""
+        if self.kind in ("number", "integer"):
+            return self._parse_number(raw)
+        if self.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(f"{self.name}: {raw!r} is not a boolean (true/false)")
+        if self.kind == "date":
+            if isinstance(raw, date):
+                return raw
+            try:
+                return date.fromisoformat(str(raw).strip()[:10])
+            except ValueError:
+                raise ValueError(f"{self.name}: {raw!r} is not an ISO date (YYYY-MM-DD)") from None
+        if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+            raise ValueError(f"{self.name}: expected text, got {type(raw).__name__}")
+        text = str(raw)
+        if self.kind == "enum" and text not in self.values:
+            raise ValueError(f"{self.name}: {text!r} is not one of {', '.join(self.values)}")
+        return text
+
+    def _parse_number(self, raw: object) -> float | int:
+        if isinstance(raw, bool):
+            raise ValueError(f"{self.name}: expected a number, got a boolean")
+        try:
+            number = float(raw) if isinstance(raw, int | float) else float(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"{self.name}: {raw!r} is not a number") from None
+        if math.isnan(number) or math.isinf(number):
+            raise ValueError(f"{self.name}: {raw!r} is not a finite number")
+        if self.kind == "integer" and not number.is_integer():
+            raise ValueError(f"{self.name}: {raw!r} is not a whole number")
+        if self.minimum is not None and number < self.minimum:
+            raise ValueError(f"{self.name}: {raw!r} is below the minimum {self.minimum:g}")
+        if self.maximum is not None and number > self.maximum:
+            raise ValueError(f"{self.name}: {raw!r} is above the maximum {self.maximum:g}")
+        return int(number) if self.kind == "integer" else number
+
+    def to_text(self, value: Value) -> str:
+        """The canonical text form, as stored in Redis."""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)

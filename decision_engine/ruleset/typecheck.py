@@ -1,0 +1,172 @@
+"""Type-check a condition against the declared fields, before anything goes live."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+
+from decision_engine.ruleset.expr import (
+    FUNCTIONS,
+    Arith,
+    Call,
+    Compare,
+    ExprError,
+    Field,
+    Literal,
+    Logic,
+    Member,
+    Neg,
+    Node,
+    Not,
+    render,
+)
+from decision_engine.ruleset.schema import FieldSpec
+
+_KIND_TYPE = {
+    "number": "number",
+    "integer": "number",
+    "string": "string",
+    "enum": "string",
+    "date": "date",
+    "bool": "bool",
+}
+
+
+def did_you_mean(name: str, known: Mapping[str, object] | list[str]) -> str:
+    """A " (did you mean 'x'?)" suffix when a close name exists."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check(node: Node, fields: Mapping[str, FieldSpec], *, want: str) -> None:
+    """Raise ExprError unless `node` is well typed and of type `want` ("bool" or "number")."""
+    got = _infer(node, fields)
+    if got != want:
+        what = "a condition (true/false)" if want == "bool" else "a number"
+        raise ExprError(f"expected {what}, but this is a {got}", node.col)
+
+
+def _field(node: Field, fields: Mapping[str, FieldSpec]) -> FieldSpec:
+    spec = fields.get(node.name)
+    if spec is None:
+        raise ExprError(f"unknown field {node.name!r}{did_you_mean(node.name, fields)}", node.col)
+    return spec
+
+
+def _infer(node: Node, fields: Mapping[str, FieldSpec]) -> str:
+    if isinstance(node, Literal):
+        return _literal_type(node)
+    if isinstance(node, Field):
+        return _KIND_TYPE[_field(node, fields).kind]
+    if isinstance(node, Call):
+        return _call(node, fields)
+    if isinstance(node, Neg):
+        _expect(node.operand, fields, "number", "-")
+        return "number"
+    if isinstance(node, Arith):
+        _expect(node.left, fields, "number", node.op)
+        _expect(node.right, fields, "number", node.op)
+        return "number"
+    if isinstance(node, Compare):
+        return _compare(node, fields)
+    if isinstance(node, Member):
+        left = _infer(node.left, fields)
+        for item in node.items:
+            if _literal_type(item) != left:
+                raise ExprError(
+                    f"{_show(item)} is a {_literal_type(item)}, but the left side is a {left}",
+                    item.col,
+                )
+            _check_domain(node.left, item, fields)
+        return "bool"
+    if isinstance(node, Not):
+        _expect(node.operand, fields, "bool", "not")
+        return "bool"
+    for operand in node.operands:
+        _expect(operand, fields, "bool", node.op)
+    return "bool"
+
+
+def _literal_type(node: Literal) -> str:
+    if isinstance(node.value, bool):
+        return "bool"
+    return "string" if isinstance(node.value, str) else "number"
+
+
+def _expect(node: Node, fields: Mapping[str, FieldSpec], want: str, op: str) -> None:
+    got = _infer(node, fields)
+    if got != want:
+        raise ExprError(f"{op!r} needs a {want}, but this is a {got}", node.col)
+
+
+def _compare(node: Compare, fields: Mapping[str, FieldSpec]) -> str:
+    left, right = _infer(node.left, fields), _infer(node.right, fields)
+    if left == "date" or right == "date":
+        raise ExprError(
+            "compare dates through days_until(field) or days_since(field), e.g. "
+            "days_until(contract_end) <= 60",
+            node.col,
+        )
+    if left != right:
+        raise ExprError(
+            f"cannot compare a {left} with a {right}: {_show(node.left)} {node.op} "
+            f"{_show(node.right)}",
+            node.col,
+        )
+    if node.op not in ("==", "!=") and left != "number":
+        raise ExprError(f"{node.op!r} compares numbers, not {left}s", node.col)
+    if isinstance(node.right, Literal):
+        _check_domain(node.left, node.right, fields)
+    if isinstance(node.left, Literal):
+        _check_domain(node.right, node.left, fields)
+    return "bool"
+
+
+def _check_domain(side: Node, literal: Literal, fields: Mapping[str, FieldSpec]) -> None:
+    """A literal compared with an enum or bounded field must be a value it can take."""
+    if not isinstance(side, Field):
+        return
+    spec = fields[side.name]
+    if spec.kind == "enum" and isinstance(literal.value, str) and literal.value not in spec.values:
+        raise ExprError(
+            f"{literal.value!r} is not a value of {side.name} "
+            f"({', '.join(spec.values)}){did_you_mean(literal.value, list(spec.values))}",
+            literal.col,
+        )
+    if isinstance(literal.value, float) and not isinstance(literal.value, bool):
+        low, high = spec.minimum, spec.maximum
+        if (low is not None and literal.value < low) or (high is not None and literal.value > high):
+            bounds = f"{'' if low is None else f'{low:g}'}..{'' if high is None else f'{high:g}'}"
+            raise ExprError(
+                f"{literal.value:g} is outside the range of {side.name} ({bounds})", literal.col
+            )
+
+
+def _call(node: Call, fields: Mapping[str, FieldSpec]) -> str:
+    signature = FUNCTIONS.get(node.function)
+    if signature is None:
+        raise ExprError(
+            f"unknown function {node.function!r}{did_you_mean(node.function, list(FUNCTIONS))}",
+            node.col,
+        )
+    params, result = signature
+    if len(node.args) != len(params):
+        raise ExprError(
+            f"{node.function}() takes {len(params)} argument(s), got {len(node.args)}", node.col
+        )
+    for arg, param in zip(node.args, params, strict=True):
+        if param in ("field", "date"):
+            if not isinstance(arg, Field):
+                raise ExprError(f"{node.function}() takes a field name", arg.col)
+            spec = _field(arg, fields)
+            if param == "date" and spec.kind != "date":
+                raise ExprError(
+                    f"{node.function}() takes a date field; {arg.name} is a {spec.kind}", arg.col
+                )
+        else:
+            _expect(arg, fields, param, f"{node.function}()")
+    return result
+
+
+def _show(node: Node) -> str:
+    return render(node)
