@@ -109,7 +109,9 @@ def _present(
         if result is not None:
             values[name] = result
     reasons = [f"eligible: {offer.eligibility}"]
-    reasons += [f"weight x{factor:g}: {text}" for test, factor, text in offer.weights if test(facts)]
+    reasons += [
+        f"weight x{factor:g}: {text}" for test, factor, text in offer.weights if test(facts)
+    ]
     if promoted:
         reasons.append(f"{spec.category} first")
     script = spec.script.render(lambda name: _text(values.get(name), name in date_fields))

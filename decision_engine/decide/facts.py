@@ -56,10 +56,10 @@ def build_facts(
         facts["sentiment"] = context.sentiment
     if context.attributes:
         for name, parser in ruleset.attribute_parsers.items():
-            raw = context.attributes.get(name)
-            if raw:
+            text = context.attributes.get(name)
+            if text:
                 try:
-                    facts[name] = parser(raw)
+                    facts[name] = parser(text)
                 except ValueError:
                     continue
     _contact_counts(facts, state, context, now=now, interaction_id=interaction_id)

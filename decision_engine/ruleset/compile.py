@@ -131,7 +131,7 @@ def _compile_logic(node: Logic) -> Fn:
         for part in parts:
             value = part(facts)
             if value is stop:
-                return stop
+                return bool(stop)
             if value is None:
                 result = None
         return result
@@ -176,12 +176,7 @@ def _compile_call(node: Call) -> Fn:
 
         return days
     args = tuple(compile_node(a) for a in node.args)
-    impl: Callable[..., float] = {
-        "min": min,
-        "max": max,
-        "round": lambda x: float(round(x)),
-        "abs": abs,
-    }[fn]
+    impl: Callable[..., float] = _NUMERIC[fn]
 
     def call(facts: Facts) -> float | None:
         values = [a(facts) for a in args]
@@ -190,6 +185,13 @@ def _compile_call(node: Call) -> Fn:
         return float(impl(*values))
 
     return call
+
+
+def _round(x: float) -> float:
+    return float(round(x))
+
+
+_NUMERIC: dict[str, Callable[..., float]] = {"min": min, "max": max, "round": _round, "abs": abs}
 
 
 def compile_all(conditions: Sequence[Node]) -> Fn | None:
@@ -288,9 +290,7 @@ class _Categorical(_Family):
         if value is None:
             return self.free
         return (
-            self.free
-            | self.accept.get(value, 0)
-            | (self.excluders & ~self.exclude.get(value, 0))
+            self.free | self.accept.get(value, 0) | (self.excluders & ~self.exclude.get(value, 0))
         )
 
 
@@ -329,9 +329,7 @@ class _Threshold(_Family):
             return self.free
         if self.op == ">":
             k = bisect_left(self.thresholds, value)
-        elif self.op == ">=":
-            k = bisect_right(self.thresholds, value)
-        elif self.op == "<":
+        elif self.op == ">=" or self.op == "<":
             k = bisect_right(self.thresholds, value)
         else:
             k = bisect_left(self.thresholds, value)
@@ -367,10 +365,10 @@ def _indexable(term: Node) -> tuple[tuple[str, str], Any] | None:
     if isinstance(term, Call) and term.function == "exists":
         assert isinstance(term.args[0], Field)
         return (term.args[0].name, "exists+"), None
-    if isinstance(term, Not) and isinstance(term.operand, Call):
-        if term.operand.function == "exists":
-            assert isinstance(term.operand.args[0], Field)
-            return (term.operand.args[0].name, "exists-"), None
+    negated_call = term.operand if isinstance(term, Not) else None
+    if isinstance(negated_call, Call) and negated_call.function == "exists":
+        assert isinstance(negated_call.args[0], Field)
+        return (negated_call.args[0].name, "exists-"), None
     if isinstance(term, Field):
         return (term.name, "cat"), (frozenset({True}), False)
     return None

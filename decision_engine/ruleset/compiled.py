@@ -105,9 +105,7 @@ def _offer(spec: OfferSpec) -> CompiledOffer:
     return CompiledOffer(
         spec=spec,
         value=compile_node(spec.value.node),
-        weights=tuple(
-            (compile_node(w.when.node), w.factor, w.when.text) for w in spec.weights
-        ),
+        weights=tuple((compile_node(w.when.node), w.factor, w.when.text) for w in spec.weights),
         params=tuple((name, compile_node(c.node)) for name, c in spec.params),
         eligibility=" and ".join(c.text for c in spec.when) or "always",
     )

@@ -29,7 +29,7 @@ from decision_engine.ruleset.model import (
     Where,
 )
 from decision_engine.ruleset.schema import KINDS, FieldSpec
-from decision_engine.ruleset.template import TemplateError, parse_template
+from decision_engine.ruleset.template import Template, TemplateError, parse_template
 from decision_engine.ruleset.typecheck import check, did_you_mean
 
 SECTIONS = ("ruleset", "schema", "offers", "routing", "arbitration")
@@ -143,7 +143,9 @@ class _Reader:
             if key in out:
                 self.error(key_node, f"duplicate key {key!r} in {what}")
             elif allowed is not None and key not in allowed:
-                self.error(key_node, f"unknown key {key!r} in {what}{did_you_mean(key, list(allowed))}")
+                self.error(
+                    key_node, f"unknown key {key!r} in {what}{did_you_mean(key, list(allowed))}"
+                )
             else:
                 out[key] = value_node
         return out
@@ -192,9 +194,7 @@ class _Reader:
             self.error(node, f"{what} must be between {low:g} and {high:g}, got {raw}")
         return value
 
-    def integer(
-        self, node: yaml.Node | None, what: str, default: int, low: int, high: int
-    ) -> int:
+    def integer(self, node: yaml.Node | None, what: str, default: int, low: int, high: int) -> int:
         value = self.number(node, what, default, low, high)
         if node is not None and not float(value).is_integer():
             self.error(node, f"{what} must be a whole number")
@@ -275,7 +275,9 @@ class _Reader:
             section = self.mapping(node, "routing", ("default", "rules"))
             if "default" in section:
                 if default is not None:
-                    self.error(section["default"], f"a second default route (first: {default.where})")
+                    self.error(
+                        section["default"], f"a second default route (first: {default.where})"
+                    )
                 default = self._default_route(section["default"])
             if "rules" in section:
                 routes.extend(
@@ -333,26 +335,39 @@ class _Reader:
                 if built is not None:
                     yield built
 
-    def _unique(self, what: str, items: list[OfferSpec] | list[RouteSpec] | list[PolicySpec]) -> None:
+    def _unique(
+        self, what: str, items: list[OfferSpec] | list[RouteSpec] | list[PolicySpec]
+    ) -> None:
         seen: dict[str, Where] = {}
         for item in items:
             if item.id in seen:
                 w = item.where
                 self.problems.append(
-                    Problem(w.file, w.line, w.column, f"duplicate {what} id {item.id!r} (first at {seen[item.id]})")
+                    Problem(
+                        w.file,
+                        w.line,
+                        w.column,
+                        f"duplicate {what} id {item.id!r} (first at {seen[item.id]})",
+                    )
                 )
             else:
                 seen[item.id] = item.where
 
-    def _schema(self, parts: list[tuple[str, yaml.Node]]) -> tuple[dict[str, FieldSpec], tuple[str, ...]]:
+    def _schema(
+        self, parts: list[tuple[str, yaml.Node]]
+    ) -> tuple[dict[str, FieldSpec], tuple[str, ...]]:
         declared: dict[str, FieldSpec] = {}
         intents: tuple[str, ...] = ()
         for name, node in parts:
             self.file = name
             section = self.mapping(node, "schema", ("profile", "attributes", "intents"))
             for source in ("profile", "attributes"):
-                for field_name, spec_node in self.mapping(section.get(source) or _empty_map(), f"schema {source}").items():
-                    spec = self._field(field_name, spec_node, "attribute" if source == "attributes" else "profile")
+                for field_name, spec_node in self.mapping(
+                    section.get(source) or _empty_map(), f"schema {source}"
+                ).items():
+                    spec = self._field(
+                        field_name, spec_node, "attribute" if source == "attributes" else "profile"
+                    )
                     if spec is None:
                         continue
                     if field_name in declared:
@@ -374,7 +389,11 @@ class _Reader:
         spec = self.mapping(node, f"field {name}", ("type", "values", "min", "max", "description"))
         kind = self.text(spec.get("type"), f"{name} type", "")
         if kind not in KINDS:
-            self.error(spec.get("type", node), f"field {name}: type must be one of {', '.join(KINDS)}{did_you_mean(kind, list(KINDS))}")
+            self.error(
+                spec.get("type", node),
+                f"field {name}: type must be one of {', '.join(KINDS)}"
+                + did_you_mean(kind, list(KINDS)),
+            )
             return None
         values = self.names(spec.get("values"), f"{name} values")
         if kind == "enum" and not values:
@@ -406,7 +425,10 @@ class _Reader:
         channels = self.names(spec.get("channels"), "channels") or CHANNELS
         for ch_node, ch in zip(_items(spec.get("channels")), channels, strict=False):
             if ch not in CHANNELS:
-                self.error(ch_node, f"offer {offer_id}: unknown channel {ch!r}{did_you_mean(ch, list(CHANNELS))}")
+                self.error(
+                    ch_node,
+                    f"offer {offer_id}: unknown channel {ch!r}{did_you_mean(ch, list(CHANNELS))}",
+                )
         params: list[tuple[str, Condition]] = []
         for pname, pnode in self.mapping(spec.get("params") or _empty_map(), "params").items():
             if pname in fields:
@@ -415,7 +437,11 @@ class _Reader:
             if cond is not None:
                 params.append((pname, cond))
         value_node = spec.get("value")
-        value = self.expression(value_node, f"offer {offer_id} value", fields, want="number") if value_node else None
+        value = (
+            self.expression(value_node, f"offer {offer_id} value", fields, want="number")
+            if value_node
+            else None
+        )
         if value_node is None:
             self.error(node, f"offer {offer_id} has no value")
         weights = []
@@ -446,7 +472,9 @@ class _Reader:
             where=self.where(node),
         )
 
-    def _script(self, node: yaml.Node | None, offer_id: str, fields: dict[str, FieldSpec], params: set[str]):  # type: ignore[no-untyped-def]
+    def _script(
+        self, node: yaml.Node | None, offer_id: str, fields: dict[str, FieldSpec], params: set[str]
+    ) -> Template | None:
         if node is None:
             self.error(None, f"offer {offer_id} has no script")
             return None
@@ -459,11 +487,24 @@ class _Reader:
         for ph in template.names:
             if ph.name not in fields and ph.name not in params:
                 known = list(fields) + sorted(params)
-                self.error(node, f"offer {offer_id} script: unknown placeholder {{{ph.name}}}{did_you_mean(ph.name, known)}")
+                self.error(
+                    node,
+                    f"offer {offer_id} script: unknown placeholder {{{ph.name}}}"
+                    + did_you_mean(ph.name, known),
+                )
         return template
 
     def _route(self, node: yaml.Node, fields: dict[str, FieldSpec]) -> RouteSpec | None:
-        keys = ("id", "when", "queue", "priority", "reason", "skip_ivr", "precedence", "description")
+        keys = (
+            "id",
+            "when",
+            "queue",
+            "priority",
+            "reason",
+            "skip_ivr",
+            "precedence",
+            "description",
+        )
         spec = self.mapping(node, "routing rule", keys)
         if not spec:
             return None

@@ -13,7 +13,6 @@ from decision_engine.ruleset.expr import (
     ExprError,
     Field,
     Literal,
-    Logic,
     Member,
     Neg,
     Node,

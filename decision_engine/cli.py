@@ -1,0 +1,196 @@
+"""The `decision-engine` command: serve, decide, rules, profiles."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from decision_engine.config import ENV_PREFIX, Settings
+from decision_engine.decide.model import CHANNELS
+from decision_engine.errors import ConfigError, RulesetError
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name
+
+
+@click.group()
+@click.version_option(package_name="decision-engine")
+def main() -> None:
+    """Real-time next-best-action decisioning for contact centers."""
+
+
+@main.command()
+@click.option(
+    "--rules",
+    "rules_dir",
+    type=click.Path(path_type=Path),
+    default=Path("rules"),
+    envvar=_env("RULES"),
+    show_default=True,
+    show_envvar=True,
+    help="Rules directory.",
+)
+@click.option(
+    "--redis-url",
+    envvar=_env("REDIS_URL"),
+    show_envvar=True,
+    help="Profile store. Without it an embedded Redis is started under --data-dir.",
+)
+@click.option("--host", default="0.0.0.0", envvar=_env("HOST"), show_default=True, show_envvar=True)
+@click.option(
+    "--port",
+    type=int,
+    default=50051,
+    envvar=_env("PORT"),
+    show_default=True,
+    show_envvar=True,
+    help="gRPC port, shared by all workers.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=9464,
+    envvar=_env("METRICS_PORT"),
+    show_default=True,
+    show_envvar=True,
+    help="Prometheus /metrics port (0: off).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    envvar=_env("WORKERS"),
+    show_envvar=True,
+    help="Worker processes [default: number of CPUs].",
+)
+@click.option(
+    "--redis-timeout-ms",
+    type=float,
+    default=50.0,
+    envvar=_env("REDIS_TIMEOUT_MS"),
+    show_default=True,
+    show_envvar=True,
+    help="Profile read budget; past it Decide answers from context (degraded).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("var"),
+    envvar=_env("DATA_DIR"),
+    show_default=True,
+    show_envvar=True,
+    help="Data of the embedded Redis.",
+)
+@click.option(
+    "--demo-profiles",
+    type=int,
+    default=1000,
+    envvar=_env("DEMO_PROFILES"),
+    show_default=True,
+    show_envvar=True,
+    help="Synthetic customers loaded on the embedded Redis's first start.",
+)
+@click.option(
+    "--log-level", default="INFO", envvar=_env("LOG_LEVEL"), show_default=True, show_envvar=True
+)
+def serve(**options: Any) -> None:  # fmt: skip
+    """Serve Decide over gRPC (health, reflection, Prometheus metrics)."""
+    from decision_engine.server.process import serve as run
+
+    if options["workers"] is None:
+        options.pop("workers")
+    try:
+        settings = Settings(**options)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+    sys.exit(run(settings))
+
+
+@main.command("decide")
+@click.option("--customer", required=True, help="Customer id.")
+@click.option("--channel", type=click.Choice(CHANNELS), default="voice", show_default=True)
+@click.option("--intent", default="", help="Why the customer is in touch (e.g. cancel).")
+@click.option("--queue", default="")
+@click.option("--sentiment", type=click.FloatRange(-1, 1), default=None)
+@click.option("--interaction", default="", help="Interaction id (records the contact).")
+@click.option(
+    "--attr",
+    "attributes",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Context attribute; repeatable.",
+)
+@click.option("--max-offers", type=int, default=0)
+@click.option("--explain", is_flag=True, help="Show why each rule applied or not.")
+@click.option("--json", "as_json", is_flag=True, help="Print the response as JSON.")
+@click.option(
+    "--target",
+    default="localhost:50051",
+    envvar=_env("TARGET"),
+    show_default=True,
+    show_envvar=True,
+    help="Server address.",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds.")
+def decide_command(**options: Any) -> None:  # fmt: skip
+    """Ask a running server for a decision and print it."""
+    from decision_engine.client import call_decide, print_decision
+
+    attributes: dict[str, str] = {}
+    for item in options.pop("attributes"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--attr")
+        attributes[key] = value
+    as_json = options.pop("as_json")
+    response = call_decide(attributes=attributes, **options)
+    if as_json:
+        click.echo(json.dumps(response, indent=2))
+    else:
+        print_decision(response)
+
+
+@main.group()
+def rules() -> None:
+    """Check and inspect rule files."""
+
+
+@rules.command("check")
+@click.argument(
+    "directory", type=click.Path(path_type=Path), default=Path("rules"), envvar=_env("RULES")
+)
+def rules_check(directory: Path) -> None:  # fmt: skip
+    """Validate a rules directory; problems are printed as file:line:col: message."""
+    from decision_engine.ruleset.compiled import load_compiled
+
+    try:
+        ruleset = load_compiled(directory)
+    except RulesetError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{len(exc.problems)} problem(s); this ruleset cannot go live", err=True)
+        sys.exit(1)
+    click.echo(
+        f"ok: ruleset {ruleset.version} ({ruleset.source.label or 'no label'}): "
+        f"{len(ruleset.offers)} offers, {len(ruleset.routes)} routing rules, "
+        f"{len(ruleset.policies)} policies"
+    )
+
+
+def _add_profiles() -> None:
+    from decision_engine.store.commands import profiles
+
+    main.add_command(profiles)
+
+
+_add_profiles()

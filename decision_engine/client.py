@@ -1,0 +1,101 @@
+"""A small gRPC client for humans: the CLI's `decide` command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import grpc
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.table import Table
+
+from decision_engine._proto.decision.v1 import decision_pb2 as pb
+from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.server.convert import channel_value
+
+
+def call_decide(
+    *,
+    target: str,
+    timeout: float,
+    customer: str,
+    channel: str,
+    intent: str,
+    queue: str,
+    sentiment: float | None,
+    interaction: str,
+    attributes: dict[str, str],
+    max_offers: int,
+    explain: bool,
+) -> dict[str, Any]:
+    """Call Decide; a gRPC error exits with its status and message."""
+    context = pb.InteractionContext(
+        channel=pb.Channel.ValueType(channel_value(channel)),
+        intent=intent,
+        queue=queue,
+        attributes=attributes,
+    )
+    if sentiment is not None:
+        context.sentiment = sentiment
+    request = pb.DecideRequest(
+        customer_id=customer,
+        interaction_id=interaction,
+        context=context,
+        max_offers=max_offers,
+        explain=explain,
+    )
+    with grpc.insecure_channel(target) as channel_:
+        try:
+            response = pb_grpc.DecisionServiceStub(channel_).Decide(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
+            sys.exit(1)
+    return MessageToDict(
+        response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def print_decision(response: dict[str, Any]) -> None:
+    """A readable screen pop: routing, offers, and explanations when asked."""
+    console = Console()
+    routing = response["routing"]
+    flags = [
+        "profile found" if response["profile_found"] else "unknown customer",
+        *(["DEGRADED (store unavailable)"] if response["degraded"] else []),
+    ]
+    console.print(
+        f"[bold]decision[/bold] {response['decision_id']}  ruleset {response['ruleset_version']}"
+        f"  ({', '.join(flags)})"
+    )
+    console.print(
+        f"[bold]routing[/bold]  queue [cyan]{routing['queue']}[/cyan]  priority "
+        f"{routing['priority']}{'  skip IVR' if routing['skip_ivr'] else ''}  "
+        f"rule {routing['rule_id']}: {routing['reason']}"
+    )
+    table = Table(title="offers", show_lines=True)
+    for column in ("#", "offer", "score", "EV", "p", "script"):
+        table.add_column(column, overflow="fold")
+    for rank, offer in enumerate(response["offers"], 1):
+        table.add_row(
+            str(rank),
+            f"{offer['offer_id']}\n[dim]{offer['category']}[/dim]",
+            f"{offer['score']:,.1f}",
+            f"{offer['expected_value']:,.1f}",
+            f"{offer['propensity']:.2f}",
+            offer["script"],
+        )
+    console.print(table)
+    if response["explanations"]:
+        why = Table(title="why")
+        for column in ("kind", "rule", "applies", "detail"):
+            why.add_column(column, overflow="fold")
+        for item in response["explanations"]:
+            why.add_row(
+                item["kind"].removeprefix("KIND_").lower(),
+                item["rule_id"],
+                "yes" if item["matched"] else "no",
+                item["detail"],
+            )
+        console.print(why)

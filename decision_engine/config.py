@@ -1,0 +1,55 @@
+"""Settings from flags and environment, validated once at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from decision_engine.errors import ConfigError
+
+ENV_PREFIX = "DECISION_ENGINE_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How one `serve` runs; every field has a flag and a DECISION_ENGINE_* variable."""
+
+    rules_dir: Path = Path("rules")
+    """Directory of rule files (RULES)."""
+    redis_url: str | None = None
+    """Profile store; None starts an embedded Redis under data_dir (REDIS_URL)."""
+    host: str = "0.0.0.0"
+    """Interface the gRPC and metrics servers listen on (HOST)."""
+    port: int = 50051
+    """gRPC port shared by all workers (PORT)."""
+    metrics_port: int = 9464
+    """Prometheus metrics HTTP port; 0 disables (METRICS_PORT)."""
+    workers: int = os.cpu_count() or 1
+    """Worker processes serving gRPC (WORKERS)."""
+    redis_timeout_ms: float = 50.0
+    """Profile read budget; past it, decide from context alone (REDIS_TIMEOUT_MS)."""
+    data_dir: Path = Path("var")
+    """Where the embedded Redis keeps its data (DATA_DIR)."""
+    demo_profiles: int = 1000
+    """Synthetic customers loaded on the embedded Redis's first start (DEMO_PROFILES)."""
+    log_level: str = "INFO"
+    """Logging level (LOG_LEVEL)."""
+
+    def __post_init__(self) -> None:
+        for name in ("port", "metrics_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError(f"{name} must be 0..65535, got {value}")
+        if not 1 <= self.workers <= 256:
+            raise ConfigError(f"workers must be 1..256, got {self.workers}")
+        if not 0 < self.redis_timeout_ms <= 60_000:
+            raise ConfigError(
+                f"redis_timeout_ms must be in (0, 60000], got {self.redis_timeout_ms}"
+            )
+        if not self.rules_dir.is_dir():
+            raise ConfigError(f"rules directory {self.rules_dir} does not exist")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}"
+            )

@@ -1,0 +1,1 @@
+"""gRPC service, health, reflection, metrics and the process model."""

@@ -1,0 +1,44 @@
+"""Build a gRPC server (service, health, reflection) apart from running it."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from decision_engine._proto.decision.v1 import decision_pb2 as pb
+from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.server.service import ActiveRuleset, DecisionService
+from decision_engine.store.profiles import ProfileStore
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+
+
+async def create_server(
+    *,
+    address: str,
+    rules: ActiveRuleset,
+    store: ProfileStore,
+    store_timeout_s: float,
+    reuse_port: bool,
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """A server bound to `address` (port 0 picks one), health NOT_SERVING until started."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    pb_grpc.add_DecisionServiceServicer_to_server(
+        DecisionService(rules, store, store_timeout_s=store_timeout_s), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address)
+    return server, port, health_servicer
+
+
+async def mark_serving(health_servicer: health.aio.HealthServicer) -> None:
+    """Rules are loaded and the server started: tell load balancers."""
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

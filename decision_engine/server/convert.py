@@ -1,0 +1,128 @@
+"""Protobuf ↔ plain data, with the request checks a client gets INVALID_ARGUMENT for."""
+
+from __future__ import annotations
+
+import math
+
+from decision_engine._proto.decision.v1 import decision_pb2 as pb
+from decision_engine.decide.model import CHANNELS, Context, Decision
+from decision_engine.errors import InvalidRequestError
+from decision_engine.ruleset.load import MAX_OFFERS_LIMIT
+
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 256
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_KEY = 64
+
+_CHANNEL_NAMES = {pb.Channel.Value(f"CHANNEL_{name.upper()}"): name for name in CHANNELS}
+_CHANNEL_VALUES = {name: value for value, name in _CHANNEL_NAMES.items()}
+_KIND = {
+    "offer": pb.RuleExplanation.KIND_OFFER,
+    "routing": pb.RuleExplanation.KIND_ROUTING,
+    "policy": pb.RuleExplanation.KIND_POLICY,
+}
+
+
+def channel_value(name: str) -> int:
+    """The proto enum value of a channel name (for clients)."""
+    try:
+        return _CHANNEL_VALUES[name]
+    except KeyError:
+        raise InvalidRequestError("channel", f"unknown channel {name!r}") from None
+
+
+def request_context(request: pb.DecideRequest) -> Context:
+    """Check a DecideRequest; InvalidRequestError names the first field that is wrong."""
+    _identifier("customer_id", request.customer_id, required=True)
+    _identifier("interaction_id", request.interaction_id, required=False)
+    if request.max_offers > MAX_OFFERS_LIMIT:
+        raise InvalidRequestError(
+            "max_offers", f"must be 0..{MAX_OFFERS_LIMIT}, got {request.max_offers}"
+        )
+    ctx = request.context
+    channel = _CHANNEL_NAMES.get(ctx.channel)
+    if channel is None:
+        if ctx.channel == pb.CHANNEL_UNSPECIFIED:
+            raise InvalidRequestError("context.channel", "is required (voice, chat, email, ...)")
+        raise InvalidRequestError("context.channel", f"unknown channel value {ctx.channel}")
+    for name in ("intent", "queue", "agent_id", "ivr_path"):
+        _text(f"context.{name}", getattr(ctx, name))
+    sentiment: float | None = None
+    if ctx.HasField("sentiment"):
+        sentiment = ctx.sentiment
+        if not math.isfinite(sentiment) or not -1.0 <= sentiment <= 1.0:
+            raise InvalidRequestError("context.sentiment", f"must be -1..1, got {sentiment}")
+    if len(ctx.attributes) > MAX_ATTRIBUTES:
+        raise InvalidRequestError(
+            "context.attributes", f"at most {MAX_ATTRIBUTES} entries, got {len(ctx.attributes)}"
+        )
+    for key, value in ctx.attributes.items():
+        if not key or len(key) > MAX_ATTRIBUTE_KEY:
+            raise InvalidRequestError(
+                "context.attributes", f"keys are 1..{MAX_ATTRIBUTE_KEY} characters"
+            )
+        _text(f"context.attributes[{key}]", value)
+    return Context(
+        channel=channel,
+        intent=ctx.intent,
+        queue=ctx.queue,
+        agent_id=ctx.agent_id,
+        sentiment=sentiment,
+        ivr_path=ctx.ivr_path,
+        attributes=dict(ctx.attributes),
+    )
+
+
+def _identifier(field: str, value: str, *, required: bool) -> None:
+    if not value:
+        if required:
+            raise InvalidRequestError(field, "is required")
+        return
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidRequestError(field, f"at most {MAX_ID_LENGTH} characters, got {len(value)}")
+    if not value.isprintable() or value.strip() != value:
+        raise InvalidRequestError(field, "must be printable, without surrounding spaces")
+
+
+def _text(field: str, value: str) -> None:
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidRequestError(field, f"at most {MAX_TEXT_LENGTH} characters, got {len(value)}")
+
+
+def decision_response(decision: Decision) -> pb.DecideResponse:
+    """The wire form of a decision."""
+    routing = decision.routing
+    return pb.DecideResponse(
+        decision_id=decision.decision_id,
+        offers=[
+            pb.Offer(
+                offer_id=o.offer_id,
+                title=o.title,
+                script=o.script,
+                score=o.score,
+                expected_value=o.expected_value,
+                propensity=o.propensity,
+                value=o.value,
+                category=o.category,
+                rule_ids=o.rule_ids,
+                reasons=o.reasons,
+            )
+            for o in decision.offers
+        ],
+        routing=pb.Routing(
+            queue=routing.queue,
+            priority=routing.priority,
+            reason=routing.reason,
+            rule_id=routing.rule_id,
+            skip_ivr=routing.skip_ivr,
+        ),
+        ruleset_version=decision.ruleset_version,
+        profile_found=decision.profile_found,
+        degraded=decision.degraded,
+        explanations=[
+            pb.RuleExplanation(
+                kind=_KIND[e.kind], rule_id=e.rule_id, matched=e.matched, detail=e.detail
+            )
+            for e in decision.explanations
+        ],
+    )

@@ -1,0 +1,39 @@
+"""Prometheus metrics, in multiprocess mode so every worker is counted.
+
+Import this module only after `PROMETHEUS_MULTIPROC_DIR` is set (process.py does),
+since prometheus_client picks its storage when a metric is created. Label values
+are bounded by the ruleset (queues, offer ids) or by the code (fields); never
+customer ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+
+DECISION_LATENCY = Histogram(
+    "decision_latency_seconds",
+    "Time to answer Decide, from request to response, in seconds.",
+    buckets=LATENCY_BUCKETS,
+)
+DECISIONS = Counter("decisions_total", "Decisions made, by routing queue.", ["queue", "degraded"])
+OFFERS_RETURNED = Counter("offers_returned_total", "Offers returned, by offer id.", ["offer_id"])
+PROFILE_MISSES = Counter("profile_misses_total", "Decide calls for customers without a profile.")
+REDIS_ERRORS = Counter(
+    "redis_errors_total", "Profile reads that failed or ran out of time.", ["kind"]
+)
+INVALID_REQUESTS = Counter(
+    "invalid_requests_total", "Requests rejected with INVALID_ARGUMENT, by field.", ["field"]
+)
+RULESET_INFO = Gauge(
+    "ruleset_info",
+    "The ruleset version being served (1) by the workers.",
+    ["version", "label"],
+    multiprocess_mode="livemax",
+)
+RULES_LOADED = Gauge(
+    "ruleset_rules", "Rules in the ruleset being served.", ["kind"], multiprocess_mode="livemax"
+)

@@ -1,0 +1,203 @@
+"""The process model: a supervisor and N worker processes sharing one port.
+
+gRPC Python cannot fork once a server or channel exists, so the supervisor
+reserves the port (SO_REUSEPORT), prepares the metrics directory and forks the
+workers before any gRPC object is made; each worker builds its own server on
+the same port and the kernel spreads connections over them. The supervisor
+serves /metrics for all of them and restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+
+from decision_engine.config import Settings
+from decision_engine.errors import RulesetError
+from decision_engine.ruleset.compiled import load_compiled
+from decision_engine.ruleset.load import load_schema
+
+log = logging.getLogger("decision_engine.serve")
+
+_RESTART_BACKOFF_S = 1.0
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code."""
+    try:
+        ruleset = load_compiled(settings.rules_dir)
+    except RulesetError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        log.error("ruleset in %s cannot go live; not starting", settings.rules_dir)
+        return 2
+    log.info(
+        "ruleset %s (%s) from %s: %d offers, %d routing rules, %d policies",
+        ruleset.version,
+        ruleset.source.label or "no label",
+        settings.rules_dir,
+        len(ruleset.offers),
+        len(ruleset.routes),
+        len(ruleset.policies),
+    )
+    with contextlib.ExitStack() as stack:
+        redis_url = settings.redis_url or stack.enter_context(_embedded_redis(settings))
+        metrics_dir = tempfile.mkdtemp(prefix="decision-engine-metrics-")
+        stack.callback(shutil.rmtree, metrics_dir, True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        with _reserved_port(settings.host, settings.port) as port:
+            return _supervise(settings, redis_url, port)
+    return 0
+
+
+@contextlib.contextmanager
+def _embedded_redis(settings: Settings) -> Iterator[str]:
+    from decision_engine.store.demo import ensure_demo_data
+    from decision_engine.store.embedded import EmbeddedRedis
+    from decision_engine.store.profiles import ProfileStore
+
+    data_dir = settings.data_dir / "redis"
+    with EmbeddedRedis(data_dir=data_dir) as redis:
+        log.info(
+            "no --redis-url given: started an embedded Redis at %s (data in %s)",
+            redis.url,
+            data_dir,
+        )
+
+        async def load_demo() -> bool:
+            store = ProfileStore.from_url(redis.url)
+            try:
+                now = time.time()
+                return await ensure_demo_data(
+                    store,
+                    schema=load_schema(settings.rules_dir),
+                    today=datetime.fromtimestamp(now, UTC).date(),
+                    now=now,
+                    generated=settings.demo_profiles,
+                )
+            finally:
+                await store.aclose()
+
+        if asyncio.run(load_demo()):
+            log.info(
+                "first start: loaded demo customers C-1001..C-1007 and %d synthetic ones "
+                "(C-000001...)",
+                settings.demo_profiles,
+            )
+        else:
+            log.info("demo data already present in %s", data_dir)
+        yield redis.url
+
+
+@contextlib.contextmanager
+def _reserved_port(host: str, port: int) -> Iterator[int]:
+    """Hold the port with SO_REUSEPORT so the workers can share it (and port 0 gets one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def _supervise(settings: Settings, redis_url: str, port: int) -> int:
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    ctx = multiprocessing.get_context("fork")
+    stopping = False
+
+    def spawn(index: int) -> BaseProcess:
+        process = ctx.Process(
+            target=_worker_main,
+            args=(settings, redis_url, port, index),
+            name=f"decision-engine-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    workers = [spawn(i) for i in range(settings.workers)]
+    if settings.metrics_port:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+    log.info("gRPC DecisionService on %s:%d with %d workers", settings.host, port, len(workers))
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        log.info("received %s; stopping workers", signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        time.sleep(0.2)
+        for i, process in enumerate(workers):
+            if process.is_alive() or stopping:
+                continue
+            log.error(
+                "worker %d (pid %s) exited with %s; restarting", i, process.pid, process.exitcode
+            )
+            multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+            time.sleep(_RESTART_BACKOFF_S)
+            workers[i] = spawn(i)
+    for process in workers:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)
+    for process in workers:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+    return 0
+
+
+def _worker_main(settings: Settings, redis_url: str, port: int, index: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run_worker(settings, redis_url, port, index))
+
+
+async def _run_worker(settings: Settings, redis_url: str, port: int, index: int) -> None:
+    from decision_engine.server.app import create_server, mark_serving
+    from decision_engine.server.service import ActiveRuleset
+    from decision_engine.store.profiles import ProfileStore
+
+    ruleset = load_compiled(settings.rules_dir)
+    rules = ActiveRuleset(ruleset, loaded_at=time.time())
+    timeout_s = settings.redis_timeout_ms / 1000
+    store = ProfileStore.from_url(redis_url, socket_timeout=max(timeout_s * 4, 0.5))
+    server, _, health_servicer = await create_server(
+        address=f"{_bracket(settings.host)}:{port}",
+        rules=rules,
+        store=store,
+        store_timeout_s=timeout_s,
+        reuse_port=True,
+    )
+    await server.start()
+    await mark_serving(health_servicer)
+    log.debug("worker %d (pid %d) serving ruleset %s", index, os.getpid(), ruleset.version)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopped.set)
+    await stopped.wait()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=2.0)
+    await store.aclose()
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

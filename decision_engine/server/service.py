@@ -1,0 +1,132 @@
+"""The DecisionService servicer: validate, read the store once, decide, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+import grpc
+
+from decision_engine._proto.decision.v1 import decision_pb2 as pb
+from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.decide.engine import decide
+from decision_engine.decide.model import Contact, CustomerState
+from decision_engine.errors import InvalidRequestError, StoreUnavailableError
+from decision_engine.ruleset.compiled import CompiledRuleset
+from decision_engine.server import metrics
+from decision_engine.server.convert import decision_response, request_context
+from decision_engine.server.status import status_for
+from decision_engine.store.profiles import ProfileStore
+
+log = logging.getLogger(__name__)
+
+# Leave this share of the caller's deadline for deciding and answering.
+_DEADLINE_SHARE_FOR_STORE = 0.5
+
+
+class ActiveRuleset:
+    """The ruleset being served; a request pins `current` once, so a swap never splits it."""
+
+    def __init__(self, ruleset: CompiledRuleset, *, loaded_at: float) -> None:
+        self.current = ruleset
+        self.loaded_at = loaded_at
+        self._publish()
+
+    def swap(self, ruleset: CompiledRuleset, *, loaded_at: float) -> None:
+        old = self.current
+        self.current, self.loaded_at = ruleset, loaded_at
+        metrics.RULESET_INFO.labels(old.version, old.source.label).set(0)
+        self._publish()
+
+    def _publish(self) -> None:
+        rs = self.current
+        metrics.RULESET_INFO.labels(rs.version, rs.source.label).set(1)
+        metrics.RULES_LOADED.labels("offer").set(len(rs.offers))
+        metrics.RULES_LOADED.labels("routing").set(len(rs.routes))
+        metrics.RULES_LOADED.labels("policy").set(len(rs.policies))
+
+
+def new_decision_id(now: float) -> str:
+    """Time-ordered and unique across replicas: millisecond clock + 64 random bits."""
+    return f"{int(now * 1000):012x}{os.urandom(8).hex()}"
+
+
+class DecisionService(pb_grpc.DecisionServiceServicer):
+    """Answers Decide from the active ruleset and one profile-store round trip."""
+
+    def __init__(
+        self, rules: ActiveRuleset, store: ProfileStore, *, store_timeout_s: float
+    ) -> None:
+        self._rules = rules
+        self._store = store
+        self._store_timeout_s = store_timeout_s
+
+    async def Decide(
+        self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DecideResponse:
+        started = time.perf_counter()
+        try:
+            ctx = request_context(request)
+        except InvalidRequestError as exc:
+            metrics.INVALID_REQUESTS.labels(exc.field.split("[")[0]).inc()
+            code, message = status_for(exc)
+            await context.abort(code, message)
+        ruleset = self._rules.current
+        now = time.time()
+        interaction = (
+            Contact(request.interaction_id, ctx.channel, ctx.intent, now)
+            if request.interaction_id
+            else None
+        )
+        state, degraded = await self._load(request.customer_id, interaction, now, context)
+        decision = decide(
+            ruleset,
+            state=state,
+            context=ctx,
+            now=now,
+            decision_id=new_decision_id(now),
+            interaction_id=request.interaction_id,
+            max_offers=request.max_offers,
+            explain=request.explain,
+            degraded=degraded,
+        )
+        response = decision_response(decision)
+        metrics.DECISIONS.labels(decision.routing.queue, "true" if degraded else "false").inc()
+        for offer in decision.offers:
+            metrics.OFFERS_RETURNED.labels(offer.offer_id).inc()
+        if not decision.profile_found and not degraded:
+            metrics.PROFILE_MISSES.inc()
+        metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
+        return response
+
+    async def _load(
+        self,
+        customer_id: str,
+        interaction: Contact | None,
+        now: float,
+        context: grpc.aio.ServicerContext,
+    ) -> tuple[CustomerState | None, bool]:
+        """The customer's state, or (None, degraded) when the store is slow or down."""
+        budget = self._store_timeout_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget = min(budget, max(remaining * _DEADLINE_SHARE_FOR_STORE, 0.0005))
+        try:
+            async with asyncio.timeout(budget):
+                return await self._store.load(customer_id, interaction=interaction, now=now), False
+        except TimeoutError:
+            metrics.REDIS_ERRORS.labels("timeout").inc()
+            log.warning(
+                "profile store did not answer within %.1f ms; deciding from context", budget * 1e3
+            )
+        except StoreUnavailableError as exc:
+            metrics.REDIS_ERRORS.labels("error").inc()
+            log.warning("profile store unavailable (%s); deciding from context", exc)
+        return None, True
+
+    async def Ping(
+        self, request: pb.PingRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PingResponse:
+        return pb.PingResponse()
