@@ -194,3 +194,7 @@ def _add_profiles() -> None:
 
 
 _add_profiles()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""A real `decision-engine serve` process (supervisor + workers) on ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.ruleset.load import load_schema
+from decision_engine.store.demo import ensure_demo_data
+from decision_engine.store.embedded import EmbeddedRedis
+from decision_engine.store.profiles import ProfileStore
+
+RULES = Path(__file__).resolve().parents[2] / "rules"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    target: str
+    metrics_port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stub(self) -> Iterator[pb_grpc.DecisionServiceStub]:
+        with grpc.insecure_channel(self.target) as channel:
+            yield pb_grpc.DecisionServiceStub(channel)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(
+    tmp: Path,
+    *args: str,
+    workers: int = 2,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Start `decision-engine serve` and wait until its health check says SERVING."""
+    port, metrics_port = free_port(), free_port()
+    log_path = tmp / f"serve-{port}.log"
+    command = [
+        sys.executable, "-m", "decision_engine.cli", "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
+        "--workers", str(workers), *args,
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    server = Server(process, f"127.0.0.1:{port}", metrics_port, log_path)
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"serve exited with {process.returncode}:\n{server.log()}")
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return server
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"serve did not become SERVING in {timeout}s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def server(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The service with the demo rules, two workers, on the session's Redis."""
+    tmp = tmp_path_factory.mktemp("server")
+    srv = start_server(tmp, "--rules", str(RULES), "--redis-url", redis_server.url)
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+@pytest.fixture
+def stub(server: Server) -> Iterator[pb_grpc.DecisionServiceStub]:
+    yield from server.stub()
+
+
+@pytest.fixture
+def demo_data(redis_url: str) -> float:
+    """The demo customers (and 50 synthetic ones) in an emptied Redis; returns `now`."""
+    now = time.time()
+
+    async def load() -> None:
+        store = ProfileStore.from_url(redis_url)
+        try:
+            await ensure_demo_data(
+                store,
+                schema=load_schema(RULES),
+                today=datetime.fromtimestamp(now, UTC).date(),
+                now=now,
+                generated=50,
+            )
+        finally:
+            await store.aclose()
+
+    asyncio.run(load())
+    return now

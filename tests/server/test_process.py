@@ -1,0 +1,131 @@
+"""The serve process: embedded default, degraded mode, worker restarts, bad rules, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from decision_engine._proto.decision.v1 import decision_pb2 as pb
+from decision_engine.store.embedded import EmbeddedRedis
+from tests.server.conftest import RULES, Server, free_port, start_server
+
+
+def decide(
+    server: Server, customer: str, intent: str = "lost_card", **kw: object
+) -> pb.DecideResponse:
+    for stub in server.stub():
+        context = pb.InteractionContext(channel=pb.CHANNEL_VOICE, intent=intent)
+        return stub.Decide(pb.DecideRequest(customer_id=customer, context=context), **kw)  # type: ignore[arg-type]
+    raise AssertionError("unreachable")
+
+
+def test_embedded_default_starts_its_own_redis_with_demo_data(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "--rules", str(RULES), "--data-dir", str(tmp_path / "var"),
+                          "--demo-profiles", "20", workers=1)  # fmt: skip
+    try:
+        r = decide(server, "C-1001", "cancel", timeout=5)
+        assert r.profile_found and r.routing.queue == "retention_specialists"
+        assert decide(server, "C-000020", timeout=5).profile_found
+        assert (
+            "embedded Redis" in server.log()
+            and "first start: loaded demo customers" in server.log()
+        )
+    finally:
+        assert server.stop() == 0
+    assert (tmp_path / "var" / "redis" / "appendonly.aof").exists() or any(
+        (tmp_path / "var" / "redis").rglob("*.aof*")
+    )
+    # Second start: same data, not loaded again.
+    again = start_server(
+        tmp_path, "--rules", str(RULES), "--data-dir", str(tmp_path / "var"), workers=1
+    )
+    try:
+        assert decide(again, "C-1001", "cancel", timeout=5).profile_found
+        assert "demo data already present" in again.log()
+    finally:
+        again.stop()
+
+
+def test_slow_or_down_redis_gives_degraded_context_only_answers(tmp_path: Path) -> None:
+    with EmbeddedRedis(data_dir=tmp_path / "redis") as store:
+        server = start_server(tmp_path, "--rules", str(RULES), "--redis-url", store.url,
+                              "--redis-timeout-ms", "30", workers=1)  # fmt: skip
+        try:
+            assert not decide(server, "C-x", timeout=5).degraded
+            with redis.Redis.from_url(store.url) as client:
+                client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            started = time.monotonic()
+            r = decide(server, "C-x", timeout=1)
+            elapsed = time.monotonic() - started
+            assert r.degraded and not r.profile_found
+            assert r.routing.queue == "card_security", "context-only rules still apply"
+            assert elapsed < 0.5, f"degraded answer took {elapsed:.3f}s"
+        finally:
+            server.stop()
+    # Redis gone entirely (connection refused).
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    server = start_server(tmp_path, "--rules", str(RULES), "--redis-url", nowhere, workers=1)
+    try:
+        r = decide(server, "C-1001", "cancel", timeout=2)
+        assert r.degraded and r.routing.queue in ("retention", "general")
+    finally:
+        server.stop()
+
+
+def test_a_killed_worker_is_replaced(server: Server) -> None:
+    children = subprocess.run(
+        ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    workers = [int(pid) for pid in children]
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "restarting" not in server.log():
+        time.sleep(0.1)
+    assert "restarting" in server.log()
+    for _ in range(10):
+        assert decide(server, "C-1", timeout=5).routing.queue == "card_security"
+
+
+def test_a_ruleset_with_errors_does_not_start(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    offers = rules / "offers.yaml"
+    offers.write_text(
+        offers.read_text().replace("when: contacts_7d >= 3", "when: contacts_7d >= 'x'")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "decision_engine.cli", "serve", "--rules", str(rules),
+         "--port", str(free_port()), "--metrics-port", "0", "--redis-url", "redis://127.0.0.1:1/0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        f"{offers}:" in result.stderr and "cannot compare a number with a string" in result.stderr
+    )
+
+
+def test_cli_decide_prints_json_and_a_table(server: Server, demo_data: float) -> None:
+    base = [sys.executable, "-m", "decision_engine.cli", "decide", "--target", server.target]
+    out = subprocess.run(
+        [*base, "--customer", "C-1001", "--intent", "cancel", "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    response = json.loads(out)
+    assert response["routing"]["queue"] == "retention_specialists"
+    assert response["offers"][0]["offer_id"] == "retention-loyalty-credit"
+    table = subprocess.run(
+        [*base, "--customer", "C-1002", "--intent", "cancel", "--explain"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert "digital_assist" in table and "clv 180 is not >= 5000" in table
+    bad = subprocess.run([*base, "--customer", " x"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "INVALID_ARGUMENT: customer_id" in bad.stderr
