@@ -96,7 +96,7 @@ def _embedded_redis(settings: Settings) -> Iterator[str]:
                 settings.demo_profiles,
             )
         else:
-            log.info("demo data already present in %s", data_dir)
+            log.info("demo data already present in %s; named demo customers refreshed", data_dir)
         yield redis.url
 
 

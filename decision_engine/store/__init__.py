@@ -1,0 +1,1 @@
+"""Redis: customer profiles and recent contacts, bulk import, and the embedded server."""

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import redis
+from click.testing import CliRunner
+
+from decision_engine.store.commands import profiles
+from decision_engine.store.keys import profile_key
+
+RULES = Path(__file__).parents[2] / "rules"
+
+
+def test_generate_then_import_with_the_shipped_ruleset(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "customers.jsonl"
+    runner = CliRunner()
+    generated = runner.invoke(
+        profiles, ["generate", "--count", "30", "--seed", "5", "--out", str(out)]
+    )
+    assert generated.exit_code == 0, generated.output
+    assert len(out.read_text().splitlines()) == 30
+
+    imported = runner.invoke(
+        profiles,
+        ["import", str(out)],
+        env={"DECISION_ENGINE_REDIS_URL": redis_url, "DECISION_ENGINE_RULES": str(RULES)},
+    )
+    assert imported.exit_code == 0, imported.output
+    assert "imported 30 profiles" in imported.stdout
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.exists(profile_key("C-000030"))
+
+
+def test_bad_lines_are_listed_and_fail_the_command(redis_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    lines = [json.dumps({"customer_id": "C-1", "clv": 5, "shoe_size": 42})]
+    lines += [json.dumps({"customer_id": f"C-{n}", "clv": -1}) for n in range(55)]
+    path.write_text("\n".join(lines) + "\n")
+
+    result = CliRunner().invoke(
+        profiles, ["import", str(path), "--redis-url", redis_url, "--rules", str(RULES)]
+    )
+
+    assert result.exit_code == 1
+    assert "imported 1 profile from" in result.stdout
+    assert f"{path}:2: clv: -1 is below the minimum 0" in result.stderr
+    assert f"{path}:51:" in result.stderr and f"{path}:52:" not in result.stderr
+    assert "and 5 more bad lines" in result.stderr
+    assert "55 bad lines skipped" in result.stderr
+    assert result.stderr.count("shoe_size") == 1

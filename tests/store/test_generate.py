@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import date, timedelta
+from statistics import mean, median
+
+from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.store.generate import generate_profiles, segment_for
+from decision_engine.store.importer import canonical_profile
+
+TODAY = date(2025, 6, 15)
+
+
+def test_same_seed_same_customers() -> None:
+    first = list(generate_profiles(50, seed=3, today=TODAY))
+    assert first == list(generate_profiles(50, seed=3, today=TODAY))
+    assert first != list(generate_profiles(50, seed=4, today=TODAY))
+    assert [p["customer_id"] for p in first[:2]] == ["C-000001", "C-000002"]
+    assert first[-1]["customer_id"] == "C-000050"
+
+
+def test_every_profile_is_valid_for_the_schema(schema: dict[str, FieldSpec]) -> None:
+    for profile in generate_profiles(2000, seed=1, today=TODAY):
+        customer_id, fields = canonical_profile(profile, schema)  # raises if invalid
+        assert set(fields) <= set(schema), customer_id
+        assert 0 <= int(fields["tenure_months"]) <= 240
+        assert 20 <= float(fields["cost_to_serve"]) <= 800
+        assert fields["preferred_channel"] in {"voice", "chat", "email", "sms", "web", "app"}
+        assert fields["segment"] == segment_for(float(fields["clv"]))
+
+
+def num(profile: dict[str, object], name: str) -> float:
+    return float(str(profile[name]))
+
+
+def test_shapes_are_realistic() -> None:
+    people = list(generate_profiles(2000, seed=1, today=TODAY))
+    clv = [num(p, "clv") for p in people]
+    assert 1800 < median(clv) < 3500
+    assert max(clv) > 50_000  # a long tail of very valuable customers
+
+    def churn(low: int, high: int) -> float:
+        return mean(num(p, "churn_risk") for p in people if low <= num(p, "tenure_months") < high)
+
+    assert churn(0, 12) > churn(60, 241) + 0.1
+
+    ends = [date.fromisoformat(str(p["contract_end"])) for p in people if "contract_end" in p]
+    assert 0.03 < 1 - len(ends) / len(people) < 0.15  # some have no contract end
+    assert any(end < TODAY for end in ends)
+    assert sum(TODAY <= end <= TODAY + timedelta(days=60) for end in ends) > 100
+    assert sum(end > TODAY + timedelta(days=60) for end in ends) > len(ends) / 2
+
+    complaints = [
+        date.fromisoformat(str(p["last_complaint"])) for p in people if "last_complaint" in p
+    ]
+    assert 0.10 < len(complaints) / len(people) < 0.20
+    assert all(TODAY - timedelta(days=180) < day <= TODAY for day in complaints)
+
+    # Some low-value customers are expensive to serve: the self-service routing case.
+    assert any(p["segment"] == "bronze" and num(p, "cost_to_serve") > 300 for p in people)
