@@ -187,6 +187,33 @@ def rules_check(directory: Path) -> None:  # fmt: skip
     )
 
 
+@rules.command("show")
+@click.option(
+    "--target",
+    default="localhost:50051",
+    envvar=_env("TARGET"),
+    show_default=True,
+    show_envvar=True,
+    help="Server address.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def rules_show(target: str, as_json: bool) -> None:  # fmt: skip
+    """Show the ruleset a running server is serving (version, when loaded, rule counts)."""
+    from decision_engine.client import call_ruleset_status
+
+    status = call_ruleset_status(target=target)
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    click.echo(
+        f"ruleset {status['version']} ({status['label'] or 'no label'})"
+        f" from {status['rules_dir']}\n"
+        f"loaded at {status['loaded_at']} by worker pid {status['worker_pid']}\n"
+        f"{status['offers']} offers, {status['routing_rules']} routing rules, "
+        f"{status['policies']} policies"
+    )
+
+
 def _add_profiles() -> None:
     from decision_engine.store.commands import profiles
 

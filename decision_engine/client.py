@@ -57,6 +57,21 @@ def call_decide(
     )
 
 
+def call_ruleset_status(*, target: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The active ruleset of the worker that answers."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            status = pb_grpc.AdminServiceStub(channel).GetRuleset(
+                pb.GetRulesetRequest(), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
+            sys.exit(1)
+    return MessageToDict(
+        status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
 def print_decision(response: dict[str, Any]) -> None:
     """A readable screen pop: routing, offers, and explanations when asked."""
     console = Console()

@@ -8,10 +8,11 @@ from grpc_reflection.v1alpha import reflection
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
-from decision_engine.server.service import ActiveRuleset, DecisionService
+from decision_engine.server.service import ActiveRuleset, AdminService, DecisionService
 from decision_engine.store.profiles import ProfileStore
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 async def create_server(
@@ -21,18 +22,20 @@ async def create_server(
     store: ProfileStore,
     store_timeout_s: float,
     reuse_port: bool,
+    rules_dir: str = "",
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
     pb_grpc.add_DecisionServiceServicer_to_server(
         DecisionService(rules, store, store_timeout_s=store_timeout_s), server
     )
+    pb_grpc.add_AdminServiceServicer_to_server(AdminService(rules, rules_dir=rules_dir), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(address)
     return server, port, health_servicer

@@ -37,3 +37,7 @@ RULESET_INFO = Gauge(
 RULES_LOADED = Gauge(
     "ruleset_rules", "Rules in the ruleset being served.", ["kind"], multiprocess_mode="livemax"
 )
+RELOADS = Counter("ruleset_reloads_total", "Rule changes that went live (per worker).")
+RELOAD_FAILURES = Counter(
+    "ruleset_reload_failures_total", "Rule changes rejected because they did not check."
+)

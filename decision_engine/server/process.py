@@ -22,15 +22,23 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 from decision_engine.config import Settings
 from decision_engine.errors import RulesetError
 from decision_engine.ruleset.compiled import load_compiled
 from decision_engine.ruleset.load import load_schema
 
+if TYPE_CHECKING:
+    # Imported lazily at run time: it creates metrics, which must wait for the
+    # multiprocess directory to be set.
+    from decision_engine.server.service import ActiveRuleset
+
 log = logging.getLogger("decision_engine.serve")
 
 _RESTART_BACKOFF_S = 1.0
+# Rule changes are noticed within one poll, go live after the next (files settled).
+_POLL_S = 0.15
 
 
 def serve(settings: Settings) -> int:
@@ -57,7 +65,7 @@ def serve(settings: Settings) -> int:
         stack.callback(shutil.rmtree, metrics_dir, True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         with _reserved_port(settings.host, settings.port) as port:
-            return _supervise(settings, redis_url, port)
+            return _supervise(settings, redis_url, port, ruleset.version)
     return 0
 
 
@@ -113,8 +121,10 @@ def _reserved_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-def _supervise(settings: Settings, redis_url: str, port: int) -> int:
+def _supervise(settings: Settings, redis_url: str, port: int, version: str) -> int:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from decision_engine.server.reload import RulesWatcher
 
     ctx = multiprocessing.get_context("fork")
     stopping = False
@@ -144,8 +154,13 @@ def _supervise(settings: Settings, redis_url: str, port: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    watcher = RulesWatcher(settings.rules_dir, version)
     while not stopping:
-        time.sleep(0.2)
+        time.sleep(_POLL_S)
+        if watcher.poll() is not None:
+            for process in workers:
+                if process.is_alive() and process.pid is not None:
+                    os.kill(process.pid, signal.SIGHUP)
         for i, process in enumerate(workers):
             if process.is_alive() or stopping:
                 continue
@@ -186,17 +201,44 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         store=store,
         store_timeout_s=timeout_s,
         reuse_port=True,
+        rules_dir=str(settings.rules_dir),
     )
     await server.start()
     await mark_serving(health_servicer)
     log.debug("worker %d (pid %d) serving ruleset %s", index, os.getpid(), ruleset.version)
     stopped = asyncio.Event()
+    reload_wanted = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
+    reloader = asyncio.create_task(_reload_on_signal(settings, rules, reload_wanted, index))
     await stopped.wait()
+    reloader.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=2.0)
     await store.aclose()
+
+
+async def _reload_on_signal(
+    settings: Settings, rules: ActiveRuleset, wanted: asyncio.Event, index: int
+) -> None:
+    """Swap in the checked ruleset the supervisor announced; compile in a thread."""
+    from decision_engine.server import metrics
+
+    while True:
+        await wanted.wait()
+        wanted.clear()
+        try:
+            ruleset = await asyncio.to_thread(load_compiled, settings.rules_dir)
+        except RulesetError as exc:
+            # Changed again since the supervisor checked it; the next signal brings the fix.
+            log.warning("worker %d: rules changed under reload, keeping %s: %s",
+                        index, rules.current.version, exc.problems[0])  # fmt: skip
+            continue
+        if ruleset.version != rules.current.version:
+            rules.swap(ruleset, loaded_at=time.time())
+            metrics.RELOADS.inc()
+            log.info("worker %d now serves ruleset %s", index, ruleset.version)
 
 
 def _bracket(host: str) -> str:

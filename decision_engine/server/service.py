@@ -130,3 +130,27 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self, request: pb.PingRequest, context: grpc.aio.ServicerContext
     ) -> pb.PingResponse:
         return pb.PingResponse()
+
+
+class AdminService(pb_grpc.AdminServiceServicer):
+    """What this worker serves, for operators."""
+
+    def __init__(self, rules: ActiveRuleset, *, rules_dir: str) -> None:
+        self._rules = rules
+        self._rules_dir = rules_dir
+
+    async def GetRuleset(
+        self, request: pb.GetRulesetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RulesetStatus:
+        rs = self._rules.current
+        status = pb.RulesetStatus(
+            version=rs.version,
+            label=rs.source.label,
+            offers=len(rs.offers),
+            routing_rules=len(rs.routes),
+            policies=len(rs.policies),
+            rules_dir=self._rules_dir,
+            worker_pid=os.getpid(),
+        )
+        status.loaded_at.FromNanoseconds(int(self._rules.loaded_at * 1e9))
+        return status
