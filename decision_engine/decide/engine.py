@@ -35,11 +35,14 @@ def decide(
     """Pure: same inputs, same decision. `state` None means the store could not be read."""
     facts = build_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
     routing = _route(ruleset, facts)
-    first: set[str] = set()
+    # A category's tier is the position of the first applicable policy that puts it
+    # first, so earlier policies win (security before retention on a stolen-card cancel).
+    first: dict[str, int] = {}
     suppress: dict[str, str] = {}
-    for policy in ruleset.policies:
+    for tier, policy in enumerate(ruleset.policies):
         if policy.test(facts) is True:
-            first |= policy.first
+            for category in policy.first:
+                first.setdefault(category, tier)
             for category in policy.suppress:
                 suppress.setdefault(category, policy.spec.id)
 
@@ -53,12 +56,13 @@ def decide(
         if scored is None:
             continue
         value, weight, score = scored
-        ranked.append((0 if spec.category in first else 1, -score, spec.id, offer, value, weight))
+        tier = first.get(spec.category, len(ruleset.policies))
+        ranked.append((tier, -score, spec.id, offer, value, weight))
 
     limit = max_offers or ruleset.source.max_offers
     top = heapq.nsmallest(limit, ranked, key=lambda r: (r[0], r[1], r[2]))
     offers = tuple(
-        _present(offer, facts, ruleset.date_fields, -neg_score, value, tier == 0)
+        _present(offer, facts, ruleset.date_fields, -neg_score, value, _promoter(ruleset, tier))
         for tier, neg_score, _, offer, value, _weight in top
     )
     explanations = _explain(ruleset, facts, suppress, routing) if explain else ()
@@ -71,6 +75,11 @@ def decide(
         degraded=degraded,
         explanations=explanations,
     )
+
+
+def _promoter(ruleset: CompiledRuleset, tier: int) -> str:
+    """The policy that placed an offer's category first ("" when none did)."""
+    return ruleset.policies[tier].spec.id if tier < len(ruleset.policies) else ""
 
 
 def _route(ruleset: CompiledRuleset, facts: dict[str, Any]) -> Routing:
@@ -100,7 +109,7 @@ def _present(
     date_fields: frozenset[str],
     score: float,
     value: float,
-    promoted: bool,
+    promoted_by: str,
 ) -> RankedOffer:
     spec = offer.spec
     values = dict(facts)
@@ -112,8 +121,8 @@ def _present(
     reasons += [
         f"weight x{factor:g}: {text}" for test, factor, text in offer.weights if test(facts)
     ]
-    if promoted:
-        reasons.append(f"{spec.category} first")
+    if promoted_by:
+        reasons.append(f"{spec.category} first: policy {promoted_by}")
     script = spec.script.render(lambda name: _text(values.get(name), name in date_fields))
     return RankedOffer(
         offer_id=spec.id,
@@ -124,7 +133,7 @@ def _present(
         expected_value=spec.propensity * (value - spec.cost),
         propensity=spec.propensity,
         value=value,
-        rule_ids=(spec.id,),
+        rule_ids=(spec.id, promoted_by) if promoted_by else (spec.id,),
         reasons=tuple(reasons),
     )
 

@@ -188,7 +188,8 @@ def _compile_call(node: Call) -> Fn:
 
 
 def _round(x: float) -> float:
-    return float(round(x))
+    # Half away from zero (12.5 -> 13), as people round money, not banker's rounding.
+    return float(math.copysign(math.floor(abs(x) + 0.5), x))
 
 
 _NUMERIC: dict[str, Callable[..., float]] = {"min": min, "max": max, "round": _round, "abs": abs}
@@ -347,7 +348,7 @@ class _Exists(_Family):
         return self.free | (self.members if (value is not None) == self.present else 0)
 
 
-def _indexable(term: Node) -> tuple[tuple[str, str], Any] | None:
+def index_term(term: Node) -> tuple[tuple[str, str], Any] | None:
     """(family key, payload) for a term the index can decide, else None."""
     if isinstance(term, Compare):
         left, right, op = term.left, term.right, term.op
@@ -393,7 +394,7 @@ class RuleIndex:
             bit = 1 << i
             residual: list[Node] = []
             for term in (t for cond in terms for t in conjuncts(cond)):
-                found = _indexable(term)
+                found = index_term(term)
                 if found is None or members.get(found[0], 0) & bit:
                     residual.append(term)
                     continue

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from decision_engine.ruleset.compile import Fn, RuleIndex, compile_all, compile_node
+from decision_engine.ruleset.expr import Logic
 from decision_engine.ruleset.load import load_ruleset
-from decision_engine.ruleset.model import OfferSpec, PolicySpec, RouteSpec, Ruleset
+from decision_engine.ruleset.model import Condition, OfferSpec, PolicySpec, RouteSpec, Ruleset
 from decision_engine.ruleset.schema import FieldSpec
 
 Parser = Callable[[str], Any]
@@ -107,8 +108,16 @@ def _offer(spec: OfferSpec) -> CompiledOffer:
         value=compile_node(spec.value.node),
         weights=tuple((compile_node(w.when.node), w.factor, w.when.text) for w in spec.weights),
         params=tuple((name, compile_node(c.node)) for name, c in spec.params),
-        eligibility=" and ".join(c.text for c in spec.when) or "always",
+        eligibility=" and ".join(_bracketed(c, len(spec.when)) for c in spec.when) or "always",
     )
+
+
+def _bracketed(condition: Condition, count: int) -> str:
+    """A condition's text, bracketed when joined to others by `and` would change its reading."""
+    node = condition.node
+    if count > 1 and isinstance(node, Logic) and node.op == "or":
+        return f"({condition.text})"
+    return condition.text
 
 
 def fast_parser(spec: FieldSpec) -> Parser:

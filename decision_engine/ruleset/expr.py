@@ -222,7 +222,7 @@ class _Parser:
         return left
 
     def _list(self) -> tuple[Literal, ...]:
-        self._expect("[")
+        opening = self._expect("[")
         items: list[Literal] = []
         while not self._at("]"):
             negative = self._at("-")
@@ -238,7 +238,7 @@ class _Parser:
                 self._expect(",")
         self._take()
         if not items:
-            raise ExprError("empty list", self.token.col)
+            raise ExprError("empty list", opening.col)
         return tuple(items)
 
     def _sum(self) -> Node:
@@ -317,27 +317,59 @@ def conjuncts(node: Node) -> tuple[Node, ...]:
     return (node,)
 
 
+_LEVEL = {"or": 1, "and": 2, "+": 5, "-": 5, "*": 6, "/": 6}
+_NOT, _COMPARE, _NEG, _ATOM = 3, 4, 7, 8
+
+
+def _level(node: Node) -> int:
+    if isinstance(node, Logic | Arith):
+        return _LEVEL[node.op]
+    if isinstance(node, Not):
+        return _NOT
+    if isinstance(node, Compare | Member):
+        return _COMPARE
+    if isinstance(node, Neg):
+        return _NEG
+    return _ATOM
+
+
 def render(node: Node) -> str:
-    """Canonical text of a node (for explanations and messages)."""
+    """Canonical text of a node, parenthesised so that it parses back to the same tree."""
+
+    def sub(child: Node, minimum: int) -> str:
+        text = render(child)
+        return f"({text})" if _level(child) < minimum else text
+
     if isinstance(node, Literal):
-        if isinstance(node.value, bool):
-            return "true" if node.value else "false"
-        if isinstance(node.value, str):
-            return '"' + node.value.replace('"', '\\"') + '"'
-        return f"{node.value:g}"
+        return _literal(node.value)
     if isinstance(node, Field):
         return node.name
     if isinstance(node, Call):
         return f"{node.function}({', '.join(render(a) for a in node.args)})"
     if isinstance(node, Neg):
-        return f"-{render(node.operand)}"
-    if isinstance(node, Arith | Compare):
-        return f"{render(node.left)} {node.op} {render(node.right)}"
+        return f"-{sub(node.operand, _NEG)}"
+    if isinstance(node, Arith):
+        level = _level(node)
+        # Left-associative: only the right operand needs brackets at the same level.
+        return f"{sub(node.left, level)} {node.op} {sub(node.right, level + 1)}"
+    if isinstance(node, Compare):
+        # Comparisons do not chain: a comparison inside one is always bracketed.
+        return f"{sub(node.left, _COMPARE + 1)} {node.op} {sub(node.right, _COMPARE + 1)}"
     if isinstance(node, Member):
-        items = ", ".join(render(i) for i in node.items)
-        return f"{render(node.left)} {'not in' if node.negated else 'in'} [{items}]"
+        items = ", ".join(_literal(i.value) for i in node.items)
+        op = "not in" if node.negated else "in"
+        return f"{sub(node.left, _COMPARE + 1)} {op} [{items}]"
     if isinstance(node, Not):
-        return f"not {render(node.operand)}"
-    return f" {node.op} ".join(
-        f"({render(o)})" if isinstance(o, Logic) else render(o) for o in node.operands
-    )
+        return f"not {sub(node.operand, _NOT)}"
+    level = _level(node)
+    return f" {node.op} ".join(sub(o, level + 1) for o in node.operands)
+
+
+def _literal(value: float | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(value)

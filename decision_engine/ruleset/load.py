@@ -100,6 +100,7 @@ class _Reader:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.file = ""
+        self.sources: dict[str, list[str]] = {}
 
     # -- locating and reporting -------------------------------------------------------
 
@@ -115,6 +116,7 @@ class _Reader:
 
     def compose(self, name: str, text: str) -> yaml.MappingNode | None:
         self.file = name
+        self.sources[name] = text.splitlines()
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
@@ -190,8 +192,12 @@ class _Reader:
         except ValueError:
             self.error(node, f"{what} must be a number, got {raw!r}")
             return default
-        if (low is not None and value < low) or (high is not None and value > high):
+        if low is not None and high is not None and not low <= value <= high:
             self.error(node, f"{what} must be between {low:g} and {high:g}, got {raw}")
+        elif low is not None and value < low:
+            self.error(node, f"{what} must be at least {low:g}, got {raw}")
+        elif high is not None and value > high:
+            self.error(node, f"{what} must be at most {high:g}, got {raw}")
         return value
 
     def integer(self, node: yaml.Node | None, what: str, default: int, low: int, high: int) -> int:
@@ -241,18 +247,43 @@ class _Reader:
         if raw is None:
             return None
         where = self.where(node)
-        # Quoted scalars start one column before their text.
-        offset = 1 if isinstance(node, yaml.ScalarNode) and node.style in ("'", '"') else 0
-        block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
         try:
             tree = parse(raw)
             check(tree, fields, want=want)
         except ExprError as exc:
-            line = where.line + (1 if block else 0)
-            col = (1 if block else where.column + offset) + exc.col - 1
+            assert isinstance(node, yaml.ScalarNode)
+            line, col = self.locate(node, exc.col - 1)
             self.problems.append(Problem(self.file, line, col, f"{what}: {exc.message}"))
             return None
         return Condition(raw.strip(), tree, where)
+
+    def locate(self, node: yaml.ScalarNode, offset: int) -> tuple[int, int]:
+        """File line and column (1-based) of character `offset` of a scalar's value.
+
+        A value may span lines (block `|`/`>` or a folded plain scalar); its text is
+        the source lines without indentation, joined by one character each.
+        """
+        start, end = node.start_mark, node.end_mark
+        lines = self.sources.get(self.file, [])
+        quoted = 1 if node.style in ("'", '"') else 0
+        if start.line == end.line or not lines:
+            return start.line + 1, start.column + 1 + quoted + offset
+        segments: list[tuple[int, int, str]] = []
+        block = node.style in ("|", ">")
+        for number in range(start.line + (1 if block else 0), min(end.line, len(lines) - 1) + 1):
+            text = lines[number]
+            first = (
+                start.column + quoted if number == start.line else len(text) - len(text.lstrip())
+            )
+            last = end.column - quoted if number == end.line else len(text)
+            if number == end.line and block:
+                break
+            segments.append((number, first, text[first:last].rstrip()))
+        for number, first, text in segments:
+            if offset <= len(text):
+                return number + 1, first + offset + 1
+            offset -= len(text) + 1
+        return start.line + 1, start.column + 1
 
     # -- sections ---------------------------------------------------------------------
 
@@ -415,14 +446,17 @@ class _Reader:
             "id", "title", "category", "script", "value", "cost", "propensity", "lever",
             "channels", "when", "weights", "params", "description",
         )  # fmt: skip
-        spec = self.mapping(node, "offer", keys)
-        if not spec:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "an offer must be a mapping (id, title, when, value, script, ...)")
             return None
+        spec = self.mapping(node, "offer", keys)
         if "id" not in spec:
             self.error(node, "offer has no id")
             return None
         offer_id = self.text(spec["id"], "offer id")
-        channels = self.names(spec.get("channels"), "channels") or CHANNELS
+        # An absent key means every channel; an explicit `channels: []` means none
+        # (rules check warns about it), so it is not widened to all channels.
+        channels = self.names(spec["channels"], "channels") if "channels" in spec else CHANNELS
         for ch_node, ch in zip(_items(spec.get("channels")), channels, strict=False):
             if ch not in CHANNELS:
                 self.error(
@@ -453,7 +487,12 @@ class _Reader:
                 self.error(wnode, "a weight has `when` and `factor`")
             for cond in conds:
                 weights.append(Weight(cond, factor))
-        script = self._script(spec.get("script"), offer_id, fields, {p for p, _ in params})
+        script = self._script(node, spec.get("script"), offer_id, fields, {p for p, _ in params})
+        # Everything is checked before giving up, so one run reports every problem.
+        cost = self.number(spec.get("cost"), "cost", 0.0, 0)
+        propensity = self.number(spec.get("propensity"), "propensity", 0.1, 0, 1)
+        lever = self.number(spec.get("lever"), "lever", 1.0, 0, 1000)
+        when = self.conditions(spec.get("when"), f"offer {offer_id}", fields)
         if value is None or script is None:
             return None
         return OfferSpec(
@@ -462,21 +501,26 @@ class _Reader:
             category=self.text(spec.get("category"), "category", "general"),
             script=script,
             value=value,
-            cost=self.number(spec.get("cost"), "cost", 0.0, 0),
-            propensity=self.number(spec.get("propensity"), "propensity", 0.1, 0, 1),
-            lever=self.number(spec.get("lever"), "lever", 1.0, 0, 1000),
+            cost=cost,
+            propensity=propensity,
+            lever=lever,
             channels=channels,
-            when=self.conditions(spec.get("when"), f"offer {offer_id}", fields),
+            when=when,
             weights=tuple(weights),
             params=tuple(params),
             where=self.where(node),
         )
 
     def _script(
-        self, node: yaml.Node | None, offer_id: str, fields: dict[str, FieldSpec], params: set[str]
+        self,
+        offer: yaml.Node,
+        node: yaml.Node | None,
+        offer_id: str,
+        fields: dict[str, FieldSpec],
+        params: set[str],
     ) -> Template | None:
         if node is None:
-            self.error(None, f"offer {offer_id} has no script")
+            self.error(offer, f"offer {offer_id} has no script")
             return None
         raw = self.text(node, "script")
         try:
@@ -505,9 +549,10 @@ class _Reader:
             "precedence",
             "description",
         )
-        spec = self.mapping(node, "routing rule", keys)
-        if not spec:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "a routing rule must be a mapping (id, when, queue, ...)")
             return None
+        spec = self.mapping(node, "routing rule", keys)
         for required in ("id", "when", "queue"):
             if required not in spec:
                 self.error(node, f"routing rule has no {required}")

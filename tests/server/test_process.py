@@ -67,7 +67,7 @@ def test_slow_or_down_redis_gives_degraded_context_only_answers(tmp_path: Path) 
             elapsed = time.monotonic() - started
             assert r.degraded and not r.profile_found
             assert r.routing.queue == "card_security", "context-only rules still apply"
-            assert elapsed < 0.5, f"degraded answer took {elapsed:.3f}s"
+            assert elapsed < 1.0, f"degraded answer took {elapsed:.3f}s (deadline 1 s)"
         finally:
             server.stop()
     # Redis gone entirely (connection refused).

@@ -1,0 +1,592 @@
+"""Loading rule directories: every problem is reported at file:line:col."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from decision_engine.errors import RulesetError
+from decision_engine.ruleset.load import load_ruleset
+
+DEMO_RULES = Path(__file__).resolve().parents[2] / "rules"
+
+SCHEMA = """
+schema:
+  profile:
+    clv: {type: number, min: 0}
+    churn_risk: {type: number, min: 0, max: 1}
+    segment: {type: enum, values: [platinum, gold, silver, bronze]}
+    first_name: {type: string}
+  intents: [cancel, complaint]
+"""
+
+ROUTING = """
+routing:
+  default: {queue: general, priority: 5}
+"""
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def base(directory: Path) -> Path:
+    """A valid schema and default route; tests add the file under test next to it."""
+    write(directory, "00-routing.yaml", ROUTING)
+    return write(directory, "00-schema.yaml", SCHEMA)
+
+
+def problems(directory: Path) -> list[str]:
+    with pytest.raises(RulesetError) as info:
+        load_ruleset(directory)
+    return [str(p) for p in info.value.problems]
+
+
+def at(path: Path, needle: str, nth: int = 1, shift: int = 0) -> str:
+    """`file:line:col` of the nth occurrence of needle in the file (plus shift columns)."""
+    text = path.read_text(encoding="utf-8")
+    index = -1
+    for _ in range(nth):
+        index = text.index(needle, index + 1)
+    line = text.count("\n", 0, index) + 1
+    col = index - (text.rfind("\n", 0, index) + 1) + 1
+    return f"{path}:{line}:{col + shift}"
+
+
+def test_a_minimal_ruleset_loads(tmp_path: Path) -> None:
+    base(tmp_path)
+    ruleset = load_ruleset(tmp_path)
+    assert ruleset.offers == ()
+    assert ruleset.default_route.queue == "general"
+    assert ruleset.max_offers == 3
+    assert ruleset.fields["segment"].values == ("platinum", "gold", "silver", "bronze")
+    assert ruleset.fields["intent"].values == ("cancel", "complaint")
+
+
+# -- YAML and top level --------------------------------------------------------------------
+
+
+def test_yaml_syntax_error(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(tmp_path, "bad.yaml", "ruleset:\n  label: a: b\n")
+    assert problems(tmp_path) == [
+        f"{at(bad, ': b')}: error: YAML syntax: mapping values are not allowed here"
+    ]
+
+
+def test_unknown_top_level_section_with_suggestion(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(tmp_path, "offers.yaml", "# offers\noffer:\n  - id: x\n")
+    assert problems(tmp_path) == [
+        f"{bad}:2:1: error: unknown key 'offer' in a rule file (did you mean 'offers'?)"
+    ]
+
+
+def test_unknown_top_level_section_without_close_name(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(tmp_path, "x.yaml", "zzz: 1\n")
+    assert problems(tmp_path) == [f"{bad}:1:1: error: unknown key 'zzz' in a rule file"]
+
+
+def test_a_rule_file_is_a_mapping(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(tmp_path, "x.yaml", "- offers\n")
+    assert problems(tmp_path) == [
+        f"{bad}:1:1: error: a rule file is a mapping of sections "
+        "(ruleset, schema, offers, routing, arbitration)"
+    ]
+
+
+def test_duplicate_yaml_key(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            script: hi
+            value: 2
+        """,
+    )
+    assert problems(tmp_path) == [f"{at(bad, 'value', 2)}: error: duplicate key 'value' in offer"]
+
+
+# -- offers --------------------------------------------------------------------------------
+
+
+def test_unknown_offer_key_with_suggestion(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            titel: Hello
+            value: 1
+            script: hi
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, 'titel')}: error: unknown key 'titel' in offer (did you mean 'title'?)"
+    ]
+
+
+def test_duplicate_offer_ids_across_files(tmp_path: Path) -> None:
+    base(tmp_path)
+    # written second-file-first: files are read in name order, not creation order
+    second = write(
+        tmp_path,
+        "b-offers.yaml",
+        """
+        offers:
+          - id: other
+            value: 1
+            script: hi
+          - id: dup
+            value: 2
+            script: hi
+        """,
+    )
+    first = write(
+        tmp_path,
+        "a-offers.yaml",
+        """
+        offers:
+          - id: dup
+            value: 1
+            script: hi
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(second, 'id: dup')}: error: duplicate offer id 'dup' "
+        f"(first at {at(first, 'id: dup')})"
+    ]
+
+
+def test_unknown_channel_with_suggestion(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            script: hi
+            channels: [voice, chta]
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, 'chta')}: error: offer x: unknown channel 'chta' (did you mean 'chat'?)"
+    ]
+
+
+@pytest.mark.parametrize("propensity", ["1.5", "-0.1"])
+def test_propensity_out_of_range(tmp_path: Path, propensity: str) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        f"""
+        offers:
+          - id: x
+            value: 1
+            propensity: {propensity}
+            script: hi
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, propensity)}: error: propensity must be between 0 and 1, got {propensity}"
+    ]
+
+
+def test_propensity_bounds_are_inclusive(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - {id: never, value: 1, propensity: 0, script: hi}
+          - {id: always, value: 1, propensity: 1, script: hi}
+        """,
+    )
+    ruleset = load_ruleset(tmp_path)
+    assert [(o.id, o.propensity) for o in ruleset.offers] == [("never", 0.0), ("always", 1.0)]
+
+
+def test_propensity_must_be_a_number(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            propensity: high
+            script: hi
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, 'high')}: error: propensity must be a number, got 'high'"
+    ]
+
+
+def test_negative_cost_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            cost: -5
+            script: hi
+        """,
+    )
+    found = problems(tmp_path)
+    assert len(found) == 1
+    assert found[0].startswith(f"{at(bad, '-5')}: error: cost must be")
+
+
+def test_every_problem_of_an_offer_is_reported(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            propensity: 2
+            when: clv = 3
+            script: "hi {"
+        """,
+    )
+    found = problems(tmp_path)
+    assert any(p.startswith(f"{at(bad, '2')}: error: propensity") for p in found)
+    assert any(p.startswith(f"{at(bad, '= 3')}: error: offer x:") for p in found)
+    assert any("script: unmatched '{'" in p for p in found)
+
+
+def test_an_empty_offer_is_reported(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(tmp_path, "offers.yaml", "offers:\n  - {}\n")
+    assert problems(tmp_path) != []
+
+
+def test_an_offer_without_id_or_value(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - title: no id
+            value: 1
+            script: hi
+          - id: novalue
+            script: hi
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, 'title')}: error: offer has no id",
+        f"{at(bad, 'id: novalue')}: error: offer novalue has no value",
+    ]
+
+
+# -- conditions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "token", "shift"),
+    [
+        ("clv = 5", "clv = 5", 4),
+        ('"clv = 5"', "clv = 5", 4),
+        ("'clv = 5'", "clv = 5", 4),
+    ],
+)
+def test_bad_condition_in_a_list_item(tmp_path: Path, item: str, token: str, shift: int) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        f"""
+        offers:
+          - id: x
+            value: 1
+            script: hi
+            when:
+              - clv >= 5000
+              - {item}
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, token, shift=shift)}: error: offer x: unexpected character '=' "
+        "(use == to compare)"
+    ]
+
+
+def test_type_error_in_a_list_item_of_a_routing_rule(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "routes.yaml",
+        """
+        routing:
+          rules:
+            - id: r
+              queue: q
+              when:
+                - intent == "cancel"
+                - segmnt == "gold"
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, 'segmnt')}: error: routing r: unknown field 'segmnt' (did you mean 'segment'?)"
+    ]
+
+
+def test_condition_errors_are_located_in_every_section(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "rules.yaml",
+        """
+        offers:
+          - id: o
+            value: clv * "x"
+            script: hi
+            weights:
+              - {when: churn_risk > 2, factor: 2}
+        routing:
+          rules:
+            - {id: r, queue: q, when: 'intent == "cancle"'}
+        arbitration:
+          policies:
+            - id: p
+              when: clv
+        """,
+    )
+    cancle, quoted_x = '"cancle"', '"x"'
+    assert problems(tmp_path) == [
+        f"{at(bad, quoted_x)}: error: offer o value: '*' needs a number, but this is a string",
+        f"{at(bad, '2,')}: error: offer o weight: 2 is outside the range of churn_risk (0..1)",
+        f"{at(bad, cancle)}: error: routing r: 'cancle' is not a value of intent "
+        "(cancel, complaint) (did you mean 'cancel'?)",
+        f"{at(bad, 'clv', 2)}: error: policy p: expected a condition (true/false), "
+        "but this is a number",
+    ]
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "when: >-\n      clv = 5\n",
+        "when: |\n      clv = 5\n",
+        "when: clv >= 5 and\n      clv = 5\n",
+        "when: >-\n      clv >= 5 and\n      clv = 5\n",
+    ],
+)
+def test_multi_line_condition_error_location(tmp_path: Path, when: str) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        "offers:\n  - id: x\n    value: 1\n    script: hi\n    " + when,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, 'clv = 5', shift=4)}: error: offer x: unexpected character '=' "
+        "(use == to compare)"
+    ]
+
+
+# -- templates -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        (
+            '"Hello {frist_name|there}"',
+            "offer x script: unknown placeholder {frist_name} (did you mean 'first_name'?)",
+        ),
+        ('"Hello {nobody}"', "offer x script: unknown placeholder {nobody}"),
+        ('"Hello {"', "offer x script: unmatched '{' (write {{ for a brace)"),
+        ('"Hello }"', "offer x script: unmatched '}' (write }} for a brace)"),
+        ('"Hello { }"', "offer x script: placeholder '{ }' must name a field"),
+    ],
+)
+def test_bad_template_placeholder(tmp_path: Path, script: str, message: str) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        f"""
+        offers:
+          - id: x
+            value: 1
+            script: {script}
+        """,
+    )
+    assert problems(tmp_path) == [f"{at(bad, script)}: error: {message}"]
+
+
+def test_placeholders_may_name_fields_and_params(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            params:
+              credit: clv * 0.01
+            script: "{first_name|Hi}, {{EUR}} {credit} on {channel}"
+        """,
+    )
+    (offer,) = load_ruleset(tmp_path).offers
+    assert [(p.name, p.fallback) for p in offer.script.names] == [
+        ("first_name", "Hi"),
+        ("credit", ""),
+        ("channel", ""),
+    ]
+
+
+def test_a_missing_script_is_reported(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(tmp_path, "offers.yaml", "offers:\n  - {id: x, value: 1}\n")
+    assert problems(tmp_path) == [f"{tmp_path / 'offers.yaml'}:2:5: error: offer x has no script"]
+
+
+# -- routing -------------------------------------------------------------------------------
+
+
+def test_missing_default_route(tmp_path: Path) -> None:
+    first = write(tmp_path, "a.yaml", SCHEMA)
+    write(
+        tmp_path,
+        "b.yaml",
+        """
+        routing:
+          rules:
+            - {id: r, queue: q, when: clv > 1}
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{first}:0:0: error: no default route: add routing: default: {{queue: ..., priority: ...}}"
+    ]
+
+
+def test_a_second_default_route(tmp_path: Path) -> None:
+    first = base(tmp_path).with_name("00-routing.yaml")
+    second = write(tmp_path, "zz.yaml", "routing:\n  default: {queue: other}\n")
+    assert problems(tmp_path) == [
+        f"{at(second, '{')}: error: a second default route (first: {at(first, '{')})"
+    ]
+
+
+def test_unknown_routing_rule_key(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "routes.yaml",
+        """
+        routing:
+          rules:
+            - id: r
+              queue: q
+              when: clv > 1
+              precedense: 5
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, 'precedense')}: error: unknown key 'precedense' in routing rule "
+        "(did you mean 'precedence'?)"
+    ]
+
+
+def test_routes_are_ordered_by_precedence(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(
+        tmp_path,
+        "routes.yaml",
+        """
+        routing:
+          rules:
+            - {id: late, queue: q, when: clv > 1, precedence: 50}
+            - {id: unset, queue: q, when: clv > 1}
+            - {id: early, queue: q, when: clv > 1, precedence: 5}
+        """,
+    )
+    assert [r.id for r in load_ruleset(tmp_path).routes] == ["early", "late", "unset"]
+
+
+# -- the demo ruleset and versions ---------------------------------------------------------
+
+
+def test_demo_ruleset_loads_cleanly() -> None:
+    ruleset = load_ruleset(DEMO_RULES)
+    assert ruleset.label == "demo"
+    assert ruleset.max_offers == 3
+    assert ruleset.default_route.queue == "general"
+    offer_ids = [o.id for o in ruleset.offers]
+    assert len(offer_ids) == len(set(offer_ids)) == 10
+    assert "retention-loyalty-credit" in offer_ids
+    precedences = [r.precedence for r in ruleset.routes]
+    assert precedences == sorted(precedences)
+    assert ruleset.routes[0].id == "card-security"
+    assert {p.id for p in ruleset.policies} >= {"complaint-no-upsell", "security-first"}
+    assert ruleset.fields["contract_end"].kind == "date"
+    assert "days_to_contract_end" in ruleset.fields
+
+
+def test_version_is_a_content_hash(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    shutil.copytree(DEMO_RULES, one)
+    shutil.copytree(DEMO_RULES, two)
+    version = load_ruleset(DEMO_RULES).version
+    assert len(version) == 12
+    int(version, 16)
+    # same content (wherever it lives, however often it is loaded): same version
+    assert load_ruleset(one).version == version
+    assert load_ruleset(two).version == version
+    assert load_ruleset(one).version == version
+
+    # a one-byte change (in a comment, so the rules still load) changes the version
+    path = two / "offers.yaml"
+    data = path.read_bytes()
+    index = data.index(b"#") + 1
+    path.write_bytes(data[:index] + b"!" + data[index + 1 :])
+    assert len(path.read_bytes()) == len(data)
+    changed = load_ruleset(two).version
+    assert changed != version
+
+    # and putting the byte back restores it
+    path.write_bytes(data)
+    assert load_ruleset(two).version == version
+
+
+def test_version_covers_file_names(tmp_path: Path) -> None:
+    base(tmp_path)
+    before = load_ruleset(tmp_path).version
+    (tmp_path / "00-schema.yaml").rename(tmp_path / "01-schema.yaml")
+    assert load_ruleset(tmp_path).version != before
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    assert problems(tmp_path / "nope") == [
+        f"{tmp_path / 'nope'}:0:0: error: rules directory not found"
+    ]
+    assert problems(tmp_path) == [f"{tmp_path}:0:0: error: no .yaml rule files in directory"]
