@@ -12,7 +12,7 @@ import click
 
 from decision_engine.config import ENV_PREFIX, Settings
 from decision_engine.decide.model import CHANNELS
-from decision_engine.errors import ConfigError, RulesetError
+from decision_engine.errors import ConfigError
 
 
 def _env(name: str) -> str:
@@ -165,28 +165,6 @@ def rules() -> None:
     """Check and inspect rule files."""
 
 
-@rules.command("check")
-@click.argument(
-    "directory", type=click.Path(path_type=Path), default=Path("rules"), envvar=_env("RULES")
-)
-def rules_check(directory: Path) -> None:  # fmt: skip
-    """Validate a rules directory; problems are printed as file:line:col: message."""
-    from decision_engine.ruleset.compiled import load_compiled
-
-    try:
-        ruleset = load_compiled(directory)
-    except RulesetError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"{len(exc.problems)} problem(s); this ruleset cannot go live", err=True)
-        sys.exit(1)
-    click.echo(
-        f"ok: ruleset {ruleset.version} ({ruleset.source.label or 'no label'}): "
-        f"{len(ruleset.offers)} offers, {len(ruleset.routes)} routing rules, "
-        f"{len(ruleset.policies)} policies"
-    )
-
-
 @rules.command("show")
 @click.option(
     "--target",
@@ -214,13 +192,15 @@ def rules_show(target: str, as_json: bool) -> None:  # fmt: skip
     )
 
 
-def _add_profiles() -> None:
+def _add_commands() -> None:
+    from decision_engine.authoring.check import check_command
     from decision_engine.store.commands import profiles
 
+    rules.add_command(check_command)
     main.add_command(profiles)
 
 
-_add_profiles()
+_add_commands()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,599 @@
+"""`rules check`: load errors, plus warnings about rules that can never do what they say.
+
+The warnings come from reasoning about the top-level `and` terms of each condition,
+one field at a time (numeric intervals, sets of values, presence). A term the
+index cannot decide (`or`, arithmetic, functions) is unknown, and an unknown term
+never produces a warning: everything reported here is provably true, so a
+business user can act on it without second-guessing the tool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import click
+
+from decision_engine.config import ENV_PREFIX
+from decision_engine.decide.model import CHANNELS
+from decision_engine.errors import Problem, RulesetError
+from decision_engine.ruleset.compile import index_term
+from decision_engine.ruleset.expr import Node, Not, conjuncts, render
+from decision_engine.ruleset.load import load_ruleset, rule_files
+from decision_engine.ruleset.model import Condition, OfferSpec, RouteSpec, Ruleset, Where
+from decision_engine.ruleset.schema import FieldSpec
+
+Scalar = float | str | bool
+Atom = tuple[tuple[str, str], Any]
+"""A term as `index_term` classifies it: ((field, family), payload)."""
+
+_COMPLEMENT = {
+    "<": ">=",
+    "<=": ">",
+    ">": "<=",
+    ">=": "<",
+    "exists+": "exists-",
+    "exists-": "exists+",
+}
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What `rules check` found: errors stop a ruleset going live, warnings do not."""
+
+    problems: tuple[Problem, ...]
+    """Errors and warnings, sorted by file and line."""
+    ruleset: Ruleset | None
+    """The loaded ruleset; None when it has errors."""
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "warning")
+
+
+def check_rules(directory: Path) -> CheckReport:
+    """Load and analyse a rules directory.
+
+    Raises FileNotFoundError / NotADirectoryError (or another OSError) when the
+    directory cannot be read at all: then there is nothing to report on.
+    """
+    directory = Path(directory)
+    if not directory.exists():
+        raise FileNotFoundError(f"rules directory not found: {directory}")
+    if not directory.is_dir():
+        raise NotADirectoryError(f"not a directory: {directory}")
+    undecodable = _undecodable(directory)
+    if undecodable:
+        return CheckReport(_in_file_order(undecodable), None)
+    try:
+        ruleset = load_ruleset(directory)
+    except RulesetError as exc:
+        return CheckReport(_in_file_order(exc.problems), None)
+    return CheckReport(_in_file_order(analyse(ruleset)), ruleset)
+
+
+def _undecodable(directory: Path) -> list[Problem]:
+    """Files that are not UTF-8: the loader would raise on them without saying where."""
+    problems = []
+    for path in rule_files(directory):
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            problems.append(Problem(str(path), line, 1, "not UTF-8 text; save the file as UTF-8"))
+    return problems
+
+
+def _in_file_order(problems: Iterable[Problem]) -> tuple[Problem, ...]:
+    return tuple(sorted(problems, key=lambda p: (p.file, p.line, p.column)))
+
+
+# -- what a set of terms says about one field --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    value: float
+    inclusive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """The values of one field for which a set of terms can all be true.
+
+    Every comparison needs a value (a comparison with an absent field is unknown,
+    never true), so any value constraint comes with `present=True`.
+    """
+
+    present: bool | None = None
+    """True: must have a value; False: must be absent; None: either."""
+    conflict: bool = False
+    """Required both present and absent."""
+    allowed: frozenset[Scalar] | None = None
+    """The only values let through (None: no such list)."""
+    excluded: frozenset[Scalar] = frozenset()
+    low: _Bound | None = None
+    high: _Bound | None = None
+
+    def meet(self, other: Domain) -> Domain:
+        """What both let through."""
+        present = self.present if other.present is None else other.present
+        conflict = self.conflict or other.conflict
+        if self.present is not None and other.present is not None:
+            conflict = conflict or self.present != other.present
+        allowed = self.allowed
+        if other.allowed is not None:
+            allowed = other.allowed if allowed is None else allowed & other.allowed
+        return Domain(
+            present=present,
+            conflict=conflict,
+            allowed=allowed,
+            excluded=self.excluded | other.excluded,
+            low=_tighter(self.low, other.low, higher=True),
+            high=_tighter(self.high, other.high, higher=False),
+        )
+
+
+ANY = Domain()
+
+
+def _tighter(a: _Bound | None, b: _Bound | None, *, higher: bool) -> _Bound | None:
+    if a is None or b is None:
+        return a or b
+    if a.value != b.value:
+        return a if (a.value > b.value) == higher else b
+    return a if not a.inclusive else b
+
+
+def atom_of(term: Node) -> Atom | None:
+    """The term as a single-field constraint, or None when we cannot reason about it."""
+    found = index_term(term)
+    if found is not None:
+        return found
+    # `not t` is true exactly when t is false, which for a field term means the field
+    # has a value outside t's set: the complement, still requiring a value.
+    if isinstance(term, Not):
+        inner = atom_of(term.operand)
+        return None if inner is None else negate(inner)
+    return None
+
+
+def negate(atom: Atom) -> Atom:
+    """The atom that holds when `atom` is false (not merely unknown)."""
+    (name, family), payload = atom
+    if family == "cat":
+        values, negated = payload
+        return (name, family), (values, not negated)
+    return (name, _COMPLEMENT[family]), payload
+
+
+def domain_of(atom: Atom) -> Domain:
+    (_, family), payload = atom
+    if family == "cat":
+        values, negated = payload
+        if negated:
+            return Domain(present=True, excluded=frozenset(values))
+        return Domain(present=True, allowed=frozenset(values))
+    if family.startswith("exists"):
+        return Domain(present=family == "exists+")
+    bound = _Bound(float(payload), "=" in family)
+    return Domain(present=True, low=bound) if ">" in family else Domain(present=True, high=bound)
+
+
+def is_empty(domain: Domain, spec: FieldSpec, *, use_range: bool = True) -> bool:
+    """No value (nor absence) of the field satisfies `domain`."""
+    if domain.conflict:
+        return True
+    if domain.present is not True:
+        return False  # absence, or any value at all, is left
+    candidates = _finite_values(domain, spec)
+    if candidates is not None:
+        return not any(_admits(domain, spec, v, use_range=use_range) for v in candidates)
+    if spec.kind in ("number", "integer"):
+        return _interval_empty(domain, spec, use_range=use_range)
+    return False  # free text: infinitely many values, finitely many excluded
+
+
+def _finite_values(domain: Domain, spec: FieldSpec) -> Iterable[Scalar] | None:
+    if domain.allowed is not None:
+        return domain.allowed
+    if spec.kind == "enum":
+        return spec.values
+    if spec.kind == "bool":
+        return (True, False)
+    return None
+
+
+def _admits(domain: Domain, spec: FieldSpec, value: Scalar, *, use_range: bool) -> bool:
+    if value in domain.excluded:
+        return False
+    if domain.allowed is not None and value not in domain.allowed:
+        return False
+    if spec.kind == "enum" and value not in spec.values:
+        return False
+    if not isinstance(value, float):
+        return True
+    if spec.kind == "integer" and not value.is_integer():
+        return False
+    low, high = _interval(domain, spec, use_range=use_range)
+    return _above(value, low) and _below(value, high)
+
+
+def _above(value: float, low: _Bound | None) -> bool:
+    return low is None or value > low.value or (low.inclusive and value == low.value)
+
+
+def _below(value: float, high: _Bound | None) -> bool:
+    return high is None or value < high.value or (high.inclusive and value == high.value)
+
+
+def _interval(
+    domain: Domain, spec: FieldSpec, *, use_range: bool
+) -> tuple[_Bound | None, _Bound | None]:
+    low, high = domain.low, domain.high
+    if use_range:
+        if spec.minimum is not None:
+            low = _tighter(low, _Bound(spec.minimum, True), higher=True)
+        if spec.maximum is not None:
+            high = _tighter(high, _Bound(spec.maximum, True), higher=False)
+    if spec.kind == "integer":
+        # Whole numbers only: `> 2` is `>= 3`, `< 2.5` is `<= 2`.
+        if low is not None:
+            low = _Bound(
+                math.floor(low.value) + 1 if not low.inclusive else math.ceil(low.value), True
+            )
+        if high is not None:
+            high = _Bound(
+                math.ceil(high.value) - 1 if not high.inclusive else math.floor(high.value), True
+            )
+    return low, high
+
+
+def _interval_empty(domain: Domain, spec: FieldSpec, *, use_range: bool) -> bool:
+    low, high = _interval(domain, spec, use_range=use_range)
+    if low is None or high is None:
+        return False
+    if low.value > high.value:
+        return True
+    if low.value == high.value:
+        return not (low.inclusive and high.inclusive) or low.value in domain.excluded
+    # A bounded run of whole numbers can be excluded value by value (`!=` terms).
+    if spec.kind == "integer" and high.value - low.value < len(domain.excluded):
+        run = range(int(low.value), int(high.value) + 1)
+        return all(float(v) in domain.excluded for v in run)
+    return False
+
+
+# -- rules as sets of terms ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    field: str
+    atom: Atom
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One offer, routing rule or policy, reduced to what we can reason about."""
+
+    what: str
+    """"offer x", "routing rule y", "policy z": how messages name it."""
+    verb: str
+    where: Where
+    terms: tuple[_Term, ...]
+    unknown: frozenset[object]
+    """Shapes of the terms we cannot reason about (`or`, arithmetic, functions)."""
+    domains: Mapping[str, Domain] = field(default_factory=dict)
+
+    @property
+    def no_conditions(self) -> bool:
+        return not self.terms and not self.unknown
+
+
+def _rule(what: str, verb: str, where: Where, conditions: Sequence[Condition]) -> _Rule:
+    terms, unknown = [], set()
+    for term in (t for cond in conditions for t in conjuncts(cond.node)):
+        atom = atom_of(term)
+        if atom is None:
+            unknown.add(_shape(term))
+        else:
+            terms.append(_Term(atom[0][0], atom, render(term)))
+    return _with_domains(_Rule(what, verb, where, tuple(terms), frozenset(unknown)))
+
+
+def _with_domains(rule: _Rule) -> _Rule:
+    domains: dict[str, Domain] = {}
+    for term in rule.terms:
+        domains[term.field] = domains.get(term.field, ANY).meet(domain_of(term.atom))
+    return replace(rule, domains=domains)
+
+
+def _shape(node: object) -> object:
+    """A node without its columns, so that the same term written twice compares equal."""
+    if isinstance(node, tuple):
+        return tuple(_shape(n) for n in node)
+    if is_dataclass(node) and not isinstance(node, type):
+        parts = (_shape(getattr(node, f.name)) for f in fields(node) if f.name != "col")
+        return (type(node).__name__, *parts)
+    # The type keeps `true` apart from `1`, which Python considers equal.
+    return (type(node).__name__, node)
+
+
+def _offer_rule(offer: OfferSpec) -> _Rule:
+    rule = _rule(f"offer {offer.id}", "be eligible", offer.where, offer.when)
+    if not offer.channels or set(offer.channels) >= set(CHANNELS):
+        return rule
+    # The channels list is one more condition on `channel`, as the index treats it.
+    channels = _Term(
+        "channel",
+        (("channel", "cat"), (frozenset(offer.channels), False)),
+        f"channels: [{', '.join(offer.channels)}]",
+    )
+    return _with_domains(replace(rule, terms=(*rule.terms, channels)))
+
+
+# -- the warnings -------------------------------------------------------------------------
+
+
+def analyse(ruleset: Ruleset) -> list[Problem]:
+    """Warnings about a loaded ruleset (see the module docstring for how sure they are)."""
+    specs = ruleset.fields
+    offers = [_offer_rule(o) for o in ruleset.offers]
+    routes = [_rule(f"routing rule {r.id}", "apply", r.where, r.when) for r in ruleset.routes]
+    policies = [_rule(f"policy {p.id}", "apply", p.where, p.when) for p in ruleset.policies]
+    problems: list[Problem] = []
+    impossible: set[str] = set()
+    for rule in (*offers, *routes, *policies):
+        message = _contradiction(rule, specs)
+        if message is not None:
+            impossible.add(rule.what)
+            problems.append(_warning(rule.where, message))
+    problems += [_no_channel(o.id, o.where) for o in ruleset.offers if not o.channels]
+    # A rule that can never hold neither wins nor overlaps: it is reported once, above.
+    paired = zip(ruleset.routes, routes, strict=True)
+    live = [(spec, rule) for spec, rule in paired if rule.what not in impossible]
+    shadowed = _shadowed(live, specs)
+    problems += shadowed.values()
+    problems += _overlaps([(s, r) for s, r in live if r.what not in shadowed], specs)
+    problems += _uncovered_values(offers, specs)
+    return problems
+
+
+def _warning(where: Where, message: str) -> Problem:
+    return Problem(where.file, where.line, where.column, message, severity="warning")
+
+
+def _contradiction(rule: _Rule, specs: Mapping[str, FieldSpec]) -> str | None:
+    """Why the rule's terms can never all hold, from the first field that shows it."""
+    for name, domain in rule.domains.items():
+        spec = specs[name]
+        if not is_empty(domain, spec):
+            continue
+        texts = [f"`{t.text}`" for t in rule.terms if t.field == name]
+        joined = _join(texts)
+        quantity = "" if len(texts) == 1 else " both" if len(texts) == 2 else " all"
+        reason = f"{joined} cannot{quantity} hold"
+        if not is_empty(domain, spec, use_range=False):
+            reason += f": {name} is declared {_range(spec)}"
+        return f"{rule.what} can never {rule.verb}: {reason}; fix or remove the condition"
+    return None
+
+
+def _no_channel(offer_id: str, where: Where) -> Problem:
+    return _warning(
+        where,
+        f"offer {offer_id} is eligible on no channel (`channels: []`); list the channels "
+        "it may be proposed on, or remove `channels` to allow every channel",
+    )
+
+
+def _shadowed(
+    routes: Sequence[tuple[RouteSpec, _Rule]], specs: Mapping[str, FieldSpec]
+) -> dict[str, Problem]:
+    """Routing rules that never win: an earlier rule holds whenever they do."""
+    found: dict[str, Problem] = {}
+    for i, (spec, rule) in enumerate(routes):
+        for earlier_spec, earlier in routes[:i]:
+            if _implies(rule, earlier, specs):
+                found[rule.what] = _warning(
+                    rule.where, _shadow_message(spec, earlier_spec, earlier)
+                )
+                break
+    return found
+
+
+def _shadow_message(spec: RouteSpec, earlier_spec: RouteSpec, earlier: _Rule) -> str:
+    if earlier_spec.precedence < spec.precedence:
+        wins = f"its precedence {earlier_spec.precedence} is lower than {spec.precedence}"
+    else:
+        wins = f"it has the same precedence {spec.precedence} and comes first"
+    holds = (
+        "has no conditions, so it always applies"
+        if earlier.no_conditions
+        else f"also holds whenever {spec.id} does"
+    )
+    return (
+        f"routing rule {spec.id} can never apply: routing rule {earlier_spec.id} "
+        f"({earlier.where}) {holds}, and wins because {wins}; give {spec.id} a lower "
+        f"precedence or narrow {earlier_spec.id}"
+    )
+
+
+def _implies(rule: _Rule, other: _Rule, specs: Mapping[str, FieldSpec]) -> bool:
+    """Whenever `rule` holds, `other` holds too (every term of `other` follows)."""
+    if not other.unknown <= rule.unknown:
+        return False  # a term we cannot read follows only when written identically
+    return all(
+        _follows(rule.domains.get(t.field, ANY), t.atom, specs[t.field]) for t in other.terms
+    )
+
+
+def _follows(domain: Domain, atom: Atom, spec: FieldSpec) -> bool:
+    """Every customer in `domain` makes `atom` true."""
+    # A comparison is not true for an absent value, so it follows only when the
+    # domain guarantees a value; `not exists(x)` needs none.
+    if atom[0][1] != "exists-" and domain.present is not True:
+        return False
+    return is_empty(domain.meet(domain_of(negate(atom))), spec)
+
+
+def _overlaps(
+    routes: Sequence[tuple[RouteSpec, _Rule]], specs: Mapping[str, FieldSpec]
+) -> list[Problem]:
+    """Rules of equal precedence that may both apply: only file order decides between them."""
+    problems = []
+    for (first_spec, first), (spec, rule) in combinations(routes, 2):
+        if first_spec.precedence != spec.precedence or _disjoint(first, rule, specs):
+            continue
+        problems.append(
+            _warning(
+                rule.where,
+                f"routing rules {first_spec.id} ({first.where}) and {spec.id} both have "
+                f"precedence {spec.precedence} and can apply to the same interaction; "
+                f"{first_spec.id} wins today only because it comes first; give them "
+                "distinct precedences",
+            )
+        )
+    return problems
+
+
+def _disjoint(a: _Rule, b: _Rule, specs: Mapping[str, FieldSpec]) -> bool:
+    """No interaction satisfies both: some field has no value (or absence) they share."""
+    shared = a.domains.keys() & b.domains.keys()
+    return any(is_empty(a.domains[n].meet(b.domains[n]), specs[n]) for n in shared)
+
+
+def _uncovered_values(offers: Sequence[_Rule], specs: Mapping[str, FieldSpec]) -> list[Problem]:
+    """Per enum field some offer constrains: the values for which no offer can be eligible."""
+    problems = []
+    for name, spec in specs.items():
+        if spec.kind != "enum" or spec.source not in ("profile", "attribute"):
+            continue
+        constraining = [o for o in offers if name in o.domains]
+        if not constraining:
+            continue
+        missing = [v for v in spec.values if all(_excludes(o, name, v, spec) for o in offers)]
+        if missing:
+            shown = _join([f'"{v}"' for v in missing], "or")
+            problems.append(
+                _warning(
+                    constraining[0].where,
+                    f"no offer can ever be eligible when {name} is {shown}: every offer's "
+                    f"conditions rule {'it' if len(missing) == 1 else 'them'} out; add an "
+                    f"offer or widen a condition on {name}",
+                )
+            )
+    return problems
+
+
+def _excludes(offer: _Rule, name: str, value: str, spec: FieldSpec) -> bool:
+    domain = offer.domains.get(name)
+    if domain is None:
+        return False
+    return is_empty(domain.meet(Domain(present=True, allowed=frozenset({value}))), spec)
+
+
+def _join(items: Sequence[str], last: str = "and") -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {last} {items[-1]}"
+
+
+def _range(spec: FieldSpec) -> str:
+    low = "" if spec.minimum is None else f"{spec.minimum:g}"
+    high = "" if spec.maximum is None else f"{spec.maximum:g}"
+    if low and high:
+        return f"between {low} and {high}"
+    return f"at least {low}" if low else f"at most {high}"
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def format_text(report: CheckReport) -> str:
+    """One `file:line:col: severity: message` line per problem, then a summary."""
+    lines = [str(p) for p in report.problems]
+    warnings = _count(len(report.warnings), "warning")
+    if report.ruleset is None:
+        summary = _count(len(report.errors), "error")
+        if report.warnings:
+            summary += f", {warnings}"
+        lines.append(f"{summary}; this ruleset cannot go live")
+    else:
+        rs = report.ruleset
+        summary = (
+            f"ok: ruleset {rs.version} ({rs.label or 'no label'}): {len(rs.offers)} offers, "
+            f"{len(rs.routes)} routing rules, {len(rs.policies)} policies"
+        )
+        lines.append(summary + (f"; {warnings}" if report.warnings else ""))
+    return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def format_json(report: CheckReport) -> str:
+    """`{version, ok, problems: [{file, line, column, severity, message}]}`."""
+    return json.dumps(
+        {
+            "version": report.ruleset.version if report.ruleset else None,
+            "ok": not report.errors,
+            "problems": [
+                {
+                    "file": p.file,
+                    "line": p.line,
+                    "column": p.column,
+                    "severity": p.severity,
+                    "message": p.message,
+                }
+                for p in report.problems
+            ],
+        },
+        indent=2,
+    )
+
+
+@click.command(name="check")
+@click.argument(
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("rules"),
+    envvar=ENV_PREFIX + "RULES",
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json is for editors and CI.",
+)
+def check_command(directory: Path, output: str) -> None:
+    """Check a rules directory: errors (exit 1) stop it going live; warnings do not.
+
+    Exit 2 when the directory cannot be read at all.
+    """
+    try:
+        report = check_rules(directory)
+    except OSError as exc:
+        click.echo(f"error: cannot check the rules: {exc}", err=True)
+        sys.exit(2)
+    click.echo(format_json(report) if output == "json" else format_text(report))
+    sys.exit(1 if report.errors else 0)

@@ -1,0 +1,485 @@
+"""`rules check`: load errors, the five static warnings with their locations, output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from decision_engine.authoring.check import (
+    CheckReport,
+    check_command,
+    check_rules,
+    format_json,
+    format_text,
+)
+from decision_engine.decide.model import CHANNELS
+
+DEMO = Path(__file__).resolve().parents[2] / "rules"
+
+# Read first (name order); the file under test is rules.yaml, so its line numbers are
+# exactly those of the text each test writes.
+BASE = """\
+schema:
+  profile:
+    clv: {type: number, min: 0}
+    churn_risk: {type: number, min: 0, max: 1}
+    segment: {type: enum, values: [platinum, gold, silver, bronze]}
+    tenure_months: {type: integer, min: 0}
+  intents: [cancel, complaint, upgrade]
+routing:
+  default: {queue: general}
+"""
+
+
+def write_rules(tmp_path: Path, body: str) -> Path:
+    directory = tmp_path / "rules"
+    directory.mkdir()
+    (directory / "base.yaml").write_text(BASE)
+    (directory / "rules.yaml").write_text(textwrap.dedent(body))
+    return directory
+
+
+def offer(offer_id: str, *lines: str) -> str:
+    """A minimal offer; `lines` are extra keys, already indented by 4."""
+    extra = "".join(f"    {line}\n" for line in lines)
+    return f"  - id: {offer_id}\n{extra}    value: 10\n    script: Hello\n"
+
+
+def warnings(report: CheckReport) -> list[str]:
+    """`rules.yaml:line:col` of each warning (the file under test only)."""
+    assert not report.errors, report.errors
+    return [f"{Path(w.file).name}:{w.line}:{w.column}" for w in report.warnings]
+
+
+def messages(report: CheckReport) -> list[str]:
+    return [w.message for w in report.warnings]
+
+
+# -- the demo ruleset ---------------------------------------------------------------------
+
+
+def test_demo_ruleset_has_no_errors_and_no_warnings() -> None:
+    report = check_rules(DEMO)
+
+    assert report.problems == ()
+    assert report.ruleset is not None
+    assert format_text(report).startswith("ok: ruleset ")
+
+
+# -- 1. shadowed routing rules ------------------------------------------------------------
+
+
+def test_rule_implied_by_a_lower_precedence_rule_is_shadowed(tmp_path: Path) -> None:
+    directory = write_rules(
+        tmp_path,
+        """\
+        routing:
+          rules:
+            - id: cancel-any
+              when: intent == "cancel"
+              queue: retention
+              precedence: 10
+            - id: cancel-rich
+              when: [intent == "cancel", clv >= 10000]
+              queue: vip
+              precedence: 20
+        """,
+    )
+
+    report = check_rules(directory)
+
+    assert warnings(report) == ["rules.yaml:7:7"]
+    message = messages(report)[0]
+    assert message.startswith("routing rule cancel-rich can never apply")
+    assert "cancel-any" in message and "rules.yaml:3:7" in message
+    assert "precedence 10 is lower than 20" in message
+
+
+def test_the_narrower_rule_first_shadows_nothing(tmp_path: Path) -> None:
+    directory = write_rules(
+        tmp_path,
+        """\
+        routing:
+          rules:
+            - id: cancel-rich
+              when: [intent == "cancel", clv >= 10000]
+              queue: vip
+              precedence: 10
+            - id: cancel-any
+              when: intent == "cancel"
+              queue: retention
+              precedence: 20
+        """,
+    )
+
+    assert warnings(check_rules(directory)) == []
+
+
+def test_same_precedence_earlier_in_order_and_a_rule_without_conditions(tmp_path: Path) -> None:
+    directory = write_rules(
+        tmp_path,
+        """\
+        routing:
+          rules:
+            - id: everything
+              when: []
+              queue: all
+            - id: complaints
+              when: intent == "complaint"
+              queue: care
+        """,
+    )
+
+    report = check_rules(directory)
+
+    assert warnings(report) == ["rules.yaml:6:7"]
+    message = messages(report)[0]
+    assert "everything (" in message and "has no conditions" in message
+    assert "same precedence 100 and comes first" in message
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "shadowed"),
+    [
+        ("clv >= 1000", "clv > 5000", True),
+        ("clv > 5000", "clv >= 1000", False),
+        ('intent in ["cancel", "complaint"]', 'intent == "cancel"', True),
+        ('intent != "upgrade"', 'intent == "cancel"', True),
+        ('intent != "cancel"', 'intent in ["cancel", "complaint"]', False),
+        ("exists(clv)", "clv >= 0", True),
+        ("not exists(clv)", "clv >= 0", False),
+        ("not (clv < 100)", "clv >= 200", True),
+        # whole numbers: > 2 is >= 3
+        ("tenure_months >= 3", "tenure_months > 2", True),
+        ("churn_risk >= 3e-1", "churn_risk > 0.2", False),
+        # every segment value, but a customer without a segment satisfies only the later one
+        ('segment in ["platinum", "gold", "silver", "bronze"]', "clv >= 1", False),
+        # `or` is unknown unless written identically in the later rule
+        ('intent == "cancel" or clv > 5', 'intent == "cancel"', False),
+        ('intent == "cancel" or clv > 5', '(intent == "cancel" or clv > 5) and clv > 9', True),
+    ],
+)
+def test_shadowing_reasons_per_field(
+    tmp_path: Path, earlier: str, later: str, shadowed: bool
+) -> None:
+    directory = write_rules(
+        tmp_path,
+        f"""\
+        routing:
+          rules:
+            - id: earlier
+              when: '{earlier}'
+              queue: a
+              precedence: 1
+            - id: later
+              when: '{later}'
+              queue: b
+              precedence: 2
+        """,
+    )
+
+    assert warnings(check_rules(directory)) == (["rules.yaml:7:7"] if shadowed else [])
+
+
+# -- 2. conditions that can never all hold ------------------------------------------------
+
+
+def test_contradictory_offer_conditions(tmp_path: Path) -> None:
+    directory = write_rules(
+        tmp_path,
+        "offers:\n"
+        + offer("interval", "when: clv > 5000 and clv < 1000")  # line 2
+        + offer("two-intents", 'when: [intent == "cancel", intent == "upgrade"]')  # line 6
+        + offer("presence", "when: exists(clv) and not exists(clv)")  # line 10
+        + offer("range", "when: churn_risk > 0.5 and churn_risk > 1")  # line 14
+        + offer("channel", "channels: [voice, chat]", 'when: channel == "email"')  # line 18
+        + offer("fine", "when: clv > 1000 and clv < 5000", "channels: [voice]"),  # line 23
+    )
+
+    report = check_rules(directory)
+
+    assert warnings(report) == [
+        "rules.yaml:2:5",
+        "rules.yaml:6:5",
+        "rules.yaml:10:5",
+        "rules.yaml:14:5",
+        "rules.yaml:18:5",
+    ]
+    interval, intents, presence, bounded, channel = messages(report)
+    assert interval == (
+        "offer interval can never be eligible: `clv > 5000` and `clv < 1000` cannot both "
+        "hold; fix or remove the condition"
+    )
+    assert '`intent == "cancel"` and `intent == "upgrade"`' in intents
+    assert "`exists(clv)` and `not exists(clv)`" in presence
+    assert "churn_risk is declared between 0 and 1" in bounded
+    assert '`channel == "email"` and `channels: [voice, chat]`' in channel
+
+
+def test_contradictory_routing_rule_and_policy(tmp_path: Path) -> None:
+    directory = write_rules(
+        tmp_path,
+        """\
+        routing:
+          rules:
+            - id: never
+              when: segment == "gold" and segment not in ["gold", "silver"]
+              queue: a
+              precedence: 1
+            - id: later
+              when: segment == "gold"
+              queue: b
+              precedence: 2
+        arbitration:
+          policies:
+            - id: never-policy
+              when: tenure_months > 3 and tenure_months < 4
+              first: [service]
+        """,
+    )
+
+    report = check_rules(directory)
+
+    # `never` cannot shadow `later`: it never holds, so only the contradictions are reported.
+    assert warnings(report) == ["rules.yaml:3:7", "rules.yaml:13:7"]
+    route, policy = messages(report)
+    assert route.startswith("routing rule never can never apply")
+    assert policy.startswith("policy never-policy can never apply")
+
+
+def test_or_and_arithmetic_are_never_called_contradictory(tmp_path: Path) -> None:
+    directory = write_rules(
+        tmp_path,
+        "offers:\n"
+        + offer("either", "when: [clv > 5000 or clv < 1000, clv < 1000]")
+        + offer("arith", "when: [clv * 2 > 5000, clv < 1000]")
+        + offer("strings", 'when: [segment != "gold", not (segment == "silver")]'),
+    )
+
+    assert warnings(check_rules(directory)) == []
+
+
+# -- 3. no channel ------------------------------------------------------------------------
+
+
+def test_offer_with_an_empty_channel_list(tmp_path: Path) -> None:
+    directory = write_rules(
+        tmp_path,
+        "offers:\n" + offer("nowhere", "channels: []") + offer("everywhere"),
+    )
+
+    report = check_rules(directory)
+
+    assert warnings(report) == ["rules.yaml:2:5"]
+    assert "offer nowhere is eligible on no channel" in messages(report)[0]
+    assert report.ruleset is not None
+    assert [o.channels for o in report.ruleset.offers] == [(), CHANNELS]
+
+
+# -- 4. overlapping rules of equal precedence --------------------------------------------
+
+
+def test_overlapping_rules_with_the_same_precedence(tmp_path: Path) -> None:
+    directory = write_rules(
+        tmp_path,
+        """\
+        routing:
+          rules:
+            - id: cancel
+              when: intent == "cancel"
+              queue: retention
+            - id: rich
+              when: clv >= 5000
+              queue: vip
+            - id: upgrade
+              when: intent == "upgrade"
+              queue: sales
+              precedence: 100
+        """,
+    )
+
+    report = check_rules(directory)
+
+    # cancel/upgrade are disjoint; rich overlaps both (a rich customer upgrading).
+    assert warnings(report) == ["rules.yaml:6:7", "rules.yaml:9:7"]
+    first, second = messages(report)
+    assert "routing rules cancel (" in first and "rules.yaml:3:7" in first
+    assert "cancel wins today only because it comes first" in first
+    assert "distinct precedences" in first
+    assert "routing rules rich (" in second
+
+
+def test_distinct_precedences_do_not_overlap(tmp_path: Path) -> None:
+    directory = write_rules(
+        tmp_path,
+        """\
+        routing:
+          rules:
+            - id: cancel
+              when: intent == "cancel"
+              queue: retention
+              precedence: 1
+            - id: rich
+              when: clv >= 5000
+              queue: vip
+              precedence: 2
+        """,
+    )
+
+    assert warnings(check_rules(directory)) == []
+
+
+# -- 5. enum values no offer serves -------------------------------------------------------
+
+
+def test_segments_no_offer_can_serve(tmp_path: Path) -> None:
+    offers = offer("top", 'when: segment in ["platinum", "gold"]') + offer(
+        "gold-only", 'when: segment == "gold" and clv > 10'
+    )
+    directory = write_rules(tmp_path, "offers:\n" + offers)
+
+    report = check_rules(directory)
+
+    assert warnings(report) == ["rules.yaml:2:5"]
+    assert messages(report)[0].startswith(
+        'no offer can ever be eligible when segment is "silver" or "bronze"'
+    )
+
+
+def test_an_offer_without_a_segment_condition_serves_every_segment(tmp_path: Path) -> None:
+    offers = offer("top", 'when: segment in ["platinum", "gold"]') + offer("anyone")
+    directory = write_rules(tmp_path, "offers:\n" + offers)
+
+    assert warnings(check_rules(directory)) == []
+
+
+# -- errors and unreadable input ----------------------------------------------------------
+
+
+def test_load_errors_are_reported_with_no_ruleset(tmp_path: Path) -> None:
+    directory = tmp_path / "rules"
+    shutil.copytree(DEMO, directory)
+    offers = directory / "offers.yaml"
+    offers.write_text(offers.read_text().replace("clv >= 5000", "clvv >= 5000"))
+
+    report = check_rules(directory)
+
+    assert report.ruleset is None
+    assert [(Path(p.file).name, p.line, p.severity) for p in report.problems] == [
+        ("offers.yaml", 12, "error")
+    ]
+    assert "unknown field 'clvv'" in report.problems[0].message
+    assert format_text(report).splitlines()[-1] == "1 error; this ruleset cannot go live"
+
+
+def test_a_file_that_is_not_utf8_is_an_error_with_its_line(tmp_path: Path) -> None:
+    directory = write_rules(tmp_path, "offers:\n")
+    (directory / "rules.yaml").write_bytes(b"offers:\n  - id: caf\xe9\n")
+
+    report = check_rules(directory)
+
+    assert [(Path(p.file).name, p.line) for p in report.errors] == [("rules.yaml", 2)]
+
+
+def test_missing_directory_cannot_be_checked(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        check_rules(tmp_path / "nope")
+    (tmp_path / "file.yaml").write_text("offers: []\n")
+    with pytest.raises(NotADirectoryError):
+        check_rules(tmp_path / "file.yaml")
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def test_text_output_lists_warnings_then_the_summary(tmp_path: Path) -> None:
+    directory = write_rules(tmp_path, "offers:\n" + offer("nowhere", "channels: []"))
+
+    lines = format_text(check_rules(directory)).splitlines()
+
+    assert lines[0].endswith(
+        "rules.yaml:2:5: warning: offer nowhere is eligible on no channel "
+        "(`channels: []`); list the channels it may be proposed on, or "
+        "remove `channels` to allow every channel"
+    )
+    assert lines[1].startswith("ok: ruleset ")
+    assert lines[1].endswith("(no label): 1 offers, 0 routing rules, 0 policies; 1 warning")
+
+
+def test_json_output_shape(tmp_path: Path) -> None:
+    directory = write_rules(tmp_path, "offers:\n" + offer("nowhere", "channels: []"))
+    report = check_rules(directory)
+
+    data = json.loads(format_json(report))
+
+    assert report.ruleset is not None
+    assert data["version"] == report.ruleset.version
+    assert data["ok"] is True
+    assert data["problems"] == [
+        {
+            "file": str(directory / "rules.yaml"),
+            "line": 2,
+            "column": 5,
+            "severity": "warning",
+            "message": report.warnings[0].message,
+        }
+    ]
+
+
+def test_json_output_with_errors(tmp_path: Path) -> None:
+    directory = write_rules(tmp_path, "offers:\n  - id: x\n    value: clvv\n    script: Hi\n")
+
+    data = json.loads(format_json(check_rules(directory)))
+
+    assert data["version"] is None
+    assert data["ok"] is False
+    assert [(p["line"], p["severity"]) for p in data["problems"]] == [(3, "error")]
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def test_command_exit_0_on_a_clean_ruleset() -> None:
+    result = CliRunner().invoke(check_command, [str(DEMO)])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok: ruleset ")
+
+
+def test_command_exit_0_with_warnings_and_json(tmp_path: Path) -> None:
+    directory = write_rules(tmp_path, "offers:\n" + offer("nowhere", "channels: []"))
+
+    result = CliRunner().invoke(check_command, [str(directory), "--format", "json"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["problems"][0]["severity"] == "warning"
+
+
+def test_command_exit_1_on_errors(tmp_path: Path) -> None:
+    directory = write_rules(tmp_path, "offers:\n  - id: x\n    value: clvv\n    script: Hi\n")
+
+    result = CliRunner().invoke(check_command, [str(directory)])
+
+    assert result.exit_code == 1
+    assert "rules.yaml:3:12: error: offer x value: unknown field 'clvv'" in result.output
+
+
+def test_command_exit_2_when_the_directory_is_missing(tmp_path: Path) -> None:
+    result = CliRunner().invoke(check_command, [str(tmp_path / "nope")])
+
+    assert result.exit_code == 2
+    assert "rules directory not found" in result.stderr
+
+
+def test_command_reads_the_directory_from_the_environment(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        check_command, [], env={"DECISION_ENGINE_RULES": str(tmp_path / "nope")}
+    )
+
+    assert result.exit_code == 2
+    assert str(tmp_path / "nope") in result.stderr
