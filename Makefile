@@ -43,7 +43,7 @@ unit: install
 rules-test: install
 	$(BIN)/decision-engine rules test rules
 
-test: lint typecheck unit
+test: lint typecheck rules-test unit
 
 bench: install
 	$(BIN)/python -m bench.run
