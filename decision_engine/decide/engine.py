@@ -15,7 +15,7 @@ from decision_engine.decide.model import (
     RankedOffer,
     Routing,
 )
-from decision_engine.ruleset.compile import first_failure
+from decision_engine.ruleset.compile import first_failure, set_bits
 from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset
 from decision_engine.ruleset.model import Condition
 
@@ -46,24 +46,18 @@ def decide(
             for category in policy.suppress:
                 suppress.setdefault(category, policy.spec.id)
 
-    ranked: list[tuple[int, float, str, CompiledOffer, float, float]] = []
-    for i in ruleset.offer_index.matches(facts):
-        offer = ruleset.offers[i]
-        spec = offer.spec
-        if spec.category in suppress:
-            continue
-        scored = _score(offer, facts)
-        if scored is None:
-            continue
-        value, weight, score = scored
-        tier = first.get(spec.category, len(ruleset.policies))
-        ranked.append((tier, -score, spec.id, offer, value, weight))
-
     limit = max_offers or ruleset.source.max_offers
-    top = heapq.nsmallest(limit, ranked, key=lambda r: (r[0], r[1], r[2]))
+    top = heapq.nsmallest(limit, _ranked(ruleset, facts, limit, first, suppress))
     offers = tuple(
-        _present(offer, facts, ruleset.date_fields, -neg_score, value, _promoter(ruleset, tier))
-        for tier, neg_score, _, offer, value, _weight in top
+        _present(
+            ruleset.offers[i],
+            facts,
+            ruleset.date_fields,
+            -neg_score,
+            value,
+            _promoter(ruleset, tier),
+        )
+        for tier, neg_score, _, i, value in top
     )
     explanations = _explain(ruleset, facts, suppress, routing) if explain else ()
     return Decision(
@@ -75,6 +69,74 @@ def decide(
         degraded=degraded,
         explanations=explanations,
     )
+
+
+Ranked = tuple[int, float, str, int, float]
+"""(tier, -score, offer id, offer bit, value): sorts best first; ids are unique."""
+
+
+def _ranked(
+    ruleset: CompiledRuleset,
+    facts: dict[str, Any],
+    limit: int,
+    first: dict[str, int],
+    suppress: dict[str, str],
+) -> list[Ranked]:
+    """The eligible offers that can still make the top `limit`, scored.
+
+    This is the hot loop of a decision, so it avoids scoring what cannot win:
+    promoted categories are visited tier by tier before the rest, and within a
+    value group offers come in descending score bound, so once `limit` offers are
+    kept a group stops at the first offer whose bound cannot beat the weakest.
+    """
+    masks = ruleset.category_masks
+    candidates = ruleset.offer_index.candidates(facts)
+    for category in suppress:
+        candidates &= ~masks.get(category, 0)
+    last_tier = len(ruleset.policies)
+    passes: list[tuple[int, int]] = []
+    for category, tier in sorted(first.items(), key=lambda item: item[1]):
+        promoted = candidates & masks.get(category, 0)
+        if promoted:
+            passes.append((tier, promoted))
+            candidates &= ~promoted
+    passes.append((last_tier, candidates))
+
+    ranked: list[Ranked] = []
+    kept: list[tuple[int, float]] = []  # min-heap of (-tier, score): the weakest kept first
+    offers, residuals, groups = ruleset.offers, ruleset.offer_index.residuals, ruleset.offer_groups
+    bases: dict[int, float | None] = {}
+    for tier, pass_mask in passes:
+        if len(kept) >= limit and -tier < kept[0][0]:
+            break  # every offer kept ranks in a better tier than this pass and the next
+        for g, group in enumerate(groups):
+            mask = pass_mask & group.mask
+            if not mask:
+                continue
+            if g not in bases:
+                bases[g] = 1.0 if group.base is None else group.base(facts)
+            base = bases[g]
+            if base is None:
+                continue  # the value is unknown for this customer
+            prune = group.prunable and base >= 0
+            for i in set_bits(mask):
+                offer = offers[i]
+                if prune and len(kept) >= limit and (-tier, offer.bound * base) < kept[0]:
+                    break
+                residual = residuals[i]
+                if residual is not None and residual(facts) is not True:
+                    continue
+                value = offer.scale * base
+                score = offer.factor * value
+                for test, factor, _ in offer.weights:
+                    if test(facts) is True:
+                        score *= factor
+                ranked.append((tier, -score, offer.spec.id, i, value))
+                if len(kept) < limit:
+                    heapq.heappush(kept, (-tier, score))
+                elif (-tier, score) > kept[0]:
+                    heapq.heapreplace(kept, (-tier, score))
+    return ranked
 
 
 def _promoter(ruleset: CompiledRuleset, tier: int) -> str:
@@ -99,8 +161,7 @@ def _score(offer: CompiledOffer, facts: dict[str, Any]) -> tuple[float, float, f
     for test, factor, _ in offer.weights:
         if test(facts) is True:
             weight *= factor
-    spec = offer.spec
-    return value, weight, spec.propensity * value * weight * spec.lever
+    return value, weight, offer.factor * value * weight
 
 
 def _present(
@@ -112,18 +173,21 @@ def _present(
     promoted_by: str,
 ) -> RankedOffer:
     spec = offer.spec
-    values = dict(facts)
+    # Params shadow nothing (the loader forbids it), so a small dict beside facts is enough.
+    params = {}
     for name, fn in offer.params:
         result = fn(facts)
         if result is not None:
-            values[name] = result
+            params[name] = result
     reasons = [f"eligible: {offer.eligibility}"]
     reasons += [
         f"weight x{factor:g}: {text}" for test, factor, text in offer.weights if test(facts)
     ]
     if promoted_by:
         reasons.append(f"{spec.category} first: policy {promoted_by}")
-    script = spec.script.render(lambda name: _text(values.get(name), name in date_fields))
+    script = spec.script.render(
+        lambda name: _text(params[name] if name in params else facts.get(name), name in date_fields)
+    )
     return RankedOffer(
         offer_id=spec.id,
         title=spec.title,
@@ -166,7 +230,8 @@ def _explain(
         chosen = route.id == routing.rule_id
         detail = failure or ("chosen" if chosen else "applies, but a rule of lower precedence won")
         out.append(Explanation("routing", route.id, failure is None, detail))
-    for i, offer in enumerate(ruleset.offers):
+    for i in ruleset.file_order:
+        offer = ruleset.offers[i]
         failure = ruleset.offer_index.explain(i, facts)
         spec = offer.spec
         if failure is None and spec.category in suppress:

@@ -139,24 +139,72 @@ def _compile_logic(node: Logic) -> Fn:
     return logic
 
 
+def _divide(a: float, b: float) -> float | None:
+    return None if b == 0 else a / b
+
+
+_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": _divide,
+}
+
+
+def constant(node: Node) -> float | None:
+    """The value of a numeric expression made of literals only (folded at load time)."""
+    if isinstance(node, Literal):
+        return node.value if isinstance(node.value, float) else None
+    if isinstance(node, Neg):
+        inner = constant(node.operand)
+        return None if inner is None else -inner
+    if isinstance(node, Arith):
+        a, b = constant(node.left), constant(node.right)
+        if a is None or b is None:
+            return None
+        result = _ARITH[node.op](a, b)
+        return None if result is None else float(result)
+    if isinstance(node, Call) and node.function in _NUMERIC:
+        args = [constant(a) for a in node.args]
+        if any(a is None for a in args):
+            return None
+        return float(_NUMERIC[node.function](*args))
+    return None
+
+
 def _compile_arith(node: Arith) -> Fn:
+    folded = constant(node)
+    if folded is not None:
+        return lambda facts: folded
+    apply = _ARITH[node.op]
+    # The common shapes of offer values (`clv * 0.1`) get closures without nested calls.
+    if isinstance(node.left, Field) and isinstance(node.right, Literal):
+        name, literal = node.left.name, node.right.value
+
+        def field_literal(facts: Facts) -> float | None:
+            value = facts.get(name)
+            return None if value is None else apply(value, literal)
+
+        return field_literal
+    if isinstance(node.left, Field) and isinstance(node.right, Field):
+        left_name, right_name = node.left.name, node.right.name
+
+        def field_field(facts: Facts) -> float | None:
+            a = facts.get(left_name)
+            if a is None:
+                return None
+            b = facts.get(right_name)
+            return None if b is None else apply(a, b)
+
+        return field_field
     left, right = compile_node(node.left), compile_node(node.right)
-    op = node.op
 
     def arith(facts: Facts) -> float | None:
         a = left(facts)
         if a is None:
             return None
         b = right(facts)
-        if b is None:
-            return None
-        if op == "+":
-            return float(a + b)
-        if op == "-":
-            return float(a - b)
-        if op == "*":
-            return float(a * b)
-        return None if b == 0 else float(a / b)
+        return None if b is None else apply(a, b)
 
     return arith
 
@@ -175,8 +223,22 @@ def _compile_call(node: Call) -> Fn:
             return None if value is None else float(sign * (value - facts[TODAY]))
 
         return days
+    folded = constant(node)
+    if folded is not None:
+        return lambda facts: folded
     args = tuple(compile_node(a) for a in node.args)
     impl: Callable[..., float] = _NUMERIC[fn]
+    if len(args) == 2:
+        first, second = args
+
+        def call2(facts: Facts) -> float | None:
+            a = first(facts)
+            if a is None:
+                return None
+            b = second(facts)
+            return None if b is None else float(impl(a, b))
+
+        return call2
 
     def call(facts: Facts) -> float | None:
         values = [a(facts) for a in args]
@@ -417,6 +479,7 @@ class RuleIndex:
         # Families that exclude the most rules first, so the AND empties early.
         self.families = sorted(families.values(), key=lambda f: f.free.bit_count())
         self.rules = tuple(compiled)
+        self.residuals = tuple(rule.residual for rule in compiled)
 
     def candidates(self, facts: Facts) -> int:
         mask = self.all
@@ -427,19 +490,26 @@ class RuleIndex:
         return mask
 
     def matches(self, facts: Facts) -> Iterator[int]:
-        mask = self.candidates(facts)
-        rules = self.rules
-        while mask:
-            low = mask & -mask
-            i = low.bit_length() - 1
-            mask ^= low
-            residual = rules[i].residual
+        residuals = self.residuals
+        for i in set_bits(self.candidates(facts)):
+            residual = residuals[i]
             if residual is None or residual(facts) is True:
                 yield i
 
     def explain(self, i: int, facts: Facts) -> str | None:
         """Why rule i does not apply (None when it does)."""
         return first_failure(self.rules[i].terms, facts)
+
+
+def set_bits(mask: int) -> Iterator[int]:
+    """Positions of the set bits, lowest first."""
+    # One C-level conversion, then str.find per bit: far cheaper than big-int
+    # arithmetic per bit on a mask of a thousand rules.
+    bits = bin(mask)[:1:-1]
+    i = bits.find("1")
+    while i >= 0:
+        yield i
+        i = bits.find("1", i + 1)
 
 
 def _new_family(key: tuple[str, str]) -> _Family:

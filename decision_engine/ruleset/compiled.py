@@ -8,8 +8,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from decision_engine.ruleset.compile import Fn, RuleIndex, compile_all, compile_node
-from decision_engine.ruleset.expr import Logic
+from decision_engine.ruleset.compile import Fn, RuleIndex, compile_all, compile_node, constant
+from decision_engine.ruleset.expr import Arith, Field, Literal, Logic, Node, render
 from decision_engine.ruleset.load import load_ruleset
 from decision_engine.ruleset.model import Condition, OfferSpec, PolicySpec, RouteSpec, Ruleset
 from decision_engine.ruleset.schema import FieldSpec
@@ -26,6 +26,28 @@ class CompiledOffer:
     params: tuple[tuple[str, Fn], ...]
     eligibility: str
     """The conditions as written, for the offer's reasons."""
+    scale: float
+    """value = scale x the group's base (a field, an expression, or 1 for fixed values)."""
+    factor: float
+    """propensity x lever: the part of the score fixed per ruleset."""
+    bound: float
+    """Upper bound of the score per unit of the group's base."""
+
+
+@dataclass(frozen=True, slots=True)
+class OfferGroup:
+    """Offers whose values are multiples of one base: a field, an expression, or 1.
+
+    Their bits are contiguous and ordered by descending `bound`: with the base
+    known for a request, the score bounds fall along the group, so scoring can
+    stop at the first offer that cannot beat the offers already kept.
+    """
+
+    mask: int
+    base: Fn | None
+    """The shared base, computed once per request; None means 1 (fixed values)."""
+    prunable: bool
+    """Whether bounds hold: every scale is non-negative."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +64,11 @@ class CompiledRuleset:
 
     source: Ruleset
     offers: tuple[CompiledOffer, ...]
+    """In bit order (grouped by value, best bound first); `file_order` lists them as written."""
+    file_order: tuple[int, ...]
+    offer_groups: tuple[OfferGroup, ...]
+    category_masks: dict[str, int]
+    """The offers of each category, as a bitmask."""
     offer_index: RuleIndex
     routes: tuple[RouteSpec, ...]
     route_index: RuleIndex
@@ -61,15 +88,20 @@ class CompiledRuleset:
 
 def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     """Index offers and routing rules, compile every expression."""
-    offers = tuple(_offer(o) for o in ruleset.offers)
+    offers, groups = _grouped_offers(ruleset.offers)
     offer_terms = [
-        [c.node for c in o.when] + ([_channel_term(o)] if _channel_term(o) is not None else [])
-        for o in ruleset.offers
+        [c.node for c in o.spec.when]
+        + ([_channel_term(o.spec)] if _channel_term(o.spec) is not None else [])
+        for o in offers
     ]
+    position = {id(o.spec): i for i, o in enumerate(offers)}
     fields = ruleset.fields
     return CompiledRuleset(
         source=ruleset,
         offers=offers,
+        file_order=tuple(position[id(spec)] for spec in ruleset.offers),
+        offer_groups=groups,
+        category_masks=_category_masks(offers),
         offer_index=RuleIndex([[t for t in terms if t is not None] for terms in offer_terms]),
         routes=ruleset.routes,
         route_index=RuleIndex([[c.node for c in r.when] for r in ruleset.routes]),
@@ -102,13 +134,74 @@ def _channel_term(offer: OfferSpec) -> Any:
     return Member(Field("channel", 1), tuple(Literal(c, 1) for c in offer.channels), False, 1)
 
 
-def _offer(spec: OfferSpec) -> CompiledOffer:
+def _category_masks(offers: tuple[CompiledOffer, ...]) -> dict[str, int]:
+    masks: dict[str, int] = {}
+    for i, offer in enumerate(offers):
+        masks[offer.spec.category] = masks.get(offer.spec.category, 0) | 1 << i
+    return masks
+
+
+def linear_value(node: Node) -> tuple[str, Node | None, float]:
+    """(base key, base node, scale) with value = scale x base; the base is None for constants.
+
+    `clv * 0.1` and `clv * 0.25` share the base `clv`, so one ordering by bound
+    serves both; any other expression is its own base with scale 1.
+    """
+    fixed = constant(node)
+    if fixed is not None:
+        return "", None, fixed
+    if isinstance(node, Field):
+        return node.name, node, 1.0
+    if isinstance(node, Arith) and node.op in ("*", "/"):
+        left, right = node.left, node.right
+        if node.op == "*" and isinstance(left, Literal) and isinstance(right, Field):
+            left, right = right, left
+        factor = constant(right)
+        if isinstance(left, Field) and factor is not None and (node.op == "*" or factor != 0):
+            return left.name, left, factor if node.op == "*" else 1 / factor
+    return render(node), node, 1.0
+
+
+def _grouped_offers(
+    specs: tuple[OfferSpec, ...],
+) -> tuple[tuple[CompiledOffer, ...], tuple[OfferGroup, ...]]:
+    """Offers in bit order: by value base, then by descending score bound."""
+    by_base: dict[str, tuple[Node | None, list[tuple[OfferSpec, float]]]] = {}
+    for spec in specs:
+        key, base, scale = linear_value(spec.value.node)
+        by_base.setdefault(key, (base, []))[1].append((spec, scale))
+    offers: list[CompiledOffer] = []
+    groups: list[OfferGroup] = []
+    for base, members in by_base.values():
+        compiled = sorted((_offer(spec, scale) for spec, scale in members), key=lambda o: -o.bound)
+        start = len(offers)
+        offers.extend(compiled)
+        mask = ((1 << len(offers)) - 1) ^ ((1 << start) - 1)
+        groups.append(
+            OfferGroup(
+                mask,
+                None if base is None else compile_node(base),
+                prunable=all(o.scale >= 0 for o in compiled),
+            )
+        )
+    return tuple(offers), tuple(groups)
+
+
+def _offer(spec: OfferSpec, scale: float) -> CompiledOffer:
+    factor = spec.propensity * spec.lever
+    # Weights multiply the score; for a non-negative base the largest product bounds it.
+    high = 1.0
+    for w in spec.weights:
+        high *= max(w.factor, 1.0)
     return CompiledOffer(
         spec=spec,
         value=compile_node(spec.value.node),
         weights=tuple((compile_node(w.when.node), w.factor, w.when.text) for w in spec.weights),
         params=tuple((name, compile_node(c.node)) for name, c in spec.params),
         eligibility=" and ".join(_bracketed(c, len(spec.when)) for c in spec.when) or "always",
+        scale=scale,
+        factor=factor,
+        bound=factor * scale * high,
     )
 
 

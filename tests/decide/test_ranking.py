@@ -1,0 +1,136 @@
+"""The pruned ranking in decide() returns exactly what scoring every eligible offer would."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from decision_engine.decide.engine import decide
+from decision_engine.decide.facts import build_facts
+from decision_engine.decide.model import CHANNELS, Context, CustomerState
+from decision_engine.ruleset.compile import compile_all
+from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
+
+NOW = 1_750_000_000.0
+INTENTS = ["cancel", "billing_dispute", "lost_card", "complaint", "upgrade"]
+CATEGORIES = ["retention", "service", "upsell", "cross_sell", "renewal"]
+VALUES = [
+    "240", "50", "0", "-30", "clv * 0.1", "0.25 * clv", "clv / 20", "clv", "cost_to_serve * 0.3",
+    "max(clv * churn_risk * 0.5, 40)", "days_to_contract_end * 2", "tenure_months - 100",
+]  # fmt: skip
+
+SCHEMA = """
+schema:
+  profile:
+    clv: {type: number, min: 0}
+    churn_risk: {type: number, min: 0, max: 1}
+    segment: {type: enum, values: [gold, silver, bronze]}
+    tenure_months: {type: integer, min: 0}
+    cost_to_serve: {type: number, min: 0}
+    contract_end: {type: date}
+  intents: [cancel, billing_dispute, lost_card, complaint, upgrade]
+routing:
+  default: {queue: general, priority: 5}
+"""
+
+
+def random_ruleset(rng: random.Random, directory: Path, offers: int) -> CompiledRuleset:
+    lines = [SCHEMA, "offers:"]
+    for n in range(offers):
+        conditions = []
+        if rng.random() < 0.6:
+            conditions.append(f'intent in ["{rng.choice(INTENTS)}", "{rng.choice(INTENTS)}"]')
+        if rng.random() < 0.4:
+            conditions.append(f"clv >= {rng.choice([0, 500, 2000, 8000])}")
+        if rng.random() < 0.3:
+            conditions.append(f'segment != "{rng.choice(["gold", "silver", "bronze"])}"')
+        if rng.random() < 0.2:
+            conditions.append("churn_risk > 0.3 or tenure_months < 12")
+        lines += [
+            f"  - id: o{n:03d}",
+            f"    category: {rng.choice(CATEGORIES)}",
+            f"    value: {rng.choice(VALUES)}",
+            f"    propensity: {rng.choice([0.05, 0.1, 0.2, 0.35, 0.5])}",
+            f"    lever: {rng.choice([1, 1, 1, 0.5, 2])}",
+            "    script: x",
+        ]
+        if conditions:
+            lines.append("    when: [" + ", ".join(f"'{c}'" for c in conditions) + "]")
+        if rng.random() < 0.3:
+            channel = rng.choice(CHANNELS)
+            factor = rng.choice([0.5, 1.5, 3])
+            lines.append(f"    weights: [{{when: 'channel == \"{channel}\"', factor: {factor}}}]")
+        if rng.random() < 0.2:
+            lines.append(f"    channels: [{', '.join(rng.sample(CHANNELS, 3))}]")
+    lines += ["arbitration:", "  max_offers: 3", "  policies:"]
+    for n in range(4):
+        first, suppress = rng.sample(CATEGORIES, 2)
+        lines += [
+            f"    - id: p{n}",
+            f'      when: intent == "{rng.choice(INTENTS)}" or clv > {rng.choice([1000, 20000])}',
+            f"      first: [{first}]",
+        ]
+        if rng.random() < 0.5:
+            lines.append(f"      suppress: [{suppress}]")
+    (directory / "rules.yaml").write_text("\n".join(lines) + "\n")
+    return load_compiled(directory)
+
+
+def brute_force(ruleset: CompiledRuleset, facts: dict[str, Any], limit: int) -> list[str]:
+    """Score every offer whose conditions hold, then sort: the definition of the ranking."""
+    first: dict[str, int] = {}
+    suppressed: set[str] = set()
+    for tier, policy in enumerate(ruleset.policies):
+        if policy.test(facts) is True:
+            for category in policy.first:
+                first.setdefault(category, tier)
+            suppressed |= policy.suppress
+    ranked = []
+    for offer in ruleset.offers:
+        spec = offer.spec
+        condition = compile_all([c.node for c in spec.when])
+        if condition is not None and condition(facts) is not True:
+            continue
+        if facts["channel"] not in spec.channels or spec.category in suppressed:
+            continue
+        value = offer.value(facts)
+        if value is None:
+            continue
+        score = spec.propensity * spec.lever * value
+        for test, factor, _ in offer.weights:
+            if test(facts) is True:
+                score *= factor
+        ranked.append((first.get(spec.category, len(ruleset.policies)), -score, spec.id))
+    return [offer_id for _, _, offer_id in sorted(ranked)[:limit]]
+
+
+def random_customer(rng: random.Random) -> tuple[CustomerState | None, Context]:
+    profile = {
+        "clv": str(rng.choice([0, 90, 1500, 6000, 30000, rng.uniform(0, 50000)])),
+        "churn_risk": str(round(rng.random(), 2)),
+        "segment": rng.choice(["gold", "silver", "bronze"]),
+        "tenure_months": str(rng.randint(0, 200)),
+        "cost_to_serve": str(rng.randint(0, 800)),
+        "contract_end": rng.choice(["2025-01-01", "2025-08-01", "2026-06-01"]),
+    }
+    for field in rng.sample(sorted(profile), rng.randint(0, 2)):
+        del profile[field]  # absent fields make some values unknown
+    state = None if rng.random() < 0.1 else CustomerState(profile)
+    return state, Context(channel=rng.choice(CHANNELS), intent=rng.choice(INTENTS))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pruned_ranking_equals_scoring_every_eligible_offer(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    ruleset = random_ruleset(rng, tmp_path, offers=rng.choice([5, 40, 300]))
+    for _ in range(150):
+        state, context = random_customer(rng)
+        limit = rng.choice([1, 3, 5])
+        decision = decide(
+            ruleset, state=state, context=context, now=NOW, decision_id="d", max_offers=limit
+        )
+        facts = build_facts(ruleset, state, context, now=NOW)
+        assert [o.offer_id for o in decision.offers] == brute_force(ruleset, facts, limit)
