@@ -195,11 +195,13 @@ def rules_show(target: str, as_json: bool) -> None:  # fmt: skip
 def _add_commands() -> None:
     from decision_engine.authoring.cases import test_command
     from decision_engine.authoring.check import check_command
+    from decision_engine.authoring.simulate import simulate_command
     from decision_engine.store.commands import profiles
 
     rules.add_command(check_command)
     rules.add_command(test_command)
     main.add_command(profiles)
+    main.add_command(simulate_command)
 
 
 _add_commands()

@@ -1,0 +1,1 @@
+"""Benchmarks: synthetic rulesets, evaluation micro-benchmarks and a gRPC load generator."""

@@ -1,0 +1,256 @@
+"""The benchmark suite: micro-benchmarks, then a real server under load. `make bench`.
+
+    python -m bench.run [--quick]
+
+Starts a real Redis and a real `decision-engine serve` (2 workers) on ephemeral ports,
+loads synthetic profiles, drives it from a separate load-generator process, prints a
+table and writes bench/results/latest.json. Targets are reported as met / not met;
+missing one is not an error exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import micro
+from bench.gen_rules import write_ruleset
+from bench.load import wait_serving
+from decision_engine.ruleset.load import load_schema
+from decision_engine.store.embedded import EmbeddedRedis
+from decision_engine.store.generate import generate_profiles
+from decision_engine.store.importer import canonical_profile
+from decision_engine.store.profiles import ProfileStore
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BIN = Path(sys.executable).parent
+EVAL_TARGET_US = 50.0
+P99_TARGET_MS = 5.0
+THROUGHPUT_TARGET = 0.5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def load_profiles(url: str, rules: Path, count: int) -> dict[str, float]:
+    """Generate, validate (as the importer does) and store `count` profiles."""
+    schema = load_schema(rules)
+    store = ProfileStore.from_url(url, socket_timeout=30)
+    start = time.perf_counter()
+    try:
+        rows = (
+            canonical_profile(p, schema)
+            for p in generate_profiles(count, seed=42, today=date.today())
+        )
+        written = await store.put_profiles(rows, batch_size=2000)
+    finally:
+        await store.aclose()
+    seconds = time.perf_counter() - start
+    return {"profiles": written, "seconds": round(seconds, 2), "per_s": round(written / seconds)}
+
+
+def start_server(rules: Path, redis_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    args = [
+        str(BIN / "decision-engine"), "serve",
+        "--rules", str(rules), "--redis-url", redis_url,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--metrics-port", str(free_port()), "--workers", "2", "--log-level", "WARNING",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (the server's workers), from /proc."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        children += [int(c) for c in task.read_text().split()]
+    return children
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def server_under_load(quick: bool, work: Path) -> dict[str, Any]:
+    """Redis + profiles + server + the load generator in its own process."""
+    rules = work / "rules"
+    write_ruleset(rules, offers=1000, routes=100)
+    profiles = 10_000 if quick else 100_000
+    log = work / "server.log"
+    with ExitStack() as stack:
+        redis = stack.enter_context(EmbeddedRedis(data_dir=work / "redis", port=0))
+        print(f"redis at {redis.url}; loading {profiles:,} profiles", flush=True)
+        imported = asyncio.run(load_profiles(redis.url, rules, profiles))
+        print(f"  {imported['profiles']:,} profiles in {imported['seconds']} s", flush=True)
+        port = free_port()
+        server = start_server(rules, redis.url, port, log)
+        stack.callback(stop, server)
+        target = f"127.0.0.1:{port}"
+        try:
+            asyncio.run(wait_serving(target, timeout=60))
+        except TimeoutError:
+            code = server.poll()
+            tail = log.read_text(errors="replace")[-3000:]
+            raise SystemExit(f"server not SERVING (exit code {code}); log tail:\n{tail}") from None
+        print(f"server SERVING at {target} (2 workers); load generator starting", flush=True)
+        pids = ",".join(map(str, child_pids(server.pid)))
+        phases = ["--warmup", "1", "--duration", "3", "--max-duration", "3"] if quick else []
+        out = work / "load.json"
+        subprocess.run(
+            [sys.executable, "-m", "bench.load", "--target", target, "--out", str(out),
+             "--customers", str(profiles), "--server-pids", pids, *phases],
+            check=True,
+        )  # fmt: skip
+        result: dict[str, Any] = json.loads(out.read_text())
+    result["import"] = imported
+    result["server_log_tail"] = log.read_text(errors="replace")[-2000:]
+    return result
+
+
+def targets(micro_result: dict[str, Any], load: dict[str, Any] | None) -> dict[str, Any]:
+    rows = micro_result["by_rules"]
+    at_1000 = next(r for r in rows if r["offers"] == 1000)["us_per_decision"]
+    steps = [
+        (b["us_per_decision"] / a["us_per_decision"], b["rules"] / a["rules"])
+        for a, b in itertools.pairwise(rows)
+    ]
+    first, last = rows[0], rows[-1]
+    exponent = math.log(last["us_per_decision"] / first["us_per_decision"]) / math.log(
+        last["rules"] / first["rules"]
+    )
+    out: dict[str, Any] = {
+        "eval_us_at_1000": {
+            "target": f"<= {EVAL_TARGET_US:g} µs",
+            "value": at_1000,
+            "met": at_1000 <= EVAL_TARGET_US,
+        },
+        "eval_sublinear": {
+            "target": "time grows slower than rule count at every step",
+            "value": [f"x{t:.2f} time for x{r:.1f} rules" for t, r in steps],
+            "exponent": round(exponent, 2),
+            "met": all(t < r for t, r in steps),
+        },
+    }
+    if load is not None:
+        fixed = load["decide"]["fixed_rate"]
+        out["decide_p99_at_1000rps"] = {
+            "target": f"<= {P99_TARGET_MS:g} ms at 1,000 req/s",
+            "value": fixed["p99_ms"],
+            "achieved_rate": fixed["achieved_rate"],
+            "met": fixed["p99_ms"] <= P99_TARGET_MS and fixed["achieved_rate"] >= 0.98 * 1000,
+        }
+        out["throughput_vs_ping"] = {
+            "target": f">= {THROUGHPUT_TARGET:.0%} of Ping",
+            "value": load["decide_over_ping"],
+            "met": load["decide_over_ping"] >= THROUGHPUT_TARGET,
+        }
+    return out
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    git = ["git", "-C", str(RESULTS.parent.parent)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+    return {
+        "commit": commit.stdout.strip(),
+        "uncommitted_changes": bool(dirty.stdout.strip()),
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def report(results: dict[str, Any]) -> None:
+    print("\n== decide() evaluation (pure, no I/O) ==")
+    print(
+        f"{'offers':>7} {'rules':>6} {'µs/decision':>12} {'CPU µs':>7} {'candidates':>11}"
+        f" {'eligible':>9}"
+    )
+    for r in results["micro"]["by_rules"]:
+        print(
+            f"{r['offers']:>7} {r['rules']:>6} {r['us_per_decision']:>12.1f}"
+            f" {r['cpu_us_per_decision']:>7.1f} {r['candidates_per_decision']:>11.1f}"
+            f" {r['eligible_per_decision']:>9.1f}"
+        )
+    ex = results["micro"]["explain_1000"]
+    print(
+        f"explain at 1000 offers: {ex['us_per_decision_explain']:,.0f} µs vs "
+        f"{ex['us_per_decision']:,.1f} µs (x{ex['explain_factor']})"
+    )
+    load = results.get("load")
+    if load:
+        print("\n== server under load (2 workers, same machine as the load generator) ==")
+        print(f"{'rpc':<7} {'rate':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
+              f"{'errors':>6} {'max req/s':>9} {'server CPU µs/req':>17}")  # fmt: skip
+        for rpc in ("decide", "ping"):
+            f, m = load[rpc]["fixed_rate"], load[rpc]["max_throughput"]
+            errors = sum(f["errors"].values()) + sum(m["errors"].values())
+            print(
+                f"{rpc:<7} {f['achieved_rate']:>6.0f} {f['p50_ms']:>7.2f} {f['p99_ms']:>7.2f}"
+                f" {f['p999_ms']:>8.2f} {errors:>6} {m['rps']:>9.0f}"
+                f" {m.get('server_cpu_us_per_req', '?'):>17}"
+            )
+        print(f"Decide/Ping throughput: {load['decide_over_ping']:.2f}")
+    print("\n== targets ==")
+    for name, t in results["targets"].items():
+        mark = "met    " if t["met"] else "NOT MET"
+        print(f"{mark}  {name}: {t['value']} (target {t['target']})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the benchmark suite.")
+    parser.add_argument("--quick", action="store_true", help="short phases, 10k profiles")
+    parser.add_argument("--no-server", action="store_true", help="micro-benchmarks only")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"quick": args.quick, "machine": machine()}
+    print("micro-benchmarks: decide() by rule count", flush=True)
+    results["micro"] = micro.run(quick=args.quick)
+    if not args.no_server:
+        with tempfile.TemporaryDirectory(prefix="bench-") as work:
+            results["load"] = server_under_load(args.quick, Path(work))
+    results["targets"] = targets(results["micro"], results.get("load"))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    report(results)
+    print(f"\nwritten: {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()
