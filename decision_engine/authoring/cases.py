@@ -42,7 +42,7 @@ from decision_engine.decide.model import (
 )
 from decision_engine.errors import Problem, RulesetError
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
-from decision_engine.ruleset.load import MAX_OFFERS_LIMIT
+from decision_engine.ruleset.load import MAX_OFFERS_LIMIT, YAML_LOADER
 from decision_engine.ruleset.model import Where
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.typecheck import did_you_mean
@@ -437,7 +437,7 @@ class _CaseFile:
     def read(self, text: str) -> Iterator[Case | CaseResult]:
         """Each case, or a CaseResult carrying the problems that keep it from running."""
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(text, Loader=YAML_LOADER)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)

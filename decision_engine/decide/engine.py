@@ -17,7 +17,6 @@ from decision_engine.decide.model import (
 )
 from decision_engine.ruleset.compile import first_failure, set_bits
 from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset
-from decision_engine.ruleset.model import Condition
 
 
 def decide(
@@ -223,7 +222,7 @@ def _explain(
 ) -> tuple[Explanation, ...]:
     out: list[Explanation] = []
     for policy in ruleset.policies:
-        failure = _first_failure(policy.spec.when, facts)
+        failure = first_failure(policy.checks, facts)
         out.append(Explanation("policy", policy.spec.id, failure is None, failure or "applies"))
     for i, route in enumerate(ruleset.routes):
         failure = ruleset.route_index.explain(i, facts)
@@ -249,7 +248,3 @@ def _explain(
         else:
             out.append(Explanation("offer", spec.id, False, failure or ""))
     return tuple(out)
-
-
-def _first_failure(conditions: tuple[Condition, ...], facts: dict[str, Any]) -> str | None:
-    return first_failure([c.node for c in conditions], facts)

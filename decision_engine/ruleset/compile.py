@@ -269,12 +269,18 @@ def compile_all(conditions: Sequence[Node]) -> Fn | None:
 # -- explanations ------------------------------------------------------------------------
 
 
-def first_failure(terms: Sequence[Node], facts: Facts) -> str | None:
+Checks = tuple[tuple[Node, Fn], ...]
+"""Every top-level `and` term of a rule, compiled on its own, for explanations."""
+
+
+def compile_checks(terms: Sequence[Node]) -> Checks:
+    return tuple((part, compile_node(part)) for term in terms for part in conjuncts(term))
+
+
+def first_failure(checks: Checks, facts: Facts) -> str | None:
     """The first term that is not true, with the actual values; None when all hold."""
-    for term in terms:
-        for part in conjuncts(term):
-            if compile_node(part)(facts) is True:
-                continue
+    for part, test in checks:
+        if test(facts) is not True:
             return describe_failure(part, facts)
     return None
 
@@ -440,7 +446,7 @@ def index_term(term: Node) -> tuple[tuple[str, str], Any] | None:
 @dataclass(frozen=True, slots=True)
 class _Rule:
     residual: Fn | None
-    terms: tuple[Node, ...]
+    checks: Checks
 
 
 class RuleIndex:
@@ -471,7 +477,7 @@ class RuleIndex:
                     family.add(bit, payload)
                 elif isinstance(family, _Exists):
                     family.members |= bit
-            compiled.append(_Rule(compile_all(residual), tuple(terms)))
+            compiled.append(_Rule(compile_all(residual), compile_checks(terms)))
         for key, family in families.items():
             family.free = self.all & ~members[key]
             if isinstance(family, _Threshold):
@@ -498,7 +504,7 @@ class RuleIndex:
 
     def explain(self, i: int, facts: Facts) -> str | None:
         """Why rule i does not apply (None when it does)."""
-        return first_failure(self.rules[i].terms, facts)
+        return first_failure(self.rules[i].checks, facts)
 
 
 def set_bits(mask: int) -> Iterator[int]:

@@ -8,7 +8,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from decision_engine.ruleset.compile import Fn, RuleIndex, compile_all, compile_node, constant
+from decision_engine.ruleset.compile import (
+    Checks,
+    Fn,
+    RuleIndex,
+    compile_all,
+    compile_checks,
+    compile_node,
+    constant,
+)
 from decision_engine.ruleset.expr import Arith, Field, Literal, Logic, Node, render
 from decision_engine.ruleset.load import load_ruleset
 from decision_engine.ruleset.model import Condition, OfferSpec, PolicySpec, RouteSpec, Ruleset
@@ -56,6 +64,7 @@ class CompiledPolicy:
     test: Fn
     first: frozenset[str]
     suppress: frozenset[str]
+    checks: Checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,7 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
                 compile_all([c.node for c in p.when]) or (lambda facts: True),
                 frozenset(p.first),
                 frozenset(p.suppress),
+                compile_checks([c.node for c in p.when]),
             )
             for p in ruleset.policies
         ),

@@ -8,6 +8,7 @@ import os
 import time
 
 import grpc
+from prometheus_client import Counter
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
@@ -62,6 +63,8 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._rules = rules
         self._store = store
         self._store_timeout_s = store_timeout_s
+        self._decisions: dict[tuple[str, bool], Counter] = {}
+        self._offers: dict[str, Counter] = {}
 
     async def Decide(
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
@@ -93,13 +96,27 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             degraded=degraded,
         )
         response = decision_response(decision)
-        metrics.DECISIONS.labels(decision.routing.queue, "true" if degraded else "false").inc()
-        for offer in decision.offers:
-            metrics.OFFERS_RETURNED.labels(offer.offer_id).inc()
+        self._count(decision.routing.queue, degraded, [o.offer_id for o in decision.offers])
         if not decision.profile_found and not degraded:
             metrics.PROFILE_MISSES.inc()
         metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
         return response
+
+    def _count(self, queue: str, degraded: bool, offer_ids: list[str]) -> None:
+        # Label lookups cost more than the increments; the children are few (bounded
+        # by the ruleset's queues and offers), so keep them.
+        key = (queue, degraded)
+        counter = self._decisions.get(key)
+        if counter is None:
+            counter = self._decisions[key] = metrics.DECISIONS.labels(
+                queue, "true" if degraded else "false"
+            )
+        counter.inc()
+        for offer_id in offer_ids:
+            offers = self._offers.get(offer_id)
+            if offers is None:
+                offers = self._offers[offer_id] = metrics.OFFERS_RETURNED.labels(offer_id)
+            offers.inc()
 
     async def _load(
         self,

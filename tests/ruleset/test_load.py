@@ -74,9 +74,11 @@ def test_a_minimal_ruleset_loads(tmp_path: Path) -> None:
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     base(tmp_path)
     bad = write(tmp_path, "bad.yaml", "ruleset:\n  label: a: b\n")
-    assert problems(tmp_path) == [
-        f"{at(bad, ': b')}: error: YAML syntax: mapping values are not allowed here"
-    ]
+    (problem,) = problems(tmp_path)
+    # libyaml says "in this context", the pure-Python parser "here".
+    assert problem.startswith(
+        f"{at(bad, ': b')}: error: YAML syntax: mapping values are not allowed"
+    )
 
 
 def test_unknown_top_level_section_with_suggestion(tmp_path: Path) -> None:

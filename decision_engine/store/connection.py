@@ -1,0 +1,153 @@
+"""One pipelined Redis connection for the request path.
+
+Why not redis-py here: its asyncio client costs 90-150 µs of CPU per call inside
+the gRPC server (measured with bench/, see README), more than the decision itself,
+and it holds one connection per in-flight call. This connection sends every
+concurrent request down one socket, writes all requests of an event-loop turn in
+one syscall, and parses replies with hiredis; replies come back in order, so each
+is matched to the oldest waiting caller. redis-py still does everything else
+(imports, demo data, maintenance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from typing import Any
+
+import hiredis
+from redis.connection import parse_url
+
+from decision_engine.errors import StoreUnavailableError
+
+MAX_IN_FLIGHT = 10_000
+
+
+class _ReplyError(Exception):
+    """An error reply from Redis (hiredis builds these)."""
+
+
+def encode(*parts: str | bytes | float) -> bytes:
+    """A command in the Redis protocol (RESP)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(encoding="utf-8", replyError=_ReplyError)
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.buffer: list[bytes] = []
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            future = self.waiting.popleft()
+            if future.done():  # the caller gave up (timeout): drop its late reply
+                continue
+            if isinstance(reply, _ReplyError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        error = StoreUnavailableError(f"profile store connection lost: {exc or 'closed'}")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        if self.transport is None or self.transport.is_closing():
+            raise StoreUnavailableError("profile store connection is closed")
+        if len(self.waiting) >= MAX_IN_FLIGHT:
+            raise StoreUnavailableError("profile store is not keeping up")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        if not self.buffer:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.buffer.append(command)
+        return future
+
+    def _flush(self) -> None:
+        data, self.buffer = b"".join(self.buffer), []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
+class PipelinedConnection:
+    """A lazily (re)connected, shared connection; `call` is safe from many tasks at once."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 1.0) -> None:
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        self._host = str(options.get("host", "localhost"))
+        self._port = int(options.get("port", 6379))
+        self._path = options.get("path")
+        self._db = int(options.get("db", 0))
+        self._username = options.get("username")
+        self._password = options.get("password")
+        self._ssl = ssl.create_default_context() if url.startswith("rediss://") else None
+        self._connect_timeout = connect_timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    async def call(self, *parts: str | bytes | float) -> Any:
+        """Send one command and wait for its reply; StoreUnavailableError if Redis is not there."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            protocol = await self._connect()
+        try:
+            return await protocol.send(encode(*parts))
+        except _ReplyError as exc:
+            raise ReplyError(str(exc)) from None
+
+    async def _connect(self) -> _Protocol:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is not None and self._protocol.transport is not None:
+                return self._protocol
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    if self._path:
+                        _, protocol = await loop.create_unix_connection(_Protocol, self._path)
+                    else:
+                        _, protocol = await loop.create_connection(
+                            _Protocol, self._host, self._port, ssl=self._ssl
+                        )
+                    await self._handshake(protocol)
+            except (OSError, TimeoutError, _ReplyError) as exc:
+                raise StoreUnavailableError(f"profile store unreachable: {exc!r}") from exc
+            self._protocol = protocol
+            return protocol
+
+    async def _handshake(self, protocol: _Protocol) -> None:
+        if self._password:
+            auth = [self._username, self._password] if self._username else [self._password]
+            await protocol.send(encode("AUTH", *auth))
+        if self._db:
+            await protocol.send(encode("SELECT", self._db))
+
+    async def aclose(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+            await protocol.closed
+
+
+class ReplyError(Exception):
+    """Redis answered a command with an error (e.g. NOSCRIPT)."""
