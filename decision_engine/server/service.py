@@ -54,6 +54,37 @@ def new_decision_id(now: float) -> str:
     return f"{int(now * 1000):012x}{os.urandom(8).hex()}"
 
 
+class OutageLog:
+    """Logs a store outage when it starts, then at most every `every_s`, then its end.
+
+    At a thousand requests a second, a warning per degraded decision would bury
+    the log; the counts are in the redis_errors_total metric anyway.
+    """
+
+    def __init__(self, *, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self.failures = 0
+        self.last_logged = 0.0
+
+    def failed(self, reason: str) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if self.failures == 1 or now - self.last_logged >= self.every_s:
+            log.warning(
+                "profile store unavailable (%s); %d decision(s) made from context alone so far",
+                reason,
+                self.failures,
+            )
+            self.last_logged = now
+
+    def recovered(self) -> None:
+        if self.failures:
+            log.warning(
+                "profile store is back after %d decision(s) from context alone", self.failures
+            )
+            self.failures = 0
+
+
 class DecisionService(pb_grpc.DecisionServiceServicer):
     """Answers Decide from the active ruleset and one profile-store round trip."""
 
@@ -63,6 +94,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._rules = rules
         self._store = store
         self._store_timeout_s = store_timeout_s
+        self._outages = OutageLog()
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}
 
@@ -132,16 +164,17 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             budget = min(budget, max(remaining * _DEADLINE_SHARE_FOR_STORE, 0.0005))
         try:
             async with asyncio.timeout(budget):
-                return await self._store.load(customer_id, interaction=interaction, now=now), False
+                state = await self._store.load(customer_id, interaction=interaction, now=now)
         except TimeoutError:
             metrics.REDIS_ERRORS.labels("timeout").inc()
-            log.warning(
-                "profile store did not answer within %.1f ms; deciding from context", budget * 1e3
-            )
+            self._outages.failed(f"no answer within {budget * 1e3:.1f} ms")
+            return None, True
         except StoreUnavailableError as exc:
             metrics.REDIS_ERRORS.labels("error").inc()
-            log.warning("profile store unavailable (%s); deciding from context", exc)
-        return None, True
+            self._outages.failed(str(exc))
+            return None, True
+        self._outages.recovered()
+        return state, False
 
     async def Ping(
         self, request: pb.PingRequest, context: grpc.aio.ServicerContext
