@@ -269,38 +269,49 @@ def compile_all(conditions: Sequence[Node]) -> Fn | None:
 # -- explanations ------------------------------------------------------------------------
 
 
-Checks = tuple[tuple[Node, Fn], ...]
-"""Every top-level `and` term of a rule, compiled on its own, for explanations."""
+Checks = tuple[tuple[Fn, Callable[[Facts], str]], ...]
+"""Every top-level `and` term of a rule: its test, and how to say why it failed."""
 
 
 def compile_checks(terms: Sequence[Node]) -> Checks:
-    return tuple((part, compile_node(part)) for term in terms for part in conjuncts(term))
+    """Compiled once per ruleset, so an explanation costs evaluations, not compilation."""
+    return tuple(
+        (compile_node(part), describer(part)) for term in terms for part in conjuncts(term)
+    )
 
 
 def first_failure(checks: Checks, facts: Facts) -> str | None:
     """The first term that is not true, with the actual values; None when all hold."""
-    for part, test in checks:
+    for test, describe in checks:
         if test(facts) is not True:
-            return describe_failure(part, facts)
+            return describe(facts)
     return None
 
 
-def describe_failure(node: Node, facts: Facts) -> str:
-    """`clv 3200 is not > 5000`, `churn_risk is absent`, or the term with its fields' values."""
-    if isinstance(node, Compare) and isinstance(node.left, Field):
+def describer(node: Node) -> Callable[[Facts], str]:
+    """`clv 3200 is not > 5000`, `churn_risk is absent (...)`, or the term with its values."""
+    text = render(node)
+    if isinstance(node, Compare | Member) and isinstance(node.left, Field):
         name = node.left.name
-        if name not in facts:
-            return f"{name} is absent ({render(node)})"
-        return f"{name} {_show(facts[name])} is not {node.op} {render(node.right)}"
-    if isinstance(node, Member) and isinstance(node.left, Field):
-        name = node.left.name
-        if name not in facts:
-            return f"{name} is absent ({render(node)})"
-        items = ", ".join(render(i) for i in node.items)
-        return f"{name} {_show(facts[name])} is {'' if node.negated else 'not '}in [{items}]"
+        if isinstance(node, Compare):
+            expected = f"is not {node.op} {render(node.right)}"
+        else:
+            items = ", ".join(render(i) for i in node.items)
+            expected = f"is {'' if node.negated else 'not '}in [{items}]"
+
+        def field_failure(facts: Facts) -> str:
+            if name not in facts:
+                return f"{name} is absent ({text})"
+            return f"{name} {_show(facts[name])} {expected}"
+
+        return field_failure
     names = sorted(_fields(node))
-    values = ", ".join(f"{n}={_show(facts[n])}" if n in facts else f"{n} absent" for n in names)
-    return f"{render(node)} does not hold" + (f" ({values})" if values else "")
+
+    def term_failure(facts: Facts) -> str:
+        values = ", ".join(f"{n}={_show(facts[n])}" if n in facts else f"{n} absent" for n in names)
+        return f"{text} does not hold" + (f" ({values})" if values else "")
+
+    return term_failure
 
 
 def _fields(node: Node) -> set[str]:
