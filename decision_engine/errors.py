@@ -3,6 +3,7 @@
     DecisionEngineError
     ├── RulesetError              a rule file is wrong; carries every problem found
     ├── InvalidRequestError       a client sent something we cannot decide on
+    ├── DecisionNotFoundError     an outcome names a decision we do not have
     ├── StoreError                the profile store failed
     │   └── StoreUnavailableError  …slow or down: decide from context alone
     ├── ProfileImportError        an import file cannot be read at all
@@ -49,6 +50,10 @@ class InvalidRequestError(DecisionEngineError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+class DecisionNotFoundError(DecisionEngineError):
+    """An outcome names a decision that is unknown or has expired."""
 
 
 class StoreError(DecisionEngineError):

@@ -6,6 +6,7 @@ import heapq
 from datetime import date
 from typing import Any
 
+from decision_engine.decide.contact import Blocked, blocked_offers
 from decision_engine.decide.facts import build_facts
 from decision_engine.decide.model import (
     Context,
@@ -30,8 +31,12 @@ def decide(
     max_offers: int = 0,
     explain: bool = False,
     degraded: bool = False,
+    exhausted: frozenset[str] = frozenset(),
 ) -> Decision:
-    """Pure: same inputs, same decision. `state` None means the store could not be read."""
+    """Pure: same inputs, same decision. `state` None means the store could not be read.
+
+    `exhausted` lists capped offers whose budget for the day is spent.
+    """
     facts = build_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
     routing = _route(ruleset, facts)
     # A category's tier is the position of the first applicable policy that puts it
@@ -45,8 +50,21 @@ def decide(
             for category in policy.suppress:
                 suppress.setdefault(category, policy.spec.id)
 
-    limit = max_offers or ruleset.source.max_offers
-    top = heapq.nsmallest(limit, _ranked(ruleset, facts, limit, first, suppress))
+    blocked, presented_here = blocked_offers(
+        ruleset,
+        state.history if state is not None else {},
+        now=now,
+        interaction_id=interaction_id,
+        exhausted=exhausted,
+    )
+    limit = _limit(ruleset, max_offers, context.channel, presented_here)
+    blocked_mask = 0
+    for offer_id in blocked:
+        bit = ruleset.offer_bits.get(offer_id)
+        if bit is not None:
+            blocked_mask |= 1 << bit
+    ranked = _ranked(ruleset, facts, limit, first, suppress, blocked_mask) if limit else []
+    top = heapq.nsmallest(limit, ranked)
     offers = tuple(
         _present(
             ruleset.offers[i],
@@ -58,7 +76,14 @@ def decide(
         )
         for tier, neg_score, _, i, value in top
     )
-    explanations = _explain(ruleset, facts, suppress, routing) if explain else ()
+    explanations = _explain(ruleset, facts, suppress, blocked, routing) if explain else ()
+    suppressed_by: tuple[str, ...] = ()
+    if blocked_mask:
+        # Only the policies that kept out an offer this customer was a candidate for.
+        kept_out = ruleset.offer_index.candidates(facts) & blocked_mask
+        suppressed_by = tuple(
+            sorted({blocked[ruleset.offers[i].spec.id][0] for i in set_bits(kept_out)})
+        )
     return Decision(
         decision_id=decision_id,
         offers=offers,
@@ -67,7 +92,20 @@ def decide(
         profile_found=bool(facts["profile_found"]),
         degraded=degraded,
         explanations=explanations,
+        suppressed_by=suppressed_by,
     )
+
+
+def _limit(ruleset: CompiledRuleset, max_offers: int, channel: str, presented_here: int) -> int:
+    """Offers this decision may return: the request, the channel and the interaction cap it."""
+    source = ruleset.source
+    limit = max_offers or source.max_offers
+    channel_limit = source.channel_limits.get(channel)
+    if channel_limit is not None:
+        limit = min(limit, channel_limit)
+    if source.max_offers_per_interaction is not None:
+        limit = min(limit, max(source.max_offers_per_interaction - presented_here, 0))
+    return limit
 
 
 Ranked = tuple[int, float, str, int, float]
@@ -80,6 +118,7 @@ def _ranked(
     limit: int,
     first: dict[str, int],
     suppress: dict[str, str],
+    blocked_mask: int,
 ) -> list[Ranked]:
     """The eligible offers that can still make the top `limit`, scored.
 
@@ -89,7 +128,7 @@ def _ranked(
     kept a group stops at the first offer whose bound cannot beat the weakest.
     """
     masks = ruleset.category_masks
-    candidates = ruleset.offer_index.candidates(facts)
+    candidates = ruleset.offer_index.candidates(facts) & ~blocked_mask
     for category in suppress:
         candidates &= ~masks.get(category, 0)
     last_tier = len(ruleset.policies)
@@ -218,6 +257,7 @@ def _explain(
     ruleset: CompiledRuleset,
     facts: dict[str, Any],
     suppress: dict[str, str],
+    blocked: Blocked,
     routing: Routing,
 ) -> tuple[Explanation, ...]:
     out: list[Explanation] = []
@@ -235,6 +275,9 @@ def _explain(
         spec = offer.spec
         if failure is None and spec.category in suppress:
             failure = f"suppressed by policy {suppress[spec.category]} ({spec.category})"
+        if failure is None and spec.id in blocked:
+            policy_id, why = blocked[spec.id]
+            failure = f"suppressed by contact policy {policy_id}: {why}"
         scored = _score(offer, facts) if failure is None else None
         if failure is None and scored is None:
             failure = f"value {spec.value.text} is unknown for this customer"

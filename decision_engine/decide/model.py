@@ -19,6 +19,21 @@ class Contact:
     """Epoch seconds."""
 
 
+OFFER_OUTCOMES = ("presented", "accepted", "declined", "no_response")
+INTERACTION_OUTCOMES = ("resolved", "not_resolved")
+
+
+@dataclass(frozen=True, slots=True)
+class OfferEvent:
+    """Something that happened to an offer shown to this customer."""
+
+    at: float
+    """Epoch seconds."""
+    outcome: str
+    """One of OFFER_OUTCOMES."""
+    interaction_id: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerState:
     """What the store knows about a customer, untyped (the ruleset's schema types it)."""
@@ -27,6 +42,8 @@ class CustomerState:
     """Raw profile fields; None when the customer is unknown."""
     contacts: tuple[Contact, ...] = ()
     """Recent contacts, the current one included when it was recorded."""
+    history: Mapping[str, tuple[OfferEvent, ...]] = field(default_factory=dict)
+    """Outcomes of offers shown to this customer, by offer id, oldest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +108,5 @@ class Decision:
     profile_found: bool
     degraded: bool = False
     explanations: tuple[Explanation, ...] = ()
+    suppressed_by: tuple[str, ...] = ()
+    """Contact policies and caps that kept an eligible-looking offer out."""

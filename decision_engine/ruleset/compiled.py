@@ -19,7 +19,14 @@ from decision_engine.ruleset.compile import (
 )
 from decision_engine.ruleset.expr import Arith, Field, Literal, Logic, Node, render
 from decision_engine.ruleset.load import load_ruleset
-from decision_engine.ruleset.model import Condition, OfferSpec, PolicySpec, RouteSpec, Ruleset
+from decision_engine.ruleset.model import (
+    Condition,
+    ContactPolicy,
+    OfferSpec,
+    PolicySpec,
+    RouteSpec,
+    Ruleset,
+)
 from decision_engine.ruleset.schema import FieldSpec
 
 Parser = Callable[[str], Any]
@@ -68,6 +75,14 @@ class CompiledPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactScope:
+    """A contact policy with the offers it covers."""
+
+    policy: ContactPolicy
+    offers: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRuleset:
     """Everything `decide` needs, and nothing it has to build per request."""
 
@@ -78,6 +93,11 @@ class CompiledRuleset:
     offer_groups: tuple[OfferGroup, ...]
     category_masks: dict[str, int]
     """The offers of each category, as a bitmask."""
+    offer_bits: dict[str, int]
+    """Offer id → its bit in the offer index."""
+    contact_scopes: tuple[ContactScope, ...]
+    daily_caps: dict[str, int]
+    """Offer id → presentations allowed per UTC day, for capped offers."""
     offer_index: RuleIndex
     routes: tuple[RouteSpec, ...]
     route_index: RuleIndex
@@ -111,6 +131,19 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         file_order=tuple(position[id(spec)] for spec in ruleset.offers),
         offer_groups=groups,
         category_masks=_category_masks(offers),
+        offer_bits={o.spec.id: i for i, o in enumerate(offers)},
+        contact_scopes=tuple(
+            ContactScope(
+                policy,
+                frozenset(
+                    o.id
+                    for o in ruleset.offers
+                    if o.id in policy.offers or o.category in policy.categories
+                ),
+            )
+            for policy in ruleset.contact_policies
+        ),
+        daily_caps={o.id: o.daily_cap for o in ruleset.offers if o.daily_cap is not None},
         offer_index=RuleIndex([[t for t in terms if t is not None] for terms in offer_terms]),
         routes=ruleset.routes,
         route_index=RuleIndex([[c.node for c in r.when] for r in ruleset.routes]),

@@ -20,7 +20,9 @@ from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.fields import builtin_fields
 from decision_engine.ruleset.model import (
     Condition,
+    ContactPolicy,
     DefaultRoute,
+    Limit,
     OfferSpec,
     PolicySpec,
     RouteSpec,
@@ -101,6 +103,7 @@ class _Reader:
     """Walks YAML nodes (which keep their marks) and collects located problems."""
 
     def __init__(self) -> None:
+        self.offer_contact_policies: list[ContactPolicy] = []
         self.problems: list[Problem] = []
         self.file = ""
         self.sources: dict[str, list[str]] = {}
@@ -320,9 +323,16 @@ class _Reader:
                     if (r := self._route(item, fields)) is not None
                 )
         max_offers, policies = 3, []
+        category_policies: list[ContactPolicy] = []
+        channel_limits: dict[str, int] = {}
+        per_interaction: int | None = None
         for name, node in sections.arbitration[:1]:
             self.file = name
-            section = self.mapping(node, "arbitration", ("max_offers", "policies"))
+            keys = (
+                "max_offers", "policies", "contact_policies", "channel_limits",
+                "max_offers_per_interaction",
+            )  # fmt: skip
+            section = self.mapping(node, "arbitration", keys)
             max_offers = self.integer(
                 section.get("max_offers"), "max_offers", 3, 1, MAX_OFFERS_LIMIT
             )
@@ -331,12 +341,34 @@ class _Reader:
                 for item in self.sequence(section.get("policies") or _empty(), "policies")
                 if (p := self._policy(item, fields)) is not None
             ]
+            for item in self.sequence(
+                section.get("contact_policies") or _empty(), "contact_policies"
+            ):
+                policy = self._category_policy(item, {o.category for o in offers})
+                if policy is not None:
+                    category_policies.append(policy)
+            for channel, limit_node in self.mapping(
+                section.get("channel_limits") or _empty_map(), "channel_limits"
+            ).items():
+                if channel not in CHANNELS:
+                    self.error(
+                        limit_node,
+                        f"unknown channel {channel!r}{did_you_mean(channel, list(CHANNELS))}",
+                    )
+                channel_limits[channel] = self.integer(
+                    limit_node, "channel limit", 1, 0, MAX_OFFERS_LIMIT
+                )
+            if "max_offers_per_interaction" in section:
+                per_interaction = self.integer(
+                    section["max_offers_per_interaction"], "max_offers_per_interaction", 1, 0, 1000
+                )
         for name, node in sections.arbitration[1:]:
             self.file = name
             self.error(node, "arbitration is declared twice; keep it in one file")
         self._unique("offer", offers)
         self._unique("routing rule", routes)
         self._unique("policy", policies)
+        self._unique("contact policy", [*self.offer_contact_policies, *category_policies])
         if default is None:
             self.file = docs[0][0] if docs else ""
             self.error(None, "no default route: add routing: default: {queue: ..., priority: ...}")
@@ -354,6 +386,9 @@ class _Reader:
             policies=tuple(policies),
             max_offers=max_offers,
             files=tuple(name for name, _ in docs),
+            contact_policies=(*self.offer_contact_policies, *category_policies),
+            channel_limits=channel_limits,
+            max_offers_per_interaction=per_interaction,
         )
 
     def _each(
@@ -370,7 +405,9 @@ class _Reader:
                     yield built
 
     def _unique(
-        self, what: str, items: list[OfferSpec] | list[RouteSpec] | list[PolicySpec]
+        self,
+        what: str,
+        items: list[OfferSpec] | list[RouteSpec] | list[PolicySpec] | list[ContactPolicy],
     ) -> None:
         seen: dict[str, Where] = {}
         for item in items:
@@ -447,7 +484,8 @@ class _Reader:
     def _offer(self, node: yaml.Node, fields: dict[str, FieldSpec]) -> OfferSpec | None:
         keys = (
             "id", "title", "category", "script", "value", "cost", "propensity", "lever",
-            "channels", "when", "weights", "params", "description",
+            "channels", "when", "weights", "params", "description", "contact_policy",
+            "daily_cap",
         )  # fmt: skip
         if not isinstance(node, yaml.MappingNode):
             self.error(node, "an offer must be a mapping (id, title, when, value, script, ...)")
@@ -496,6 +534,17 @@ class _Reader:
         propensity = self.number(spec.get("propensity"), "propensity", 0.1, 0, 1)
         lever = self.number(spec.get("lever"), "lever", 1.0, 0, 1000)
         when = self.conditions(spec.get("when"), f"offer {offer_id}", fields)
+        daily_cap = (
+            self.integer(spec["daily_cap"], "daily_cap", 0, 1, 1_000_000_000)
+            if "daily_cap" in spec
+            else None
+        )
+        if "contact_policy" in spec:
+            policy = self._contact_policy(
+                spec["contact_policy"], f"{offer_id}/contact-policy", (offer_id,), ()
+            )
+            if policy is not None:
+                self.offer_contact_policies.append(policy)
         if value is None or script is None:
             return None
         return OfferSpec(
@@ -512,6 +561,52 @@ class _Reader:
             weights=tuple(weights),
             params=tuple(params),
             where=self.where(node),
+            daily_cap=daily_cap,
+        )
+
+    _POLICY_KEYS = ("suppress_after_decline_days", "max_declines", "max_presentations")
+
+    def _contact_policy(
+        self,
+        node: yaml.Node,
+        policy_id: str,
+        offers: tuple[str, ...],
+        categories: tuple[str, ...],
+        extra_keys: tuple[str, ...] = (),
+    ) -> ContactPolicy | None:
+        spec = self.mapping(node, "contact policy", self._POLICY_KEYS + extra_keys)
+        if not any(key in spec for key in self._POLICY_KEYS):
+            self.error(
+                node, f"contact policy {policy_id} sets none of {', '.join(self._POLICY_KEYS)}"
+            )
+            return None
+        days = spec.get("suppress_after_decline_days")
+        return ContactPolicy(
+            id=policy_id,
+            offers=offers,
+            categories=categories,
+            suppress_after_decline_days=(
+                None
+                if days is None
+                else self.number(days, "suppress_after_decline_days", 0, 0, 3650)
+            ),
+            max_declines=self._limit(spec.get("max_declines"), "max_declines"),
+            max_presentations=self._limit(spec.get("max_presentations"), "max_presentations"),
+            where=self.where(node),
+        )
+
+    def _limit(self, node: yaml.Node | None, what: str) -> Limit | None:
+        if node is None:
+            return None
+        spec = self.mapping(node, what, ("count", "within_days"))
+        if "count" not in spec or "within_days" not in spec:
+            self.error(
+                node, f"{what} needs count and within_days, e.g. {{count: 2, within_days: 30}}"
+            )
+            return None
+        return Limit(
+            self.integer(spec["count"], f"{what} count", 1, 1, 1_000_000),
+            self.number(spec["within_days"], f"{what} within_days", 1, 0.001, 3650),
         )
 
     def _script(
@@ -581,6 +676,29 @@ class _Reader:
             priority=self.integer(spec.get("priority"), "priority", 5, 1, 10),
             reason=self.text(spec.get("reason"), "reason", "default route"),
             where=self.where(node),
+        )
+
+    def _category_policy(self, node: yaml.Node, categories: set[str]) -> ContactPolicy | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "a contact policy is a mapping with an id and categories")
+            return None
+        spec = self.mapping(
+            node, "contact policy", ("id", "categories", "description", *self._POLICY_KEYS)
+        )
+        if "id" not in spec or "categories" not in spec:
+            self.error(node, "a contact policy has an id and categories")
+            return None
+        policy_id = self.text(spec["id"], "contact policy id")
+        named = self.names(spec["categories"], "categories")
+        for category in named:
+            if category not in categories:
+                self.error(
+                    spec["categories"],
+                    f"contact policy {policy_id}: no offer has category {category!r}"
+                    + did_you_mean(category, sorted(categories)),
+                )
+        return self._contact_policy(
+            node, policy_id, (), named, extra_keys=("id", "categories", "description")
         )
 
     def _policy(self, node: yaml.Node, fields: dict[str, FieldSpec]) -> PolicySpec | None:

@@ -39,6 +39,29 @@ class Weight:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """At most `count` events within `days`."""
+
+    count: int
+    days: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPolicy:
+    """How often one customer may be offered an offer, or any offer of some categories."""
+
+    id: str
+    offers: tuple[str, ...]
+    """The offer an offer's own policy is about (empty for a category policy)."""
+    categories: tuple[str, ...]
+    suppress_after_decline_days: float | None
+    max_declines: Limit | None
+    """Suppressed once the customer declined this often within the window."""
+    max_presentations: Limit | None
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
 class OfferSpec:
     """An action the agent can propose, and when it may be proposed."""
 
@@ -55,6 +78,8 @@ class OfferSpec:
     weights: tuple[Weight, ...]
     params: tuple[tuple[str, Condition], ...]
     where: Where
+    daily_cap: int | None = None
+    """At most this many customers get the offer per UTC day, across all replicas."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +130,8 @@ class Ruleset:
     policies: tuple[PolicySpec, ...]
     max_offers: int
     files: tuple[str, ...] = field(default=())
+    contact_policies: tuple[ContactPolicy, ...] = ()
+    channel_limits: dict[str, int] = field(default_factory=dict)
+    """At most this many offers per decision on a channel (an SMS carries one)."""
+    max_offers_per_interaction: int | None = None
+    """At most this many offers presented over all the decisions of one interaction."""

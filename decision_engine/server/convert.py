@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
-from decision_engine.decide.model import CHANNELS, Context, Decision
+from decision_engine.decide.model import CHANNELS, OFFER_OUTCOMES, Context, Decision
 from decision_engine.errors import InvalidRequestError
 from decision_engine.ruleset.load import MAX_OFFERS_LIMIT
 
@@ -125,4 +126,60 @@ def decision_response(decision: Decision) -> pb.DecideResponse:
             )
             for e in decision.explanations
         ],
+    )
+
+
+_OUTCOMES = {
+    pb.OUTCOME_PRESENTED: "presented",
+    pb.OUTCOME_ACCEPTED: "accepted",
+    pb.OUTCOME_DECLINED: "declined",
+    pb.OUTCOME_NO_RESPONSE: "no_response",
+    pb.OUTCOME_RESOLVED: "resolved",
+    pb.OUTCOME_NOT_RESOLVED: "not_resolved",
+}
+MAX_CLOCK_SKEW_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRequest:
+    """A checked RecordOutcome request."""
+
+    decision_id: str
+    offer_id: str
+    outcome: str
+    channel: str
+    reason: str
+    at: float
+
+
+def outcome_request(request: pb.RecordOutcomeRequest, *, now: float) -> OutcomeRequest:
+    """Check a RecordOutcomeRequest; InvalidRequestError names the first field that is wrong."""
+    _identifier("decision_id", request.decision_id, required=True)
+    outcome = _OUTCOMES.get(request.outcome)
+    if outcome is None:
+        raise InvalidRequestError(
+            "outcome",
+            "is required (presented, accepted, declined, no_response, resolved, not_resolved)"
+            if request.outcome == pb.OUTCOME_UNSPECIFIED
+            else f"unknown outcome value {request.outcome}",
+        )
+    if outcome in OFFER_OUTCOMES:
+        _identifier("offer_id", request.offer_id, required=True)
+    elif request.offer_id:
+        raise InvalidRequestError(
+            "offer_id", f"must be empty for an interaction outcome ({outcome})"
+        )
+    channel = ""
+    if request.channel != pb.CHANNEL_UNSPECIFIED:
+        channel = _CHANNEL_NAMES.get(request.channel, "")
+        if not channel:
+            raise InvalidRequestError("channel", f"unknown channel value {request.channel}")
+    _text("reason", request.reason)
+    at = now
+    if request.HasField("occurred_at"):
+        at = request.occurred_at.ToNanoseconds() / 1e9
+        if at > now + MAX_CLOCK_SKEW_S:
+            raise InvalidRequestError("occurred_at", "is in the future")
+    return OutcomeRequest(
+        request.decision_id, request.offer_id, outcome, channel, request.reason, at
     )

@@ -41,3 +41,16 @@ RELOADS = Counter("ruleset_reloads_total", "Rule changes that went live (per wor
 RELOAD_FAILURES = Counter(
     "ruleset_reload_failures_total", "Rule changes rejected because they did not check."
 )
+OUTCOMES = Counter(
+    "outcomes_total", "Outcomes recorded, by offer and outcome.", ["offer_id", "outcome"]
+)
+SUPPRESSIONS = Counter(
+    "suppressions_total",
+    "Decisions where a contact policy or cap kept a candidate offer out, by policy.",
+    ["policy"],
+)
+CAP_EXHAUSTED = Counter(
+    "cap_exhausted_total",
+    "Capped offers not returned because the day's budget was spent.",
+    ["offer_id"],
+)

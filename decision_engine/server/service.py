@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -13,18 +14,39 @@ from prometheus_client import Counter
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.engine import decide
-from decision_engine.decide.model import Contact, CustomerState
-from decision_engine.errors import InvalidRequestError, StoreUnavailableError
+from decision_engine.decide.model import Contact, CustomerState, Decision
+from decision_engine.errors import (
+    DecisionEngineError,
+    DecisionNotFoundError,
+    InvalidRequestError,
+    StoreUnavailableError,
+)
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.server import metrics
-from decision_engine.server.convert import decision_response, request_context
+from decision_engine.server.convert import (
+    OutcomeRequest,
+    decision_response,
+    outcome_request,
+    request_context,
+)
 from decision_engine.server.status import status_for
-from decision_engine.store.profiles import ProfileStore
+from decision_engine.store.outcomes import (
+    DEFAULT_DECISION_TTL_S,
+    DecisionRecord,
+    Recorded,
+    record_outcome,
+    remember_decision,
+    reserve_caps,
+)
+from decision_engine.store.profiles import ProfileStore, cap_day
 
 log = logging.getLogger(__name__)
 
 # Leave this share of the caller's deadline for deciding and answering.
 _DEADLINE_SHARE_FOR_STORE = 0.5
+# A capped offer lost to another replica is replaced by deciding again, at most this often.
+_CAP_ATTEMPTS = 3
+_UNKNOWN_RETRY_S = 0.05
 
 
 class ActiveRuleset:
@@ -89,11 +111,17 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
     """Answers Decide from the active ruleset and one profile-store round trip."""
 
     def __init__(
-        self, rules: ActiveRuleset, store: ProfileStore, *, store_timeout_s: float
+        self,
+        rules: ActiveRuleset,
+        store: ProfileStore,
+        *,
+        store_timeout_s: float,
+        decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
     ) -> None:
         self._rules = rules
         self._store = store
         self._store_timeout_s = store_timeout_s
+        self._decision_ttl_s = decision_ttl_s
         self._outages = OutageLog()
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}
@@ -115,20 +143,51 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             if request.interaction_id
             else None
         )
-        state, degraded = await self._load(request.customer_id, interaction, now, context)
-        decision = decide(
-            ruleset,
-            state=state,
-            context=ctx,
-            now=now,
-            decision_id=new_decision_id(now),
-            interaction_id=request.interaction_id,
-            max_offers=request.max_offers,
-            explain=request.explain,
-            degraded=degraded,
+        state, exhausted, degraded = await self._load(
+            request.customer_id, interaction, now, ruleset.daily_caps, context
         )
+        decision_id = new_decision_id(now)
+        for _ in range(_CAP_ATTEMPTS):
+            decision = decide(
+                ruleset,
+                state=state,
+                context=ctx,
+                now=now,
+                decision_id=decision_id,
+                interaction_id=request.interaction_id,
+                max_offers=request.max_offers,
+                explain=request.explain,
+                degraded=degraded,
+                exhausted=exhausted,
+            )
+            denied = await self._reserve(ruleset, decision, now)
+            if not denied:
+                break
+            # Another replica took the last of a budget since we read it: decide again.
+            exhausted |= denied
+        else:
+            # Out of attempts: never overshoot a budget, drop those offers instead.
+            kept = tuple(o for o in decision.offers if o.offer_id not in denied)
+            decision = dataclasses.replace(decision, offers=kept)
+        if not degraded:
+            remember_decision(
+                self._store.connection,
+                DecisionRecord(
+                    decision_id=decision_id,
+                    customer_id=request.customer_id,
+                    offer_ids=tuple(o.offer_id for o in decision.offers),
+                    interaction_id=request.interaction_id,
+                    channel=ctx.channel,
+                    ruleset_version=decision.ruleset_version,
+                    arm="",
+                    at=now,
+                ),
+                ttl_s=self._decision_ttl_s,
+            )
         response = decision_response(decision)
         self._count(decision.routing.queue, degraded, [o.offer_id for o in decision.offers])
+        for policy_id in decision.suppressed_by:
+            metrics.SUPPRESSIONS.labels(policy_id).inc()
         if not decision.profile_found and not degraded:
             metrics.PROFILE_MISSES.inc()
         metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
@@ -150,31 +209,103 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
                 offers = self._offers[offer_id] = metrics.OFFERS_RETURNED.labels(offer_id)
             offers.inc()
 
+    async def _reserve(
+        self, ruleset: CompiledRuleset, decision: Decision, now: float
+    ) -> frozenset[str]:
+        """Take today's budget of the capped offers chosen; the ones denied, to decide again."""
+        caps = [
+            (o.offer_id, ruleset.daily_caps[o.offer_id])
+            for o in decision.offers
+            if o.offer_id in ruleset.daily_caps
+        ]
+        if not caps:
+            return frozenset()
+        try:
+            granted = await reserve_caps(self._store.connection, caps, day=cap_day(now))
+        except StoreUnavailableError:
+            granted = frozenset()
+        denied = frozenset(offer_id for offer_id, _ in caps) - granted
+        for offer_id in denied:
+            metrics.CAP_EXHAUSTED.labels(offer_id).inc()
+        return denied
+
     async def _load(
         self,
         customer_id: str,
         interaction: Contact | None,
         now: float,
+        caps: dict[str, int],
         context: grpc.aio.ServicerContext,
-    ) -> tuple[CustomerState | None, bool]:
-        """The customer's state, or (None, degraded) when the store is slow or down."""
+    ) -> tuple[CustomerState | None, frozenset[str], bool]:
+        """The customer's state and the spent budgets, or degraded when the store is down.
+
+        Degraded, no budget can be taken, so every capped offer counts as spent.
+        """
         budget = self._store_timeout_s
         remaining = context.time_remaining()
         if remaining is not None:
             budget = min(budget, max(remaining * _DEADLINE_SHARE_FOR_STORE, 0.0005))
         try:
             async with asyncio.timeout(budget):
-                state = await self._store.load(customer_id, interaction=interaction, now=now)
+                state, exhausted = await self._store.load_for_decision(
+                    customer_id, interaction=interaction, now=now, caps=caps
+                )
         except TimeoutError:
             metrics.REDIS_ERRORS.labels("timeout").inc()
             self._outages.failed(f"no answer within {budget * 1e3:.1f} ms")
-            return None, True
+            return None, frozenset(caps), True
         except StoreUnavailableError as exc:
             metrics.REDIS_ERRORS.labels("error").inc()
             self._outages.failed(str(exc))
-            return None, True
+            return None, frozenset(caps), True
         self._outages.recovered()
-        return state, False
+        return state, exhausted, False
+
+    async def RecordOutcome(
+        self, request: pb.RecordOutcomeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordOutcomeResponse:
+        try:
+            outcome = outcome_request(request, now=time.time())
+            recorded = await self._record(outcome)
+        except DecisionEngineError as exc:
+            if isinstance(exc, InvalidRequestError):
+                metrics.INVALID_REQUESTS.labels(exc.field).inc()
+            code, message = status_for(exc)
+            await context.abort(code, message)
+        metrics.OUTCOMES.labels(outcome.offer_id or "-", outcome.outcome).inc()
+        return pb.RecordOutcomeResponse(
+            duplicate=recorded.status == "duplicate", outcome_id=recorded.outcome_id
+        )
+
+    async def _record(self, outcome: OutcomeRequest) -> Recorded:
+        for attempt in range(2):
+            recorded = await record_outcome(
+                self._store.connection,
+                decision_id=outcome.decision_id,
+                offer_id=outcome.offer_id,
+                outcome=outcome.outcome,
+                channel=outcome.channel,
+                reason=outcome.reason,
+                at=outcome.at,
+                offer_outcome=outcome.offer_id != "",
+                decision_ttl_s=self._decision_ttl_s,
+            )
+            if recorded.status != "unknown" or attempt:
+                break
+            # The decision is written without waiting; an outcome sent within
+            # milliseconds of it may overtake it from another replica.
+            await asyncio.sleep(_UNKNOWN_RETRY_S)
+        if recorded.status == "unknown":
+            raise DecisionNotFoundError(
+                f"decision {outcome.decision_id} not found (unknown, or older than "
+                f"{self._decision_ttl_s / 86400:g} days)"
+            )
+        if recorded.status == "not_offered":
+            raise InvalidRequestError(
+                "offer_id",
+                f"decision {outcome.decision_id} did not return offer {outcome.offer_id!r}",
+            )
+        return recorded
 
     async def Ping(
         self, request: pb.PingRequest, context: grpc.aio.ServicerContext

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import grpc
 
-from decision_engine.errors import DecisionEngineError, InvalidRequestError, StoreError
+from decision_engine.errors import (
+    DecisionEngineError,
+    DecisionNotFoundError,
+    InvalidRequestError,
+    StoreError,
+)
 
 
 def status_for(exc: DecisionEngineError) -> tuple[grpc.StatusCode, str]:
     """The status code and message a client sees for an engine error."""
     if isinstance(exc, InvalidRequestError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, DecisionNotFoundError):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, StoreError):
         return grpc.StatusCode.UNAVAILABLE, f"profile store unavailable: {exc}"
     return grpc.StatusCode.FAILED_PRECONDITION, str(exc)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import ssl
+from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
@@ -103,6 +105,13 @@ class PipelinedConnection:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
+    def send_nowait(self, *parts: str | bytes | float) -> asyncio.Future[Any]:
+        """Queue a command on the open connection without waiting for its reply."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            raise StoreUnavailableError("profile store connection is not open")
+        return protocol.send(encode(*parts))
+
     async def call(self, *parts: str | bytes | float) -> Any:
         """Send one command and wait for its reply; StoreUnavailableError if Redis is not there."""
         protocol = self._protocol
@@ -150,3 +159,25 @@ class PipelinedConnection:
 
 class ReplyError(Exception):
     """Redis answered a command with an error (e.g. NOSCRIPT)."""
+
+
+class Script:
+    """A Lua script run by its SHA1, sent along only when Redis does not have it cached."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(
+        self, connection: PipelinedConnection, keys: Sequence[str], args: Sequence[str | float]
+    ) -> Any:
+        try:
+            return await connection.call("EVALSHA", self.sha, len(keys), *keys, *args)
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise StoreUnavailableError(f"profile store: {exc}") from exc
+        # A restarted or flushed Redis forgot the script: EVAL sends it (and caches it).
+        try:
+            return await connection.call("EVAL", self.source, len(keys), *keys, *args)
+        except ReplyError as exc:
+            raise StoreUnavailableError(f"profile store: {exc}") from exc

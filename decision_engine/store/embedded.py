@@ -82,7 +82,9 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir.resolve()),
             "--daemonize", "no",
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            # Outcomes are acknowledged only once Redis has them; fsync before replying
+            # makes that hold through a crash of the Redis server.
+            "--appendfsync", "always",
             # The append-only file is the persistence; RDB snapshots would only add pauses.
             "--save", "",
         ]  # fmt: skip

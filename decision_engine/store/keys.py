@@ -19,3 +19,22 @@ def profile_key(customer_id: str) -> str:
 def contacts_key(customer_id: str) -> str:
     """Hash of recent contacts: interaction_id -> "<epoch_seconds>|<channel>|<intent>"."""
     return f"{PREFIX}:{{{customer_id}}}:contacts"
+
+
+def history_key(customer_id: str) -> str:
+    """Outcomes of offers shown to the customer: offer id → `at|outcome|interaction;...`."""
+    return f"{PREFIX}:{{{customer_id}}}:history"
+
+
+def decision_key(decision_id: str) -> str:
+    """A decision, kept so that outcomes can be checked against it."""
+    return f"{PREFIX}:decision:{decision_id}"
+
+
+def cap_key(offer_id: str, day: str) -> str:
+    """How many customers got a capped offer on a UTC day (YYYYMMDD)."""
+    return f"{PREFIX}:cap:{offer_id}:{day}"
+
+
+OUTCOME_STREAM = f"{PREFIX}:outcomes"
+OFFER_STATS = f"{PREFIX}:offer-stats"

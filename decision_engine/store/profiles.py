@@ -6,22 +6,22 @@ profile, records the current interaction and trims old contacts atomically.
 
 from __future__ import annotations
 
-import hashlib
+import time
 from collections.abc import Iterable, Mapping
 from itertools import islice
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from decision_engine.decide.model import Contact, CustomerState
+from decision_engine.decide.model import Contact, CustomerState, OfferEvent
 from decision_engine.errors import StoreUnavailableError
-from decision_engine.store.connection import PipelinedConnection, ReplyError
-from decision_engine.store.keys import contacts_key, profile_key
+from decision_engine.store.connection import PipelinedConnection, Script
+from decision_engine.store.keys import cap_key, contacts_key, history_key, profile_key
 
 DEFAULT_RETENTION_S = 30 * 86400
 
-# KEYS: profile, contacts. ARGV: now, retention_s, interaction_id ("" for none), entry.
+# KEYS: profile, contacts, offer history, then the day's counter of each capped offer.
+# ARGV: now, retention_s, interaction_id ("" for none), entry.
 # Contacts are a hash so that HSETNX makes a retried interaction count once; their
 # age lives in the value because Redis 6.2 cannot expire single hash fields.
 _LOAD_LUA = """
@@ -46,19 +46,24 @@ end
 for i = 1, #stale, 500 do
   redis.call('HDEL', KEYS[2], unpack(stale, i, math.min(i + 499, #stale)))
 end
-return {profile, kept}
+local history = redis.call('HGETALL', KEYS[3])
+local caps = {}
+if #KEYS > 3 then
+  caps = redis.call('MGET', unpack(KEYS, 4, #KEYS))
+  for i = 1, #caps do caps[i] = caps[i] or '0' end
+end
+return {profile, kept, history, caps}
 """
 
 
-_LOAD_SHA = hashlib.sha1(_LOAD_LUA.encode()).hexdigest()
+_LOAD = Script(_LOAD_LUA)
 
 
 class ProfileStore:
     """Async access to profiles and contact history over one connection pool."""
 
-    def __init__(self, client: aioredis.Redis, fast: PipelinedConnection | None = None) -> None:
+    def __init__(self, client: aioredis.Redis, fast: PipelinedConnection) -> None:
         self._redis = client
-        self._load = client.register_script(_LOAD_LUA)
         self._fast = fast
 
     @classmethod
@@ -79,6 +84,11 @@ class ProfileStore:
         """The underlying client (for markers and maintenance, not for decisions)."""
         return self._redis
 
+    @property
+    def connection(self) -> PipelinedConnection:
+        """The pipelined request-path connection (decisions, outcomes, caps)."""
+        return self._fast
+
     async def load(
         self,
         customer_id: str,
@@ -87,22 +97,37 @@ class ProfileStore:
         now: float,
         retention_s: float = DEFAULT_RETENTION_S,
     ) -> CustomerState:
-        """Profile and recent contacts, recording `interaction` first; one round trip."""
+        """Profile, recent contacts and offer history, recording `interaction` first."""
+        state, _ = await self.load_for_decision(
+            customer_id, interaction=interaction, now=now, retention_s=retention_s
+        )
+        return state
+
+    async def load_for_decision(
+        self,
+        customer_id: str,
+        *,
+        interaction: Contact | None,
+        now: float,
+        caps: Mapping[str, int] | None = None,
+        retention_s: float = DEFAULT_RETENTION_S,
+    ) -> tuple[CustomerState, frozenset[str]]:
+        """Everything a decision reads, in one round trip: the customer's state, and
+        which of the capped offers (offer id → daily cap) have spent today's budget."""
         args: list[str | float] = [now, retention_s, "", ""]
         if interaction is not None:
             args[2] = interaction.interaction_id
             args[3] = f"{interaction.at:.3f}|{interaction.channel}|{interaction.intent}"
-        keys = [profile_key(customer_id), contacts_key(customer_id)]
-        reply: Any
-        if self._fast is not None:
-            reply = await self._load_pipelined(keys, args)
-        else:
-            try:
-                reply = await self._load(keys=keys, args=args)
-            except RedisError as exc:
-                raise StoreUnavailableError(f"profile store: {exc}") from exc
-        raw_profile, raw_contacts = reply
-        return CustomerState(
+        capped = list(caps.items()) if caps else []
+        day = cap_day(now)
+        keys = [
+            profile_key(customer_id),
+            contacts_key(customer_id),
+            history_key(customer_id),
+            *(cap_key(offer_id, day) for offer_id, _ in capped),
+        ]
+        raw_profile, raw_contacts, raw_history, counts = await _LOAD(self._fast, keys, args)
+        state = CustomerState(
             profile=_pairs(raw_profile) or None,
             contacts=tuple(
                 sorted(
@@ -110,20 +135,11 @@ class ProfileStore:
                     key=lambda c: (c.at, c.interaction_id),
                 )
             ),
+            history={offer: parse_events(text) for offer, text in _pairs(raw_history).items()},
         )
-
-    async def _load_pipelined(self, keys: list[str], args: list[str | float]) -> Any:
-        assert self._fast is not None
-        try:
-            return await self._fast.call("EVALSHA", _LOAD_SHA, len(keys), *keys, *args)
-        except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise StoreUnavailableError(f"profile store: {exc}") from exc
-        # A restarted or flushed Redis forgot the script: EVAL sends it along (and caches it).
-        try:
-            return await self._fast.call("EVAL", _LOAD_LUA, len(keys), *keys, *args)
-        except ReplyError as exc:
-            raise StoreUnavailableError(f"profile store: {exc}") from exc
+        spent = zip(capped, counts, strict=True)
+        exhausted = frozenset(offer_id for (offer_id, cap), used in spent if int(used) >= cap)
+        return state, exhausted
 
     async def put_profiles(
         self, rows: Iterable[tuple[str, Mapping[str, str]]], *, batch_size: int = 1000
@@ -160,3 +176,19 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 def _contact(interaction_id: str, entry: str) -> Contact:
     at, channel, intent = entry.split("|", 2)
     return Contact(interaction_id=interaction_id, channel=channel, intent=intent, at=float(at))
+
+
+def cap_day(now: float) -> str:
+    """The UTC day a volume cap counts in (YYYYMMDD)."""
+    return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+def parse_events(text: str) -> tuple[OfferEvent, ...]:
+    """`at|outcome|interaction;...` as stored by the outcome script, oldest first."""
+    events = []
+    for item in text.split(";"):
+        at, _, rest = item.partition("|")
+        outcome, _, interaction_id = rest.partition("|")
+        if at and outcome:
+            events.append(OfferEvent(float(at), outcome, interaction_id))
+    return tuple(events)
