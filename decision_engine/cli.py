@@ -99,6 +99,15 @@ def main() -> None:
 @click.option(
     "--log-level", default="INFO", envvar=_env("LOG_LEVEL"), show_default=True, show_envvar=True
 )
+@click.option(
+    "--decision-ttl-days",
+    type=float,
+    default=7.0,
+    envvar=_env("DECISION_TTL_DAYS"),
+    show_default=True,
+    show_envvar=True,
+    help="How long decisions are kept for outcomes to be checked against them.",
+)
 def serve(**options: Any) -> None:  # fmt: skip
     """Serve Decide over gRPC (health, reflection, Prometheus metrics)."""
     from decision_engine.server.process import serve as run
@@ -158,6 +167,37 @@ def decide_command(**options: Any) -> None:  # fmt: skip
         click.echo(json.dumps(response, indent=2))
     else:
         print_decision(response)
+
+
+@main.command("outcome")
+@click.option("--decision", "decision_id", required=True, help="Decision id from Decide.")
+@click.option("--offer", "offer_id", default="", help="Offer id (empty for resolved/not_resolved).")
+@click.option(
+    "--outcome",
+    required=True,
+    type=click.Choice(
+        ["presented", "accepted", "declined", "no_response", "resolved", "not_resolved"]
+    ),
+)
+@click.option("--channel", type=click.Choice(CHANNELS), default=None)
+@click.option("--reason", default="")
+@click.option(
+    "--target",
+    default="localhost:50051",
+    envvar=_env("TARGET"),
+    show_default=True,
+    show_envvar=True,
+    help="Server address.",
+)
+def outcome_command(**options: Any) -> None:
+    """Record what happened to an offer (or to the interaction)."""
+    from decision_engine.client import call_record_outcome
+
+    reply = call_record_outcome(**options)
+    if reply["duplicate"]:
+        click.echo("already recorded (counted once)")
+    else:
+        click.echo(f"recorded as {reply['outcome_id']}")
 
 
 @main.group()

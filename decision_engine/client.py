@@ -57,6 +57,36 @@ def call_decide(
     )
 
 
+def call_record_outcome(
+    *,
+    target: str,
+    decision_id: str,
+    offer_id: str,
+    outcome: str,
+    channel: str | None,
+    reason: str,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """Call RecordOutcome; a gRPC error exits with its status and message."""
+    request = pb.RecordOutcomeRequest(
+        decision_id=decision_id,
+        offer_id=offer_id,
+        outcome=pb.Outcome.Value(f"OUTCOME_{outcome.upper()}"),
+        reason=reason,
+    )
+    if channel:
+        request.channel = pb.Channel.ValueType(channel_value(channel))
+    with grpc.insecure_channel(target) as channel_:
+        try:
+            reply = pb_grpc.DecisionServiceStub(channel_).RecordOutcome(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
+            sys.exit(1)
+    return MessageToDict(
+        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
 def call_ruleset_status(*, target: str, timeout: float = 5.0) -> dict[str, Any]:
     """The active ruleset of the worker that answers."""
     with grpc.insecure_channel(target) as channel:

@@ -35,6 +35,8 @@ class Settings:
     """Synthetic customers loaded on the embedded Redis's first start (DEMO_PROFILES)."""
     log_level: str = "INFO"
     """Logging level (LOG_LEVEL)."""
+    decision_ttl_days: float = 7.0
+    """How long decisions are kept to check outcomes against (DECISION_TTL_DAYS)."""
 
     def __post_init__(self) -> None:
         for name in ("port", "metrics_port"):
@@ -49,6 +51,10 @@ class Settings:
             )
         if not self.rules_dir.is_dir():
             raise ConfigError(f"rules directory {self.rules_dir} does not exist")
+        if not 0 < self.decision_ttl_days <= 365:
+            raise ConfigError(
+                f"decision_ttl_days must be in (0, 365], got {self.decision_ttl_days}"
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}"

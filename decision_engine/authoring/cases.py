@@ -34,11 +34,13 @@ from decision_engine.config import ENV_PREFIX
 from decision_engine.decide.engine import decide
 from decision_engine.decide.model import (
     CHANNELS,
+    OFFER_OUTCOMES,
     Contact,
     Context,
     CustomerState,
     Decision,
     Explanation,
+    OfferEvent,
 )
 from decision_engine.errors import Problem, RulesetError
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
@@ -54,12 +56,11 @@ DEFAULT_ROUTE = "default"
 
 _DAY = 86_400.0
 _FILE_KEYS = ("now", "description", "cases")
-# `offer_history` and `outcomes` will join these once the store keeps them; each new key
-# only needs a parser below and a field on CustomerState.
 _CASE_KEYS = (
-    "name", "description", "now", "profile", "contacts", "context",
+    "name", "description", "now", "profile", "contacts", "history", "caps_spent", "context",
     "interaction_id", "max_offers", "degraded", "expect",
 )  # fmt: skip
+_HISTORY_KEYS = ("offer", "outcome", "days_ago", "at", "interaction_id")
 _CONTACT_KEYS = ("days_ago", "at", "channel", "intent", "interaction_id")
 _CONTEXT_KEYS = ("channel", "intent", "queue", "agent_id", "sentiment", "ivr_path", "attributes")
 _EXPECT_KEYS = ("routing", "offers", "script_contains", "profile_found", "degraded")
@@ -119,6 +120,8 @@ class Case:
     degraded: bool
     """The store is down: decide gets no state at all."""
     expect: Expectation
+    caps_spent: frozenset[str] = frozenset()
+    """Capped offers whose budget for the day is spent."""
 
 
 # -- what running says ---------------------------------------------------------------------
@@ -247,6 +250,7 @@ def run_cases(rules_dir: Path, *, cases_dir: Path | None = None) -> CaseReport:
                 max_offers=item.max_offers,
                 explain=True,
                 degraded=item.degraded,
+                exhausted=item.caps_spent,
             )
             decisions.append(decision)
             failures = tuple(_check(item.expect, decision, ruleset))
@@ -635,6 +639,8 @@ class _CaseFile:
             self.error(node, "a degraded case has no profile or contacts: the store is down")
         profile = self.profile(spec["profile"]) if "profile" in spec else None
         contacts = self.contacts(spec.get("contacts"), now) if now is not None else ()
+        history = self.history(spec.get("history"), now) if now is not None else {}
+        caps_spent = self.choices(spec.get("caps_spent"), "caps_spent", self.offer_ids) or ()
         context = self.context(spec["context"]) if "context" in spec else None
         interaction_id = self.text(spec.get("interaction_id"), "interaction_id") or ""
         max_offers = self.integer(spec.get("max_offers"), "max_offers", 1, MAX_OFFERS_LIMIT)
@@ -645,13 +651,34 @@ class _CaseFile:
             name=name,
             where=self.where(node),
             now=now,
-            state=CustomerState(profile, contacts),
+            state=CustomerState(profile, contacts, history),
             context=context,
             interaction_id=interaction_id,
             max_offers=max_offers or 0,
             degraded=degraded,
             expect=expect,
+            caps_spent=frozenset(caps_spent),
         )
+
+    def history(self, node: yaml.Node | None, now: float) -> dict[str, tuple[OfferEvent, ...]]:
+        """Earlier outcomes of offers: `{offer, outcome, days_ago | at, interaction_id}`."""
+        out: dict[str, list[OfferEvent]] = {}
+        for item in self.sequence(node, "history"):
+            spec = self.mapping(item, "a history event", _HISTORY_KEYS)
+            if spec is None:
+                continue
+            self.required(spec, "offer", item, "a history event")
+            self.required(spec, "outcome", item, "a history event")
+            if ("days_ago" in spec) == ("at" in spec):
+                self.error(item, "a history event has either `days_ago` or `at`")
+            days = self.number(spec.get("days_ago"), "days_ago", 0, 3650)
+            at = self.moment(spec.get("at"), "at") if days is None else now - days * _DAY
+            offer = self.choice(spec.get("offer"), "offer", self.offer_ids)
+            outcome = self.choice(spec.get("outcome"), "outcome", OFFER_OUTCOMES)
+            interaction_id = self.text(spec.get("interaction_id"), "interaction_id") or ""
+            if at is not None and offer is not None and outcome is not None:
+                out.setdefault(offer, []).append(OfferEvent(at, outcome, interaction_id))
+        return {offer: tuple(sorted(events, key=lambda e: e.at)) for offer, events in out.items()}
 
     def profile(self, node: yaml.Node) -> dict[str, str] | None:
         """None (unknown customer) for `profile: null`; else the stored text of each field."""

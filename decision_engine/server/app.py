@@ -23,11 +23,15 @@ async def create_server(
     store_timeout_s: float,
     reuse_port: bool,
     rules_dir: str = "",
+    decision_ttl_s: float = 7 * 86_400,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
     pb_grpc.add_DecisionServiceServicer_to_server(
-        DecisionService(rules, store, store_timeout_s=store_timeout_s), server
+        DecisionService(
+            rules, store, store_timeout_s=store_timeout_s, decision_ttl_s=decision_ttl_s
+        ),
+        server,
     )
     pb_grpc.add_AdminServiceServicer_to_server(AdminService(rules, rules_dir=rules_dir), server)
     health_servicer = health.aio.HealthServicer()

@@ -202,6 +202,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         store_timeout_s=timeout_s,
         reuse_port=True,
         rules_dir=str(settings.rules_dir),
+        decision_ttl_s=settings.decision_ttl_days * 86_400,
     )
     await server.start()
     await mark_serving(health_servicer)

@@ -272,7 +272,8 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
                 metrics.INVALID_REQUESTS.labels(exc.field).inc()
             code, message = status_for(exc)
             await context.abort(code, message)
-        metrics.OUTCOMES.labels(outcome.offer_id or "-", outcome.outcome).inc()
+        if recorded.status != "duplicate":
+            metrics.OUTCOMES.labels(outcome.offer_id or "-", outcome.outcome).inc()
         return pb.RecordOutcomeResponse(
             duplicate=recorded.status == "duplicate", outcome_id=recorded.outcome_id
         )
