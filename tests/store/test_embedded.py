@@ -16,7 +16,7 @@ def test_start_and_stop(tmp_path: Path) -> None:
     with redis.Redis.from_url(server.url) as client:
         assert client.ping()
         assert client.config_get("appendonly") == {"appendonly": "yes"}
-        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
     server.stop()
     server.stop()  # idempotent
     with pytest.raises(redis.ConnectionError), redis.Redis.from_url(server.url) as client:
