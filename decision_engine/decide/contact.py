@@ -67,8 +67,9 @@ def _declined(policy: ContactPolicy, events: list[OfferEvent], now: float) -> st
         return None
     days = policy.suppress_after_decline_days
     if days is not None:
-        ago = (now - declines[-1].at) / _DAY
-        if 0 <= ago < days:
+        # A decline stamped a little ahead of our clock (desktop clock skew) is recent.
+        ago = max((now - declines[-1].at) / _DAY, 0.0)
+        if ago < days:
             return f"declined {ago:.1f} days ago (suppressed for {days:g} days)"
     limit = policy.max_declines
     if limit is not None:

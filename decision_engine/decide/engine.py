@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import heapq
+import random
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 from decision_engine.decide.contact import Blocked, blocked_offers
 from decision_engine.decide.facts import build_facts
+from decision_engine.decide.learning import Learned
 from decision_engine.decide.model import (
     Context,
     CustomerState,
@@ -18,6 +21,7 @@ from decision_engine.decide.model import (
 )
 from decision_engine.ruleset.compile import first_failure, set_bits
 from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset
+from decision_engine.ruleset.model import OfferSpec
 
 
 def decide(
@@ -32,10 +36,14 @@ def decide(
     explain: bool = False,
     degraded: bool = False,
     exhausted: frozenset[str] = frozenset(),
+    learned: Learned | None = None,
+    sample_seed: int | None = None,
 ) -> Decision:
     """Pure: same inputs, same decision. `state` None means the store could not be read.
 
-    `exhausted` lists capped offers whose budget for the day is spent.
+    `exhausted` lists capped offers whose budget for the day is spent. With `learned`,
+    propensities are the posterior means, or draws from the posteriors (Thompson
+    sampling, seeded by `sample_seed`) when exploring.
     """
     facts = build_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
     routing = _route(ruleset, facts)
@@ -63,7 +71,12 @@ def decide(
         bit = ruleset.offer_bits.get(offer_id)
         if bit is not None:
             blocked_mask |= 1 << bit
-    ranked = _ranked(ruleset, facts, limit, first, suppress, blocked_mask) if limit else []
+    propensity, ratio = _propensities(learned, facts, sample_seed)
+    ranked = (
+        _ranked(ruleset, facts, limit, first, suppress, blocked_mask, propensity, ratio)
+        if limit
+        else []
+    )
     top = heapq.nsmallest(limit, ranked)
     offers = tuple(
         _present(
@@ -72,11 +85,14 @@ def decide(
             ruleset.date_fields,
             -neg_score,
             value,
+            p,
             _promoter(ruleset, tier),
         )
-        for tier, neg_score, _, i, value in top
+        for tier, neg_score, _, i, value, p in top
     )
-    explanations = _explain(ruleset, facts, suppress, blocked, routing) if explain else ()
+    explanations = (
+        _explain(ruleset, facts, suppress, blocked, routing, propensity) if explain else ()
+    )
     suppressed_by: tuple[str, ...] = ()
     if blocked_mask:
         # Only the policies that kept out an offer this customer was a candidate for.
@@ -108,8 +124,36 @@ def _limit(ruleset: CompiledRuleset, max_offers: int, channel: str, presented_he
     return limit
 
 
-Ranked = tuple[int, float, str, int, float]
-"""(tier, -score, offer id, offer bit, value): sorts best first; ids are unique."""
+Ranked = tuple[int, float, str, int, float, float]
+"""(tier, -score, offer id, offer bit, value, propensity): sorts best first; ids are unique."""
+Propensity = Callable[[OfferSpec], float]
+
+
+def _propensities(
+    learned: Learned | None, facts: dict[str, Any], sample_seed: int | None
+) -> tuple[Propensity | None, float]:
+    """The propensity of each offer for this request, and how far above the rule files'
+    propensities it can be (the factor on the ranking's score bounds)."""
+    if learned is None:
+        return None, 1.0
+    segment = facts.get(learned.by) if learned.by else None
+    if sample_seed is None:
+
+        def mean(spec: OfferSpec) -> float:
+            posterior = learned.posterior(spec.id, segment)
+            return spec.propensity if posterior is None else posterior.mean
+
+        return mean, learned.max_ratio
+    rng = random.Random(sample_seed)
+    drawn: dict[str, float] = {}
+
+    def sample(spec: OfferSpec) -> float:
+        if spec.id not in drawn:
+            posterior = learned.posterior(spec.id, segment)
+            drawn[spec.id] = spec.propensity if posterior is None else posterior.sample(rng)
+        return drawn[spec.id]
+
+    return sample, float("inf")  # a draw can be anything: no bound holds
 
 
 def _ranked(
@@ -119,6 +163,8 @@ def _ranked(
     first: dict[str, int],
     suppress: dict[str, str],
     blocked_mask: int,
+    propensity: Propensity | None,
+    ratio: float,
 ) -> list[Ranked]:
     """The eligible offers that can still make the top `limit`, scored.
 
@@ -156,20 +202,25 @@ def _ranked(
             base = bases[g]
             if base is None:
                 continue  # the value is unknown for this customer
-            prune = group.prunable and base >= 0
+            prune = group.prunable and base >= 0 and ratio != float("inf")
             for i in set_bits(mask):
                 offer = offers[i]
-                if prune and len(kept) >= limit and (-tier, offer.bound * base) < kept[0]:
+                if prune and len(kept) >= limit and (-tier, offer.bound * base * ratio) < kept[0]:
                     break
                 residual = residuals[i]
                 if residual is not None and residual(facts) is not True:
                     continue
                 value = offer.scale * base
-                score = offer.factor * value
+                if propensity is None:
+                    p = offer.spec.propensity
+                    score = offer.factor * value
+                else:
+                    p = propensity(offer.spec)
+                    score = p * offer.spec.lever * value
                 for test, factor, _ in offer.weights:
                     if test(facts) is True:
                         score *= factor
-                ranked.append((tier, -score, offer.spec.id, i, value))
+                ranked.append((tier, -score, offer.spec.id, i, value, p))
                 if len(kept) < limit:
                     heapq.heappush(kept, (-tier, score))
                 elif (-tier, score) > kept[0]:
@@ -190,7 +241,9 @@ def _route(ruleset: CompiledRuleset, facts: dict[str, Any]) -> Routing:
     return Routing(default.queue, default.priority, default.reason, "default")
 
 
-def _score(offer: CompiledOffer, facts: dict[str, Any]) -> tuple[float, float, float] | None:
+def _score(
+    offer: CompiledOffer, facts: dict[str, Any], propensity: float
+) -> tuple[float, float, float] | None:
     """(value, context weight, score); None when the value is unknown for this customer."""
     value = offer.value(facts)
     if value is None:
@@ -199,7 +252,7 @@ def _score(offer: CompiledOffer, facts: dict[str, Any]) -> tuple[float, float, f
     for test, factor, _ in offer.weights:
         if test(facts) is True:
             weight *= factor
-    return value, weight, offer.factor * value * weight
+    return value, weight, propensity * offer.spec.lever * value * weight
 
 
 def _present(
@@ -208,6 +261,7 @@ def _present(
     date_fields: frozenset[str],
     score: float,
     value: float,
+    propensity: float,
     promoted_by: str,
 ) -> RankedOffer:
     spec = offer.spec
@@ -232,8 +286,8 @@ def _present(
         script=script,
         category=spec.category,
         score=score,
-        expected_value=spec.propensity * (value - spec.cost),
-        propensity=spec.propensity,
+        expected_value=propensity * (value - spec.cost),
+        propensity=propensity,
         value=value,
         rule_ids=(spec.id, promoted_by) if promoted_by else (spec.id,),
         reasons=tuple(reasons),
@@ -259,6 +313,7 @@ def _explain(
     suppress: dict[str, str],
     blocked: Blocked,
     routing: Routing,
+    propensity: Propensity | None,
 ) -> tuple[Explanation, ...]:
     out: list[Explanation] = []
     for policy in ruleset.policies:
@@ -278,13 +333,14 @@ def _explain(
         if failure is None and spec.id in blocked:
             policy_id, why = blocked[spec.id]
             failure = f"suppressed by contact policy {policy_id}: {why}"
-        scored = _score(offer, facts) if failure is None else None
+        p = spec.propensity if propensity is None else propensity(spec)
+        scored = _score(offer, facts, p) if failure is None else None
         if failure is None and scored is None:
             failure = f"value {spec.value.text} is unknown for this customer"
         if scored is not None:
             value, weight, score = scored
             detail = (
-                f"score {score:,.2f} = propensity {spec.propensity:g} x value {value:,.2f}"
+                f"score {score:,.2f} = propensity {p:.3g} x value {value:,.2f}"
                 f" x weight {weight:g} x lever {spec.lever:g}"
             )
             out.append(Explanation("offer", spec.id, True, detail))

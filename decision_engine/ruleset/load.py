@@ -22,6 +22,7 @@ from decision_engine.ruleset.model import (
     Condition,
     ContactPolicy,
     DefaultRoute,
+    Learning,
     Limit,
     OfferSpec,
     PolicySpec,
@@ -326,11 +327,12 @@ class _Reader:
         category_policies: list[ContactPolicy] = []
         channel_limits: dict[str, int] = {}
         per_interaction: int | None = None
+        learning = Learning()
         for name, node in sections.arbitration[:1]:
             self.file = name
             keys = (
                 "max_offers", "policies", "contact_policies", "channel_limits",
-                "max_offers_per_interaction",
+                "max_offers_per_interaction", "learning",
             )  # fmt: skip
             section = self.mapping(node, "arbitration", keys)
             max_offers = self.integer(
@@ -358,6 +360,8 @@ class _Reader:
                 channel_limits[channel] = self.integer(
                     limit_node, "channel limit", 1, 0, MAX_OFFERS_LIMIT
                 )
+            if "learning" in section:
+                learning = self._learning(section["learning"], fields)
             if "max_offers_per_interaction" in section:
                 per_interaction = self.integer(
                     section["max_offers_per_interaction"], "max_offers_per_interaction", 1, 0, 1000
@@ -389,6 +393,7 @@ class _Reader:
             contact_policies=(*self.offer_contact_policies, *category_policies),
             channel_limits=channel_limits,
             max_offers_per_interaction=per_interaction,
+            learning=learning,
         )
 
     def _each(
@@ -676,6 +681,25 @@ class _Reader:
             priority=self.integer(spec.get("priority"), "priority", 5, 1, 10),
             reason=self.text(spec.get("reason"), "reason", "default route"),
             where=self.where(node),
+        )
+
+    def _learning(self, node: yaml.Node, fields: dict[str, FieldSpec]) -> Learning:
+        keys = ("enabled", "prior_strength", "half_life_days", "by", "exploration")
+        spec = self.mapping(node, "learning", keys)
+        by = self.text(spec.get("by"), "learning by", "") or None
+        if by is not None:
+            field = fields.get(by)
+            if field is None or field.kind != "enum" or field.source != "profile":
+                self.error(spec["by"], f"learning by: {by!r} is not an enum profile field")
+                by = None
+        return Learning(
+            enabled=self.boolean(spec.get("enabled"), "learning enabled")
+            if "enabled" in spec
+            else True,
+            prior_strength=self.number(spec.get("prior_strength"), "prior_strength", 20, 1, 1e6),
+            half_life_days=self.number(spec.get("half_life_days"), "half_life_days", 30, 0, 3650),
+            by=by,
+            exploration=self.number(spec.get("exploration"), "exploration", 0, 0, 1),
         )
 
     def _category_policy(self, node: yaml.Node, categories: set[str]) -> ContactPolicy | None:

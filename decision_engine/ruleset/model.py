@@ -118,6 +118,21 @@ class PolicySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Learning:
+    """How outcomes update the propensities arbitration uses."""
+
+    enabled: bool = False
+    prior_strength: float = 20.0
+    """How many outcomes the rule file's propensity is worth."""
+    half_life_days: float = 30.0
+    """Evidence this old counts half."""
+    by: str | None = None
+    """An enum profile field to learn per value of (e.g. segment)."""
+    exploration: float = 0.0
+    """Share of decisions that sample propensities (Thompson sampling) instead of the mean."""
+
+
+@dataclass(frozen=True, slots=True)
 class Ruleset:
     """Everything the rule files declare, checked and ready to compile."""
 
@@ -135,3 +150,4 @@ class Ruleset:
     """At most this many offers per decision on a channel (an SMS carries one)."""
     max_offers_per_interaction: int | None = None
     """At most this many offers presented over all the decisions of one interaction."""
+    learning: Learning = field(default_factory=Learning)

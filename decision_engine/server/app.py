@@ -8,7 +8,12 @@ from grpc_reflection.v1alpha import reflection
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
-from decision_engine.server.service import ActiveRuleset, AdminService, DecisionService
+from decision_engine.server.service import (
+    ActiveRuleset,
+    AdminService,
+    DecisionService,
+    LearnedState,
+)
 from decision_engine.store.profiles import ProfileStore
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -24,12 +29,17 @@ async def create_server(
     reuse_port: bool,
     rules_dir: str = "",
     decision_ttl_s: float = 7 * 86_400,
+    learned: LearnedState | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
     pb_grpc.add_DecisionServiceServicer_to_server(
         DecisionService(
-            rules, store, store_timeout_s=store_timeout_s, decision_ttl_s=decision_ttl_s
+            rules,
+            store,
+            store_timeout_s=store_timeout_s,
+            decision_ttl_s=decision_ttl_s,
+            learned=learned,
         ),
         server,
     )

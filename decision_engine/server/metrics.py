@@ -54,3 +54,9 @@ CAP_EXHAUSTED = Counter(
     "Capped offers not returned because the day's budget was spent.",
     ["offer_id"],
 )
+OFFER_PROPENSITY = Gauge(
+    "offer_propensity",
+    "Learned acceptance rate (posterior mean) per offer, when the ruleset learns.",
+    ["offer_id"],
+    multiprocess_mode="livemax",
+)

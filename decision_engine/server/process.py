@@ -61,6 +61,7 @@ def serve(settings: Settings) -> int:
     )
     with contextlib.ExitStack() as stack:
         redis_url = settings.redis_url or stack.enter_context(_embedded_redis(settings))
+        _warn_if_not_durable(redis_url)
         metrics_dir = tempfile.mkdtemp(prefix="decision-engine-metrics-")
         stack.callback(shutil.rmtree, metrics_dir, True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -106,6 +107,26 @@ def _embedded_redis(settings: Settings) -> Iterator[str]:
         else:
             log.info("demo data already present in %s; named demo customers refreshed", data_dir)
         yield redis.url
+
+
+def _warn_if_not_durable(url: str) -> None:
+    """Outcomes are acknowledged once Redis has them: say so when a crash could lose them."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2) as client:
+            config = client.config_get("append*")
+    except redis.RedisError as exc:
+        log.warning("could not read the Redis persistence settings (%s)", exc)
+        return
+    if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
+        log.warning(
+            "Redis at %s runs with appendonly=%s appendfsync=%s: acknowledged outcomes may be "
+            "lost if it crashes; use appendonly yes and appendfsync always",
+            url.split("@")[-1],
+            config.get("appendonly"),
+            config.get("appendfsync"),
+        )
 
 
 @contextlib.contextmanager
@@ -188,13 +209,15 @@ def _worker_main(settings: Settings, redis_url: str, port: int, index: int) -> N
 
 async def _run_worker(settings: Settings, redis_url: str, port: int, index: int) -> None:
     from decision_engine.server.app import create_server, mark_serving
-    from decision_engine.server.service import ActiveRuleset
+    from decision_engine.server.service import ActiveRuleset, LearnedState
     from decision_engine.store.profiles import ProfileStore
 
     ruleset = load_compiled(settings.rules_dir)
     rules = ActiveRuleset(ruleset, loaded_at=time.time())
     timeout_s = settings.redis_timeout_ms / 1000
     store = ProfileStore.from_url(redis_url, socket_timeout=max(timeout_s * 4, 0.5))
+    learned = LearnedState(rules, store)
+    learning_task = asyncio.create_task(learned.run())
     server, _, health_servicer = await create_server(
         address=f"{_bracket(settings.host)}:{port}",
         rules=rules,
@@ -203,6 +226,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         reuse_port=True,
         rules_dir=str(settings.rules_dir),
         decision_ttl_s=settings.decision_ttl_days * 86_400,
+        learned=learned,
     )
     await server.start()
     await mark_serving(health_servicer)
@@ -215,6 +239,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     reloader = asyncio.create_task(_reload_on_signal(settings, rules, reload_wanted, index))
     await stopped.wait()
     reloader.cancel()
+    learning_task.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=2.0)
     await store.aclose()

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import random
 import time
 
 import grpc
@@ -14,6 +15,7 @@ from prometheus_client import Counter
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.engine import decide
+from decision_engine.decide.learning import Learned, learned_from
 from decision_engine.decide.model import Contact, CustomerState, Decision
 from decision_engine.errors import (
     DecisionEngineError,
@@ -34,7 +36,9 @@ from decision_engine.store.outcomes import (
     DEFAULT_DECISION_TTL_S,
     DecisionRecord,
     Recorded,
+    load_learning,
     record_outcome,
+    release_caps,
     remember_decision,
     reserve_caps,
 )
@@ -69,6 +73,44 @@ class ActiveRuleset:
         metrics.RULES_LOADED.labels("offer").set(len(rs.offers))
         metrics.RULES_LOADED.labels("routing").set(len(rs.routes))
         metrics.RULES_LOADED.labels("policy").set(len(rs.policies))
+
+
+class LearnedState:
+    """The posteriors of the active ruleset, refreshed from Redis every second.
+
+    Reading them per request would put every offer's counts on the request path;
+    they change only with outcomes, so a worker keeps a copy a second old at most.
+    """
+
+    def __init__(self, rules: ActiveRuleset, store: ProfileStore, *, every_s: float = 1.0) -> None:
+        self._rules = rules
+        self._store = store
+        self.every_s = every_s
+        self.learned: Learned | None = None
+        self.version = ""
+
+    def for_ruleset(self, ruleset: CompiledRuleset) -> Learned | None:
+        """Posteriors, if they were computed for this ruleset (not a previous one)."""
+        return self.learned if self.version == ruleset.version else None
+
+    async def refresh(self) -> None:
+        ruleset = self._rules.current
+        if not ruleset.source.learning.enabled:
+            self.learned, self.version = None, ruleset.version
+            return
+        stored = await load_learning(self._store.connection)
+        learned = learned_from(stored, ruleset, now=time.time())
+        self.learned, self.version = learned, ruleset.version
+        for offer_id, posterior in learned.overall.items():
+            metrics.OFFER_PROPENSITY.labels(offer_id).set(posterior.mean)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except StoreUnavailableError as exc:
+                log.debug("learning state not refreshed: %s", exc)
+            await asyncio.sleep(self.every_s)
 
 
 def new_decision_id(now: float) -> str:
@@ -117,9 +159,11 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         *,
         store_timeout_s: float,
         decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
+        learned: LearnedState | None = None,
     ) -> None:
         self._rules = rules
         self._store = store
+        self._learned = learned
         self._store_timeout_s = store_timeout_s
         self._decision_ttl_s = decision_ttl_s
         self._outages = OutageLog()
@@ -147,6 +191,11 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             request.customer_id, interaction, now, ruleset.daily_caps, context
         )
         decision_id = new_decision_id(now)
+        learned = self._learned.for_ruleset(ruleset) if self._learned is not None else None
+        sample_seed = None
+        if learned is not None and random.random() < ruleset.source.learning.exploration:
+            sample_seed = random.getrandbits(64)  # Thompson sampling for this decision
+        held: set[str] = set()  # capped offers whose budget this request holds
         for _ in range(_CAP_ATTEMPTS):
             decision = decide(
                 ruleset,
@@ -159,8 +208,10 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
                 explain=request.explain,
                 degraded=degraded,
                 exhausted=exhausted,
+                learned=learned,
+                sample_seed=sample_seed,
             )
-            denied = await self._reserve(ruleset, decision, now)
+            denied = await self._reserve(ruleset, decision, now, held)
             if not denied:
                 break
             # Another replica took the last of a budget since we read it: decide again.
@@ -169,6 +220,10 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             # Out of attempts: never overshoot a budget, drop those offers instead.
             kept = tuple(o for o in decision.offers if o.offer_id not in denied)
             decision = dataclasses.replace(decision, offers=kept)
+        unused = held - {o.offer_id for o in decision.offers}
+        if unused:
+            # Reserved in an earlier attempt, then ranked out: give the budget back.
+            release_caps(self._store.connection, sorted(unused), day=cap_day(now))
         if not degraded:
             remember_decision(
                 self._store.connection,
@@ -210,13 +265,14 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             offers.inc()
 
     async def _reserve(
-        self, ruleset: CompiledRuleset, decision: Decision, now: float
+        self, ruleset: CompiledRuleset, decision: Decision, now: float, held: set[str]
     ) -> frozenset[str]:
-        """Take today's budget of the capped offers chosen; the ones denied, to decide again."""
+        """Take today's budget of the capped offers chosen (once per request, however
+        often it decides); returns the ones denied, to decide again without them."""
         caps = [
             (o.offer_id, ruleset.daily_caps[o.offer_id])
             for o in decision.offers
-            if o.offer_id in ruleset.daily_caps
+            if o.offer_id in ruleset.daily_caps and o.offer_id not in held
         ]
         if not caps:
             return frozenset()
@@ -224,6 +280,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             granted = await reserve_caps(self._store.connection, caps, day=cap_day(now))
         except StoreUnavailableError:
             granted = frozenset()
+        held |= granted
         denied = frozenset(offer_id for offer_id, _ in caps) - granted
         for offer_id in denied:
             metrics.CAP_EXHAUSTED.labels(offer_id).inc()
@@ -290,6 +347,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
                 at=outcome.at,
                 offer_outcome=outcome.offer_id != "",
                 decision_ttl_s=self._decision_ttl_s,
+                learning=self._rules.current.source.learning,
             )
             if recorded.status != "unknown" or attempt:
                 break

@@ -38,3 +38,5 @@ def cap_key(offer_id: str, day: str) -> str:
 
 OUTCOME_STREAM = f"{PREFIX}:outcomes"
 OFFER_STATS = f"{PREFIX}:offer-stats"
+LEARNING = f"{PREFIX}:learning"
+"""Decayed accepted / not accepted counts per offer (and per offer and segment)."""

@@ -10,14 +10,23 @@ it computes itself: it needs a single Redis (with replicas), not Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from decision_engine.errors import StoreUnavailableError
+from decision_engine.ruleset.model import Learning
 from decision_engine.store.connection import PipelinedConnection, Script
-from decision_engine.store.keys import OFFER_STATS, OUTCOME_STREAM, cap_key, decision_key
+from decision_engine.store.keys import (
+    LEARNING,
+    OFFER_STATS,
+    OUTCOME_STREAM,
+    cap_key,
+    decision_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +38,8 @@ HISTORY_EVENTS = 50
 """At most this many events are kept per customer and offer."""
 
 # KEYS: decision. ARGV: offer_id, outcome, channel, reason, at, stream maxlen,
-# dedupe ttl (ms), history days, history events, is an offer outcome ("1"/"0").
+# dedupe ttl (ms), history days, history events, is an offer outcome ("1"/"0"),
+# learning half-life in seconds ("" when not learning), the profile field learned by.
 _RECORD_LUA = (
     """
 local raw = redis.call('GET', KEYS[1])
@@ -45,37 +55,58 @@ local dedupe = 'nba:outcome:' .. KEYS[1] .. ':' .. offer .. ':' .. ARGV[2]
 if not redis.call('SET', dedupe, '1', 'NX', 'PX', ARGV[7]) then return {'duplicate'} end
 local channel = ARGV[3]
 if channel == '' then channel = decision.ch end
-local id = redis.call('XADD', '"""
-    + OUTCOME_STREAM
-    + """', 'MAXLEN', '~', ARGV[6], '*',
+local id = redis.call('XADD', '@STREAM@', 'MAXLEN', '~', ARGV[6], '*',
   'decision', decision.d, 'customer', decision.c, 'offer', offer, 'outcome', ARGV[2],
   'channel', channel, 'reason', ARGV[4], 'at', ARGV[5], 'arm', decision.a,
   'ruleset', decision.v, 'interaction', decision.i)
-if ARGV[10] == '1' then
-  local history = 'nba:{' .. decision.c .. '}:history'
-  local events = redis.call('HGET', history, offer)
-  local entry = ARGV[5] .. '|' .. ARGV[2] .. '|' .. decision.i
-  local kept = {}
-  local cutoff = tonumber(ARGV[5]) - tonumber(ARGV[8]) * 86400
-  if events then
-    for item in string.gmatch(events, '[^;]+') do
-      local at = tonumber(string.match(item, '^([^|]*)'))
-      if at and at >= cutoff then kept[#kept + 1] = item end
-    end
+if ARGV[10] ~= '1' then return {'ok', id} end
+
+local history = 'nba:{' .. decision.c .. '}:history'
+local events = redis.call('HGET', history, offer)
+local kept = {}
+local cutoff = tonumber(ARGV[5]) - tonumber(ARGV[8]) * 86400
+if events then
+  for item in string.gmatch(events, '[^;]+') do
+    local at = tonumber(string.match(item, '^([^|]*)'))
+    if at and at >= cutoff then kept[#kept + 1] = item end
   end
-  kept[#kept + 1] = entry
-  local first = math.max(1, #kept - tonumber(ARGV[9]) + 1)
-  redis.call('HSET', history, offer, table.concat(kept, ';', first))
-  redis.call('PEXPIRE', history, math.floor(tonumber(ARGV[8]) * 86400000))
-  redis.call('HINCRBY', '"""
-    + OFFER_STATS
-    + """', offer .. '|' .. ARGV[2], 1)
-  redis.call('HINCRBY', '"""
-    + OFFER_STATS
-    + """', decision.a .. '|' .. offer .. '|' .. ARGV[2], 1)
+end
+kept[#kept + 1] = ARGV[5] .. '|' .. ARGV[2] .. '|' .. decision.i
+local first = math.max(1, #kept - tonumber(ARGV[9]) + 1)
+redis.call('HSET', history, offer, table.concat(kept, ';', first))
+redis.call('PEXPIRE', history, math.floor(tonumber(ARGV[8]) * 86400000))
+redis.call('HINCRBY', '@STATS@', offer .. '|' .. ARGV[2], 1)
+redis.call('HINCRBY', '@STATS@', decision.a .. '|' .. offer .. '|' .. ARGV[2], 1)
+
+-- Learning: accepted counts as a success, declined or unanswered as a failure;
+-- older evidence halves every half-life.
+local success = ARGV[2] == 'accepted' and 1 or 0
+local failure = (ARGV[2] == 'declined' or ARGV[2] == 'no_response') and 1 or 0
+if ARGV[11] == '' or success + failure == 0 then return {'ok', id} end
+local now, half_life = tonumber(ARGV[5]), tonumber(ARGV[11])
+local fields = {offer}
+if ARGV[12] ~= '' then
+  local segment = redis.call('HGET', 'nba:{' .. decision.c .. '}:profile', ARGV[12])
+  if segment then fields[2] = offer .. '|' .. segment end
+end
+for _, field in ipairs(fields) do
+  local a, b = 0, 0
+  local stored = redis.call('HGET', '@LEARNING@', field)
+  if stored then
+    local sa, sb, st = string.match(stored, '^([^,]+),([^,]+),([^,]+)$')
+    local decay = 1
+    if half_life > 0 and now > tonumber(st) then
+      decay = 0.5 ^ ((now - tonumber(st)) / half_life)
+    end
+    a, b = tonumber(sa) * decay, tonumber(sb) * decay
+  end
+  local counts = string.format('%.6f,%.6f,%.3f', a + success, b + failure, now)
+  redis.call('HSET', '@LEARNING@', field, counts)
 end
 return {'ok', id}
-"""
+""".replace("@STREAM@", OUTCOME_STREAM)
+    .replace("@STATS@", OFFER_STATS)
+    .replace("@LEARNING@", LEARNING)
 )
 
 # KEYS: the day's counter of each offer to reserve. ARGV: cap of each, then ttl (s).
@@ -152,12 +183,9 @@ def remember_decision(
     future.add_done_callback(_log_failure)
 
 
-def _log_failure(future: object) -> None:
-    import asyncio
-
-    assert isinstance(future, asyncio.Future)
+def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        log.warning("decision not kept (outcomes for it will be refused): %s", future.exception())
+        log.warning("a write to Redis failed: %s", future.exception())
 
 
 async def record_outcome(
@@ -172,17 +200,28 @@ async def record_outcome(
     offer_outcome: bool,
     decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+    learning: Learning | None = None,
 ) -> Recorded:
-    """Record one outcome atomically: log entry, offer history, counters."""
+    """Record one outcome atomically: log entry, offer history, counters, and the
+    acceptance counts learning reads (when the ruleset learns)."""
+    learn = learning if learning is not None and learning.enabled else None
     reply = await _RECORD(
         connection,
         [decision_key(decision_id)],
         [
             offer_id, outcome, channel, reason, f"{at:.3f}", stream_maxlen,
             int(decision_ttl_s * 1000), HISTORY_DAYS, HISTORY_EVENTS, "1" if offer_outcome else "0",
+            "" if learn is None else learn.half_life_days * 86_400,
+            "" if learn is None else learn.by or "",
         ],
     )  # fmt: skip
     return Recorded(str(reply[0]), str(reply[1]) if len(reply) > 1 else "")
+
+
+async def load_learning(connection: PipelinedConnection) -> dict[str, str]:
+    """The decayed acceptance counts: `offer` or `offer|segment` → `a,b,updated_at`."""
+    reply = await connection.call("HGETALL", LEARNING)
+    return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 async def reserve_caps(
@@ -197,3 +236,12 @@ async def reserve_caps(
         [*(cap for _, cap in caps), 2 * 86_400],
     )
     return frozenset(offer_id for (offer_id, _), ok in zip(caps, reply, strict=True) if ok == 1)
+
+
+def release_caps(connection: PipelinedConnection, offer_ids: Sequence[str], *, day: str) -> None:
+    """Give back budget reserved for offers that were not returned after all."""
+    for offer_id in offer_ids:
+        try:
+            connection.send_nowait("DECR", cap_key(offer_id, day)).add_done_callback(_log_failure)
+        except StoreUnavailableError as exc:
+            log.warning("could not give back the budget of %s: %s", offer_id, exc)

@@ -10,6 +10,7 @@ import pytest
 
 from decision_engine.decide.engine import decide
 from decision_engine.decide.facts import build_facts
+from decision_engine.decide.learning import Learned, learned_from
 from decision_engine.decide.model import CHANNELS, Context, CustomerState
 from decision_engine.ruleset.compile import compile_all
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
@@ -65,7 +66,7 @@ def random_ruleset(rng: random.Random, directory: Path, offers: int) -> Compiled
             lines.append(f"    weights: [{{when: 'channel == \"{channel}\"', factor: {factor}}}]")
         if rng.random() < 0.2:
             lines.append(f"    channels: [{', '.join(rng.sample(CHANNELS, 3))}]")
-    lines += ["arbitration:", "  max_offers: 3", "  policies:"]
+    lines += ["arbitration:", "  max_offers: 3", "  learning: {by: segment}", "  policies:"]
     for n in range(4):
         first, suppress = rng.sample(CATEGORIES, 2)
         lines += [
@@ -79,7 +80,9 @@ def random_ruleset(rng: random.Random, directory: Path, offers: int) -> Compiled
     return load_compiled(directory)
 
 
-def brute_force(ruleset: CompiledRuleset, facts: dict[str, Any], limit: int) -> list[str]:
+def brute_force(
+    ruleset: CompiledRuleset, facts: dict[str, Any], limit: int, learned: Learned | None = None
+) -> list[str]:
     """Score every offer whose conditions hold, then sort: the definition of the ranking."""
     first: dict[str, int] = {}
     suppressed: set[str] = set()
@@ -99,7 +102,11 @@ def brute_force(ruleset: CompiledRuleset, facts: dict[str, Any], limit: int) -> 
         value = offer.value(facts)
         if value is None:
             continue
-        score = spec.propensity * spec.lever * value
+        propensity = spec.propensity
+        if learned is not None:
+            posterior = learned.posterior(spec.id, facts.get(learned.by) if learned.by else None)
+            propensity = propensity if posterior is None else posterior.mean
+        score = propensity * spec.lever * value
         for test, factor, _ in offer.weights:
             if test(facts) is True:
                 score *= factor
@@ -134,3 +141,25 @@ def test_pruned_ranking_equals_scoring_every_eligible_offer(tmp_path: Path, seed
         )
         facts = build_facts(ruleset, state, context, now=NOW)
         assert [o.offer_id for o in decision.offers] == brute_force(ruleset, facts, limit)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pruned_ranking_with_learned_propensities(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(100 + seed)
+    ruleset = random_ruleset(rng, tmp_path, offers=rng.choice([40, 300]))
+    # Learned rates far from the rule files' priors, both ways, some per segment.
+    stored = {}
+    for offer in rng.sample(ruleset.offers, len(ruleset.offers) // 2):
+        stored[offer.spec.id] = f"{rng.uniform(0, 200):.3f},{rng.uniform(0, 200):.3f},{NOW:.3f}"
+        if rng.random() < 0.5:
+            segment = rng.choice(["gold", "silver", "bronze"])
+            stored[f"{offer.spec.id}|{segment}"] = f"{rng.uniform(0, 50):.3f},1,{NOW:.3f}"
+    learned = learned_from(stored, ruleset, now=NOW)
+    assert learned.max_ratio > 1
+    for _ in range(150):
+        state, context = random_customer(rng)
+        decision = decide(
+            ruleset, state=state, context=context, now=NOW, decision_id="d", learned=learned
+        )
+        facts = build_facts(ruleset, state, context, now=NOW)
+        assert [o.offer_id for o in decision.offers] == brute_force(ruleset, facts, 3, learned)

@@ -1,0 +1,88 @@
+"""What outcomes taught: Beta posteriors of acceptance per offer (and per segment). Pure.
+
+Each offer starts from its rule file's propensity p0, worth `prior_strength`
+outcomes: Beta(p0·S, (1−p0)·S). Accepted outcomes add to alpha, declined and
+unanswered ones to beta; evidence halves every `half_life_days`, so the estimate
+follows change. The store keeps the decayed counts; this module turns them into
+posteriors for a moment `now`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from decision_engine.ruleset.compiled import CompiledRuleset
+
+_DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Posterior:
+    """Beta(alpha, beta) belief about an offer's acceptance rate."""
+
+    alpha: float
+    beta: float
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def sample(self, rng: random.Random) -> float:
+        return rng.betavariate(self.alpha, self.beta)
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """Posteriors for one ruleset at one moment."""
+
+    by: str | None
+    """The profile field estimates are split by (e.g. segment), if any."""
+    overall: Mapping[str, Posterior]
+    by_segment: Mapping[tuple[str, str], Posterior]
+    max_ratio: float
+    """The largest posterior mean / prior propensity: scales the ranking's score bounds."""
+
+    def posterior(self, offer_id: str, segment: object) -> Posterior | None:
+        if segment is not None:
+            found = self.by_segment.get((offer_id, str(segment)))
+            if found is not None:
+                return found
+        return self.overall.get(offer_id)
+
+
+def decayed(counts: str, *, now: float, half_life_days: float) -> tuple[float, float]:
+    """(successes, failures) of a stored `a,b,updated_at`, decayed to `now`."""
+    a_text, b_text, at_text = counts.split(",")
+    a, b, at = float(a_text), float(b_text), float(at_text)
+    if half_life_days > 0 and now > at:
+        factor = 0.5 ** ((now - at) / (half_life_days * _DAY))
+        a, b = a * factor, b * factor
+    return a, b
+
+
+def learned_from(stored: Mapping[str, str], ruleset: CompiledRuleset, *, now: float) -> Learned:
+    """Posteriors from the store's counts (`offer` or `offer|segment` → `a,b,updated_at`)."""
+    settings = ruleset.source.learning
+    priors = {o.spec.id: o.spec.propensity for o in ruleset.offers}
+    strength = settings.prior_strength
+    overall: dict[str, Posterior] = {}
+    by_segment: dict[tuple[str, str], Posterior] = {}
+    max_ratio = 1.0
+    for key, counts in stored.items():
+        offer_id, _, segment = key.partition("|")
+        prior = priors.get(offer_id)
+        if prior is None:
+            continue  # an offer that is no longer in the rules
+        try:
+            a, b = decayed(counts, now=now, half_life_days=settings.half_life_days)
+        except ValueError:
+            continue
+        posterior = Posterior(prior * strength + a, (1 - prior) * strength + b)
+        if segment:
+            by_segment[(offer_id, segment)] = posterior
+        else:
+            overall[offer_id] = posterior
+        max_ratio = max(max_ratio, posterior.mean / prior) if prior > 0 else float("inf")
+    return Learned(settings.by, overall, by_segment, max_ratio)
