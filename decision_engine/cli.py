@@ -100,6 +100,32 @@ def main() -> None:
     "--log-level", default="INFO", envvar=_env("LOG_LEVEL"), show_default=True, show_envvar=True
 )
 @click.option(
+    "--challenger-rules",
+    type=click.Path(path_type=Path),
+    default=None,
+    envvar=_env("CHALLENGER_RULES"),
+    show_envvar=True,
+    help="Rules served to the challenger arm of a champion/challenger experiment.",
+)
+@click.option(
+    "--challenger-share",
+    type=float,
+    default=0.0,
+    envvar=_env("CHALLENGER_SHARE"),
+    show_default=True,
+    show_envvar=True,
+    help="Share of customers in the challenger arm.",
+)
+@click.option(
+    "--control-share",
+    type=float,
+    default=0.0,
+    envvar=_env("CONTROL_SHARE"),
+    show_default=True,
+    show_envvar=True,
+    help="Share of customers who get no offer (holdout for uplift).",
+)
+@click.option(
     "--decision-ttl-days",
     type=float,
     default=7.0,

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from decision_engine.decide.experiment import Experiment
 from decision_engine.errors import ConfigError
 
 ENV_PREFIX = "DECISION_ENGINE_"
@@ -37,6 +38,16 @@ class Settings:
     """Logging level (LOG_LEVEL)."""
     decision_ttl_days: float = 7.0
     """How long decisions are kept to check outcomes against (DECISION_TTL_DAYS)."""
+    challenger_rules: Path | None = None
+    """A second rules directory served to a share of customers (CHALLENGER_RULES)."""
+    challenger_share: float = 0.0
+    """Share of customers decided by the challenger rules (CHALLENGER_SHARE)."""
+    control_share: float = 0.0
+    """Share of customers who get no offer, to measure uplift against (CONTROL_SHARE)."""
+
+    @property
+    def experiment(self) -> Experiment:
+        return Experiment(self.control_share, self.challenger_share)
 
     def __post_init__(self) -> None:
         for name in ("port", "metrics_port"):
@@ -51,6 +62,14 @@ class Settings:
             )
         if not self.rules_dir.is_dir():
             raise ConfigError(f"rules directory {self.rules_dir} does not exist")
+        if self.challenger_rules is not None and not self.challenger_rules.is_dir():
+            raise ConfigError(f"challenger rules directory {self.challenger_rules} does not exist")
+        if self.challenger_share and self.challenger_rules is None:
+            raise ConfigError("challenger_share needs challenger_rules")
+        try:
+            Experiment(self.control_share, self.challenger_share)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if not 0 < self.decision_ttl_days <= 365:
             raise ConfigError(
                 f"decision_ttl_days must be in (0, 365], got {self.decision_ttl_days}"

@@ -110,3 +110,5 @@ class Decision:
     explanations: tuple[Explanation, ...] = ()
     suppressed_by: tuple[str, ...] = ()
     """Contact policies and caps that kept an eligible-looking offer out."""
+    arm: str = "champion"
+    """The experiment arm the customer is in (set by the server)."""

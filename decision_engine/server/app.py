@@ -8,6 +8,7 @@ from grpc_reflection.v1alpha import reflection
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.decide.experiment import Experiment
 from decision_engine.server.service import (
     ActiveRuleset,
     AdminService,
@@ -30,6 +31,8 @@ async def create_server(
     rules_dir: str = "",
     decision_ttl_s: float = 7 * 86_400,
     learned: LearnedState | None = None,
+    challenger: ActiveRuleset | None = None,
+    experiment: Experiment | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
@@ -40,6 +43,8 @@ async def create_server(
             store_timeout_s=store_timeout_s,
             decision_ttl_s=decision_ttl_s,
             learned=learned,
+            challenger=challenger,
+            experiment=experiment,
         ),
         server,
     )

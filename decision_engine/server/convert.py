@@ -118,6 +118,7 @@ def decision_response(decision: Decision) -> pb.DecideResponse:
             skip_ivr=routing.skip_ivr,
         ),
         ruleset_version=decision.ruleset_version,
+        arm=decision.arm,
         profile_found=decision.profile_found,
         degraded=decision.degraded,
         explanations=[

@@ -60,3 +60,7 @@ OFFER_PROPENSITY = Gauge(
     ["offer_id"],
     multiprocess_mode="livemax",
 )
+DECISIONS_BY_ARM = Counter("decisions_by_arm_total", "Decisions by experiment arm.", ["arm"])
+OUTCOMES_BY_ARM = Counter(
+    "outcomes_by_arm_total", "Outcomes recorded, by experiment arm and outcome.", ["arm", "outcome"]
+)

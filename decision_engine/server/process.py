@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from decision_engine.config import Settings
@@ -45,10 +46,20 @@ def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     try:
         ruleset = load_compiled(settings.rules_dir)
+        if settings.challenger_rules is not None:
+            challenger = load_compiled(settings.challenger_rules)
+            log.info(
+                "experiment: challenger ruleset %s from %s for %.0f%% of customers, "
+                "control group (no offers) %.0f%%",
+                challenger.version,
+                settings.challenger_rules,
+                settings.challenger_share * 100,
+                settings.control_share * 100,
+            )
     except RulesetError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
-        log.error("ruleset in %s cannot go live; not starting", settings.rules_dir)
+        log.error("a ruleset cannot go live; not starting")
         return 2
     log.info(
         "ruleset %s (%s) from %s: %d offers, %d routing rules, %d policies",
@@ -175,10 +186,14 @@ def _supervise(settings: Settings, redis_url: str, port: int, version: str) -> i
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    watcher = RulesWatcher(settings.rules_dir, version)
+    watchers = [RulesWatcher(settings.rules_dir, version)]
+    if settings.challenger_rules is not None:
+        challenger = load_compiled(settings.challenger_rules)
+        watchers.append(RulesWatcher(settings.challenger_rules, challenger.version))
     while not stopping:
         time.sleep(_POLL_S)
-        if watcher.poll() is not None:
+        # Every watcher polls each time (no short-circuit), so none misses a change.
+        if [w for w in watchers if w.poll() is not None]:
             for process in workers:
                 if process.is_alive() and process.pid is not None:
                     os.kill(process.pid, signal.SIGHUP)
@@ -214,6 +229,11 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
 
     ruleset = load_compiled(settings.rules_dir)
     rules = ActiveRuleset(ruleset, loaded_at=time.time())
+    served = [(settings.rules_dir, rules)]
+    challenger = None
+    if settings.challenger_rules is not None:
+        challenger = ActiveRuleset(load_compiled(settings.challenger_rules), loaded_at=time.time())
+        served.append((settings.challenger_rules, challenger))
     timeout_s = settings.redis_timeout_ms / 1000
     store = ProfileStore.from_url(redis_url, socket_timeout=max(timeout_s * 4, 0.5))
     learned = LearnedState(rules, store)
@@ -227,6 +247,8 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         rules_dir=str(settings.rules_dir),
         decision_ttl_s=settings.decision_ttl_days * 86_400,
         learned=learned,
+        challenger=challenger,
+        experiment=settings.experiment,
     )
     await server.start()
     await mark_serving(health_servicer)
@@ -236,7 +258,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
-    reloader = asyncio.create_task(_reload_on_signal(settings, rules, reload_wanted, index))
+    reloader = asyncio.create_task(_reload_on_signal(served, reload_wanted, index))
     await stopped.wait()
     reloader.cancel()
     learning_task.cancel()
@@ -246,25 +268,26 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
 
 
 async def _reload_on_signal(
-    settings: Settings, rules: ActiveRuleset, wanted: asyncio.Event, index: int
+    served: list[tuple[Path, ActiveRuleset]], wanted: asyncio.Event, index: int
 ) -> None:
-    """Swap in the checked ruleset the supervisor announced; compile in a thread."""
+    """Swap in the checked rulesets the supervisor announced; compile in a thread."""
     from decision_engine.server import metrics
 
     while True:
         await wanted.wait()
         wanted.clear()
-        try:
-            ruleset = await asyncio.to_thread(load_compiled, settings.rules_dir)
-        except RulesetError as exc:
-            # Changed again since the supervisor checked it; the next signal brings the fix.
-            log.warning("worker %d: rules changed under reload, keeping %s: %s",
-                        index, rules.current.version, exc.problems[0])  # fmt: skip
-            continue
-        if ruleset.version != rules.current.version:
-            rules.swap(ruleset, loaded_at=time.time())
-            metrics.RELOADS.inc()
-            log.info("worker %d now serves ruleset %s", index, ruleset.version)
+        for directory, rules in served:
+            try:
+                ruleset = await asyncio.to_thread(load_compiled, directory)
+            except RulesetError as exc:
+                # Changed again since the supervisor checked it; the next signal brings the fix.
+                log.warning("worker %d: rules changed under reload, keeping %s: %s",
+                            index, rules.current.version, exc.problems[0])  # fmt: skip
+                continue
+            if ruleset.version != rules.current.version:
+                rules.swap(ruleset, loaded_at=time.time())
+                metrics.RELOADS.inc()
+                log.info("worker %d now serves ruleset %s", index, ruleset.version)
 
 
 def _bracket(host: str) -> str:

@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 
 import grpc
 from prometheus_client import Counter
@@ -15,8 +16,9 @@ from prometheus_client import Counter
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.engine import decide
+from decision_engine.decide.experiment import CHALLENGER, CONTROL, Experiment
 from decision_engine.decide.learning import Learned, learned_from
-from decision_engine.decide.model import Contact, CustomerState, Decision
+from decision_engine.decide.model import Contact, Context, CustomerState, Decision
 from decision_engine.errors import (
     DecisionEngineError,
     DecisionNotFoundError,
@@ -149,6 +151,20 @@ class OutageLog:
             self.failures = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """What one Decide call decides from, however often it decides (caps)."""
+
+    ruleset: CompiledRuleset
+    state: CustomerState | None
+    context: Context
+    now: float
+    decision_id: str
+    request: pb.DecideRequest
+    exhausted: frozenset[str]
+    degraded: bool
+
+
 class DecisionService(pb_grpc.DecisionServiceServicer):
     """Answers Decide from the active ruleset and one profile-store round trip."""
 
@@ -160,10 +176,14 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         store_timeout_s: float,
         decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
         learned: LearnedState | None = None,
+        challenger: ActiveRuleset | None = None,
+        experiment: Experiment | None = None,
     ) -> None:
         self._rules = rules
         self._store = store
         self._learned = learned
+        self._challenger = challenger
+        self._experiment = experiment or Experiment()
         self._store_timeout_s = store_timeout_s
         self._decision_ttl_s = decision_ttl_s
         self._outages = OutageLog()
@@ -180,7 +200,8 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             metrics.INVALID_REQUESTS.labels(exc.field.split("[")[0]).inc()
             code, message = status_for(exc)
             await context.abort(code, message)
-        ruleset = self._rules.current
+        arm = self._experiment.arm_of(request.customer_id)
+        ruleset = self._ruleset_for(arm)
         now = time.time()
         interaction = (
             Contact(request.interaction_id, ctx.channel, ctx.intent, now)
@@ -190,28 +211,61 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         state, exhausted, degraded = await self._load(
             request.customer_id, interaction, now, ruleset.daily_caps, context
         )
-        decision_id = new_decision_id(now)
+        inputs = _Inputs(
+            ruleset, state, ctx, now, new_decision_id(now), request, exhausted, degraded
+        )
+        if arm == CONTROL:
+            # The holdout is routed like everyone else but hears no offer.
+            decision = dataclasses.replace(self._decide(inputs, inputs.exhausted), offers=())
+        else:
+            decision = await self._decide_within_caps(inputs)
+        decision = dataclasses.replace(decision, arm=arm)
+        if not degraded:
+            self._remember(decision, request, ctx.channel, now)
+        response = decision_response(decision)
+        self._count(decision.routing.queue, degraded, [o.offer_id for o in decision.offers])
+        metrics.DECISIONS_BY_ARM.labels(arm).inc()
+        for policy_id in decision.suppressed_by:
+            metrics.SUPPRESSIONS.labels(policy_id).inc()
+        if not decision.profile_found and not degraded:
+            metrics.PROFILE_MISSES.inc()
+        metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
+        return response
+
+    def _ruleset_for(self, arm: str) -> CompiledRuleset:
+        if arm == CHALLENGER and self._challenger is not None:
+            return self._challenger.current
+        return self._rules.current
+
+    def _decide(self, inputs: _Inputs, exhausted: frozenset[str]) -> Decision:
+        ruleset = inputs.ruleset
         learned = self._learned.for_ruleset(ruleset) if self._learned is not None else None
         sample_seed = None
         if learned is not None and random.random() < ruleset.source.learning.exploration:
             sample_seed = random.getrandbits(64)  # Thompson sampling for this decision
+        request = inputs.request
+        return decide(
+            ruleset,
+            state=inputs.state,
+            context=inputs.context,
+            now=inputs.now,
+            decision_id=inputs.decision_id,
+            interaction_id=request.interaction_id,
+            max_offers=request.max_offers,
+            explain=request.explain,
+            degraded=inputs.degraded,
+            exhausted=exhausted,
+            learned=learned,
+            sample_seed=sample_seed,
+        )
+
+    async def _decide_within_caps(self, inputs: _Inputs) -> Decision:
+        """Decide, holding one unit of today's budget for every capped offer returned."""
+        exhausted = inputs.exhausted
         held: set[str] = set()  # capped offers whose budget this request holds
         for _ in range(_CAP_ATTEMPTS):
-            decision = decide(
-                ruleset,
-                state=state,
-                context=ctx,
-                now=now,
-                decision_id=decision_id,
-                interaction_id=request.interaction_id,
-                max_offers=request.max_offers,
-                explain=request.explain,
-                degraded=degraded,
-                exhausted=exhausted,
-                learned=learned,
-                sample_seed=sample_seed,
-            )
-            denied = await self._reserve(ruleset, decision, now, held)
+            decision = self._decide(inputs, exhausted)
+            denied = await self._reserve(inputs.ruleset, decision, inputs.now, held)
             if not denied:
                 break
             # Another replica took the last of a budget since we read it: decide again.
@@ -223,30 +277,27 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         unused = held - {o.offer_id for o in decision.offers}
         if unused:
             # Reserved in an earlier attempt, then ranked out: give the budget back.
-            release_caps(self._store.connection, sorted(unused), day=cap_day(now))
-        if not degraded:
-            remember_decision(
-                self._store.connection,
-                DecisionRecord(
-                    decision_id=decision_id,
-                    customer_id=request.customer_id,
-                    offer_ids=tuple(o.offer_id for o in decision.offers),
-                    interaction_id=request.interaction_id,
-                    channel=ctx.channel,
-                    ruleset_version=decision.ruleset_version,
-                    arm="",
-                    at=now,
-                ),
-                ttl_s=self._decision_ttl_s,
-            )
-        response = decision_response(decision)
-        self._count(decision.routing.queue, degraded, [o.offer_id for o in decision.offers])
-        for policy_id in decision.suppressed_by:
-            metrics.SUPPRESSIONS.labels(policy_id).inc()
-        if not decision.profile_found and not degraded:
-            metrics.PROFILE_MISSES.inc()
-        metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
-        return response
+            release_caps(self._store.connection, sorted(unused), day=cap_day(inputs.now))
+        return decision
+
+    def _remember(
+        self, decision: Decision, request: pb.DecideRequest, channel: str, now: float
+    ) -> None:
+        """Keep the decision for outcomes to be checked against, without waiting."""
+        remember_decision(
+            self._store.connection,
+            DecisionRecord(
+                decision_id=decision.decision_id,
+                customer_id=request.customer_id,
+                offer_ids=tuple(o.offer_id for o in decision.offers),
+                interaction_id=request.interaction_id,
+                channel=channel,
+                ruleset_version=decision.ruleset_version,
+                arm=decision.arm,
+                at=now,
+            ),
+            ttl_s=self._decision_ttl_s,
+        )
 
     def _count(self, queue: str, degraded: bool, offer_ids: list[str]) -> None:
         # Label lookups cost more than the increments; the children are few (bounded
@@ -331,6 +382,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             await context.abort(code, message)
         if recorded.status != "duplicate":
             metrics.OUTCOMES.labels(outcome.offer_id or "-", outcome.outcome).inc()
+            metrics.OUTCOMES_BY_ARM.labels(recorded.arm, outcome.outcome).inc()
         return pb.RecordOutcomeResponse(
             duplicate=recorded.status == "duplicate", outcome_id=recorded.outcome_id
         )

@@ -21,6 +21,7 @@ from decision_engine.errors import StoreUnavailableError
 from decision_engine.ruleset.model import Learning
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import (
+    ARM_STATS,
     LEARNING,
     OFFER_STATS,
     OUTCOME_STREAM,
@@ -59,7 +60,10 @@ local id = redis.call('XADD', '@STREAM@', 'MAXLEN', '~', ARGV[6], '*',
   'decision', decision.d, 'customer', decision.c, 'offer', offer, 'outcome', ARGV[2],
   'channel', channel, 'reason', ARGV[4], 'at', ARGV[5], 'arm', decision.a,
   'ruleset', decision.v, 'interaction', decision.i)
-if ARGV[10] ~= '1' then return {'ok', id} end
+if ARGV[10] ~= '1' then
+  redis.call('HINCRBY', '@ARMS@', decision.a .. '|' .. ARGV[2], 1)
+  return {'ok', id, decision.a}
+end
 
 local history = 'nba:{' .. decision.c .. '}:history'
 local events = redis.call('HGET', history, offer)
@@ -82,7 +86,7 @@ redis.call('HINCRBY', '@STATS@', decision.a .. '|' .. offer .. '|' .. ARGV[2], 1
 -- older evidence halves every half-life.
 local success = ARGV[2] == 'accepted' and 1 or 0
 local failure = (ARGV[2] == 'declined' or ARGV[2] == 'no_response') and 1 or 0
-if ARGV[11] == '' or success + failure == 0 then return {'ok', id} end
+if ARGV[11] == '' or success + failure == 0 then return {'ok', id, decision.a} end
 local now, half_life = tonumber(ARGV[5]), tonumber(ARGV[11])
 local fields = {offer}
 if ARGV[12] ~= '' then
@@ -103,10 +107,11 @@ for _, field in ipairs(fields) do
   local counts = string.format('%.6f,%.6f,%.3f', a + success, b + failure, now)
   redis.call('HSET', '@LEARNING@', field, counts)
 end
-return {'ok', id}
+return {'ok', id, decision.a}
 """.replace("@STREAM@", OUTCOME_STREAM)
     .replace("@STATS@", OFFER_STATS)
     .replace("@LEARNING@", LEARNING)
+    .replace("@ARMS@", ARM_STATS)
 )
 
 # KEYS: the day's counter of each offer to reserve. ARGV: cap of each, then ttl (s).
@@ -167,6 +172,7 @@ class Recorded:
     status: str
     """"ok", "duplicate", "unknown" (no such decision) or "not_offered"."""
     outcome_id: str = ""
+    arm: str = ""
 
 
 def remember_decision(
@@ -177,10 +183,12 @@ def remember_decision(
         future = connection.send_nowait(
             "SET", decision_key(record.decision_id), record.encode(), "PX", int(ttl_s * 1000)
         )
+        counted = connection.send_nowait("HINCRBY", ARM_STATS, f"{record.arm}|decisions", 1)
     except StoreUnavailableError as exc:
         log.warning("decision not kept (outcomes for it will be refused): %s", exc)
         return
     future.add_done_callback(_log_failure)
+    counted.add_done_callback(_log_failure)
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:
@@ -215,7 +223,7 @@ async def record_outcome(
             "" if learn is None else learn.by or "",
         ],
     )  # fmt: skip
-    return Recorded(str(reply[0]), str(reply[1]) if len(reply) > 1 else "")
+    return Recorded(*(str(part) for part in reply))
 
 
 async def load_learning(connection: PipelinedConnection) -> dict[str, str]:
