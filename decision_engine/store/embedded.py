@@ -157,12 +157,13 @@ def _free_port() -> int:
 
 
 def _server_pid(port: int) -> int | None:
-    """The process id of the Redis answering on `port`, None while it does not answer."""
+    """The process id of the Redis ready on `port`; None while it does not answer or is
+    still loading its data (Redis answers INFO while replaying the append-only file)."""
     # Raw RESP keeps startup free of client libraries. The pid check matters: another
     # server already on the port would answer while ours fails to bind and exits.
     try:
         with socket.create_connection((_HOST, port), timeout=0.5) as sock:
-            sock.sendall(b"INFO server\r\n")
+            sock.sendall(b"INFO\r\n")
             reply = sock.makefile("rb")
             header = reply.readline()
             if not header.startswith(b"$"):
@@ -170,7 +171,7 @@ def _server_pid(port: int) -> int | None:
             body = reply.read(int(header[1:]))
     except (OSError, ValueError):
         return None
-    for line in body.decode(errors="replace").splitlines():
-        if line.startswith("process_id:"):
-            return int(line.partition(":")[2])
-    return None
+    info = dict(line.partition(":")[::2] for line in body.decode(errors="replace").splitlines())
+    if info.get("loading", "0") != "0" or "process_id" not in info:
+        return None
+    return int(info["process_id"])
