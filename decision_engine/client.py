@@ -8,6 +8,7 @@ from typing import Any
 import click
 import grpc
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
@@ -46,15 +47,7 @@ def call_decide(
         max_offers=max_offers,
         explain=explain,
     )
-    with grpc.insecure_channel(target) as channel_:
-        try:
-            response = pb_grpc.DecisionServiceStub(channel_).Decide(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
-            sys.exit(1)
-    return MessageToDict(
-        response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    return _call(target, "Decide", request, timeout)
 
 
 def call_record_outcome(
@@ -76,29 +69,27 @@ def call_record_outcome(
     )
     if channel:
         request.channel = pb.Channel.ValueType(channel_value(channel))
-    with grpc.insecure_channel(target) as channel_:
+    return _call(target, "RecordOutcome", request, timeout)
+
+
+def call_ruleset_status(*, target: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The active ruleset of the worker that answers."""
+    return _call(target, "GetRuleset", pb.GetRulesetRequest(), timeout, admin=True)
+
+
+def _call(
+    target: str, method: str, request: Message, timeout: float, *, admin: bool = False
+) -> dict[str, Any]:
+    """One unary call as a dict; a gRPC error exits with its status and message."""
+    with grpc.insecure_channel(target) as channel:
+        stub = (pb_grpc.AdminServiceStub if admin else pb_grpc.DecisionServiceStub)(channel)
         try:
-            reply = pb_grpc.DecisionServiceStub(channel_).RecordOutcome(request, timeout=timeout)
+            reply = getattr(stub, method)(request, timeout=timeout)
         except grpc.RpcError as exc:
             click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
             sys.exit(1)
     return MessageToDict(
         reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-def call_ruleset_status(*, target: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The active ruleset of the worker that answers."""
-    with grpc.insecure_channel(target) as channel:
-        try:
-            status = pb_grpc.AdminServiceStub(channel).GetRuleset(
-                pb.GetRulesetRequest(), timeout=timeout
-            )
-        except grpc.RpcError as exc:
-            click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
-            sys.exit(1)
-    return MessageToDict(
-        status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
 
 
