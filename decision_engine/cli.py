@@ -261,6 +261,7 @@ def rules_show(target: str, as_json: bool) -> None:  # fmt: skip
 def _add_commands() -> None:
     from decision_engine.authoring.cases import test_command
     from decision_engine.authoring.check import check_command
+    from decision_engine.authoring.report import report_command
     from decision_engine.authoring.simulate import simulate_command
     from decision_engine.store.commands import profiles
 
@@ -268,6 +269,7 @@ def _add_commands() -> None:
     rules.add_command(test_command)
     main.add_command(profiles)
     main.add_command(simulate_command)
+    main.add_command(report_command)
 
 
 _add_commands()

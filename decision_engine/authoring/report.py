@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -275,7 +275,7 @@ def _offer_row(arm: str, offer: str, c: OfferCounts) -> OfferRow:
 
 
 def _arm_row(
-    arm: str, counters: Counters, offers: Iterable[OfferRow], control: Rate | None
+    arm: str, counters: Counters, offers: Sequence[OfferRow], control: Rate | None
 ) -> ArmRow:
     counts = counters.arms.get(arm, ArmCounts())
     presented = sum(r.presented for r in offers if r.arm == arm)
@@ -419,12 +419,12 @@ def _resolution_table(report: Report) -> Table:
 
 
 def _offer_table(report: Report) -> Table:
-    table = Table(title="Acceptance by arm and offer (95% intervals)", title_justify="left", show_edge=False)
+    table = Table(title="Acceptance by arm and offer (95% intervals)", title_justify="left")
     table.add_column("arm", overflow="fold")
     table.add_column("offer", overflow="fold")
     for name in ("presented", "accepted", "declined", "no response"):
         table.add_column(name, justify="right")
-    table.add_column("acceptance", justify="right", min_width=len("(99.9–99.9)"))
+    table.add_column("acceptance", justify="right", overflow="fold")
     for r in report.offers:
         table.add_row(
             escape(r.arm), escape(r.offer), f"{r.presented:,}", f"{r.accepted:,}",
@@ -432,7 +432,7 @@ def _offer_table(report: Report) -> Table:
         )  # fmt: skip
     if report.unattributed:
         table.caption = (
-            f"{report.unattributed:,} offer outcome(s) were counted before arms were: in no arm"
+            f"{report.unattributed:,} offer outcome(s) in no arm (counted before arms were)"
         )
     return table
 
