@@ -67,7 +67,9 @@ def learned_from(stored: Mapping[str, str], ruleset: CompiledRuleset, *, now: fl
     settings = ruleset.source.learning
     priors = {o.spec.id: o.spec.propensity for o in ruleset.offers}
     strength = settings.prior_strength
-    overall: dict[str, Posterior] = {}
+    # An offer without outcomes yet has its prior as posterior: exploration then draws
+    # for it too, instead of always using the written propensity (which may be wrong).
+    overall = {offer_id: _prior(prior, strength) for offer_id, prior in priors.items()}
     by_segment: dict[tuple[str, str], Posterior] = {}
     max_ratio = 1.0
     for key, counts in stored.items():
@@ -79,10 +81,17 @@ def learned_from(stored: Mapping[str, str], ruleset: CompiledRuleset, *, now: fl
             a, b = decayed(counts, now=now, half_life_days=settings.half_life_days)
         except ValueError:
             continue
-        posterior = Posterior(prior * strength + a, (1 - prior) * strength + b)
+        base = _prior(prior, strength)
+        posterior = Posterior(base.alpha + a, base.beta + b)
         if segment:
             by_segment[(offer_id, segment)] = posterior
         else:
             overall[offer_id] = posterior
         max_ratio = max(max_ratio, posterior.mean / prior) if prior > 0 else float("inf")
     return Learned(settings.by, overall, by_segment, max_ratio)
+
+
+def _prior(propensity: float, strength: float) -> Posterior:
+    # Beta parameters must be positive: a propensity of 0 or 1 is "almost surely".
+    tiny = 1e-6
+    return Posterior(max(propensity * strength, tiny), max((1 - propensity) * strength, tiny))
