@@ -94,17 +94,20 @@ if ARGV[12] ~= '' then
   if segment then fields[2] = offer .. '|' .. segment end
 end
 for _, field in ipairs(fields) do
-  local a, b = 0, 0
+  local a, b, stamp, weight = 0, 0, now, 1
   local stored = redis.call('HGET', '@LEARNING@', field)
   if stored then
     local sa, sb, st = string.match(stored, '^([^,]+),([^,]+),([^,]+)$')
+    st = tonumber(st)
     local decay = 1
-    if half_life > 0 and now > tonumber(st) then
-      decay = 0.5 ^ ((now - tonumber(st)) / half_life)
+    if half_life > 0 and now > st then decay = 0.5 ^ ((now - st) / half_life) end
+    if half_life > 0 and now < st then
+      -- A late (backdated) outcome: the counts keep their time, the outcome weighs less.
+      weight, stamp = 0.5 ^ ((st - now) / half_life), st
     end
     a, b = tonumber(sa) * decay, tonumber(sb) * decay
   end
-  local counts = string.format('%.6f,%.6f,%.3f', a + success, b + failure, now)
+  local counts = string.format('%.6f,%.6f,%.3f', a + success * weight, b + failure * weight, stamp)
   redis.call('HSET', '@LEARNING@', field, counts)
 end
 return {'ok', id, decision.a}
