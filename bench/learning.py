@@ -17,7 +17,7 @@ in a temporary directory) is decided exactly as the server does:
 - the store's decision read (`ProfileStore.load_for_decision`),
 - `decide()` with the current `Learned`: posterior means, or with probability
   `learning.exploration` a seeded Thompson draw,
-- the decision record (`remember_decision`), then PRESENTED and ACCEPTED or
+- the decision (as the server signs it into the id), then PRESENTED and ACCEPTED or
   DECLINED (drawn from the shown offer's hidden rate) through `record_outcome`,
   the real Lua script that keeps the decayed counts in `nba:learning`,
 - every 20 decisions the posteriors are refreshed from Redis with
@@ -57,11 +57,9 @@ from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.keys import LEARNING
 from decision_engine.store.outcomes import (
-    DEFAULT_DECISION_TTL_S,
     DecisionRecord,
     load_learning,
     record_outcome,
-    remember_decision,
 )
 from decision_engine.store.profiles import ProfileStore
 
@@ -301,32 +299,27 @@ async def simulate(
                 sample_seed=sample_seed,
             )
             offer_id = decision.offers[0].offer_id
-            remember_decision(
-                connection,
-                DecisionRecord(
-                    decision_id=decision_id,
-                    customer_id=customer_id,
-                    offer_ids=(offer_id,),
-                    interaction_id="",
-                    channel=CONTEXT.channel,
-                    ruleset_version=ruleset.version,
-                    arm="champion",
-                    at=now,
-                ),
-                ttl_s=DEFAULT_DECISION_TTL_S,
+            record = DecisionRecord(
+                decision_id=decision_id,
+                customer_id=customer_id,
+                offer_ids=(offer_id,),
+                interaction_id="",
+                channel=CONTEXT.channel,
+                ruleset_version=ruleset.version,
+                arm="champion",
+                at=now,
             )
             segment = profile["segment"]
             took = respond.random() < scenario.rate(offer_id, segment)
             for outcome in ("presented", "accepted" if took else "declined"):
                 recorded = await record_outcome(
                     connection,
-                    decision_id=decision_id,
+                    decision=record,
                     offer_id=offer_id,
                     outcome=outcome,
                     channel="",
                     reason="",
                     at=now + 5,
-                    offer_outcome=True,
                     learning=settings,
                 )
                 if recorded.status != "ok":

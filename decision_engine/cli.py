@@ -126,6 +126,14 @@ def main() -> None:
     help="Share of customers who get no offer (holdout for uplift).",
 )
 @click.option(
+    "--decision-secret",
+    default="",
+    envvar=_env("DECISION_SECRET"),
+    show_envvar=True,
+    hidden=True,
+    help="Key that signs decision ids (default: one shared by all replicas through Redis).",
+)
+@click.option(
     "--decision-ttl-days",
     type=float,
     default=7.0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from decision_engine.decide.experiment import Experiment
@@ -44,6 +44,8 @@ class Settings:
     """Share of customers decided by the challenger rules (CHALLENGER_SHARE)."""
     control_share: float = 0.0
     """Share of customers who get no offer, to measure uplift against (CONTROL_SHARE)."""
+    decision_secret: str = field(default="", repr=False)
+    """Key that signs decision ids; shared through Redis when empty (DECISION_SECRET)."""
 
     @property
     def experiment(self) -> Experiment:

@@ -9,6 +9,7 @@ from grpc_reflection.v1alpha import reflection
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.experiment import Experiment
+from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.service import (
     ActiveRuleset,
     AdminService,
@@ -29,7 +30,7 @@ async def create_server(
     store_timeout_s: float,
     reuse_port: bool,
     rules_dir: str = "",
-    decision_ttl_s: float = 7 * 86_400,
+    ids: DecisionIds,
     learned: LearnedState | None = None,
     challenger: ActiveRuleset | None = None,
     experiment: Experiment | None = None,
@@ -41,7 +42,7 @@ async def create_server(
             rules,
             store,
             store_timeout_s=store_timeout_s,
-            decision_ttl_s=decision_ttl_s,
+            ids=ids,
             learned=learned,
             challenger=challenger,
             experiment=experiment,

@@ -11,6 +11,8 @@ from decision_engine.errors import InvalidRequestError
 from decision_engine.ruleset.load import MAX_OFFERS_LIMIT
 
 MAX_ID_LENGTH = 128
+MAX_DECISION_ID = 4096
+"""Decision ids carry the decision (customer, offers, ...), signed."""
 MAX_TEXT_LENGTH = 256
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_KEY = 64
@@ -74,13 +76,13 @@ def request_context(request: pb.DecideRequest) -> Context:
     )
 
 
-def _identifier(field: str, value: str, *, required: bool) -> None:
+def _identifier(field: str, value: str, *, required: bool, limit: int = MAX_ID_LENGTH) -> None:
     if not value:
         if required:
             raise InvalidRequestError(field, "is required")
         return
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidRequestError(field, f"at most {MAX_ID_LENGTH} characters, got {len(value)}")
+    if len(value) > limit:
+        raise InvalidRequestError(field, f"at most {limit} characters, got {len(value)}")
     if not value.isprintable() or value.strip() != value:
         raise InvalidRequestError(field, "must be printable, without surrounding spaces")
 
@@ -155,7 +157,7 @@ class OutcomeRequest:
 
 def outcome_request(request: pb.RecordOutcomeRequest, *, now: float) -> OutcomeRequest:
     """Check a RecordOutcomeRequest; InvalidRequestError names the first field that is wrong."""
-    _identifier("decision_id", request.decision_id, required=True)
+    _identifier("decision_id", request.decision_id, required=True, limit=MAX_DECISION_ID)
     outcome = _OUTCOMES.get(request.outcome)
     if outcome is None:
         raise InvalidRequestError(

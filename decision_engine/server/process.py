@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -73,6 +74,8 @@ def serve(settings: Settings) -> int:
     with contextlib.ExitStack() as stack:
         redis_url = settings.redis_url or stack.enter_context(_embedded_redis(settings))
         _warn_if_not_durable(redis_url)
+        if not settings.decision_secret:
+            settings = dataclasses.replace(settings, decision_secret=_shared_secret(redis_url))
         metrics_dir = tempfile.mkdtemp(prefix="decision-engine-metrics-")
         stack.callback(shutil.rmtree, metrics_dir, True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -118,6 +121,28 @@ def _embedded_redis(settings: Settings) -> Iterator[str]:
         else:
             log.info("demo data already present in %s; named demo customers refreshed", data_dir)
         yield redis.url
+
+
+def _shared_secret(url: str) -> str:
+    """The key decision ids are signed with, shared by every replica through Redis."""
+    import redis
+
+    from decision_engine.server.decision_ids import SECRET_KEY, new_secret
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2, decode_responses=True) as client:
+            client.set(SECRET_KEY, new_secret(), nx=True)
+            secret = client.get(SECRET_KEY)
+    except redis.RedisError as exc:
+        secret = None
+        log.warning("could not read the shared decision secret from Redis (%s)", exc)
+    if not secret:
+        log.warning(
+            "signing decision ids with a key of this process only: outcomes for them will "
+            "be refused by other replicas and after a restart (set DECISION_ENGINE_DECISION_SECRET)"
+        )
+        return new_secret()
+    return str(secret)
 
 
 def _warn_if_not_durable(url: str) -> None:
@@ -224,6 +249,7 @@ def _worker_main(settings: Settings, redis_url: str, port: int, index: int) -> N
 
 async def _run_worker(settings: Settings, redis_url: str, port: int, index: int) -> None:
     from decision_engine.server.app import create_server, mark_serving
+    from decision_engine.server.decision_ids import DecisionIds
     from decision_engine.server.service import ActiveRuleset, LearnedState
     from decision_engine.store.profiles import ProfileStore
 
@@ -245,7 +271,9 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         store_timeout_s=timeout_s,
         reuse_port=True,
         rules_dir=str(settings.rules_dir),
-        decision_ttl_s=settings.decision_ttl_days * 86_400,
+        ids=DecisionIds(
+            settings.decision_secret.encode(), ttl_s=settings.decision_ttl_days * 86_400
+        ),
         learned=learned,
         challenger=challenger,
         experiment=settings.experiment,

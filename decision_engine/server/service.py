@@ -21,7 +21,6 @@ from decision_engine.decide.learning import Learned, learned_from
 from decision_engine.decide.model import Contact, Context, CustomerState, Decision
 from decision_engine.errors import (
     DecisionEngineError,
-    DecisionNotFoundError,
     InvalidRequestError,
     StoreUnavailableError,
 )
@@ -33,15 +32,14 @@ from decision_engine.server.convert import (
     outcome_request,
     request_context,
 )
+from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.status import status_for
 from decision_engine.store.outcomes import (
-    DEFAULT_DECISION_TTL_S,
     DecisionRecord,
     Recorded,
     load_learning,
     record_outcome,
     release_caps,
-    remember_decision,
     reserve_caps,
 )
 from decision_engine.store.profiles import ProfileStore, cap_day
@@ -52,7 +50,6 @@ log = logging.getLogger(__name__)
 _DEADLINE_SHARE_FOR_STORE = 0.5
 # A capped offer lost to another replica is replaced by deciding again, at most this often.
 _CAP_ATTEMPTS = 3
-_UNKNOWN_RETRY_S = 0.05
 
 
 class ActiveRuleset:
@@ -115,11 +112,6 @@ class LearnedState:
             await asyncio.sleep(self.every_s)
 
 
-def new_decision_id(now: float) -> str:
-    """Time-ordered and unique across replicas: millisecond clock + 64 random bits."""
-    return f"{int(now * 1000):012x}{os.urandom(8).hex()}"
-
-
 class OutageLog:
     """Logs a store outage when it starts, then at most every `every_s`, then its end.
 
@@ -159,7 +151,6 @@ class _Inputs:
     state: CustomerState | None
     context: Context
     now: float
-    decision_id: str
     request: pb.DecideRequest
     exhausted: frozenset[str]
     degraded: bool
@@ -174,7 +165,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         store: ProfileStore,
         *,
         store_timeout_s: float,
-        decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
+        ids: DecisionIds,
         learned: LearnedState | None = None,
         challenger: ActiveRuleset | None = None,
         experiment: Experiment | None = None,
@@ -185,7 +176,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._challenger = challenger
         self._experiment = experiment or Experiment()
         self._store_timeout_s = store_timeout_s
-        self._decision_ttl_s = decision_ttl_s
+        self._ids = ids
         self._outages = OutageLog()
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}
@@ -211,17 +202,23 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         state, exhausted, degraded = await self._load(
             request.customer_id, interaction, now, ruleset.daily_caps, context
         )
-        inputs = _Inputs(
-            ruleset, state, ctx, now, new_decision_id(now), request, exhausted, degraded
-        )
+        inputs = _Inputs(ruleset, state, ctx, now, request, exhausted, degraded)
         if arm == CONTROL:
             # The holdout is routed like everyone else but hears no offer.
             decision = dataclasses.replace(self._decide(inputs, inputs.exhausted), offers=())
         else:
             decision = await self._decide_within_caps(inputs)
-        decision = dataclasses.replace(decision, arm=arm)
-        if not degraded:
-            self._remember(decision, request, ctx.channel, now)
+        record = DecisionRecord(
+            decision_id="",
+            customer_id=request.customer_id,
+            offer_ids=tuple(o.offer_id for o in decision.offers),
+            interaction_id=request.interaction_id,
+            channel=ctx.channel,
+            ruleset_version=decision.ruleset_version,
+            arm=arm,
+            at=now,
+        )
+        decision = dataclasses.replace(decision, arm=arm, decision_id=self._ids.issue(record))
         response = decision_response(decision)
         self._count(decision.routing.queue, degraded, [o.offer_id for o in decision.offers])
         metrics.DECISIONS_BY_ARM.labels(arm).inc()
@@ -249,7 +246,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             state=inputs.state,
             context=inputs.context,
             now=inputs.now,
-            decision_id=inputs.decision_id,
+            decision_id="",  # the signed id is made once the decision is final
             interaction_id=request.interaction_id,
             max_offers=request.max_offers,
             explain=request.explain,
@@ -279,25 +276,6 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             # Reserved in an earlier attempt, then ranked out: give the budget back.
             release_caps(self._store.connection, sorted(unused), day=cap_day(inputs.now))
         return decision
-
-    def _remember(
-        self, decision: Decision, request: pb.DecideRequest, channel: str, now: float
-    ) -> None:
-        """Keep the decision for outcomes to be checked against, without waiting."""
-        remember_decision(
-            self._store.connection,
-            DecisionRecord(
-                decision_id=decision.decision_id,
-                customer_id=request.customer_id,
-                offer_ids=tuple(o.offer_id for o in decision.offers),
-                interaction_id=request.interaction_id,
-                channel=channel,
-                ruleset_version=decision.ruleset_version,
-                arm=decision.arm,
-                at=now,
-            ),
-            ttl_s=self._decision_ttl_s,
-        )
 
     def _count(self, queue: str, degraded: bool, offer_ids: list[str]) -> None:
         # Label lookups cost more than the increments; the children are few (bounded
@@ -374,7 +352,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
     ) -> pb.RecordOutcomeResponse:
         try:
             outcome = outcome_request(request, now=time.time())
-            recorded = await self._record(outcome)
+            recorded, arm = await self._record(outcome)
         except DecisionEngineError as exc:
             if isinstance(exc, InvalidRequestError):
                 metrics.INVALID_REQUESTS.labels(exc.field).inc()
@@ -382,41 +360,30 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             await context.abort(code, message)
         if recorded.status != "duplicate":
             metrics.OUTCOMES.labels(outcome.offer_id or "-", outcome.outcome).inc()
-            metrics.OUTCOMES_BY_ARM.labels(recorded.arm, outcome.outcome).inc()
+            metrics.OUTCOMES_BY_ARM.labels(arm, outcome.outcome).inc()
         return pb.RecordOutcomeResponse(
             duplicate=recorded.status == "duplicate", outcome_id=recorded.outcome_id
         )
 
-    async def _record(self, outcome: OutcomeRequest) -> Recorded:
-        for attempt in range(2):
-            recorded = await record_outcome(
-                self._store.connection,
-                decision_id=outcome.decision_id,
-                offer_id=outcome.offer_id,
-                outcome=outcome.outcome,
-                channel=outcome.channel,
-                reason=outcome.reason,
-                at=outcome.at,
-                offer_outcome=outcome.offer_id != "",
-                decision_ttl_s=self._decision_ttl_s,
-                learning=self._rules.current.source.learning,
-            )
-            if recorded.status != "unknown" or attempt:
-                break
-            # The decision is written without waiting; an outcome sent within
-            # milliseconds of it may overtake it from another replica.
-            await asyncio.sleep(_UNKNOWN_RETRY_S)
-        if recorded.status == "unknown":
-            raise DecisionNotFoundError(
-                f"decision {outcome.decision_id} not found (unknown, or older than "
-                f"{self._decision_ttl_s / 86400:g} days)"
-            )
-        if recorded.status == "not_offered":
+    async def _record(self, outcome: OutcomeRequest) -> tuple[Recorded, str]:
+        """Record an outcome; (what Redis said, the decision's arm)."""
+        decision = self._ids.verify(outcome.decision_id, now=time.time())
+        if outcome.offer_id and outcome.offer_id not in decision.offer_ids:
             raise InvalidRequestError(
-                "offer_id",
-                f"decision {outcome.decision_id} did not return offer {outcome.offer_id!r}",
+                "offer_id", f"that decision did not return offer {outcome.offer_id!r}"
             )
-        return recorded
+        recorded = await record_outcome(
+            self._store.connection,
+            decision=decision,
+            offer_id=outcome.offer_id,
+            outcome=outcome.outcome,
+            channel=outcome.channel,
+            reason=outcome.reason,
+            at=outcome.at,
+            decision_ttl_s=self._ids.ttl_s,
+            learning=self._rules.current.source.learning,
+        )
+        return recorded, decision.arm
 
     async def Ping(
         self, request: pb.PingRequest, context: grpc.aio.ServicerContext

@@ -1,17 +1,19 @@
-"""Decisions, outcomes and volume caps in Redis: the write side of the loop.
+"""Outcomes and volume caps in Redis: the write side of the loop.
 
 Outcomes are acknowledged only once Redis has executed the script that records
 them; with the shipped configuration (append-only file, fsync always) an
 acknowledged outcome survives a crash of the Redis server.
 
-The outcome script reads the decision to find the customer, so it touches keys
-it computes itself: it needs a single Redis (with replicas), not Redis Cluster.
+Decisions are not written at Decide time: the decision id itself carries what an
+outcome is checked against, signed (server/decision_ids.py). A write per decision
+would make every Redis event loop wait for an fsync, which measured +0.5 ms on
+Decide's p99; outcomes are far rarer than decisions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ from decision_engine.store.keys import (
     OFFER_STATS,
     OUTCOME_STREAM,
     cap_key,
-    decision_key,
+    history_key,
+    profile_key,
 )
 
 log = logging.getLogger(__name__)
@@ -38,59 +41,52 @@ HISTORY_DAYS = 400
 HISTORY_EVENTS = 50
 """At most this many events are kept per customer and offer."""
 
-# KEYS: decision. ARGV: offer_id, outcome, channel, reason, at, stream maxlen,
-# dedupe ttl (ms), history days, history events, is an offer outcome ("1"/"0"),
-# learning half-life in seconds ("" when not learning), the profile field learned by.
-_RECORD_LUA = (
-    """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {'unknown'} end
-local decision = cjson.decode(raw)
-local offer = ARGV[1]
-if ARGV[10] == '1' then
-  local found = false
-  for _, id in ipairs(decision.o) do if id == offer then found = true end end
-  if not found then return {'not_offered'} end
+# KEYS: dedupe marker of this outcome, marker of the decision's first outcome,
+# the customer's offer history, the customer's profile.
+# ARGV: decision id, customer, offer ("" for an interaction outcome), outcome, channel,
+# reason, at, stream maxlen, marker ttl (ms), history days, history events,
+# learning half-life in seconds ("" when not learning), the profile field learned by,
+# arm, ruleset version, interaction id.
+_RECORD_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[9]) then return {'duplicate'} end
+local offer, outcome, arm = ARGV[3], ARGV[4], ARGV[14]
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[9]) then
+  redis.call('HINCRBY', '@ARMS@', arm .. '|decisions', 1)
 end
-local dedupe = 'nba:outcome:' .. KEYS[1] .. ':' .. offer .. ':' .. ARGV[2]
-if not redis.call('SET', dedupe, '1', 'NX', 'PX', ARGV[7]) then return {'duplicate'} end
-local channel = ARGV[3]
-if channel == '' then channel = decision.ch end
-local id = redis.call('XADD', '@STREAM@', 'MAXLEN', '~', ARGV[6], '*',
-  'decision', decision.d, 'customer', decision.c, 'offer', offer, 'outcome', ARGV[2],
-  'channel', channel, 'reason', ARGV[4], 'at', ARGV[5], 'arm', decision.a,
-  'ruleset', decision.v, 'interaction', decision.i)
-if ARGV[10] ~= '1' then
-  redis.call('HINCRBY', '@ARMS@', decision.a .. '|' .. ARGV[2], 1)
-  return {'ok', id, decision.a}
+local id = redis.call('XADD', '@STREAM@', 'MAXLEN', '~', ARGV[8], '*',
+  'decision', ARGV[1], 'customer', ARGV[2], 'offer', offer, 'outcome', outcome,
+  'channel', ARGV[5], 'reason', ARGV[6], 'at', ARGV[7], 'arm', arm,
+  'ruleset', ARGV[15], 'interaction', ARGV[16])
+if offer == '' then
+  redis.call('HINCRBY', '@ARMS@', arm .. '|' .. outcome, 1)
+  return {'ok', id}
 end
 
-local history = 'nba:{' .. decision.c .. '}:history'
-local events = redis.call('HGET', history, offer)
+local events = redis.call('HGET', KEYS[3], offer)
 local kept = {}
-local cutoff = tonumber(ARGV[5]) - tonumber(ARGV[8]) * 86400
+local cutoff = tonumber(ARGV[7]) - tonumber(ARGV[10]) * 86400
 if events then
   for item in string.gmatch(events, '[^;]+') do
     local at = tonumber(string.match(item, '^([^|]*)'))
     if at and at >= cutoff then kept[#kept + 1] = item end
   end
 end
-kept[#kept + 1] = ARGV[5] .. '|' .. ARGV[2] .. '|' .. decision.i
-local first = math.max(1, #kept - tonumber(ARGV[9]) + 1)
-redis.call('HSET', history, offer, table.concat(kept, ';', first))
-redis.call('PEXPIRE', history, math.floor(tonumber(ARGV[8]) * 86400000))
-redis.call('HINCRBY', '@STATS@', offer .. '|' .. ARGV[2], 1)
-redis.call('HINCRBY', '@STATS@', decision.a .. '|' .. offer .. '|' .. ARGV[2], 1)
+kept[#kept + 1] = ARGV[7] .. '|' .. outcome .. '|' .. ARGV[16]
+local first = math.max(1, #kept - tonumber(ARGV[11]) + 1)
+redis.call('HSET', KEYS[3], offer, table.concat(kept, ';', first))
+redis.call('PEXPIRE', KEYS[3], math.floor(tonumber(ARGV[10]) * 86400000))
+redis.call('HINCRBY', '@STATS@', offer .. '|' .. outcome, 1)
+redis.call('HINCRBY', '@STATS@', arm .. '|' .. offer .. '|' .. outcome, 1)
 
 -- Learning: accepted counts as a success, declined or unanswered as a failure;
 -- older evidence halves every half-life.
-local success = ARGV[2] == 'accepted' and 1 or 0
-local failure = (ARGV[2] == 'declined' or ARGV[2] == 'no_response') and 1 or 0
-if ARGV[11] == '' or success + failure == 0 then return {'ok', id, decision.a} end
-local now, half_life = tonumber(ARGV[5]), tonumber(ARGV[11])
+local success = outcome == 'accepted' and 1 or 0
+local failure = (outcome == 'declined' or outcome == 'no_response') and 1 or 0
+if ARGV[12] == '' or success + failure == 0 then return {'ok', id} end
+local now, half_life = tonumber(ARGV[7]), tonumber(ARGV[12])
 local fields = {offer}
-if ARGV[12] ~= '' then
-  local segment = redis.call('HGET', 'nba:{' .. decision.c .. '}:profile', ARGV[12])
+if ARGV[13] ~= '' then
+  local segment = redis.call('HGET', KEYS[4], ARGV[13])
   if segment then fields[2] = offer .. '|' .. segment end
 end
 for _, field in ipairs(fields) do
@@ -110,12 +106,11 @@ for _, field in ipairs(fields) do
   local counts = string.format('%.6f,%.6f,%.3f', a + success * weight, b + failure * weight, stamp)
   redis.call('HSET', '@LEARNING@', field, counts)
 end
-return {'ok', id, decision.a}
-""".replace("@STREAM@", OUTCOME_STREAM)
-    .replace("@STATS@", OFFER_STATS)
-    .replace("@LEARNING@", LEARNING)
-    .replace("@ARMS@", ARM_STATS)
-)
+return {'ok', id}
+"""
+for _name, _key in (("STREAM", OUTCOME_STREAM), ("STATS", OFFER_STATS), ("LEARNING", LEARNING),
+                    ("ARMS", ARM_STATS)):  # fmt: skip
+    _RECORD_LUA = _RECORD_LUA.replace(f"@{_name}@", _key)
 
 # KEYS: the day's counter of each offer to reserve. ARGV: cap of each, then ttl (s).
 # All or nothing per offer: a counter is only incremented below its cap.
@@ -141,7 +136,7 @@ _RESERVE = Script(_RESERVE_LUA)
 
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
-    """What an outcome is checked against."""
+    """What an outcome is checked against (carried by the decision id)."""
 
     decision_id: str
     customer_id: str
@@ -152,78 +147,49 @@ class DecisionRecord:
     arm: str
     at: float
 
-    def encode(self) -> str:
-        return json.dumps(
-            {
-                "d": self.decision_id,
-                "c": self.customer_id,
-                "o": list(self.offer_ids),
-                "i": self.interaction_id,
-                "ch": self.channel,
-                "v": self.ruleset_version,
-                "a": self.arm,
-                "t": round(self.at, 3),
-            },
-            separators=(",", ":"),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """The result of recording an outcome."""
 
     status: str
-    """"ok", "duplicate", "unknown" (no such decision) or "not_offered"."""
+    """"ok" or "duplicate"."""
     outcome_id: str = ""
-    arm: str = ""
-
-
-def remember_decision(
-    connection: PipelinedConnection, record: DecisionRecord, *, ttl_s: float
-) -> None:
-    """Store the decision without waiting: the answer to the desktop does not wait on it."""
-    try:
-        future = connection.send_nowait(
-            "SET", decision_key(record.decision_id), record.encode(), "PX", int(ttl_s * 1000)
-        )
-        counted = connection.send_nowait("HINCRBY", ARM_STATS, f"{record.arm}|decisions", 1)
-    except StoreUnavailableError as exc:
-        log.warning("decision not kept (outcomes for it will be refused): %s", exc)
-        return
-    future.add_done_callback(_log_failure)
-    counted.add_done_callback(_log_failure)
-
-
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("a write to Redis failed: %s", future.exception())
 
 
 async def record_outcome(
     connection: PipelinedConnection,
     *,
-    decision_id: str,
+    decision: DecisionRecord,
     offer_id: str,
     outcome: str,
     channel: str,
     reason: str,
     at: float,
-    offer_outcome: bool,
     decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
     learning: Learning | None = None,
 ) -> Recorded:
     """Record one outcome atomically: log entry, offer history, counters, and the
-    acceptance counts learning reads (when the ruleset learns)."""
+    acceptance counts learning reads (when the ruleset learns). The caller has
+    checked that the decision returned `offer_id`."""
     learn = learning if learning is not None and learning.enabled else None
+    digest = hashlib.sha1(decision.decision_id.encode()).hexdigest()
     reply = await _RECORD(
         connection,
-        [decision_key(decision_id)],
         [
-            offer_id, outcome, channel, reason, f"{at:.3f}", stream_maxlen,
-            int(decision_ttl_s * 1000), HISTORY_DAYS, HISTORY_EVENTS, "1" if offer_outcome else "0",
+            f"nba:outcome:{digest}:{offer_id}:{outcome}",
+            f"nba:outcome:{digest}",
+            history_key(decision.customer_id),
+            profile_key(decision.customer_id),
+        ],
+        [
+            decision.decision_id, decision.customer_id, offer_id, outcome,
+            channel or decision.channel, reason, f"{at:.3f}", stream_maxlen,
+            int(decision_ttl_s * 1000), HISTORY_DAYS, HISTORY_EVENTS,
             "" if learn is None else learn.half_life_days * 86_400,
             "" if learn is None else learn.by or "",
+            decision.arm, decision.ruleset_version, decision.interaction_id,
         ],
     )  # fmt: skip
     return Recorded(*(str(part) for part in reply))
@@ -256,3 +222,8 @@ def release_caps(connection: PipelinedConnection, offer_ids: Sequence[str], *, d
             connection.send_nowait("DECR", cap_key(offer_id, day)).add_done_callback(_log_failure)
         except StoreUnavailableError as exc:
             log.warning("could not give back the budget of %s: %s", offer_id, exc)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a write to Redis failed: %s", future.exception())

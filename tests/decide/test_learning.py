@@ -19,7 +19,6 @@ from decision_engine.store.outcomes import (
     DecisionRecord,
     load_learning,
     record_outcome,
-    remember_decision,
 )
 from decision_engine.store.profiles import ProfileStore
 
@@ -258,24 +257,20 @@ async def _record(
 ) -> None:
     """Store a decision per (customer, offer, outcome, at) and record PRESENTED, then it."""
     connection = store.connection
-    await connection.call("PING")  # remember_decision writes on an open connection only
     for n, (customer, offer, outcome, at) in enumerate(outcomes):
         decision_id = f"{prefix}-{n}"
-        remember_decision(
-            connection,
-            DecisionRecord(decision_id, customer, (offer,), "", "voice", rules.version, "", at),
-            ttl_s=3600,
+        decision = DecisionRecord(
+            decision_id, customer, (offer,), "", "voice", rules.version, "", at
         )
         for name in ("presented", outcome):
             recorded = await record_outcome(
                 connection,
-                decision_id=decision_id,
+                decision=decision,
                 offer_id=offer,
                 outcome=name,
                 channel="",
                 reason="",
                 at=at,
-                offer_outcome=True,
                 learning=rules.source.learning if learn else None,
             )
             assert recorded.status == "ok"
@@ -319,13 +314,14 @@ def test_recorded_outcomes_update_the_counts_and_the_posteriors(
             # The same outcome again is a duplicate and counts once.
             duplicate = await record_outcome(
                 store.connection,
-                decision_id="d-0",
+                decision=DecisionRecord(
+                    "d-0", "c-gold", ("sleeper",), "", "voice", rules.version, "", NOW
+                ),
                 offer_id="sleeper",
                 outcome="accepted",
                 channel="",
                 reason="",
                 at=NOW,
-                offer_outcome=True,
                 learning=rules.source.learning,
             )
             # One half-life later: the script decays the stored counts before adding.

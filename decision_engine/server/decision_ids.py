@@ -1,0 +1,85 @@
+"""Decision ids that carry the decision: signed, so outcomes can be checked without a
+write per decision.
+
+    <payload>.<signature>, both base64url: the payload is the decision record as
+    compact JSON, the signature an HMAC-SHA256 (truncated to 128 bits) with a key
+    every replica shares (kept in Redis, or set with DECISION_ENGINE_DECISION_SECRET).
+
+An id that does not verify, or is older than the decision TTL, is unknown.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+
+from decision_engine.errors import DecisionNotFoundError
+from decision_engine.store.outcomes import DecisionRecord
+
+SECRET_KEY = "nba:decision-secret"
+_SIGNATURE_BYTES = 16
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class DecisionIds:
+    """Issues and verifies decision ids with one shared secret."""
+
+    def __init__(self, secret: bytes, *, ttl_s: float) -> None:
+        self._secret = secret
+        self.ttl_s = ttl_s
+
+    def issue(self, record: DecisionRecord) -> str:
+        payload = json.dumps(
+            [
+                record.customer_id,
+                list(record.offer_ids),
+                record.interaction_id,
+                record.channel,
+                record.ruleset_version,
+                record.arm,
+                round(record.at, 3),
+                # Unique even for two identical decisions in the same millisecond.
+                os.urandom(6).hex(),
+            ],
+            separators=(",", ":"),
+        ).encode()
+        return f"{_b64(payload)}.{_b64(self._sign(payload))}"
+
+    def verify(self, decision_id: str, *, now: float) -> DecisionRecord:
+        """The decision an id stands for; DecisionNotFoundError if forged, garbled or expired."""
+        unknown = DecisionNotFoundError(
+            f"decision {decision_id[:40]}... not found (unknown, or older than "
+            f"{self.ttl_s / 86400:g} days)"
+        )
+        body, _, signature = decision_id.partition(".")
+        try:
+            payload, mac = _unb64(body), _unb64(signature)
+        except (binascii.Error, ValueError):
+            raise unknown from None
+        if not hmac.compare_digest(mac, self._sign(payload)):
+            raise unknown
+        customer, offers, interaction, channel, version, arm, at, _ = json.loads(payload)
+        if now - at > self.ttl_s:
+            raise unknown
+        return DecisionRecord(
+            decision_id, customer, tuple(offers), interaction, channel, version, arm, at
+        )
+
+    def _sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
