@@ -26,11 +26,6 @@ def history_key(customer_id: str) -> str:
     return f"{PREFIX}:{{{customer_id}}}:history"
 
 
-def decision_key(decision_id: str) -> str:
-    """A decision, kept so that outcomes can be checked against it."""
-    return f"{PREFIX}:decision:{decision_id}"
-
-
 def cap_key(offer_id: str, day: str) -> str:
     """How many customers got a capped offer on a UTC day (YYYYMMDD)."""
     return f"{PREFIX}:cap:{offer_id}:{day}"
