@@ -132,3 +132,34 @@ def test_cli_decide_prints_json_and_a_table(server: Server, demo_data: float) ->
     assert "digital_assist" in table and "clv 180 is not >= 5000" in table
     bad = subprocess.run([*base, "--customer", " x"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "INVALID_ARGUMENT: customer_id" in bad.stderr
+
+
+def test_cli_outcome_and_rules_show(server: Server, demo_data: float) -> None:
+    base = [sys.executable, "-m", "decision_engine.cli"]
+    target = ["--target", server.target]
+    decided = json.loads(
+        subprocess.run(
+            [*base, "decide", *target, "--customer", "C-1001", "--intent", "cancel", "--json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+    )  # fmt: skip
+    offer = decided["offers"][0]["offer_id"]
+    outcome = [*base, "outcome", *target, "--decision", decided["decision_id"], "--offer", offer]
+    first = subprocess.run([*outcome, "--outcome", "declined"], capture_output=True, text=True)
+    again = subprocess.run([*outcome, "--outcome", "declined"], capture_output=True, text=True)
+    assert first.returncode == 0 and first.stdout.startswith("recorded as ")
+    assert again.returncode == 0 and "already recorded" in again.stdout
+    wrong = subprocess.run(
+        [*base, "outcome", *target, "--decision", decided["decision_id"], "--offer",
+         "card-replacement-express", "--outcome", "accepted"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert wrong.returncode == 1 and "INVALID_ARGUMENT: offer_id" in wrong.stderr
+    shown = json.loads(
+        subprocess.run(
+            [*base, "rules", "show", *target, "--json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert shown["version"] == decided["ruleset_version"]
+    assert shown["label"] == "demo" and int(shown["offers"]) == 10
