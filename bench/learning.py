@@ -314,6 +314,7 @@ async def simulate(
             for outcome in ("presented", "accepted" if took else "declined"):
                 recorded = await record_outcome(
                     connection,
+                    connection,
                     decision=record,
                     offer_id=offer_id,
                     outcome=outcome,

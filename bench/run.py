@@ -68,10 +68,13 @@ async def load_profiles(url: str, rules: Path, count: int) -> dict[str, float]:
     return {"profiles": written, "seconds": round(seconds, 2), "per_s": round(written / seconds)}
 
 
-def start_server(rules: Path, redis_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    rules: Path, redis_url: str, port: int, log: Path, outcomes_url: str | None = None
+) -> subprocess.Popen[bytes]:
     args = [
         str(BIN / "decision-engine"), "serve",
         "--rules", str(rules), "--redis-url", redis_url,
+        "--outcomes-redis-url", outcomes_url or redis_url,
         "--host", "127.0.0.1", "--port", str(port),
         "--metrics-port", str(free_port()), "--workers", "2", "--log-level", "WARNING",
     ]  # fmt: skip
@@ -123,13 +126,18 @@ def server_under_load(quick: bool, work: Path) -> dict[str, Any]:
     profiles = 10_000 if quick else 100_000
     log = work / "server.log"
     with ExitStack() as stack:
-        redis = stack.enter_context(EmbeddedRedis(data_dir=work / "redis", port=0))
+        # As `serve` runs them by default: the decision path's Redis fsyncs every second,
+        # the outcome log's before every reply.
+        redis = stack.enter_context(
+            EmbeddedRedis(data_dir=work / "redis", port=0, fsync="everysec")
+        )
+        outcomes = stack.enter_context(EmbeddedRedis(data_dir=work / "outcomes", fsync="always"))
         print(f"redis at {redis.url}; loading {profiles:,} profiles", flush=True)
         imported = asyncio.run(load_profiles(redis.url, rules, profiles))
         print(f"  {imported['profiles']:,} profiles in {imported['seconds']} s", flush=True)
         compact_aof(redis.url)
         port = free_port()
-        server = start_server(rules, redis.url, port, log)
+        server = start_server(rules, redis.url, port, log, outcomes.url)
         stack.callback(stop, server)
         target = f"127.0.0.1:{port}"
         try:

@@ -126,6 +126,13 @@ def main() -> None:
     help="Share of customers who get no offer (holdout for uplift).",
 )
 @click.option(
+    "--outcomes-redis-url",
+    envvar=_env("OUTCOMES_REDIS_URL"),
+    show_envvar=True,
+    help="Redis for the outcome log (durable: appendfsync always). Default: --redis-url, or "
+    "a second embedded Redis.",
+)
+@click.option(
     "--decision-secret",
     default="",
     envvar=_env("DECISION_SECRET"),

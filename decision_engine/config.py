@@ -20,6 +20,8 @@ class Settings:
     """Directory of rule files (RULES)."""
     redis_url: str | None = None
     """Profile store; None starts an embedded Redis under data_dir (REDIS_URL)."""
+    outcomes_redis_url: str | None = None
+    """Outcome log; None: the profile Redis, or a 2nd embedded one (OUTCOMES_REDIS_URL)."""
     host: str = "0.0.0.0"
     """Interface the gRPC and metrics servers listen on (HOST)."""
     port: int = 50051

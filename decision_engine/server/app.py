@@ -16,6 +16,7 @@ from decision_engine.server.service import (
     DecisionService,
     LearnedState,
 )
+from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.profiles import ProfileStore
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -34,6 +35,7 @@ async def create_server(
     learned: LearnedState | None = None,
     challenger: ActiveRuleset | None = None,
     experiment: Experiment | None = None,
+    outcomes: PipelinedConnection | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
@@ -46,6 +48,7 @@ async def create_server(
             learned=learned,
             challenger=challenger,
             experiment=experiment,
+            outcomes=outcomes,
         ),
         server,
     )

@@ -72,8 +72,15 @@ def serve(settings: Settings) -> int:
         len(ruleset.policies),
     )
     with contextlib.ExitStack() as stack:
-        redis_url = settings.redis_url or stack.enter_context(_embedded_redis(settings))
-        _warn_if_not_durable(redis_url)
+        if settings.redis_url:
+            redis_url = settings.redis_url
+            outcomes_url = settings.outcomes_redis_url or redis_url
+        else:
+            redis_url, outcomes_url = stack.enter_context(_embedded_redis(settings))
+        settings = dataclasses.replace(
+            settings, redis_url=redis_url, outcomes_redis_url=outcomes_url
+        )
+        _warn_if_not_durable(outcomes_url)
         if not settings.decision_secret:
             settings = dataclasses.replace(settings, decision_secret=_shared_secret(redis_url))
         metrics_dir = tempfile.mkdtemp(prefix="decision-engine-metrics-")
@@ -85,13 +92,30 @@ def serve(settings: Settings) -> int:
 
 
 @contextlib.contextmanager
-def _embedded_redis(settings: Settings) -> Iterator[str]:
+def _embedded_redis(settings: Settings) -> Iterator[tuple[str, str]]:
+    """Embedded Redis servers: the decision path's (fsync every second) and, unless
+    one is given, the outcome log's (fsync before every reply)."""
+    with contextlib.ExitStack() as stack:
+        profiles = stack.enter_context(_embedded_profiles(settings))
+        if settings.outcomes_redis_url:
+            yield profiles, settings.outcomes_redis_url
+            return
+        from decision_engine.store.embedded import EmbeddedRedis
+
+        data_dir = settings.data_dir / "redis-outcomes"
+        outcomes = stack.enter_context(EmbeddedRedis(data_dir=data_dir, fsync="always"))
+        log.info("outcome log: embedded Redis at %s (data in %s)", outcomes.url, data_dir)
+        yield profiles, outcomes.url
+
+
+@contextlib.contextmanager
+def _embedded_profiles(settings: Settings) -> Iterator[str]:
     from decision_engine.store.demo import ensure_demo_data
     from decision_engine.store.embedded import EmbeddedRedis
     from decision_engine.store.profiles import ProfileStore
 
     data_dir = settings.data_dir / "redis"
-    with EmbeddedRedis(data_dir=data_dir) as redis:
+    with EmbeddedRedis(data_dir=data_dir, fsync="everysec") as redis:
         log.info(
             "no --redis-url given: started an embedded Redis at %s (data in %s)",
             redis.url,
@@ -251,6 +275,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     from decision_engine.server.app import create_server, mark_serving
     from decision_engine.server.decision_ids import DecisionIds
     from decision_engine.server.service import ActiveRuleset, LearnedState
+    from decision_engine.store.connection import PipelinedConnection
     from decision_engine.store.profiles import ProfileStore
 
     ruleset = load_compiled(settings.rules_dir)
@@ -262,6 +287,8 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         served.append((settings.challenger_rules, challenger))
     timeout_s = settings.redis_timeout_ms / 1000
     store = ProfileStore.from_url(redis_url, socket_timeout=max(timeout_s * 4, 0.5))
+    outcomes_url = settings.outcomes_redis_url or redis_url
+    outcomes = PipelinedConnection(outcomes_url) if outcomes_url != redis_url else None
     learned = LearnedState(rules, store)
     learning_task = asyncio.create_task(learned.run())
     server, _, health_servicer = await create_server(
@@ -277,6 +304,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         learned=learned,
         challenger=challenger,
         experiment=settings.experiment,
+        outcomes=outcomes,
     )
     await server.start()
     await mark_serving(health_servicer)
@@ -293,6 +321,8 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=2.0)
     await store.aclose()
+    if outcomes is not None:
+        await outcomes.aclose()
 
 
 async def _reload_on_signal(

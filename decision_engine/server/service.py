@@ -34,6 +34,7 @@ from decision_engine.server.convert import (
 )
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.status import status_for
+from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.outcomes import (
     DecisionRecord,
     Recorded,
@@ -169,12 +170,15 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         learned: LearnedState | None = None,
         challenger: ActiveRuleset | None = None,
         experiment: Experiment | None = None,
+        outcomes: PipelinedConnection | None = None,
     ) -> None:
         self._rules = rules
         self._store = store
         self._learned = learned
         self._challenger = challenger
         self._experiment = experiment or Experiment()
+        self._outcomes = outcomes or store.connection
+        """The outcome log's Redis (the profile store's unless configured apart)."""
         self._store_timeout_s = store_timeout_s
         self._ids = ids
         self._outages = OutageLog()
@@ -373,6 +377,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
                 "offer_id", f"that decision did not return offer {outcome.offer_id!r}"
             )
         recorded = await record_outcome(
+            self._outcomes,
             self._store.connection,
             decision=decision,
             offer_id=outcome.offer_id,

@@ -46,8 +46,10 @@ class EmbeddedRedis:
         data_dir: Path = Path("var/redis"),
         port: int = 0,
         startup_timeout: float = 10.0,
+        fsync: str = "always",
     ) -> None:
         self.data_dir = data_dir
+        self.fsync = fsync
         self._requested_port = port
         self._port = 0
         self._startup_timeout = startup_timeout
@@ -82,9 +84,10 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir.resolve()),
             "--daemonize", "no",
             "--appendonly", "yes",
-            # Outcomes are acknowledged only once Redis has them; fsync before replying
-            # makes that hold through a crash of the Redis server.
-            "--appendfsync", "always",
+            # "always": a write is on disk before its reply, so what was acknowledged
+            # survives a crash of Redis (the outcome log needs that); "everysec" loses
+            # at most a second and does not delay replies (the decision path's data).
+            "--appendfsync", self.fsync,
             # The append-only file is the persistence; RDB snapshots would only add pauses.
             "--save", "",
         ]  # fmt: skip

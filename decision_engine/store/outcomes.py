@@ -4,6 +4,9 @@ Outcomes are acknowledged only once Redis has executed the script that records
 them; with the shipped configuration (append-only file, fsync always) an
 acknowledged outcome survives a crash of the Redis server.
 
+The log (the stream) may live on a Redis of its own that fsyncs every write, while
+what decisions read stays on a Redis that does not make every reply wait for a disk.
+
 Decisions are not written at Decide time: the decision id itself carries what an
 outcome is checked against, signed (server/decision_ids.py). A write per decision
 would make every Redis event loop wait for an fsync, which measured +0.5 ms on
@@ -41,40 +44,48 @@ HISTORY_DAYS = 400
 HISTORY_EVENTS = 50
 """At most this many events are kept per customer and offer."""
 
-# KEYS: dedupe marker of this outcome, marker of the decision's first outcome,
-# the customer's offer history, the customer's profile.
+# The outcome log, on the durable Redis. KEYS: the outcome's dedupe marker.
 # ARGV: decision id, customer, offer ("" for an interaction outcome), outcome, channel,
-# reason, at, stream maxlen, marker ttl (ms), history days, history events,
-# learning half-life in seconds ("" when not learning), the profile field learned by,
-# arm, ruleset version, interaction id.
-_RECORD_LUA = """
+# reason, at, stream maxlen, marker ttl (ms), arm, ruleset version, interaction id.
+_LOG_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[9]) then return {'duplicate'} end
-local offer, outcome, arm = ARGV[3], ARGV[4], ARGV[14]
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[9]) then
+local id = redis.call('XADD', '@STREAM@', 'MAXLEN', '~', ARGV[8], '*',
+  'decision', ARGV[1], 'customer', ARGV[2], 'offer', ARGV[3], 'outcome', ARGV[4],
+  'channel', ARGV[5], 'reason', ARGV[6], 'at', ARGV[7], 'arm', ARGV[10],
+  'ruleset', ARGV[11], 'interaction', ARGV[12])
+return {'ok', id}
+"""
+
+# What decisions read, on the decision path's Redis: idempotent on its own marker, so
+# running it again after a failure (or for a retried outcome) applies an outcome once.
+# KEYS: applied marker, marker of the decision's first outcome, the customer's offer
+# history, the customer's profile. ARGV: offer, outcome, at, marker ttl (ms), history
+# days, history events, learning half-life in seconds ("" when not learning), the
+# profile field learned by, arm, interaction id.
+_APPLY_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[4]) then return 0 end
+local offer, outcome, arm = ARGV[1], ARGV[2], ARGV[9]
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then
   redis.call('HINCRBY', '@ARMS@', arm .. '|decisions', 1)
 end
-local id = redis.call('XADD', '@STREAM@', 'MAXLEN', '~', ARGV[8], '*',
-  'decision', ARGV[1], 'customer', ARGV[2], 'offer', offer, 'outcome', outcome,
-  'channel', ARGV[5], 'reason', ARGV[6], 'at', ARGV[7], 'arm', arm,
-  'ruleset', ARGV[15], 'interaction', ARGV[16])
 if offer == '' then
   redis.call('HINCRBY', '@ARMS@', arm .. '|' .. outcome, 1)
-  return {'ok', id}
+  return 1
 end
 
 local events = redis.call('HGET', KEYS[3], offer)
 local kept = {}
-local cutoff = tonumber(ARGV[7]) - tonumber(ARGV[10]) * 86400
+local cutoff = tonumber(ARGV[3]) - tonumber(ARGV[5]) * 86400
 if events then
   for item in string.gmatch(events, '[^;]+') do
     local at = tonumber(string.match(item, '^([^|]*)'))
     if at and at >= cutoff then kept[#kept + 1] = item end
   end
 end
-kept[#kept + 1] = ARGV[7] .. '|' .. outcome .. '|' .. ARGV[16]
-local first = math.max(1, #kept - tonumber(ARGV[11]) + 1)
+kept[#kept + 1] = ARGV[3] .. '|' .. outcome .. '|' .. ARGV[10]
+local first = math.max(1, #kept - tonumber(ARGV[6]) + 1)
 redis.call('HSET', KEYS[3], offer, table.concat(kept, ';', first))
-redis.call('PEXPIRE', KEYS[3], math.floor(tonumber(ARGV[10]) * 86400000))
+redis.call('PEXPIRE', KEYS[3], math.floor(tonumber(ARGV[5]) * 86400000))
 redis.call('HINCRBY', '@STATS@', offer .. '|' .. outcome, 1)
 redis.call('HINCRBY', '@STATS@', arm .. '|' .. offer .. '|' .. outcome, 1)
 
@@ -82,11 +93,11 @@ redis.call('HINCRBY', '@STATS@', arm .. '|' .. offer .. '|' .. outcome, 1)
 -- older evidence halves every half-life.
 local success = outcome == 'accepted' and 1 or 0
 local failure = (outcome == 'declined' or outcome == 'no_response') and 1 or 0
-if ARGV[12] == '' or success + failure == 0 then return {'ok', id} end
-local now, half_life = tonumber(ARGV[7]), tonumber(ARGV[12])
+if ARGV[7] == '' or success + failure == 0 then return 1 end
+local now, half_life = tonumber(ARGV[3]), tonumber(ARGV[7])
 local fields = {offer}
-if ARGV[13] ~= '' then
-  local segment = redis.call('HGET', KEYS[4], ARGV[13])
+if ARGV[8] ~= '' then
+  local segment = redis.call('HGET', KEYS[4], ARGV[8])
   if segment then fields[2] = offer .. '|' .. segment end
 end
 for _, field in ipairs(fields) do
@@ -106,11 +117,12 @@ for _, field in ipairs(fields) do
   local counts = string.format('%.6f,%.6f,%.3f', a + success * weight, b + failure * weight, stamp)
   redis.call('HSET', '@LEARNING@', field, counts)
 end
-return {'ok', id}
+return 1
 """
 for _name, _key in (("STREAM", OUTCOME_STREAM), ("STATS", OFFER_STATS), ("LEARNING", LEARNING),
                     ("ARMS", ARM_STATS)):  # fmt: skip
-    _RECORD_LUA = _RECORD_LUA.replace(f"@{_name}@", _key)
+    _LOG_LUA = _LOG_LUA.replace(f"@{_name}@", _key)
+    _APPLY_LUA = _APPLY_LUA.replace(f"@{_name}@", _key)
 
 # KEYS: the day's counter of each offer to reserve. ARGV: cap of each, then ttl (s).
 # All or nothing per offer: a counter is only incremented below its cap.
@@ -130,7 +142,8 @@ end
 return granted
 """
 
-_RECORD = Script(_RECORD_LUA)
+_LOG = Script(_LOG_LUA)
+_APPLY = Script(_APPLY_LUA)
 _RESERVE = Script(_RESERVE_LUA)
 
 
@@ -158,7 +171,8 @@ class Recorded:
 
 
 async def record_outcome(
-    connection: PipelinedConnection,
+    log: PipelinedConnection,
+    apply: PipelinedConnection,
     *,
     decision: DecisionRecord,
     offer_id: str,
@@ -170,29 +184,38 @@ async def record_outcome(
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
     learning: Learning | None = None,
 ) -> Recorded:
-    """Record one outcome atomically: log entry, offer history, counters, and the
-    acceptance counts learning reads (when the ruleset learns). The caller has
-    checked that the decision returned `offer_id`."""
+    """Write an outcome to the durable log, then apply it to what decisions read (offer
+    history, counters, learning). The caller has checked that the decision returned
+    `offer_id`. The two Redis may be one."""
     learn = learning if learning is not None and learning.enabled else None
     digest = hashlib.sha1(decision.decision_id.encode()).hexdigest()
-    reply = await _RECORD(
-        connection,
+    ttl_ms = int(decision_ttl_s * 1000)
+    logged = await _LOG(
+        log,
+        [f"nba:outcome:{digest}:{offer_id}:{outcome}"],
         [
-            f"nba:outcome:{digest}:{offer_id}:{outcome}",
-            f"nba:outcome:{digest}",
+            decision.decision_id, decision.customer_id, offer_id, outcome,
+            channel or decision.channel, reason, f"{at:.3f}", stream_maxlen, ttl_ms,
+            decision.arm, decision.ruleset_version, decision.interaction_id,
+        ],
+    )  # fmt: skip
+    # Also for a duplicate: if an earlier attempt was logged but not applied, this applies it.
+    await _APPLY(
+        apply,
+        [
+            f"nba:applied:{digest}:{offer_id}:{outcome}",
+            f"nba:applied:{digest}",
             history_key(decision.customer_id),
             profile_key(decision.customer_id),
         ],
         [
-            decision.decision_id, decision.customer_id, offer_id, outcome,
-            channel or decision.channel, reason, f"{at:.3f}", stream_maxlen,
-            int(decision_ttl_s * 1000), HISTORY_DAYS, HISTORY_EVENTS,
+            offer_id, outcome, f"{at:.3f}", ttl_ms, HISTORY_DAYS, HISTORY_EVENTS,
             "" if learn is None else learn.half_life_days * 86_400,
             "" if learn is None else learn.by or "",
-            decision.arm, decision.ruleset_version, decision.interaction_id,
+            decision.arm, decision.interaction_id,
         ],
     )  # fmt: skip
-    return Recorded(*(str(part) for part in reply))
+    return Recorded(*(str(part) for part in logged))
 
 
 async def load_learning(connection: PipelinedConnection) -> dict[str, str]:

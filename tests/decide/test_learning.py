@@ -265,6 +265,7 @@ async def _record(
         for name in ("presented", outcome):
             recorded = await record_outcome(
                 connection,
+                connection,
                 decision=decision,
                 offer_id=offer,
                 outcome=name,
@@ -313,6 +314,7 @@ def test_recorded_outcomes_update_the_counts_and_the_posteriors(
             first = await load_learning(store.connection)
             # The same outcome again is a duplicate and counts once.
             duplicate = await record_outcome(
+                store.connection,
                 store.connection,
                 decision=DecisionRecord(
                     "d-0", "c-gold", ("sleeper",), "", "voice", rules.version, "", NOW

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,25 @@ def test_embedded_default_starts_its_own_redis_with_demo_data(tmp_path: Path) ->
             "embedded Redis" in server.log()
             and "first start: loaded demo customers" in server.log()
         )
+        # Two Redis: the outcome log fsyncs every write, the decision path's data does not.
+        urls = re.findall(r"(redis://127\.0\.0\.1:\d+/0)", server.log())
+        profiles_url, outcomes_url = urls[0], urls[1]
+        assert "outcome log: embedded Redis" in server.log() and profiles_url != outcomes_url
+        for stub in server.stub():
+            stub.RecordOutcome(
+                pb.RecordOutcomeRequest(
+                    decision_id=r.decision_id,
+                    offer_id=r.offers[0].offer_id,
+                    outcome=pb.OUTCOME_DECLINED,
+                )
+            )
+        with redis.Redis.from_url(outcomes_url, decode_responses=True) as log_redis:
+            assert log_redis.xlen("nba:outcomes") == 1
+            assert log_redis.config_get("appendfsync") == {"appendfsync": "always"}
+        with redis.Redis.from_url(profiles_url, decode_responses=True) as data:
+            assert data.hget("nba:{C-1001}:history", r.offers[0].offer_id)
+            assert data.config_get("appendfsync") == {"appendfsync": "everysec"}
+            assert not data.exists("nba:outcomes")
     finally:
         assert server.stop() == 0
     assert (tmp_path / "var" / "redis" / "appendonly.aof").exists() or any(
