@@ -155,6 +155,9 @@ class _Inputs:
     request: pb.DecideRequest
     exhausted: frozenset[str]
     degraded: bool
+    learned: Learned | None
+    sample_seed: int | None
+    """Set when this decision explores (Thompson sampling); the same over cap retries."""
 
 
 class DecisionService(pb_grpc.DecisionServiceServicer):
@@ -206,7 +209,13 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         state, exhausted, degraded = await self._load(
             request.customer_id, interaction, now, ruleset.daily_caps, context
         )
-        inputs = _Inputs(ruleset, state, ctx, now, request, exhausted, degraded)
+        learned = self._learned.for_ruleset(ruleset) if self._learned is not None else None
+        sample_seed = None
+        if learned is not None and random.random() < ruleset.source.learning.exploration:
+            sample_seed = random.getrandbits(64)
+        inputs = _Inputs(
+            ruleset, state, ctx, now, request, exhausted, degraded, learned, sample_seed
+        )
         if arm == CONTROL:
             # The holdout is routed like everyone else but hears no offer.
             decision = dataclasses.replace(self._decide(inputs, inputs.exhausted), offers=())
@@ -239,14 +248,9 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         return self._rules.current
 
     def _decide(self, inputs: _Inputs, exhausted: frozenset[str]) -> Decision:
-        ruleset = inputs.ruleset
-        learned = self._learned.for_ruleset(ruleset) if self._learned is not None else None
-        sample_seed = None
-        if learned is not None and random.random() < ruleset.source.learning.exploration:
-            sample_seed = random.getrandbits(64)  # Thompson sampling for this decision
         request = inputs.request
         return decide(
-            ruleset,
+            inputs.ruleset,
             state=inputs.state,
             context=inputs.context,
             now=inputs.now,
@@ -256,8 +260,8 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             explain=request.explain,
             degraded=inputs.degraded,
             exhausted=exhausted,
-            learned=learned,
-            sample_seed=sample_seed,
+            learned=inputs.learned,
+            sample_seed=inputs.sample_seed,
         )
 
     async def _decide_within_caps(self, inputs: _Inputs) -> Decision:
