@@ -115,23 +115,28 @@ def stub(server: Server) -> Iterator[pb_grpc.DecisionServiceStub]:
     yield from server.stub()
 
 
-@pytest.fixture
-def demo_data(redis_url: str) -> float:
-    """The demo customers (and 50 synthetic ones) in an emptied Redis; returns `now`."""
+def load_demo(url: str, *, generated: int = 50) -> float:
+    """The demo customers (and `generated` synthetic ones) into a Redis; returns `now`."""
     now = time.time()
 
     async def load() -> None:
-        store = ProfileStore.from_url(redis_url)
+        store = ProfileStore.from_url(url)
         try:
             await ensure_demo_data(
                 store,
                 schema=load_schema(RULES),
                 today=datetime.fromtimestamp(now, UTC).date(),
                 now=now,
-                generated=50,
+                generated=generated,
             )
         finally:
             await store.aclose()
 
     asyncio.run(load())
     return now
+
+
+@pytest.fixture
+def demo_data(redis_url: str) -> float:
+    """The demo customers (and 50 synthetic ones) in an emptied Redis; returns `now`."""
+    return load_demo(redis_url)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -18,12 +16,9 @@ import redis
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
-from decision_engine.ruleset.load import load_schema
-from decision_engine.store.demo import ensure_demo_data
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.keys import OUTCOME_STREAM
-from decision_engine.store.profiles import ProfileStore
-from tests.server.conftest import RULES, start_server
+from tests.server.conftest import RULES, load_demo, start_server
 
 CUSTOMERS = [f"C-100{i}" for i in range(1, 8)]
 INTENTS = ["general_inquiry", "cancel", "complaint", "billing_dispute", "upgrade"]
@@ -39,25 +34,6 @@ OFFER_OUTCOMES = [pb.OUTCOME_PRESENTED, pb.OUTCOME_ACCEPTED, pb.OUTCOME_DECLINED
 LOCAL_POOL = [("grpc.use_local_subchannel_pool", 1)]
 SENDERS = 4
 RPC_TIMEOUT_S = 2.0
-
-
-def load_demo(url: str) -> None:
-    now = time.time()
-
-    async def load() -> None:
-        store = ProfileStore.from_url(url)
-        try:
-            await ensure_demo_data(
-                store,
-                schema=load_schema(RULES),
-                today=datetime.fromtimestamp(now, UTC).date(),
-                now=now,
-                generated=0,
-            )
-        finally:
-            await store.aclose()
-
-    asyncio.run(load())
 
 
 def wait_loaded(url: str, timeout: float = 10.0) -> None:
@@ -131,7 +107,7 @@ def test_acknowledged_outcomes_survive_a_redis_crash(tmp_path: Path) -> None:
             assert client.config_get("appendonly") == {"appendonly": "yes"}
             assert client.config_get("appendfsync") == {"appendfsync": "always"}
             redis_pid = int(client.info("server")["process_id"])
-        load_demo(first.url)
+        load_demo(first.url, generated=0)
         server = start_server(tmp_path, "--rules", str(RULES), "--redis-url", first.url)
 
         requests: list[pb.RecordOutcomeRequest] = []
@@ -251,7 +227,7 @@ def test_serve_restarts_on_a_data_dir_with_a_large_append_only_file(tmp_path: Pa
     """The embedded default after a crash or a bulk import: Redis takes a moment to load."""
     data_dir = tmp_path / "var"
     with EmbeddedRedis(data_dir=data_dir / "redis") as store:
-        load_demo(store.url)
+        load_demo(store.url, generated=0)
         with redis.Redis.from_url(store.url) as client:
             # ~300k profiles' worth of keys: ~11 MB of AOF, a few hundred ms to replay.
             client.eval(
