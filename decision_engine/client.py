@@ -102,7 +102,7 @@ def print_decision(response: dict[str, Any]) -> None:
         *(["DEGRADED (store unavailable)"] if response["degraded"] else []),
     ]
     console.print(
-        f"[bold]decision[/bold] {response['decision_id']}  ruleset {response['ruleset_version']}"
+        f"[bold]ruleset[/bold] {response['ruleset_version']}  arm {response['arm']}"
         f"  ({', '.join(flags)})"
     )
     console.print(
@@ -123,6 +123,8 @@ def print_decision(response: dict[str, Any]) -> None:
             offer["script"],
         )
     console.print(table)
+    # Printed whole, unwrapped: it is what `decision-engine outcome --decision` takes.
+    console.print(f"[dim]decision id:[/dim] {response['decision_id']}", soft_wrap=True)
     if response["explanations"]:
         why = Table(title="why")
         for column in ("kind", "rule", "applies", "detail"):
