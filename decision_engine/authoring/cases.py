@@ -66,7 +66,12 @@ _CONTEXT_KEYS = ("channel", "intent", "queue", "agent_id", "sentiment", "ivr_pat
 _EXPECT_KEYS = ("routing", "offers", "script_contains", "profile_found", "degraded")
 _ROUTING_KEYS = ("queue", "priority", "skip_ivr", "rule")
 _OFFERS_KEYS = ("include", "exclude", "first", "order", "count", "categories_exclude")
-_KIND_LABELS = {"routing": "routing rule", "offer": "offer", "policy": "policy"}
+_KIND_LABELS = {
+    "routing": "routing rule",
+    "offer": "offer",
+    "policy": "policy",
+    "contact policy": "contact policy",
+}
 
 # -- what a case says ----------------------------------------------------------------------
 
@@ -287,6 +292,8 @@ def _coverage(ruleset: CompiledRuleset, decisions: list[Decision]) -> Coverage:
     # The default route has no explanation of its own; being routed to it exercises it.
     if any(d.routing.rule_id == DEFAULT_ROUTE for d in decisions):
         hit.add(("routing", DEFAULT_ROUTE))
+    # A contact policy (or cap) is exercised when it kept a candidate offer out.
+    hit |= {("contact policy", policy_id) for d in decisions for policy_id in d.suppressed_by}
     source = ruleset.source
     every = [("routing", DEFAULT_ROUTE, source.default_route.where)]
     # Routes are held in precedence order; list them as they read in the files.
@@ -294,6 +301,7 @@ def _coverage(ruleset: CompiledRuleset, decisions: list[Decision]) -> Coverage:
     every += [("routing", r.id, r.where) for r in routes]
     every += [("offer", o.id, o.where) for o in source.offers]
     every += [("policy", p.id, p.where) for p in source.policies]
+    every += [("contact policy", p.id, p.where) for p in source.contact_policies]
     missed = tuple(Unexercised(k, i, w) for k, i, w in every if (k, i) not in hit)
     return Coverage(len(every), missed)
 
