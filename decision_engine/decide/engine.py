@@ -72,8 +72,11 @@ def decide(
         if bit is not None:
             blocked_mask |= 1 << bit
     propensity, ratio = _propensities(learned, facts, sample_seed)
+    candidates = ruleset.offer_index.candidates(facts)
     ranked = (
-        _ranked(ruleset, facts, limit, first, suppress, blocked_mask, propensity, ratio)
+        _ranked(
+            ruleset, facts, limit, first, suppress, candidates & ~blocked_mask, propensity, ratio
+        )
         if limit
         else []
     )
@@ -96,7 +99,7 @@ def decide(
     suppressed_by: tuple[str, ...] = ()
     if blocked_mask:
         # Only the policies that kept out an offer this customer was a candidate for.
-        kept_out = ruleset.offer_index.candidates(facts) & blocked_mask
+        kept_out = candidates & blocked_mask
         suppressed_by = tuple(
             sorted({blocked[ruleset.offers[i].spec.id][0] for i in set_bits(kept_out)})
         )
@@ -162,7 +165,7 @@ def _ranked(
     limit: int,
     first: dict[str, int],
     suppress: dict[str, str],
-    blocked_mask: int,
+    candidates: int,
     propensity: Propensity | None,
     ratio: float,
 ) -> list[Ranked]:
@@ -174,7 +177,6 @@ def _ranked(
     kept a group stops at the first offer whose bound cannot beat the weakest.
     """
     masks = ruleset.category_masks
-    candidates = ruleset.offer_index.candidates(facts) & ~blocked_mask
     for category in suppress:
         candidates &= ~masks.get(category, 0)
     last_tier = len(ruleset.policies)
