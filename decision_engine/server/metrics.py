@@ -35,7 +35,10 @@ RULESET_INFO = Gauge(
     multiprocess_mode="livemax",
 )
 RULES_LOADED = Gauge(
-    "ruleset_rules", "Rules in the ruleset being served.", ["kind"], multiprocess_mode="livemax"
+    "ruleset_rules",
+    "Rules in the ruleset being served, per experiment arm.",
+    ["arm", "kind"],
+    multiprocess_mode="livemax",
 )
 RELOADS = Counter("ruleset_reloads_total", "Rule changes that went live (per worker).")
 RELOAD_FAILURES = Counter(

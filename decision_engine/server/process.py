@@ -283,7 +283,9 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     served = [(settings.rules_dir, rules)]
     challenger = None
     if settings.challenger_rules is not None:
-        challenger = ActiveRuleset(load_compiled(settings.challenger_rules), loaded_at=time.time())
+        challenger = ActiveRuleset(
+            load_compiled(settings.challenger_rules), loaded_at=time.time(), arm="challenger"
+        )
         served.append((settings.challenger_rules, challenger))
     timeout_s = settings.redis_timeout_ms / 1000
     store = ProfileStore.from_url(redis_url, socket_timeout=max(timeout_s * 4, 0.5))

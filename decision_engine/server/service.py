@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.engine import decide
-from decision_engine.decide.experiment import CHALLENGER, CONTROL, Experiment
+from decision_engine.decide.experiment import CHALLENGER, CHAMPION, CONTROL, Experiment
 from decision_engine.decide.learning import Learned, learned_from
 from decision_engine.decide.model import Contact, Context, CustomerState, Decision
 from decision_engine.errors import (
@@ -56,9 +56,10 @@ _CAP_ATTEMPTS = 3
 class ActiveRuleset:
     """The ruleset being served; a request pins `current` once, so a swap never splits it."""
 
-    def __init__(self, ruleset: CompiledRuleset, *, loaded_at: float) -> None:
+    def __init__(self, ruleset: CompiledRuleset, *, loaded_at: float, arm: str = CHAMPION) -> None:
         self.current = ruleset
         self.loaded_at = loaded_at
+        self.arm = arm
         self._publish()
 
     def swap(self, ruleset: CompiledRuleset, *, loaded_at: float) -> None:
@@ -70,9 +71,9 @@ class ActiveRuleset:
     def _publish(self) -> None:
         rs = self.current
         metrics.RULESET_INFO.labels(rs.version, rs.source.label).set(1)
-        metrics.RULES_LOADED.labels("offer").set(len(rs.offers))
-        metrics.RULES_LOADED.labels("routing").set(len(rs.routes))
-        metrics.RULES_LOADED.labels("policy").set(len(rs.policies))
+        metrics.RULES_LOADED.labels(self.arm, "offer").set(len(rs.offers))
+        metrics.RULES_LOADED.labels(self.arm, "routing").set(len(rs.routes))
+        metrics.RULES_LOADED.labels(self.arm, "policy").set(len(rs.policies))
 
 
 class LearnedState:
