@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,9 +15,63 @@ from decision_engine.config import ENV_PREFIX, Settings
 from decision_engine.decide.model import CHANNELS
 from decision_engine.errors import ConfigError
 
+if TYPE_CHECKING:
+    from decision_engine.client import Connection
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def _env(name: str) -> str:
     return ENV_PREFIX + name
+
+
+def _file_option(flag: str, help: str) -> Callable[[F], F]:
+    name = flag.removeprefix("--").replace("-", "_").upper()
+    return click.option(
+        flag,
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        envvar=_env(name),
+        show_envvar=True,
+        help=help,
+    )
+
+
+def _client_options(command: F) -> F:
+    """How the CLI reaches a server: address, TLS, bearer token."""
+    for option in reversed(
+        [
+            click.option("--target", default="localhost:50051", envvar=_env("TARGET"),
+                         show_default=True, show_envvar=True, help="Server address."),
+            click.option("--tls-ca", type=click.Path(path_type=Path, dir_okay=False),
+                         envvar=_env("TLS_CA"), show_envvar=True,
+                         help="Use TLS, trusting this CA (PEM)."),
+            click.option("--tls", "use_tls", is_flag=True, envvar=_env("TLS"), show_envvar=True,
+                         help="Use TLS with the system's trusted CAs."),
+            click.option("--client-cert", type=click.Path(path_type=Path, dir_okay=False),
+                         envvar=_env("CLIENT_CERT"), show_envvar=True,
+                         help="Client certificate (PEM), for mTLS."),
+            click.option("--client-key", type=click.Path(path_type=Path, dir_okay=False),
+                         envvar=_env("CLIENT_KEY"), show_envvar=True,
+                         help="Key of --client-cert (PEM)."),
+            click.option("--token", default="", envvar=_env("TOKEN"), show_envvar=True,
+                         help="Bearer token (better from the environment than the command "
+                         "line, which other users can see)."),
+        ]
+    ):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def _connection(options: dict[str, Any]) -> Connection:
+    """Pops the client options into a Connection."""
+    from decision_engine.client import Connection
+    from decision_engine.server.tls import ClientTls
+
+    ca, use_tls = options.pop("tls_ca"), options.pop("use_tls")
+    cert, key = options.pop("client_cert"), options.pop("client_key")
+    tls = ClientTls(ca, cert, key) if ca or use_tls or cert or key else None
+    return Connection(options.pop("target"), tls=tls, token=options.pop("token"))
 
 
 @click.group()
@@ -42,7 +97,22 @@ def main() -> None:
     show_envvar=True,
     help="Profile store. Without it an embedded Redis is started under --data-dir.",
 )
-@click.option("--host", default="0.0.0.0", envvar=_env("HOST"), show_default=True, show_envvar=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    envvar=_env("HOST"),
+    show_default=True,
+    show_envvar=True,
+    help="gRPC interface; beyond loopback it needs TLS and auth (or --insecure).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    envvar=_env("METRICS_HOST"),
+    show_default=True,
+    show_envvar=True,
+    help="Interface of the Prometheus /metrics server.",
+)
 @click.option(
     "--port",
     type=int,
@@ -149,6 +219,49 @@ def main() -> None:
     show_envvar=True,
     help="How long decisions are kept for outcomes to be checked against them.",
 )
+@_file_option("--tls-cert", "Server certificate chain (PEM): gRPC over TLS.")
+@_file_option("--tls-key", "Private key of --tls-cert (PEM).")
+@_file_option("--tls-client-ca", "CA for client certificates: clients must show one (mTLS).")
+@_file_option("--auth-tokens", "File of token hashes and roles (see `tokens add`).")
+@_file_option("--jwt-key", "PEM public key or JWKS file to verify JWT bearer tokens.")
+@click.option(
+    "--jwt-audience",
+    default="",
+    envvar=_env("JWT_AUDIENCE"),
+    show_envvar=True,
+    help="The aud claim a JWT must carry.",
+)
+@click.option(
+    "--jwt-issuer",
+    default="",
+    envvar=_env("JWT_ISSUER"),
+    show_envvar=True,
+    help="The iss claim a JWT must carry.",
+)
+@click.option(
+    "--jwt-role-claim",
+    default="role",
+    envvar=_env("JWT_ROLE_CLAIM"),
+    show_default=True,
+    show_envvar=True,
+    help="JWT claim with the caller's role.",
+)
+@click.option(
+    "--reflection/--no-reflection",
+    default=True,
+    envvar=_env("REFLECTION"),
+    show_default=True,
+    show_envvar=True,
+    help="Serve gRPC reflection.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=False,
+    envvar=_env("INSECURE"),
+    show_envvar=True,
+    help="Allow a non-loopback --host without TLS and authentication.",
+)
 def serve(**options: Any) -> None:  # fmt: skip
     """Serve Decide over gRPC (health, reflection, Prometheus metrics)."""
     from decision_engine.server.process import serve as run
@@ -183,14 +296,7 @@ def serve(**options: Any) -> None:  # fmt: skip
 @click.option("--max-offers", type=int, default=0)
 @click.option("--explain", is_flag=True, help="Show why each rule applied or not.")
 @click.option("--json", "as_json", is_flag=True, help="Print the response as JSON.")
-@click.option(
-    "--target",
-    default="localhost:50051",
-    envvar=_env("TARGET"),
-    show_default=True,
-    show_envvar=True,
-    help="Server address.",
-)
+@_client_options
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds.")
 def decide_command(**options: Any) -> None:  # fmt: skip
     """Ask a running server for a decision and print it."""
@@ -203,7 +309,7 @@ def decide_command(**options: Any) -> None:  # fmt: skip
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--attr")
         attributes[key] = value
     as_json = options.pop("as_json")
-    response = call_decide(attributes=attributes, **options)
+    response = call_decide(_connection(options), attributes=attributes, **options)
     if as_json:
         click.echo(json.dumps(response, indent=2))
     else:
@@ -222,19 +328,12 @@ def decide_command(**options: Any) -> None:  # fmt: skip
 )
 @click.option("--channel", type=click.Choice(CHANNELS), default=None)
 @click.option("--reason", default="")
-@click.option(
-    "--target",
-    default="localhost:50051",
-    envvar=_env("TARGET"),
-    show_default=True,
-    show_envvar=True,
-    help="Server address.",
-)
+@_client_options
 def outcome_command(**options: Any) -> None:
     """Record what happened to an offer (or to the interaction)."""
     from decision_engine.client import call_record_outcome
 
-    reply = call_record_outcome(**options)
+    reply = call_record_outcome(_connection(options), **options)
     if reply["duplicate"]:
         click.echo("already recorded (counted once)")
     else:
@@ -247,20 +346,13 @@ def rules() -> None:
 
 
 @rules.command("show")
-@click.option(
-    "--target",
-    default="localhost:50051",
-    envvar=_env("TARGET"),
-    show_default=True,
-    show_envvar=True,
-    help="Server address.",
-)
+@_client_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def rules_show(target: str, as_json: bool) -> None:  # fmt: skip
+def rules_show(as_json: bool, **options: Any) -> None:  # fmt: skip
     """Show the ruleset a running server is serving (version, when loaded, rule counts)."""
     from decision_engine.client import call_ruleset_status
 
-    status = call_ruleset_status(target=target)
+    status = call_ruleset_status(_connection(options))
     if as_json:
         click.echo(json.dumps(status, indent=2))
         return
@@ -271,6 +363,40 @@ def rules_show(target: str, as_json: bool) -> None:  # fmt: skip
         f"{status['offers']} offers, {status['routing_rules']} routing rules, "
         f"{status['policies']} policies"
     )
+
+
+@main.group()
+def tokens() -> None:
+    """Bearer tokens for --auth-tokens files."""
+
+
+@tokens.command("add")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Token file (created 0600 if missing).",
+)
+@click.option("--role", type=click.Choice(["desktop", "analyst", "admin"]), required=True)
+@click.option("--name", required=True, help="Who holds it (kept in the file, not logged).")
+def tokens_add(path: Path, role: str, name: str) -> None:  # fmt: skip
+    """Create a token, append its hash to the file and print the token (shown once).
+
+    The server re-reads the file within a second: no restart. To revoke or rotate,
+    delete the token's line (and add a new one).
+    """
+    import os
+
+    from decision_engine.server.auth import hash_token, new_token
+
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise click.BadParameter("letters, digits, '-', '_' and '.' only", param_hint="--name")
+    token = new_token()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as out:
+        out.write(f"{hash_token(token)} {role} {name}\n")
+    click.echo(token)
 
 
 def _add_commands() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -14,12 +15,31 @@ from rich.table import Table
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.errors import ConfigError
 from decision_engine.server.convert import channel_value
+from decision_engine.server.tls import ClientTls
+from decision_engine.server.tls import channel as tls_channel
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where a server is and how to reach it."""
+
+    target: str
+    tls: ClientTls | None = None
+    token: str = ""
+
+    def channel(self) -> grpc.Channel:
+        return tls_channel(self.target, self.tls)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
 
 def call_decide(
+    connection: Connection,
     *,
-    target: str,
     timeout: float,
     customer: str,
     channel: str,
@@ -47,12 +67,12 @@ def call_decide(
         max_offers=max_offers,
         explain=explain,
     )
-    return _call(target, "Decide", request, timeout)
+    return _call(connection, "Decide", request, timeout)
 
 
 def call_record_outcome(
+    connection: Connection,
     *,
-    target: str,
     decision_id: str,
     offer_id: str,
     outcome: str,
@@ -69,22 +89,32 @@ def call_record_outcome(
     )
     if channel:
         request.channel = pb.Channel.ValueType(channel_value(channel))
-    return _call(target, "RecordOutcome", request, timeout)
+    return _call(connection, "RecordOutcome", request, timeout)
 
 
-def call_ruleset_status(*, target: str, timeout: float = 5.0) -> dict[str, Any]:
+def call_ruleset_status(connection: Connection, *, timeout: float = 5.0) -> dict[str, Any]:
     """The active ruleset of the worker that answers."""
-    return _call(target, "GetRuleset", pb.GetRulesetRequest(), timeout, admin=True)
+    return _call(connection, "GetRuleset", pb.GetRulesetRequest(), timeout, admin=True)
 
 
 def _call(
-    target: str, method: str, request: Message, timeout: float, *, admin: bool = False
+    connection: Connection,
+    method: str,
+    request: Message,
+    timeout: float,
+    *,
+    admin: bool = False,
 ) -> dict[str, Any]:
     """One unary call as a dict; a gRPC error exits with its status and message."""
-    with grpc.insecure_channel(target) as channel:
+    try:
+        channel = connection.channel()
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    with channel:
         stub = (pb_grpc.AdminServiceStub if admin else pb_grpc.DecisionServiceStub)(channel)
         try:
-            reply = getattr(stub, method)(request, timeout=timeout)
+            reply = getattr(stub, method)(request, timeout=timeout, metadata=connection.metadata)
         except grpc.RpcError as exc:
             click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
             sys.exit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,10 @@ class Settings:
     """Profile store; None starts an embedded Redis under data_dir (REDIS_URL)."""
     outcomes_redis_url: str | None = None
     """Outcome log; None: the profile Redis, or a 2nd embedded one (OUTCOMES_REDIS_URL)."""
-    host: str = "0.0.0.0"
-    """Interface the gRPC and metrics servers listen on (HOST)."""
+    host: str = "127.0.0.1"
+    """Interface the gRPC server listens on (HOST); beyond loopback it needs TLS and auth."""
+    metrics_host: str = "127.0.0.1"
+    """Interface of the Prometheus metrics server (METRICS_HOST)."""
     port: int = 50051
     """gRPC port shared by all workers (PORT)."""
     metrics_port: int = 9464
@@ -48,6 +51,34 @@ class Settings:
     """Share of customers who get no offer, to measure uplift against (CONTROL_SHARE)."""
     decision_secret: str = field(default="", repr=False)
     """Key that signs decision ids; shared through Redis when empty (DECISION_SECRET)."""
+    tls_cert: Path | None = None
+    """Server certificate chain (PEM); with tls_key, gRPC speaks TLS only (TLS_CERT)."""
+    tls_key: Path | None = None
+    """Private key of tls_cert (PEM) (TLS_KEY)."""
+    tls_client_ca: Path | None = None
+    """CA that client certificates must be signed by; set, clients need one (TLS_CLIENT_CA)."""
+    auth_tokens: Path | None = None
+    """File of token hashes and roles; re-read when it changes (AUTH_TOKENS)."""
+    jwt_key: Path | None = None
+    """PEM public key or JWKS file that JWT bearer tokens are verified with (JWT_KEY)."""
+    jwt_audience: str = ""
+    """The `aud` a JWT must carry (JWT_AUDIENCE)."""
+    jwt_issuer: str = ""
+    """The `iss` a JWT must carry, when set (JWT_ISSUER)."""
+    jwt_role_claim: str = "role"
+    """The JWT claim that holds the caller's role (JWT_ROLE_CLAIM)."""
+    reflection: bool = True
+    """Serve gRPC reflection (REFLECTION)."""
+    insecure: bool = False
+    """Allow a non-loopback host without TLS and authentication (INSECURE)."""
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_tokens is not None or self.jwt_key is not None
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def experiment(self) -> Experiment:
@@ -78,7 +109,44 @@ class Settings:
             raise ConfigError(
                 f"decision_ttl_days must be in (0, 365], got {self.decision_ttl_days}"
             )
+        self._check_security()
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}"
             )
+
+    def _check_security(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+        if self.jwt_key is not None and not self.jwt_audience:
+            raise ConfigError("jwt_key needs jwt_audience (the aud claim tokens must carry)")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "auth_tokens", "jwt_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{name}: {path} is not a file")
+        exposed = not is_loopback(self.host)
+        if exposed and not self.insecure and not (self.tls_enabled and self.auth_enabled):
+            missing = " and ".join(
+                what
+                for what, ok in (("TLS (--tls-cert/--tls-key)", self.tls_enabled),
+                                 ("authentication (--auth-tokens or --jwt-key)",
+                                  self.auth_enabled))
+                if not ok
+            )  # fmt: skip
+            raise ConfigError(
+                f"refusing to serve on {self.host} without {missing}: anyone who reaches "
+                f"the port could read profile values and record outcomes; configure them, "
+                f"bind 127.0.0.1, or pass --insecure if a trusted network stands in for them"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach."""
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything

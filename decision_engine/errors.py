@@ -7,7 +7,10 @@
     ├── StoreError                the profile store failed
     │   └── StoreUnavailableError  …slow or down: decide from context alone
     ├── ProfileImportError        an import file cannot be read at all
-    └── ConfigError               bad flags or environment at start
+    ├── ConfigError               bad flags or environment at start
+    └── AccessError               a caller may not make this call
+        ├── UnauthenticatedError   …no credential, or one we do not accept
+        └── PermissionDeniedError  …a good credential whose role does not allow it
 
 They are translated to gRPC status codes in one place (server/status.py).
 """
@@ -70,3 +73,19 @@ class ProfileImportError(DecisionEngineError):
 
 class ConfigError(DecisionEngineError):
     """A setting is invalid."""
+
+
+class AccessError(DecisionEngineError):
+    """A caller may not make this call; `reason` is a short metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class UnauthenticatedError(AccessError):
+    """No credential, or one that does not verify (unknown, expired, wrong audience)."""
+
+
+class PermissionDeniedError(AccessError):
+    """The credential is good but its role does not allow the call."""

@@ -9,13 +9,16 @@ from grpc_reflection.v1alpha import reflection
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.experiment import Experiment
+from decision_engine.server.auth import Authenticator
 from decision_engine.server.decision_ids import DecisionIds
+from decision_engine.server.gate import Gate
 from decision_engine.server.service import (
     ActiveRuleset,
     AdminService,
     DecisionService,
     LearnedState,
 )
+from decision_engine.server.tls import ServerTls
 from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.profiles import ProfileStore
 
@@ -36,9 +39,19 @@ async def create_server(
     challenger: ActiveRuleset | None = None,
     experiment: Experiment | None = None,
     outcomes: PipelinedConnection | None = None,
+    authenticator: Authenticator | None = None,
+    tls: ServerTls | None = None,
+    reflection_on: bool = True,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """A server bound to `address` (port 0 picks one), health NOT_SERVING until started."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    """A server bound to `address` (port 0 picks one), health NOT_SERVING until started.
+
+    Every call passes the gate (parse, authenticate, authorize); without an
+    authenticator every caller is allowed, which config.py permits on loopback only.
+    """
+    gate = Gate(authenticator or Authenticator(), reflection_open=reflection_on)
+    server = grpc.aio.server(
+        interceptors=[gate], options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
+    )
     pb_grpc.add_DecisionServiceServicer_to_server(
         DecisionService(
             rules,
@@ -57,10 +70,15 @@ async def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    port = server.add_insecure_port(address)
+    if reflection_on:
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
+        )
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.credentials())
     return server, port, health_servicer
 
 

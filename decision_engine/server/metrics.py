@@ -67,3 +67,17 @@ DECISIONS_BY_ARM = Counter("decisions_by_arm_total", "Decisions by experiment ar
 OUTCOMES_BY_ARM = Counter(
     "outcomes_by_arm_total", "Outcomes recorded, by experiment arm and outcome.", ["arm", "outcome"]
 )
+AUTH_FAILURES = Counter(
+    "auth_failures_total",
+    "Calls refused for their credential (UNAUTHENTICATED, PERMISSION_DENIED), by method "
+    "and reason; never by token.",
+    ["method", "reason"],
+)
+MALFORMED_REQUESTS = Counter(
+    "malformed_requests_total",
+    "Requests whose message did not parse (answered INVALID_ARGUMENT), by method.",
+    ["method"],
+)
+INTERNAL_ERRORS = Counter(
+    "internal_errors_total", "Calls that failed on a bug (INTERNAL), by method.", ["method"]
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -26,25 +27,33 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from decision_engine.config import Settings
-from decision_engine.errors import RulesetError
+from decision_engine.config import Settings, is_loopback
+from decision_engine.errors import ConfigError, RulesetError
 from decision_engine.ruleset.compiled import load_compiled
 from decision_engine.ruleset.load import load_schema
 
 if TYPE_CHECKING:
     # Imported lazily at run time: it creates metrics, which must wait for the
     # multiprocess directory to be set.
+    from decision_engine.server.auth import Authenticator
     from decision_engine.server.service import ActiveRuleset
+    from decision_engine.server.tls import ServerTls
 
 log = logging.getLogger("decision_engine.serve")
 
 _RESTART_BACKOFF_S = 1.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Rule changes are noticed within one poll, go live after the next (files settled).
 _POLL_S = 0.15
 
 
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
+    try:
+        _check_credentials(settings)
+    except ConfigError as exc:
+        log.error("%s; not starting", exc)
+        return 2
     try:
         ruleset = load_compiled(settings.rules_dir)
         if settings.challenger_rules is not None:
@@ -89,6 +98,33 @@ def serve(settings: Settings) -> int:
         with _reserved_port(settings.host, settings.port) as port:
             return _supervise(settings, redis_url, port, ruleset.version)
     return 0
+
+
+def _check_credentials(settings: Settings) -> None:
+    """Fail at start, not at the first call, on credentials that cannot work; say what
+    is open."""
+    import ssl
+
+    authenticator(settings)  # parses the token file and the JWT keys
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        try:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+            if settings.tls_client_ca is not None:
+                context.load_verify_locations(settings.tls_client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"TLS certificate, key or client CA unusable: {exc}") from None
+    where = f"{settings.host}:{settings.port}"
+    if not settings.auth_enabled:
+        log.warning(
+            "no authentication (no --auth-tokens or --jwt-key): every process that reaches "
+            "%s may call every method, explanations included",
+            where,
+        )
+    if not settings.tls_enabled:
+        log.warning("plaintext gRPC (no --tls-cert/--tls-key) on %s", where)
+    if settings.insecure and not is_loopback(settings.host):
+        log.warning("--insecure: serving %s beyond loopback as configured above", where)
 
 
 @contextlib.contextmanager
@@ -213,7 +249,7 @@ def _supervise(settings: Settings, redis_url: str, port: int, version: str) -> i
     def spawn(index: int) -> BaseProcess:
         process = ctx.Process(
             target=_worker_main,
-            args=(settings, redis_url, port, index),
+            args=(settings, redis_url, port, index, os.getpid()),
             name=f"decision-engine-worker-{index}",
             daemon=True,
         )
@@ -224,9 +260,19 @@ def _supervise(settings: Settings, redis_url: str, port: int, version: str) -> i
     if settings.metrics_port:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
-        log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
-    log.info("gRPC DecisionService on %s:%d with %d workers", settings.host, port, len(workers))
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    log.info(
+        "gRPC DecisionService on %s:%d (%s) with %d workers",
+        settings.host,
+        port,
+        "TLS"
+        if settings.tls_client_ca is None and settings.tls_enabled
+        else "mTLS"
+        if settings.tls_enabled
+        else "plaintext",
+        len(workers),
+    )
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -265,10 +311,26 @@ def _supervise(settings: Settings, redis_url: str, port: int, version: str) -> i
     return 0
 
 
-def _worker_main(settings: Settings, redis_url: str, port: int, index: int) -> None:
+def _worker_main(
+    settings: Settings, redis_url: str, port: int, index: int, supervisor: int
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    _die_with(supervisor)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run_worker(settings, redis_url, port, index))
+
+
+def _die_with(supervisor: int) -> None:
+    """Have the kernel send SIGTERM when the supervisor dies, however it dies.
+
+    An orphaned worker would keep serving without metrics, restarts or reloads, and
+    hold the port so that a restarted service shares it with a stale one.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("worker cannot follow its supervisor: prctl errno %d", ctypes.get_errno())
+    if os.getppid() != supervisor:  # died before prctl took effect
+        os._exit(1)
 
 
 async def _run_worker(settings: Settings, redis_url: str, port: int, index: int) -> None:
@@ -307,6 +369,9 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         challenger=challenger,
         experiment=settings.experiment,
         outcomes=outcomes,
+        authenticator=authenticator(settings),
+        tls=server_tls(settings),
+        reflection_on=settings.reflection,
     )
     await server.start()
     await mark_serving(health_servicer)
@@ -348,6 +413,30 @@ async def _reload_on_signal(
                 rules.swap(ruleset, loaded_at=time.time())
                 metrics.RELOADS.inc()
                 log.info("worker %d now serves ruleset %s", index, ruleset.version)
+
+
+def authenticator(settings: Settings) -> Authenticator:
+    """The credentials `serve` accepts (none configured: every caller, on loopback)."""
+    from decision_engine.server.auth import Authenticator, JwtVerifier, TokenFile
+
+    tokens = TokenFile(settings.auth_tokens) if settings.auth_tokens else None
+    jwts = None
+    if settings.jwt_key is not None:
+        jwts = JwtVerifier(
+            settings.jwt_key,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer or None,
+            role_claim=settings.jwt_role_claim,
+        )
+    return Authenticator(tokens=tokens, jwts=jwts)
+
+
+def server_tls(settings: Settings) -> ServerTls | None:
+    from decision_engine.server.tls import ServerTls
+
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return ServerTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
 
 
 def _bracket(host: str) -> str:

@@ -8,7 +8,9 @@ from decision_engine.errors import (
     DecisionEngineError,
     DecisionNotFoundError,
     InvalidRequestError,
+    PermissionDeniedError,
     StoreError,
+    UnauthenticatedError,
 )
 
 
@@ -18,6 +20,10 @@ def status_for(exc: DecisionEngineError) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, DecisionNotFoundError):
         return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, UnauthenticatedError):
+        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+    if isinstance(exc, PermissionDeniedError):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
     if isinstance(exc, StoreError):
         return grpc.StatusCode.UNAVAILABLE, f"profile store unavailable: {exc}"
     return grpc.StatusCode.FAILED_PRECONDITION, str(exc)

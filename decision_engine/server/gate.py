@@ -1,0 +1,169 @@
+"""The one gate every RPC passes: the message parses, and the caller may make the call.
+
+A gRPC interceptor replaces each method's handler once with one that parses the
+request itself (a message that does not parse is INVALID_ARGUMENT, counted, logged
+at debug, never a traceback), authenticates the caller and checks the permission
+the call needs. Health checks (and reflection, when on) need no credential; every
+other method does, and a method this table does not know needs `admin`: new RPCs
+are closed until someone says who may call them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from decision_engine.errors import AccessError
+from decision_engine.server import metrics
+from decision_engine.server.auth import ADMIN, DECIDE, EXPLAIN, OUTCOME, Authenticator
+from decision_engine.server.status import status_for
+
+log = logging.getLogger(__name__)
+
+_DECISION = "/decision.v1.DecisionService/"
+_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+_REFLECTION_PREFIXES = (
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+_UNEXPECTED_LOG_EVERY_S = 10.0
+
+Need = Callable[[Any], tuple[str, str]]
+"""Request → (permission, what the caller is trying to do)."""
+
+NEEDS: dict[str, Need] = {
+    _DECISION + "Decide": lambda r: (
+        (EXPLAIN, "ask for explanations (they show profile values)")
+        if r.explain
+        else (DECIDE, "call Decide")
+    ),
+    _DECISION + "RecordOutcome": lambda _: (OUTCOME, "record outcomes"),
+    _DECISION + "Ping": lambda _: (DECIDE, "call Ping"),
+}
+_ADMIN_NEED: Need = lambda _: (ADMIN, "call admin methods")  # noqa: E731
+
+
+class _Malformed:
+    """Stands in for a request that did not parse, so the handler can answer for it."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _safe(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except (DecodeError, ValueError, RecursionError) as exc:
+            return _Malformed(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Parse, authenticate, authorize: once per call, before any servicer runs."""
+
+    def __init__(self, authenticator: Authenticator, *, reflection_open: bool = True) -> None:
+        self._auth = authenticator
+        self._open = _OPEN_PREFIXES + (_REFLECTION_PREFIXES if reflection_open else ())
+        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._last_unexpected = 0.0
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        try:
+            return self._handlers[method]
+        except KeyError:
+            pass
+        handler = await continuation(handler_call_details)
+        wrapped = None if handler is None else self._wrap(method, handler)
+        if handler is not None:
+            # Only methods that exist are kept: the table is bounded by the services.
+            self._handlers[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        is_open = method.startswith(self._open)
+        need = NEEDS.get(method, _ADMIN_NEED)
+        name = method.rsplit("/", 1)[-1]
+        replaced: dict[str, Any] = {"request_deserializer": _safe(handler.request_deserializer)}
+        for kind in ("unary_unary", "unary_stream"):
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                replaced[kind] = self._guard(name, behavior, need, is_open, kind)
+        # Client-streaming methods get their checks when one is added (none today).
+        return handler._replace(**replaced)
+
+    def _guard(
+        self, name: str, behavior: Any, need: Need, is_open: bool, kind: str
+    ) -> Callable[..., Any]:
+        async def check(request: Any, context: grpc.aio.ServicerContext) -> None:
+            if isinstance(request, _Malformed):
+                metrics.MALFORMED_REQUESTS.labels(name).inc()
+                log.debug("%s: request does not parse: %s", name, request.reason)
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"request: not a valid message for {name}: {request.reason}",
+                )
+            if is_open:
+                return
+            try:
+                caller = self._auth.caller(_authorization(context))
+                permission, what = need(request)
+                caller.require(permission, what)
+            except AccessError as exc:
+                metrics.AUTH_FAILURES.labels(name, exc.reason).inc()
+                code, message = status_for(exc)
+                await context.abort(code, message)
+
+        if kind == "unary_unary" or not inspect.isasyncgenfunction(behavior):
+            # Unary, or a streaming method that writes with context.write (health Watch).
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await check(request, context)
+                try:
+                    return await behavior(request, context)
+                except (grpc.aio.AbortError, grpc.aio.UsageError):
+                    raise
+                except Exception:
+                    self._unexpected(name)
+                    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+            return unary
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await check(request, context)
+            async for item in behavior(request, context):
+                yield item
+
+        return streaming
+
+    def _unexpected(self, name: str) -> None:
+        """A bug, not a client error: log the traceback, but not once per request."""
+        metrics.INTERNAL_ERRORS.labels(name).inc()
+        now = time.monotonic()
+        if now - self._last_unexpected >= _UNEXPECTED_LOG_EVERY_S:
+            self._last_unexpected = now
+            log.exception("%s failed (logged at most every %gs)", name, _UNEXPECTED_LOG_EVERY_S)
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None
