@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.ruleset.load import load_schema
+from decision_engine.server.tls import ClientTls
+from decision_engine.server.tls import channel as tls_channel
 from decision_engine.store.demo import ensure_demo_data
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.profiles import ProfileStore
@@ -39,13 +42,21 @@ class Server:
     target: str
     metrics_port: int
     log_path: Path
+    tls: ClientTls | None = None
 
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def channel(self) -> grpc.Channel:
+        return tls_channel(self.target, self.tls)
+
     def stub(self) -> Iterator[pb_grpc.DecisionServiceStub]:
-        with grpc.insecure_channel(self.target) as channel:
+        with self.channel() as channel:
             yield pb_grpc.DecisionServiceStub(channel)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as reply:
+            return str(reply.read().decode())
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -64,6 +75,7 @@ def start_server(
     workers: int = 2,
     timeout: float = 30.0,
     env: dict[str, str] | None = None,
+    tls: ClientTls | None = None,
 ) -> Server:
     """Start `decision-engine serve` and wait until its health check says SERVING."""
     port, metrics_port = free_port(), free_port()
@@ -81,9 +93,9 @@ def start_server(
             text=True,
             env={**os.environ, **(env or {})},
         )
-    server = Server(process, f"127.0.0.1:{port}", metrics_port, log_path)
+    server = Server(process, f"127.0.0.1:{port}", metrics_port, log_path, tls)
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(server.target) as channel:
+    with server.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:

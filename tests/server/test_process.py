@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import redis
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
@@ -183,3 +184,36 @@ def test_cli_outcome_and_rules_show(server: Server, demo_data: float) -> None:
     )  # fmt: skip
     assert shown["version"] == decided["ruleset_version"]
     assert shown["label"] == "demo" and int(shown["offers"]) == 10
+
+
+def test_workers_die_with_their_supervisor(tmp_path: Path, redis_server: EmbeddedRedis) -> None:
+    server = start_server(tmp_path, "--rules", str(RULES), "--redis-url", redis_server.url)
+    children = subprocess.run(
+        ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    workers = [int(pid) for pid in children]
+    assert len(workers) == 2
+    server.process.kill()  # SIGKILL: the supervisor gets no chance to stop them
+    server.process.wait()
+    killed = time.monotonic()
+    deadline = killed + 15
+
+    def alive(pid: int) -> bool:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "State:\tZ" not in status  # a zombie no longer serves
+
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.05)
+    # The port is free again: nothing stale keeps answering.
+    for stub in server.stub():
+        try:
+            stub.Ping(pb.PingRequest(), timeout=1)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+        else:
+            raise AssertionError("an orphaned worker still answers")
+    print(f"workers gone {time.monotonic() - killed:.3f} s after the supervisor was killed")

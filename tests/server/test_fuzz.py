@@ -1,0 +1,207 @@
+"""Crafted and random bytes against a real server: never UNKNOWN or INTERNAL, and it
+still answers correctly afterwards."""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from decision_engine._proto.decision.v1 import decision_pb2 as pb
+from decision_engine.server.decision_ids import DecisionIds
+from decision_engine.store.embedded import EmbeddedRedis
+from decision_engine.store.outcomes import DecisionRecord
+from tests.server.conftest import RULES, Server, load_demo, start_server
+
+DECISION = "/decision.v1.DecisionService/"
+ADMIN = "/decision.v1.AdminService/GetRuleset"
+NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+
+
+@pytest.fixture(scope="module")
+def fuzzed(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    load_demo(redis_server.url)
+    server = start_server(
+        tmp_path_factory.mktemp("fuzz"),
+        "--rules", str(RULES), "--redis-url", redis_server.url, workers=1,
+    )  # fmt: skip
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+def _valid_decide() -> pb.DecideRequest:
+    return pb.DecideRequest(
+        customer_id="C-1001",
+        interaction_id="i-fuzz",
+        context=pb.InteractionContext(
+            channel=pb.CHANNEL_VOICE, intent="cancel", sentiment=-0.2, attributes={"a": "b"}
+        ),
+        max_offers=3,
+    )
+
+
+def _valid_outcome(decision_id: str = "x.y") -> pb.RecordOutcomeRequest:
+    request = pb.RecordOutcomeRequest(
+        decision_id=decision_id, offer_id="retention-loyalty-credit",
+        outcome=pb.OUTCOME_PRESENTED, reason="fuzz",
+    )  # fmt: skip
+    request.occurred_at.FromSeconds(1_700_000_000)
+    return request
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | wire) + payload
+
+
+def _respell(decision_id: str) -> list[str]:
+    body, _, mac = decision_id.partition(".")
+    std = base64.b64encode(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))).decode()
+    return [
+        decision_id + "=", decision_id + "==", f"{body}=.{mac}", f"{body}.{mac}=",
+        f"{body[:4]}={body[4:]}.{mac}", f"{std}.{mac}", f" {decision_id}", decision_id.upper(),
+        decision_id[:-1], decision_id + "A", body, f"{body}..{mac}", "." + mac,
+    ]  # fmt: skip
+
+
+def cases(decision_id: str, rng: random.Random) -> Iterator[tuple[str, bytes]]:
+    """(method, request bytes): at least 2,000 of them."""
+    methods = [DECISION + "Decide", DECISION + "RecordOutcome", DECISION + "Ping", ADMIN]
+    decide, outcome = _valid_decide().SerializeToString(), _valid_outcome(decision_id)
+    outcome_bytes = outcome.SerializeToString()
+    for _ in range(700):  # random bytes
+        yield rng.choice(methods), rng.randbytes(rng.randrange(0, 300))
+    for data, method in ((decide, "Decide"), (outcome_bytes, "RecordOutcome")):
+        for cut in range(len(data)):  # truncations
+            yield DECISION + method, data[:cut]
+        for _ in range(450):  # bit flips
+            mutated = bytearray(data)
+            for _ in range(rng.randrange(1, 4)):
+                mutated[rng.randrange(len(mutated))] ^= 1 << rng.randrange(8)
+            yield DECISION + method, bytes(mutated)
+    for number in range(1, 9):  # every wire type on every field, valid or not
+        for wire in range(8):
+            payload = {0: b"\x05", 1: b"\0" * 8, 2: b"\x03abc", 5: b"\0" * 4}.get(wire, b"")
+            for method in methods:
+                yield method, _field(number, wire, payload)
+    bad_utf8 = b"\xff\xfe\xc3\x28"
+    for number in (1, 2):
+        yield DECISION + "Decide", _field(number, 2, _varint(len(bad_utf8)) + bad_utf8)
+    for number in (1, 2, 5):
+        yield DECISION + "RecordOutcome", _field(number, 2, _varint(len(bad_utf8)) + bad_utf8)
+    for number in (2, 3, 4, 6):  # inside the context message
+        inner = _field(number, 2, _varint(len(bad_utf8)) + bad_utf8)
+        yield DECISION + "Decide", _field(3, 2, _varint(len(inner)) + inner)
+    entry = _field(1, 2, b"\x02\xff\xfe") + _field(2, 2, b"\x01v")  # attribute key
+    attr = _field(7, 2, _varint(len(entry)) + entry)
+    yield DECISION + "Decide", _field(3, 2, _varint(len(attr)) + attr)
+    yield DECISION + "Decide", b"\x1a" * 100_000  # deeply nested context messages
+    for value in (math.nan, math.inf, -math.inf, 1e308, -2.0, 5e-324):
+        request = _valid_decide()
+        request.context.sentiment = value
+        yield DECISION + "Decide", request.SerializeToString()
+    for field in ("customer_id", "interaction_id"):
+        for text in ("x" * 1_000_000, "x" * 129, "a;b|c", "{C-1001}", "a\nb", "\x00", " C-1001"):
+            request = _valid_decide()
+            setattr(request, field, text)
+            yield DECISION + "Decide", request.SerializeToString()
+    for size in (33, 10_000):
+        request = _valid_decide()
+        request.context.attributes.update({f"k{i}": "v" for i in range(size)})
+        yield DECISION + "Decide", request.SerializeToString()
+    request = _valid_decide()
+    request.context.intent = "i" * 1_000_000
+    yield DECISION + "Decide", request.SerializeToString()
+    request = _valid_decide()
+    request.max_offers = 2**32 - 1
+    yield DECISION + "Decide", request.SerializeToString()
+    foreign = DecisionIds(b"another deployment", ttl_s=86400).issue(
+        DecisionRecord(
+            "", "C-1001", ("retention-loyalty-credit",), "", "voice", "v", "champion", 1.7e9
+        )
+    )
+    for spelled in [*_respell(decision_id), foreign, "x" * 5000, "a.b", "", "🙂.🙂"]:
+        yield DECISION + "RecordOutcome", _valid_outcome(spelled).SerializeToString()
+    out_of_range = [(2**62, 0), (-(2**62), 0), (253402300800, 0), (-62135596801, 0),
+                    (1_700_000_000, -1), (1_700_000_000, 2_000_000_000), (0, 0)]  # fmt: skip
+    for seconds, nanos in out_of_range:
+        request = _valid_outcome(decision_id)
+        request.occurred_at.seconds, request.occurred_at.nanos = seconds, nanos
+        yield DECISION + "RecordOutcome", request.SerializeToString()
+    for value in (99, -1, 2**31 - 1):
+        request = _valid_outcome(decision_id)
+        request.outcome = value  # type: ignore[assignment]
+        yield DECISION + "RecordOutcome", request.SerializeToString()
+        request = _valid_outcome(decision_id)
+        request.channel = value  # type: ignore[assignment]
+        yield DECISION + "RecordOutcome", request.SerializeToString()
+
+
+def test_fuzz_never_unknown_or_internal(fuzzed: Server) -> None:
+    rng = random.Random(20261201)
+    with fuzzed.channel() as channel:
+        decide = channel.unary_unary(
+            DECISION + "Decide",
+            request_serializer=pb.DecideRequest.SerializeToString,
+            response_deserializer=pb.DecideResponse.FromString,
+        )
+        first = decide(_valid_decide(), timeout=10)
+        codes: Counter[grpc.StatusCode] = Counter()
+        bad: list[tuple[str, bytes, grpc.StatusCode, str]] = []
+        for method, data in cases(first.decision_id, rng):
+            call = channel.unary_unary(method)
+            try:
+                call(data, timeout=10)
+                code, details = grpc.StatusCode.OK, ""
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details() or ""
+            codes[code] += 1
+            if code in NEVER:
+                bad.append((method, data[:60], code, details))
+        assert sum(codes.values()) >= 2000, codes
+        assert not bad, f"{len(bad)} of {sum(codes.values())}: {bad[:10]}"
+        assert codes[grpc.StatusCode.INVALID_ARGUMENT] > 500, codes
+        # Still correct afterwards: the same customer, the same answer.
+        again = decide(_valid_decide(), timeout=10)
+        assert again.routing.queue == first.routing.queue == "retention_specialists"
+        assert [o.offer_id for o in again.offers] == [o.offer_id for o in first.offers]
+    log = fuzzed.log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_out_of_range_timestamps_name_the_field(fuzzed: Server) -> None:
+    with fuzzed.channel() as channel:
+        decide = channel.unary_unary(
+            DECISION + "Decide",
+            request_serializer=pb.DecideRequest.SerializeToString,
+            response_deserializer=pb.DecideResponse.FromString,
+        )
+        record = channel.unary_unary(
+            DECISION + "RecordOutcome",
+            request_serializer=pb.RecordOutcomeRequest.SerializeToString,
+            response_deserializer=pb.RecordOutcomeResponse.FromString,
+        )
+        decision_id = decide(_valid_decide(), timeout=10).decision_id
+        for seconds, nanos in ((2**62, 0), (-(2**62), 0), (1_700_000_000, 2_000_000_000)):
+            request = _valid_outcome(decision_id)
+            request.occurred_at.seconds, request.occurred_at.nanos = seconds, nanos
+            with pytest.raises(grpc.RpcError) as raised:
+                record(request, timeout=10)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert re.match(r"occurred_at: ", raised.value.details() or "")
