@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -252,3 +253,37 @@ def test_tokens_add_writes_a_private_file_the_server_accepts(tmp_path: Path) -> 
 
     caller = TokenFile(path).caller(token)
     assert caller is not None and caller.role == "analyst"
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    old, new = make_pki(tmp_path, name="old"), make_pki(tmp_path, name="new")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(old.server_cert, cert)
+    shutil.copy(old.server_key, key)
+    server = start_server(
+        tmp_path, "--rules", str(RULES), "--redis-url", redis_server.url,
+        "--tls-cert", str(cert), "--tls-key", str(key), workers=1, tls=ClientTls(old.ca),
+    )  # fmt: skip
+    try:
+
+        def ping(ca: Path) -> Callable[[], object]:
+            def call() -> object:
+                probe = Server(server.process, server.target, 0, server.log_path, ClientTls(ca))
+                with probe.channel() as channel:
+                    return pb_grpc.DecisionServiceStub(channel).Ping(pb.PingRequest(), timeout=3)
+
+            return call
+
+        assert _code(ping(old.ca))[0] == grpc.StatusCode.OK
+        assert _code(ping(new.ca))[0] == grpc.StatusCode.UNAVAILABLE
+        for source, target in ((new.server_key, key), (new.server_cert, cert)):
+            staged = target.with_suffix(".tmp")
+            shutil.copy(source, staged)
+            staged.replace(target)  # renamed over: never a half-written file
+        _wait_for(grpc.StatusCode.OK, ping(new.ca))
+        assert _code(ping(old.ca))[0] == grpc.StatusCode.UNAVAILABLE
+        assert "TLS certificate reloaded" in server.log()
+    finally:
+        assert server.stop() == 0, server.log()
