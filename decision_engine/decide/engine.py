@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 
 from decision_engine.decide.contact import Blocked, blocked_offers
-from decision_engine.decide.facts import build_facts
+from decision_engine.decide.facts import typed_facts
 from decision_engine.decide.learning import Learned
 from decision_engine.decide.model import (
     Context,
@@ -45,7 +45,7 @@ def decide(
     propensities are the posterior means, or draws from the posteriors (Thompson
     sampling, seeded by `sample_seed`) when exploring.
     """
-    facts = build_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
+    facts, unparsed = typed_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
     routing = _route(ruleset, facts)
     # A category's tier is the position of the first applicable policy that puts it
     # first, so earlier policies win (security before retention on a stolen-card cancel).
@@ -112,6 +112,7 @@ def decide(
         degraded=degraded,
         explanations=explanations,
         suppressed_by=suppressed_by,
+        unparsed_fields=unparsed,
     )
 
 

@@ -256,6 +256,13 @@ def _bracketed(condition: Condition, count: int) -> str:
     return condition.text
 
 
+def _finite(raw: str) -> float:
+    number = float(raw)
+    if number - number != 0:  # inf or nan: float() takes them, no schema does
+        raise ValueError(raw)
+    return number
+
+
 def fast_parser(spec: FieldSpec) -> Parser:
     """Type a stored text value quickly; ValueError when it does not fit the field.
 
@@ -263,7 +270,7 @@ def fast_parser(spec: FieldSpec) -> Parser:
     converts and checks enum membership (a bad value is treated as absent).
     """
     if spec.kind in ("number", "integer"):
-        return float
+        return _finite
     if spec.kind == "date":
         return lambda raw: date.fromisoformat(raw[:10]).toordinal()
     if spec.kind == "bool":

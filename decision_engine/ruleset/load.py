@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import yaml
 
-from decision_engine.decide.model import CHANNELS
+from decision_engine.decide.model import CHANNELS, id_problem
 from decision_engine.errors import Problem, RulesetError
 from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.fields import builtin_fields
@@ -500,6 +500,10 @@ class _Reader:
             self.error(node, "offer has no id")
             return None
         offer_id = self.text(spec["id"], "offer id")
+        problem = id_problem(offer_id) if offer_id else None
+        if problem is not None:
+            # Outcomes name the offer, and RecordOutcome refuses ids outside this alphabet.
+            self.error(spec["id"], f"offer id {offer_id!r}: {problem}")
         # An absent key means every channel; an explicit `channels: []` means none
         # (rules check warns about it), so it is not widened to all channels.
         channels = self.names(spec["channels"], "channels") if "channels" in spec else CHANNELS

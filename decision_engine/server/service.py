@@ -28,6 +28,7 @@ from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.server import metrics
 from decision_engine.server.convert import (
     OutcomeRequest,
+    check_against_decision,
     decision_response,
     outcome_request,
     request_context,
@@ -43,7 +44,7 @@ from decision_engine.store.outcomes import (
     release_caps,
     reserve_caps,
 )
-from decision_engine.store.profiles import ProfileStore, cap_day
+from decision_engine.store.profiles import Loaded, ProfileStore, cap_day
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 _DEADLINE_SHARE_FOR_STORE = 0.5
 # A capped offer lost to another replica is replaced by deciding again, at most this often.
 _CAP_ATTEMPTS = 3
+# Degraded: the store said nothing (the decision gets no state at all).
+_NOTHING = CustomerState(profile=None)
 
 
 class ActiveRuleset:
@@ -145,6 +148,29 @@ class OutageLog:
             self.failures = 0
 
 
+class SkipLog:
+    """Counts stored entries that do not parse; warns once per kind and process.
+
+    Such an entry stays until it ages out, so it is skipped on every call of that
+    customer: a warning each time would flood the log with one customer's data.
+    """
+
+    def __init__(self) -> None:
+        self.warned: set[str] = set()
+
+    def skipped(self, kind: str, count: int, customer_id: str) -> None:
+        metrics.STORED_ENTRIES_SKIPPED.labels(kind).inc(count)
+        log.debug("customer %s: %d stored %s entries skipped", customer_id, count, kind)
+        if kind not in self.warned:
+            self.warned.add(kind)
+            log.warning(
+                "stored %s entries that do not parse are skipped (counted in "
+                'stored_entries_skipped_total{kind="%s"}; warned once per worker)',
+                kind,
+                kind,
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class _Inputs:
     """What one Decide call decides from, however often it decides (caps)."""
@@ -186,6 +212,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._store_timeout_s = store_timeout_s
         self._ids = ids
         self._outages = OutageLog()
+        self._skips = SkipLog()
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}
 
@@ -207,7 +234,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             if request.interaction_id
             else None
         )
-        state, exhausted, degraded = await self._load(
+        loaded, degraded = await self._load(
             request.customer_id, interaction, now, ruleset.daily_caps, context
         )
         learned = self._learned.for_ruleset(ruleset) if self._learned is not None else None
@@ -215,7 +242,15 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         if learned is not None and random.random() < ruleset.source.learning.exploration:
             sample_seed = random.getrandbits(64)
         inputs = _Inputs(
-            ruleset, state, ctx, now, request, exhausted, degraded, learned, sample_seed
+            ruleset,
+            None if degraded else loaded.state,
+            ctx,
+            now,
+            request,
+            loaded.exhausted,
+            degraded,
+            learned,
+            sample_seed,
         )
         if arm == CONTROL:
             # The holdout is routed like everyone else but hears no offer.
@@ -240,6 +275,10 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             metrics.SUPPRESSIONS.labels(policy_id).inc()
         if not decision.profile_found and not degraded:
             metrics.PROFILE_MISSES.inc()
+        for kind, count in loaded.skipped.items():
+            self._skips.skipped(kind, count, request.customer_id)
+        if decision.unparsed_fields:
+            self._skips.skipped("profile_field", len(decision.unparsed_fields), request.customer_id)
         metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
         return response
 
@@ -331,8 +370,8 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         now: float,
         caps: dict[str, int],
         context: grpc.aio.ServicerContext,
-    ) -> tuple[CustomerState | None, frozenset[str], bool]:
-        """The customer's state and the spent budgets, or degraded when the store is down.
+    ) -> tuple[Loaded, bool]:
+        """What the store has for this decision, or (nothing, degraded) when it is down.
 
         Degraded, no budget can be taken, so every capped offer counts as spent.
         """
@@ -342,19 +381,19 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             budget = min(budget, max(remaining * _DEADLINE_SHARE_FOR_STORE, 0.0005))
         try:
             async with asyncio.timeout(budget):
-                state, exhausted = await self._store.load_for_decision(
+                loaded = await self._store.load_for_decision(
                     customer_id, interaction=interaction, now=now, caps=caps
                 )
         except TimeoutError:
             metrics.REDIS_ERRORS.labels("timeout").inc()
             self._outages.failed(f"no answer within {budget * 1e3:.1f} ms")
-            return None, frozenset(caps), True
+            return Loaded(_NOTHING, exhausted=frozenset(caps)), True
         except StoreUnavailableError as exc:
             metrics.REDIS_ERRORS.labels("error").inc()
             self._outages.failed(str(exc))
-            return None, frozenset(caps), True
+            return Loaded(_NOTHING, exhausted=frozenset(caps)), True
         self._outages.recovered()
-        return state, exhausted, False
+        return loaded, False
 
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.aio.ServicerContext
@@ -377,10 +416,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
     async def _record(self, outcome: OutcomeRequest) -> tuple[Recorded, str]:
         """Record an outcome; (what Redis said, the decision's arm)."""
         decision = self._ids.verify(outcome.decision_id, now=time.time())
-        if outcome.offer_id and outcome.offer_id not in decision.offer_ids:
-            raise InvalidRequestError(
-                "offer_id", f"that decision did not return offer {outcome.offer_id!r}"
-            )
+        check_against_decision(outcome, decision)
         recorded = await record_outcome(
             self._outcomes,
             self._store.connection,

@@ -6,8 +6,10 @@ profile, records the current interaction and trims old contacts atomically.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from itertools import islice
 
 import redis.asyncio as aioredis
@@ -59,6 +61,17 @@ return {profile, kept, history, caps}
 _LOAD = Script(_LOAD_LUA)
 
 
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What one decision read from the store."""
+
+    state: CustomerState
+    exhausted: frozenset[str] = frozenset()
+    """Capped offers whose budget for today is spent."""
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    """Stored entries that did not parse and were left out, by kind."""
+
+
 class ProfileStore:
     """Async access to profiles and contact history over one connection pool."""
 
@@ -98,10 +111,10 @@ class ProfileStore:
         retention_s: float = DEFAULT_RETENTION_S,
     ) -> CustomerState:
         """Profile, recent contacts and offer history, recording `interaction` first."""
-        state, _ = await self.load_for_decision(
+        loaded = await self.load_for_decision(
             customer_id, interaction=interaction, now=now, retention_s=retention_s
         )
-        return state
+        return loaded.state
 
     async def load_for_decision(
         self,
@@ -111,9 +124,9 @@ class ProfileStore:
         now: float,
         caps: Mapping[str, int] | None = None,
         retention_s: float = DEFAULT_RETENTION_S,
-    ) -> tuple[CustomerState, frozenset[str]]:
-        """Everything a decision reads, in one round trip: the customer's state, and
-        which of the capped offers (offer id → daily cap) have spent today's budget."""
+    ) -> Loaded:
+        """Everything a decision reads, in one round trip, for the capped offers in
+        `caps` (offer id → daily cap) too."""
         args: list[str | float] = [now, retention_s, "", ""]
         if interaction is not None:
             args[2] = interaction.interaction_id
@@ -127,19 +140,35 @@ class ProfileStore:
             *(cap_key(offer_id, day) for offer_id, _ in capped),
         ]
         raw_profile, raw_contacts, raw_history, counts = await _LOAD(self._fast, keys, args)
+        skipped: dict[str, int] = {}
+        contacts = []
+        for interaction_id, entry in _pairs(raw_contacts).items():
+            contact = _contact(interaction_id, entry)
+            if contact is None:
+                skipped["contact"] = skipped.get("contact", 0) + 1
+            else:
+                contacts.append(contact)
+        history = {}
+        for offer_id, text in _pairs(raw_history).items():
+            events, bad = _events(text)
+            history[offer_id] = events
+            if bad:
+                skipped["offer_event"] = skipped.get("offer_event", 0) + bad
+        exhausted = set()
+        for (offer_id, cap), used in zip(capped, counts, strict=True):
+            taken = _count(used)
+            if taken is None:
+                # A counter we cannot read is a budget we cannot check: spent.
+                skipped["cap_counter"] = skipped.get("cap_counter", 0) + 1
+                exhausted.add(offer_id)
+            elif taken >= cap:
+                exhausted.add(offer_id)
         state = CustomerState(
             profile=_pairs(raw_profile) or None,
-            contacts=tuple(
-                sorted(
-                    (_contact(i, entry) for i, entry in _pairs(raw_contacts).items()),
-                    key=lambda c: (c.at, c.interaction_id),
-                )
-            ),
-            history={offer: parse_events(text) for offer, text in _pairs(raw_history).items()},
+            contacts=tuple(sorted(contacts, key=lambda c: (c.at, c.interaction_id))),
+            history=history,
         )
-        spent = zip(capped, counts, strict=True)
-        exhausted = frozenset(offer_id for (offer_id, cap), used in spent if int(used) >= cap)
-        return state, exhausted
+        return Loaded(state, frozenset(exhausted), skipped)
 
     async def put_profiles(
         self, rows: Iterable[tuple[str, Mapping[str, str]]], *, batch_size: int = 1000
@@ -173,9 +202,29 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _contact(interaction_id: str, entry: str) -> Contact:
-    at, channel, intent = entry.split("|", 2)
-    return Contact(interaction_id=interaction_id, channel=channel, intent=intent, at=float(at))
+def _contact(interaction_id: str, entry: str) -> Contact | None:
+    """`at|channel|intent`, or None when it does not parse (written by another tool)."""
+    at, _, rest = entry.partition("|")
+    channel, sep, intent = rest.partition("|")
+    when = _time(at)
+    if when is None or not sep:
+        return None
+    return Contact(interaction_id=interaction_id, channel=channel, intent=intent, at=when)
+
+
+def _time(text: str) -> float | None:
+    try:
+        at = float(text)
+    except ValueError:
+        return None
+    return at if math.isfinite(at) else None
+
+
+def _count(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def cap_day(now: float) -> str:
@@ -185,10 +234,22 @@ def cap_day(now: float) -> str:
 
 def parse_events(text: str) -> tuple[OfferEvent, ...]:
     """`at|outcome|interaction;...` as stored by the outcome script, oldest first."""
+    return _events(text)[0]
+
+
+def _events(text: str) -> tuple[tuple[OfferEvent, ...], int]:
+    """The events that parse, and how many did not (an entry split by a stray `;` or
+    `|`, as ids before they were checked could make, or an entry of another tool)."""
     events = []
+    bad = 0
     for item in text.split(";"):
+        if not item:
+            continue
         at, _, rest = item.partition("|")
         outcome, _, interaction_id = rest.partition("|")
-        if at and outcome:
-            events.append(OfferEvent(float(at), outcome, interaction_id))
-    return tuple(events)
+        when = _time(at)
+        if when is None or not outcome:
+            bad += 1
+        else:
+            events.append(OfferEvent(when, outcome, interaction_id))
+    return tuple(events), bad

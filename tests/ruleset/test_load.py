@@ -592,3 +592,21 @@ def test_missing_directory(tmp_path: Path) -> None:
         f"{tmp_path / 'nope'}:0:0: error: rules directory not found"
     ]
     assert problems(tmp_path) == [f"{tmp_path}:0:0: error: no .yaml rule files in directory"]
+
+
+@pytest.mark.parametrize("offer_id", ["a|b", "a;b", "{a}", "a b", "é"])
+def test_an_offer_id_outside_the_id_alphabet_is_located(tmp_path: Path, offer_id: str) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        f"""
+        offers:
+          - id: "{offer_id}"
+            value: 1
+            script: hi
+        """,
+    )
+    (problem,) = problems(tmp_path)
+    where = at(bad, f'"{offer_id}"')
+    assert problem.startswith(f"{where}: error: offer id {offer_id!r}: may contain only"), problem

@@ -7,9 +7,9 @@ from contextlib import aclosing
 import pytest
 import redis
 
-from decision_engine.decide.model import Contact
+from decision_engine.decide.model import Contact, OfferEvent
 from decision_engine.errors import StoreUnavailableError
-from decision_engine.store.keys import contacts_key, profile_key
+from decision_engine.store.keys import contacts_key, history_key, profile_key
 from decision_engine.store.profiles import ProfileStore
 
 NOW = 1_750_000_000.0
@@ -48,6 +48,31 @@ def test_load_unknown_customer_has_no_profile_but_records_the_contact(redis_url:
         # The contact list expires once its newest entry is past retention.
         assert 29 * DAY < client.ttl(contacts_key("nobody")) <= 30 * DAY
         assert not client.exists(profile_key("nobody"))
+
+
+def test_stored_entries_that_do_not_parse_are_skipped_and_counted(redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        client.hset(
+            contacts_key("C-1"),
+            mapping={"hex": "0x7fffffff|voice|x", "inf": "1e999|voice|x", "ok": f"{NOW}|chat|x"},
+        )
+        client.hset(
+            history_key("C-1"),
+            "offer-a",
+            f"{NOW}|declined|i-1;{NOW}|declined|i;x|declined;abc|presented|;{NOW}|",
+        )
+
+    async def scenario() -> None:
+        async with aclosing(ProfileStore.from_url(redis_url)) as store:
+            loaded = await store.load_for_decision("C-1", interaction=None, now=NOW)
+        assert [c.interaction_id for c in loaded.state.contacts] == ["ok"]
+        assert loaded.state.history["offer-a"] == (
+            OfferEvent(NOW, "declined", "i-1"),
+            OfferEvent(NOW, "declined", "i"),
+        )
+        assert loaded.skipped == {"contact": 2, "offer_event": 3}
+
+    asyncio.run(scenario())
 
 
 def test_load_without_interaction_writes_nothing(redis_url: str) -> None:
