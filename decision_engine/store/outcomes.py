@@ -152,6 +152,7 @@ class DecisionRecord:
     """What an outcome is checked against (carried by the decision id)."""
 
     decision_id: str
+    """As issued: the one spelling of this decision, so outcomes are deduplicated on it."""
     customer_id: str
     offer_ids: tuple[str, ...]
     interaction_id: str

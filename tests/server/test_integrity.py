@@ -1,13 +1,18 @@
 """What a client (or an old tool writing to Redis) can do to other calls: ids that
-poison stored history, timestamps out of range. Real redis-server, real `serve`
-processes."""
+poison stored history, re-spelled decision ids, timestamps out of range. Real
+redis-server, real `serve` processes."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import re
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,13 +20,15 @@ import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
+from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.keys import (
+    OFFER_STATS,
     OUTCOME_STREAM,
     contacts_key,
     history_key,
     profile_key,
 )
-from tests.server.conftest import Server
+from tests.server.conftest import RULES, Server, start_server
 from tests.server.test_outcomes import (
     UPGRADE,
     Stub,
@@ -128,6 +135,111 @@ def test_stored_entries_that_do_not_parse_are_skipped_and_counted(
     assert warnings, server.log()[-2000:]
     assert len(warnings) <= 2 * 3, "once per worker and kind, not per request"
     assert not any("C-1007" in line for line in warnings)
+
+
+# --------------------------------------------------------------------------- decision ids
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def respellings(decision_id: str) -> list[str]:
+    """Thirty other spellings of the same bytes: padding, and unused low bits of the
+    last character of the signature (22 characters for 16 bytes: 4 bits unused)."""
+    body, _, signature = decision_id.partition(".")
+    padded = [
+        f"{body}{'=' * b}.{signature}{'=' * s}"
+        for b in range(4)
+        for s in range(4)
+        if (b, s) != (0, 0)
+    ]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(signature[-1]) & ~0b1111
+    bits = [
+        f"{body}.{signature[:-1]}{alphabet[last | low]}"
+        for low in range(16)
+        if alphabet[last | low] != signature[-1]
+    ]
+    spellings = padded + bits
+    assert len(spellings) == 30 and decision_id not in spellings
+    return spellings
+
+
+@pytest.mark.usefixtures("demo_data")
+def test_a_respelled_decision_id_is_not_a_new_decision(stub: Stub, client: redis.Redis) -> None:
+    """Regression: 30 of 30 re-spellings of one decision id were counted as new outcomes."""
+    d = decide(stub, "C-1007")
+    offer = d.offers[0].offer_id
+    assert not record(stub, d.decision_id, offer, pb.OUTCOME_DECLINED).duplicate
+    for spelling in respellings(d.decision_id):
+        with pytest.raises(grpc.RpcError) as caught:
+            record(stub, spelling, offer, pb.OUTCOME_DECLINED)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND, spelling
+    assert client.xlen(OUTCOME_STREAM) == 1
+    assert client.hget(OFFER_STATS, f"{offer}|declined") == "1"
+    assert record(stub, d.decision_id, offer, pb.OUTCOME_DECLINED).duplicate
+
+
+@pytest.mark.usefixtures("demo_data")
+def test_garbled_and_foreign_decision_ids_are_not_found(stub: Stub, client: redis.Redis) -> None:
+    d = decide(stub, "C-1007")
+    offer = d.offers[0].offer_id
+    body, _, signature = d.decision_id.partition(".")
+    garbled = [
+        "x", ".", "..", "a.b", f"{body}.", f".{signature}", f"{body}.{signature}.{signature}",
+        f"{body[:-1]}.{signature}", f"{body}.{signature[:-2]}", "=" * 40, "A" * 4096,
+        _b64(b"\xff\xfe") + "." + signature, f"{body}.{_b64(b'x' * 32)}",
+    ]  # fmt: skip
+    for bad in garbled:
+        with pytest.raises(grpc.RpcError) as caught:
+            record(stub, bad, offer, pb.OUTCOME_DECLINED)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND, (bad, caught.value.details())
+    assert client.xlen(OUTCOME_STREAM) == 0
+
+
+SECRET = "integrity-test-secret"
+
+
+@pytest.fixture
+def secret_server(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path,
+        "--rules", str(RULES), "--redis-url", redis_server.url,
+        workers=1,
+        env={"DECISION_ENGINE_DECISION_SECRET": SECRET},
+    )  # fmt: skip
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def signed(payload: object) -> str:
+    """A decision id this deployment signed, for a payload of any shape."""
+    raw = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
+    mac = hmac.new(SECRET.encode(), raw, hashlib.sha256).digest()[:16]
+    return f"{_b64(raw)}.{_b64(mac)}"
+
+
+@pytest.mark.usefixtures("demo_data")
+def test_a_signed_payload_of_the_wrong_shape_is_not_found(
+    secret_server: Server, client: redis.Redis
+) -> None:
+    now = round(time.time(), 3)
+    good = ["C-1007", [UPGRADE], "", "voice", "v", "champion", now, "abc"]
+    wrong = [
+        b"not json", b"\xff\xfe", {"a": 1}, "text", 7, None, [], good[:-1], [*good, "extra"],
+        [1, *good[1:]], ["C-1007", UPGRADE, *good[2:]], ["C-1007", [1], *good[2:]],
+        [*good[:6], "yesterday", "abc"], [*good[:6], None, "abc"], [*good[:6], True, "abc"],
+        [*good[:6], float("nan"), "abc"], [*good[:6], 1e400, "abc"], [*good[:7], 5],
+        ["{C}", *good[1:]],
+    ]  # fmt: skip
+    for stub in secret_server.stub():
+        assert not record(stub, signed(good), UPGRADE, pb.OUTCOME_PRESENTED).duplicate
+        for payload in wrong:
+            with pytest.raises(grpc.RpcError) as caught:
+                record(stub, signed(payload), UPGRADE, pb.OUTCOME_PRESENTED)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND, (payload, caught.value)
+    assert client.xlen(OUTCOME_STREAM) == 1
 
 
 # --------------------------------------------------------------------------- timestamps
