@@ -36,12 +36,14 @@ def decide(
     explain: bool = False,
     degraded: bool = False,
     exhausted: frozenset[str] = frozenset(),
+    customer_spent: frozenset[str] = frozenset(),
     learned: Learned | None = None,
     sample_seed: int | None = None,
 ) -> Decision:
     """Pure: same inputs, same decision. `state` None means the store could not be read.
 
-    `exhausted` lists capped offers whose budget for the day is spent. With `learned`,
+    `exhausted` lists capped offers whose budget for the day is spent, `customer_spent`
+    those this customer has had their daily share of. With `learned`,
     propensities are the posterior means, or draws from the posteriors (Thompson
     sampling, seeded by `sample_seed`) when exploring.
     """
@@ -64,6 +66,7 @@ def decide(
         now=now,
         interaction_id=interaction_id,
         exhausted=exhausted,
+        customer_spent=customer_spent,
     )
     limit = _limit(ruleset, max_offers, context.channel, presented_here)
     blocked_mask = 0

@@ -24,7 +24,7 @@ from decision_engine.errors import (
     InvalidRequestError,
     StoreUnavailableError,
 )
-from decision_engine.ruleset.compiled import CompiledRuleset
+from decision_engine.ruleset.compiled import CompiledRuleset, DailyCap
 from decision_engine.server import metrics
 from decision_engine.server.convert import (
     OutcomeRequest,
@@ -39,6 +39,7 @@ from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.outcomes import (
     DecisionRecord,
     Recorded,
+    Reservation,
     load_learning,
     record_outcome,
     release_caps,
@@ -181,6 +182,7 @@ class _Inputs:
     now: float
     request: pb.DecideRequest
     exhausted: frozenset[str]
+    customer_spent: frozenset[str]
     degraded: bool
     learned: Learned | None
     sample_seed: int | None
@@ -248,13 +250,16 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             now,
             request,
             loaded.exhausted,
+            loaded.customer_spent,
             degraded,
             learned,
             sample_seed,
         )
         if arm == CONTROL:
             # The holdout is routed like everyone else but hears no offer.
-            decision = dataclasses.replace(self._decide(inputs, inputs.exhausted), offers=())
+            decision = dataclasses.replace(
+                self._decide(inputs, inputs.exhausted, inputs.customer_spent), offers=()
+            )
         else:
             decision = await self._decide_within_caps(inputs)
         record = DecisionRecord(
@@ -279,6 +284,8 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             self._skips.skipped(kind, count, request.customer_id)
         if decision.unparsed_fields:
             self._skips.skipped("profile_field", len(decision.unparsed_fields), request.customer_id)
+        if loaded.contact_refused:
+            metrics.CONTACTS_NOT_RECORDED.inc()
         metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
         return response
 
@@ -287,7 +294,9 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             return self._challenger.current
         return self._rules.current
 
-    def _decide(self, inputs: _Inputs, exhausted: frozenset[str]) -> Decision:
+    def _decide(
+        self, inputs: _Inputs, exhausted: frozenset[str], customer_spent: frozenset[str]
+    ) -> Decision:
         request = inputs.request
         return decide(
             inputs.ruleset,
@@ -300,21 +309,28 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             explain=request.explain,
             degraded=inputs.degraded,
             exhausted=exhausted,
+            customer_spent=customer_spent,
             learned=inputs.learned,
             sample_seed=inputs.sample_seed,
         )
 
     async def _decide_within_caps(self, inputs: _Inputs) -> Decision:
         """Decide, holding one unit of today's budget for every capped offer returned."""
-        exhausted = inputs.exhausted
+        exhausted, customer_spent = inputs.exhausted, inputs.customer_spent
         held: set[str] = set()  # capped offers whose budget this request holds
+        customer_id = inputs.request.customer_id
         for _ in range(_CAP_ATTEMPTS):
-            decision = self._decide(inputs, exhausted)
-            denied = await self._reserve(inputs.ruleset, decision, inputs.now, held)
+            decision = self._decide(inputs, exhausted, customer_spent)
+            spent, spent_by_customer = await self._reserve(
+                inputs.ruleset, customer_id, decision, inputs.now, held
+            )
+            denied = spent | spent_by_customer
             if not denied:
                 break
-            # Another replica took the last of a budget since we read it: decide again.
-            exhausted |= denied
+            # Another replica (or a call for the same customer) took the last of a budget
+            # since we read it: decide again.
+            exhausted |= spent
+            customer_spent |= spent_by_customer
         else:
             # Out of attempts: never overshoot a budget, drop those offers instead.
             kept = tuple(o for o in decision.offers if o.offer_id not in denied)
@@ -322,7 +338,9 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         unused = held - {o.offer_id for o in decision.offers}
         if unused:
             # Reserved in an earlier attempt, then ranked out: give the budget back.
-            release_caps(self._store.connection, sorted(unused), day=cap_day(inputs.now))
+            release_caps(
+                self._store.connection, customer_id, sorted(unused), day=cap_day(inputs.now)
+            )
         return decision
 
     def _count(self, queue: str, degraded: bool, offer_ids: list[str]) -> None:
@@ -342,33 +360,42 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             offers.inc()
 
     async def _reserve(
-        self, ruleset: CompiledRuleset, decision: Decision, now: float, held: set[str]
-    ) -> frozenset[str]:
+        self,
+        ruleset: CompiledRuleset,
+        customer_id: str,
+        decision: Decision,
+        now: float,
+        held: set[str],
+    ) -> tuple[frozenset[str], frozenset[str]]:
         """Take today's budget of the capped offers chosen (once per request, however
-        often it decides); returns the ones denied, to decide again without them."""
+        often it decides); returns the ones denied, to decide again without them: the
+        day's budget spent, and this customer's share of it spent."""
         caps = [
             (o.offer_id, ruleset.daily_caps[o.offer_id])
             for o in decision.offers
             if o.offer_id in ruleset.daily_caps and o.offer_id not in held
         ]
         if not caps:
-            return frozenset()
+            return frozenset(), frozenset()
         try:
-            granted = await reserve_caps(self._store.connection, caps, day=cap_day(now))
+            reserved = await reserve_caps(
+                self._store.connection, customer_id, caps, day=cap_day(now)
+            )
         except StoreUnavailableError:
-            granted = frozenset()
-        held |= granted
-        denied = frozenset(offer_id for offer_id, _ in caps) - granted
-        for offer_id in denied:
+            # No budget can be taken: as if it were spent.
+            everything = frozenset(offer_id for offer_id, _ in caps)
+            reserved = Reservation(frozenset(), everything, frozenset())
+        held |= reserved.granted
+        for offer_id in reserved.spent:
             metrics.CAP_EXHAUSTED.labels(offer_id).inc()
-        return denied
+        return reserved.spent, reserved.customer_spent
 
     async def _load(
         self,
         customer_id: str,
         interaction: Contact | None,
         now: float,
-        caps: dict[str, int],
+        caps: dict[str, DailyCap],
         context: grpc.aio.ServicerContext,
     ) -> tuple[Loaded, bool]:
         """What the store has for this decision, or (nothing, degraded) when it is down.

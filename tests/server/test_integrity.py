@@ -1,6 +1,6 @@
 """What a client (or an old tool writing to Redis) can do to other calls: ids that
-poison stored history, re-spelled decision ids, timestamps out of range. Real
-redis-server, real `serve` processes."""
+poison stored history, re-spelled decision ids, timestamps out of range, and one
+customer draining what is shared. Real redis-server, real `serve` processes."""
 
 from __future__ import annotations
 
@@ -24,15 +24,19 @@ from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.keys import (
     OFFER_STATS,
     OUTCOME_STREAM,
+    cap_key,
     contacts_key,
     history_key,
     profile_key,
 )
+from decision_engine.store.profiles import cap_day
 from tests.server.conftest import RULES, Server, start_server
 from tests.server.test_outcomes import (
+    DEVICE,
     UPGRADE,
     Stub,
     decide,
+    load_upgrade_population,
     offer_ids,
     record,
 )
@@ -267,3 +271,54 @@ def test_occurred_at_out_of_range_is_invalid_argument(stub: Stub, client: redis.
     assert client.xlen(OUTCOME_STREAM) == 0
     ok = Timestamp(seconds=int(time.time()))
     assert not record(stub, d.decision_id, offer, pb.OUTCOME_ACCEPTED, occurred_at=ok).duplicate
+
+
+# --------------------------------------------------------------------------- bounded harm
+
+
+@pytest.mark.usefixtures("demo_data")
+def test_contacts_recorded_per_customer_and_day_are_bounded(
+    server: Server, stub: Stub, client: redis.Redis
+) -> None:
+    before = metric(scrape(server), "contacts_not_recorded_total")
+    for n in range(30):
+        decide(stub, "C-1007", interaction_id=f"flood-{n}")
+    assert client.hlen(contacts_key("C-1007")) == 20
+    assert metric(scrape(server), "contacts_not_recorded_total") - before == 10
+    # An interaction already recorded is still a retry, not a new contact.
+    decide(stub, "C-1007", interaction_id="flood-3")
+    assert client.hlen(contacts_key("C-1007")) == 20
+
+
+@pytest.mark.usefixtures("demo_data")
+def test_contacts_of_customers_without_a_profile_are_kept_briefly(
+    stub: Stub, client: redis.Redis
+) -> None:
+    for n in range(50):
+        decide(stub, f"made-up-{n}", interaction_id="call-1")
+    ttls = [client.ttl(contacts_key(f"made-up-{n}")) for n in range(50)]
+    assert all(0 < ttl <= 3600 for ttl in ttls), ttls[:5]
+    # A customer with a profile keeps them for the contact retention.
+    decide(stub, "C-1007", interaction_id="call-1")
+    assert client.ttl(contacts_key("C-1007")) > 29 * 86_400
+
+
+def test_one_customer_cannot_drain_a_daily_cap(server: Server, client: redis.Redis) -> None:
+    """Regression: one caller on one customer took 497 of device-upgrade's 500 units."""
+    customers = load_upgrade_population(client, 3)
+    day = cap_day(time.time())
+    shown = 0
+    for _ in range(10):
+        for s in server.stub():
+            shown += DEVICE in offer_ids(decide(s, customers[0]))
+    assert shown == 1
+    assert client.get(cap_key(DEVICE, day)) == "1"
+    for s in server.stub():
+        r = decide(s, customers[0], explain=True)
+        (why,) = [e for e in r.explanations if e.rule_id == DEVICE]
+        assert not why.matched and "per customer" in why.detail, why
+    # Everyone else still gets their unit.
+    for other in customers[1:]:
+        for s in server.stub():
+            assert DEVICE in offer_ids(decide(s, other))
+    assert client.get(cap_key(DEVICE, day)) == "3"
