@@ -280,7 +280,7 @@ async def simulate(
         }
         for step in range(1, steps + 1):
             customer_id, profile = pool[pick.randrange(len(pool))]
-            state, exhausted = await store.load_for_decision(
+            loaded = await store.load_for_decision(
                 customer_id, interaction=None, now=now, caps=ruleset.daily_caps
             )
             sample_seed = None
@@ -290,11 +290,11 @@ async def simulate(
             decision_id = f"s{seed}-{scenario.name}-{step}"
             decision = decide(
                 ruleset,
-                state=state,
+                state=loaded.state,
                 context=CONTEXT,
                 now=now,
                 decision_id=decision_id,
-                exhausted=exhausted,
+                exhausted=loaded.exhausted,
                 learned=learned,
                 sample_seed=sample_seed,
             )

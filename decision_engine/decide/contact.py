@@ -21,14 +21,25 @@ def blocked_offers(
     now: float,
     interaction_id: str,
     exhausted: frozenset[str],
+    customer_spent: frozenset[str] = frozenset(),
 ) -> tuple[Blocked, int]:
-    """Offers kept out by contact policies or exhausted caps, and offers already
-    presented in this interaction (for the per-interaction limit)."""
+    """Offers kept out by contact policies or exhausted caps (the day's budget, or this
+    customer's share of it), and offers already presented in this interaction (for the
+    per-interaction limit)."""
     blocked: Blocked = {}
+    for offer_id in customer_spent:
+        cap = ruleset.daily_caps.get(offer_id)
+        if cap is not None:
+            blocked[offer_id] = (
+                f"{offer_id}/daily-cap-per-customer",
+                f"given to this customer today (at most {cap.per_customer} per customer per day)",
+            )
     for offer_id in exhausted:
         cap = ruleset.daily_caps.get(offer_id)
         if cap is not None:
-            blocked[offer_id] = (f"{offer_id}/daily-cap", f"daily cap of {cap} reached")
+            blocked.setdefault(
+                offer_id, (f"{offer_id}/daily-cap", f"daily cap of {cap.total} reached")
+            )
     presented_here = 0
     if not history:
         return blocked, presented_here

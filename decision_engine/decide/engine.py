@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 
 from decision_engine.decide.contact import Blocked, blocked_offers
-from decision_engine.decide.facts import build_facts
+from decision_engine.decide.facts import typed_facts
 from decision_engine.decide.learning import Learned
 from decision_engine.decide.model import (
     Context,
@@ -36,16 +36,18 @@ def decide(
     explain: bool = False,
     degraded: bool = False,
     exhausted: frozenset[str] = frozenset(),
+    customer_spent: frozenset[str] = frozenset(),
     learned: Learned | None = None,
     sample_seed: int | None = None,
 ) -> Decision:
     """Pure: same inputs, same decision. `state` None means the store could not be read.
 
-    `exhausted` lists capped offers whose budget for the day is spent. With `learned`,
+    `exhausted` lists capped offers whose budget for the day is spent, `customer_spent`
+    those this customer has had their daily share of. With `learned`,
     propensities are the posterior means, or draws from the posteriors (Thompson
     sampling, seeded by `sample_seed`) when exploring.
     """
-    facts = build_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
+    facts, unparsed = typed_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
     routing = _route(ruleset, facts)
     # A category's tier is the position of the first applicable policy that puts it
     # first, so earlier policies win (security before retention on a stolen-card cancel).
@@ -64,6 +66,7 @@ def decide(
         now=now,
         interaction_id=interaction_id,
         exhausted=exhausted,
+        customer_spent=customer_spent,
     )
     limit = _limit(ruleset, max_offers, context.channel, presented_here)
     blocked_mask = 0
@@ -112,6 +115,7 @@ def decide(
         degraded=degraded,
         explanations=explanations,
         suppressed_by=suppressed_by,
+        unparsed_fields=unparsed,
     )
 
 

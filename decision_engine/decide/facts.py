@@ -27,6 +27,20 @@ def build_facts(
     interaction_id: str = "",
 ) -> dict[str, Any]:
     """Typed values by field name; absent or unparseable values are left out."""
+    return typed_facts(ruleset, state, context, now=now, interaction_id=interaction_id)[0]
+
+
+def typed_facts(
+    ruleset: CompiledRuleset,
+    state: CustomerState | None,
+    context: Context,
+    *,
+    now: float,
+    interaction_id: str = "",
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The facts, and the profile fields left out because their stored value does not
+    fit the schema (data written around the import, or by an older schema)."""
+    unparsed: list[str] = []
     today = today_ordinal(now)
     facts: dict[str, Any] = {TODAY: today, "channel": context.channel}
     profile = state.profile if state is not None else None
@@ -40,7 +54,7 @@ def build_facts(
             try:
                 facts[name] = parser(raw)
             except ValueError:
-                continue
+                unparsed.append(name)
         contract_end = facts.get("contract_end")
         if contract_end is not None and "contract_end" in ruleset.date_fields:
             facts["days_to_contract_end"] = contract_end - today
@@ -63,7 +77,7 @@ def build_facts(
                 except ValueError:
                     continue
     _contact_counts(facts, state, context, now=now, interaction_id=interaction_id)
-    return facts
+    return facts, tuple(unparsed)
 
 
 def _contact_counts(

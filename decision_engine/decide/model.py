@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 CHANNELS = ("voice", "chat", "email", "sms", "web", "app", "social")
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@/+=-]+")
+"""What customer, interaction and offer ids are made of. Ids are stored inside
+`|`- and `;`-separated entries and inside Redis keys whose hash tag is `{customer}`,
+so the separators, braces, spaces and control characters can never be part of one."""
+ID_CHARACTERS = "ASCII letters, digits and - _ . : @ / + ="
+MAX_ID_LENGTH = 128
+
+
+def id_problem(value: str, *, limit: int = MAX_ID_LENGTH) -> str | None:
+    """Why `value` cannot be an id, or None when it can."""
+    if len(value) > limit:
+        return f"at most {limit} characters, got {len(value)}"
+    if ID_PATTERN.fullmatch(value) is None:
+        bad = next((c for c in value if ID_PATTERN.fullmatch(c) is None), "")
+        found = f"; found {bad!r}" if bad else ""
+        return f"may contain only {ID_CHARACTERS}{found}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +131,5 @@ class Decision:
     """Contact policies and caps that kept an eligible-looking offer out."""
     arm: str = "champion"
     """The experiment arm the customer is in (set by the server)."""
+    unparsed_fields: tuple[str, ...] = ()
+    """Profile fields whose stored value does not fit the schema (decided without them)."""

@@ -83,6 +83,16 @@ class ContactScope:
 
 
 @dataclass(frozen=True, slots=True)
+class DailyCap:
+    """A capped offer's budget for one UTC day; each offer returned takes one unit."""
+
+    total: int
+    """Units across all customers and replicas."""
+    per_customer: int
+    """Units one customer may take."""
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRuleset:
     """Everything `decide` needs, and nothing it has to build per request."""
 
@@ -96,8 +106,8 @@ class CompiledRuleset:
     offer_bits: dict[str, int]
     """Offer id → its bit in the offer index."""
     contact_scopes: tuple[ContactScope, ...]
-    daily_caps: dict[str, int]
-    """Offer id → presentations allowed per UTC day, for capped offers."""
+    daily_caps: dict[str, DailyCap]
+    """Offer id → its budget per UTC day, for capped offers."""
     offer_index: RuleIndex
     routes: tuple[RouteSpec, ...]
     route_index: RuleIndex
@@ -143,7 +153,11 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
             )
             for policy in ruleset.contact_policies
         ),
-        daily_caps={o.id: o.daily_cap for o in ruleset.offers if o.daily_cap is not None},
+        daily_caps={
+            o.id: DailyCap(o.daily_cap, o.daily_cap_per_customer or 1)
+            for o in ruleset.offers
+            if o.daily_cap is not None
+        },
         offer_index=RuleIndex([[t for t in terms if t is not None] for terms in offer_terms]),
         routes=ruleset.routes,
         route_index=RuleIndex([[c.node for c in r.when] for r in ruleset.routes]),
@@ -256,6 +270,13 @@ def _bracketed(condition: Condition, count: int) -> str:
     return condition.text
 
 
+def _finite(raw: str) -> float:
+    number = float(raw)
+    if number - number != 0:  # inf or nan: float() takes them, no schema does
+        raise ValueError(raw)
+    return number
+
+
 def fast_parser(spec: FieldSpec) -> Parser:
     """Type a stored text value quickly; ValueError when it does not fit the field.
 
@@ -263,7 +284,7 @@ def fast_parser(spec: FieldSpec) -> Parser:
     converts and checks enum membership (a bad value is treated as absent).
     """
     if spec.kind in ("number", "integer"):
-        return float
+        return _finite
     if spec.kind == "date":
         return lambda raw: date.fromisoformat(raw[:10]).toordinal()
     if spec.kind == "bool":

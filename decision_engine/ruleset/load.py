@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import yaml
 
-from decision_engine.decide.model import CHANNELS
+from decision_engine.decide.model import CHANNELS, id_problem
 from decision_engine.errors import Problem, RulesetError
 from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.fields import builtin_fields
@@ -490,7 +490,7 @@ class _Reader:
         keys = (
             "id", "title", "category", "script", "value", "cost", "propensity", "lever",
             "channels", "when", "weights", "params", "description", "contact_policy",
-            "daily_cap",
+            "daily_cap", "daily_cap_per_customer",
         )  # fmt: skip
         if not isinstance(node, yaml.MappingNode):
             self.error(node, "an offer must be a mapping (id, title, when, value, script, ...)")
@@ -500,6 +500,10 @@ class _Reader:
             self.error(node, "offer has no id")
             return None
         offer_id = self.text(spec["id"], "offer id")
+        problem = id_problem(offer_id) if offer_id else None
+        if problem is not None:
+            # Outcomes name the offer, and RecordOutcome refuses ids outside this alphabet.
+            self.error(spec["id"], f"offer id {offer_id!r}: {problem}")
         # An absent key means every channel; an explicit `channels: []` means none
         # (rules check warns about it), so it is not widened to all channels.
         channels = self.names(spec["channels"], "channels") if "channels" in spec else CHANNELS
@@ -544,6 +548,16 @@ class _Reader:
             if "daily_cap" in spec
             else None
         )
+        per_customer = None
+        if "daily_cap_per_customer" in spec:
+            node_per = spec["daily_cap_per_customer"]
+            per_customer = self.integer(
+                node_per, "daily_cap_per_customer", 1, 1, daily_cap or 1_000_000_000
+            )
+            if daily_cap is None:
+                self.error(node_per, f"offer {offer_id}: daily_cap_per_customer needs a daily_cap")
+        elif daily_cap is not None:
+            per_customer = 1  # the cap counts customers, unless the file says otherwise
         if "contact_policy" in spec:
             policy = self._contact_policy(
                 spec["contact_policy"], f"{offer_id}/contact-policy", (offer_id,), ()
@@ -567,6 +581,7 @@ class _Reader:
             params=tuple(params),
             where=self.where(node),
             daily_cap=daily_cap,
+            daily_cap_per_customer=per_customer if daily_cap is not None else None,
         )
 
     _POLICY_KEYS = ("suppress_after_decline_days", "max_declines", "max_presentations")

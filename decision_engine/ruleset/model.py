@@ -79,7 +79,10 @@ class OfferSpec:
     params: tuple[tuple[str, Condition], ...]
     where: Where
     daily_cap: int | None = None
-    """At most this many customers get the offer per UTC day, across all replicas."""
+    """At most this many units of the offer are given per UTC day, across all replicas."""
+    daily_cap_per_customer: int | None = None
+    """Of which at most this many to one customer (1 unless set: the cap counts customers);
+    set exactly when `daily_cap` is."""
 
 
 @dataclass(frozen=True, slots=True)

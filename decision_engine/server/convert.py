@@ -5,12 +5,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
-from decision_engine.decide.model import CHANNELS, OFFER_OUTCOMES, Context, Decision
+from decision_engine.decide.model import (
+    CHANNELS,
+    MAX_ID_LENGTH,
+    OFFER_OUTCOMES,
+    Context,
+    Decision,
+    id_problem,
+)
 from decision_engine.errors import InvalidRequestError
 from decision_engine.ruleset.load import MAX_OFFERS_LIMIT
+from decision_engine.store.outcomes import DecisionRecord
 
-MAX_ID_LENGTH = 128
 MAX_DECISION_ID = 4096
 """Decision ids carry the decision (customer, offers, ...), signed."""
 MAX_TEXT_LENGTH = 256
@@ -81,10 +90,9 @@ def _identifier(field: str, value: str, *, required: bool, limit: int = MAX_ID_L
         if required:
             raise InvalidRequestError(field, "is required")
         return
-    if len(value) > limit:
-        raise InvalidRequestError(field, f"at most {limit} characters, got {len(value)}")
-    if not value.isprintable() or value.strip() != value:
-        raise InvalidRequestError(field, "must be printable, without surrounding spaces")
+    problem = id_problem(value, limit=limit)
+    if problem is not None:
+        raise InvalidRequestError(field, problem)
 
 
 def _text(field: str, value: str) -> None:
@@ -141,6 +149,9 @@ _OUTCOMES = {
     pb.OUTCOME_NOT_RESOLVED: "not_resolved",
 }
 MAX_CLOCK_SKEW_S = 300.0
+"""How far ahead of our clock (or before its decision) an outcome may be stamped."""
+OLDEST_OUTCOME_S = 946_684_800
+"""2000-01-01: anything earlier is a client bug (an unset clock, seconds in ms...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +191,28 @@ def outcome_request(request: pb.RecordOutcomeRequest, *, now: float) -> OutcomeR
     _text("reason", request.reason)
     at = now
     if request.HasField("occurred_at"):
-        at = request.occurred_at.ToNanoseconds() / 1e9
-        if at > now + MAX_CLOCK_SKEW_S:
-            raise InvalidRequestError("occurred_at", "is in the future")
+        at = _occurred_at(request.occurred_at, now=now)
     return OutcomeRequest(
         request.decision_id, request.offer_id, outcome, channel, request.reason, at
     )
+
+
+def _occurred_at(ts: Timestamp, *, now: float) -> float:
+    # Checked field by field: ToNanoseconds() raises ValueError outside the Timestamp range.
+    if not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidRequestError("occurred_at", f"nanos must be 0..999999999, got {ts.nanos}")
+    if ts.seconds < OLDEST_OUTCOME_S:
+        raise InvalidRequestError("occurred_at", "is before 2000-01-01")
+    if ts.seconds > now + MAX_CLOCK_SKEW_S:
+        raise InvalidRequestError("occurred_at", "is in the future")
+    return ts.seconds + ts.nanos / 1e9
+
+
+def check_against_decision(outcome: OutcomeRequest, decision: DecisionRecord) -> None:
+    """What an outcome can only be checked against once its decision is known."""
+    if outcome.offer_id and outcome.offer_id not in decision.offer_ids:
+        raise InvalidRequestError(
+            "offer_id", f"that decision did not return offer {outcome.offer_id!r}"
+        )
+    if outcome.at < decision.at - MAX_CLOCK_SKEW_S:
+        raise InvalidRequestError("occurred_at", "is before the decision was made")

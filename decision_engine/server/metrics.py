@@ -52,6 +52,15 @@ SUPPRESSIONS = Counter(
     "Decisions where a contact policy or cap kept a candidate offer out, by policy.",
     ["policy"],
 )
+STORED_ENTRIES_SKIPPED = Counter(
+    "stored_entries_skipped_total",
+    "Stored entries that do not parse, left out of decisions, by kind.",
+    ["kind"],
+)
+CONTACTS_NOT_RECORDED = Counter(
+    "contacts_not_recorded_total",
+    "Interactions not recorded because the customer reached the daily contact limit.",
+)
 CAP_EXHAUSTED = Counter(
     "cap_exhausted_total",
     "Capped offers not returned because the day's budget was spent.",

@@ -24,10 +24,11 @@ from decision_engine.errors import (
     InvalidRequestError,
     StoreUnavailableError,
 )
-from decision_engine.ruleset.compiled import CompiledRuleset
+from decision_engine.ruleset.compiled import CompiledRuleset, DailyCap
 from decision_engine.server import metrics
 from decision_engine.server.convert import (
     OutcomeRequest,
+    check_against_decision,
     decision_response,
     outcome_request,
     request_context,
@@ -38,12 +39,13 @@ from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.outcomes import (
     DecisionRecord,
     Recorded,
+    Reservation,
     load_learning,
     record_outcome,
     release_caps,
     reserve_caps,
 )
-from decision_engine.store.profiles import ProfileStore, cap_day
+from decision_engine.store.profiles import Loaded, ProfileStore, cap_day
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 _DEADLINE_SHARE_FOR_STORE = 0.5
 # A capped offer lost to another replica is replaced by deciding again, at most this often.
 _CAP_ATTEMPTS = 3
+# Degraded: the store said nothing (the decision gets no state at all).
+_NOTHING = CustomerState(profile=None)
 
 
 class ActiveRuleset:
@@ -145,6 +149,29 @@ class OutageLog:
             self.failures = 0
 
 
+class SkipLog:
+    """Counts stored entries that do not parse; warns once per kind and process.
+
+    Such an entry stays until it ages out, so it is skipped on every call of that
+    customer: a warning each time would flood the log with one customer's data.
+    """
+
+    def __init__(self) -> None:
+        self.warned: set[str] = set()
+
+    def skipped(self, kind: str, count: int, customer_id: str) -> None:
+        metrics.STORED_ENTRIES_SKIPPED.labels(kind).inc(count)
+        log.debug("customer %s: %d stored %s entries skipped", customer_id, count, kind)
+        if kind not in self.warned:
+            self.warned.add(kind)
+            log.warning(
+                "stored %s entries that do not parse are skipped (counted in "
+                'stored_entries_skipped_total{kind="%s"}; warned once per worker)',
+                kind,
+                kind,
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class _Inputs:
     """What one Decide call decides from, however often it decides (caps)."""
@@ -155,6 +182,7 @@ class _Inputs:
     now: float
     request: pb.DecideRequest
     exhausted: frozenset[str]
+    customer_spent: frozenset[str]
     degraded: bool
     learned: Learned | None
     sample_seed: int | None
@@ -186,6 +214,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._store_timeout_s = store_timeout_s
         self._ids = ids
         self._outages = OutageLog()
+        self._skips = SkipLog()
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}
 
@@ -207,7 +236,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             if request.interaction_id
             else None
         )
-        state, exhausted, degraded = await self._load(
+        loaded, degraded = await self._load(
             request.customer_id, interaction, now, ruleset.daily_caps, context
         )
         learned = self._learned.for_ruleset(ruleset) if self._learned is not None else None
@@ -215,11 +244,22 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         if learned is not None and random.random() < ruleset.source.learning.exploration:
             sample_seed = random.getrandbits(64)
         inputs = _Inputs(
-            ruleset, state, ctx, now, request, exhausted, degraded, learned, sample_seed
+            ruleset,
+            None if degraded else loaded.state,
+            ctx,
+            now,
+            request,
+            loaded.exhausted,
+            loaded.customer_spent,
+            degraded,
+            learned,
+            sample_seed,
         )
         if arm == CONTROL:
             # The holdout is routed like everyone else but hears no offer.
-            decision = dataclasses.replace(self._decide(inputs, inputs.exhausted), offers=())
+            decision = dataclasses.replace(
+                self._decide(inputs, inputs.exhausted, inputs.customer_spent), offers=()
+            )
         else:
             decision = await self._decide_within_caps(inputs)
         record = DecisionRecord(
@@ -240,6 +280,12 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             metrics.SUPPRESSIONS.labels(policy_id).inc()
         if not decision.profile_found and not degraded:
             metrics.PROFILE_MISSES.inc()
+        for kind, count in loaded.skipped.items():
+            self._skips.skipped(kind, count, request.customer_id)
+        if decision.unparsed_fields:
+            self._skips.skipped("profile_field", len(decision.unparsed_fields), request.customer_id)
+        if loaded.contact_refused:
+            metrics.CONTACTS_NOT_RECORDED.inc()
         metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
         return response
 
@@ -248,7 +294,9 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             return self._challenger.current
         return self._rules.current
 
-    def _decide(self, inputs: _Inputs, exhausted: frozenset[str]) -> Decision:
+    def _decide(
+        self, inputs: _Inputs, exhausted: frozenset[str], customer_spent: frozenset[str]
+    ) -> Decision:
         request = inputs.request
         return decide(
             inputs.ruleset,
@@ -261,21 +309,28 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             explain=request.explain,
             degraded=inputs.degraded,
             exhausted=exhausted,
+            customer_spent=customer_spent,
             learned=inputs.learned,
             sample_seed=inputs.sample_seed,
         )
 
     async def _decide_within_caps(self, inputs: _Inputs) -> Decision:
         """Decide, holding one unit of today's budget for every capped offer returned."""
-        exhausted = inputs.exhausted
+        exhausted, customer_spent = inputs.exhausted, inputs.customer_spent
         held: set[str] = set()  # capped offers whose budget this request holds
+        customer_id = inputs.request.customer_id
         for _ in range(_CAP_ATTEMPTS):
-            decision = self._decide(inputs, exhausted)
-            denied = await self._reserve(inputs.ruleset, decision, inputs.now, held)
+            decision = self._decide(inputs, exhausted, customer_spent)
+            spent, spent_by_customer = await self._reserve(
+                inputs.ruleset, customer_id, decision, inputs.now, held
+            )
+            denied = spent | spent_by_customer
             if not denied:
                 break
-            # Another replica took the last of a budget since we read it: decide again.
-            exhausted |= denied
+            # Another replica (or a call for the same customer) took the last of a budget
+            # since we read it: decide again.
+            exhausted |= spent
+            customer_spent |= spent_by_customer
         else:
             # Out of attempts: never overshoot a budget, drop those offers instead.
             kept = tuple(o for o in decision.offers if o.offer_id not in denied)
@@ -283,7 +338,9 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         unused = held - {o.offer_id for o in decision.offers}
         if unused:
             # Reserved in an earlier attempt, then ranked out: give the budget back.
-            release_caps(self._store.connection, sorted(unused), day=cap_day(inputs.now))
+            release_caps(
+                self._store.connection, customer_id, sorted(unused), day=cap_day(inputs.now)
+            )
         return decision
 
     def _count(self, queue: str, degraded: bool, offer_ids: list[str]) -> None:
@@ -303,36 +360,45 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             offers.inc()
 
     async def _reserve(
-        self, ruleset: CompiledRuleset, decision: Decision, now: float, held: set[str]
-    ) -> frozenset[str]:
+        self,
+        ruleset: CompiledRuleset,
+        customer_id: str,
+        decision: Decision,
+        now: float,
+        held: set[str],
+    ) -> tuple[frozenset[str], frozenset[str]]:
         """Take today's budget of the capped offers chosen (once per request, however
-        often it decides); returns the ones denied, to decide again without them."""
+        often it decides); returns the ones denied, to decide again without them: the
+        day's budget spent, and this customer's share of it spent."""
         caps = [
             (o.offer_id, ruleset.daily_caps[o.offer_id])
             for o in decision.offers
             if o.offer_id in ruleset.daily_caps and o.offer_id not in held
         ]
         if not caps:
-            return frozenset()
+            return frozenset(), frozenset()
         try:
-            granted = await reserve_caps(self._store.connection, caps, day=cap_day(now))
+            reserved = await reserve_caps(
+                self._store.connection, customer_id, caps, day=cap_day(now)
+            )
         except StoreUnavailableError:
-            granted = frozenset()
-        held |= granted
-        denied = frozenset(offer_id for offer_id, _ in caps) - granted
-        for offer_id in denied:
+            # No budget can be taken: as if it were spent.
+            everything = frozenset(offer_id for offer_id, _ in caps)
+            reserved = Reservation(frozenset(), everything, frozenset())
+        held |= reserved.granted
+        for offer_id in reserved.spent:
             metrics.CAP_EXHAUSTED.labels(offer_id).inc()
-        return denied
+        return reserved.spent, reserved.customer_spent
 
     async def _load(
         self,
         customer_id: str,
         interaction: Contact | None,
         now: float,
-        caps: dict[str, int],
+        caps: dict[str, DailyCap],
         context: grpc.aio.ServicerContext,
-    ) -> tuple[CustomerState | None, frozenset[str], bool]:
-        """The customer's state and the spent budgets, or degraded when the store is down.
+    ) -> tuple[Loaded, bool]:
+        """What the store has for this decision, or (nothing, degraded) when it is down.
 
         Degraded, no budget can be taken, so every capped offer counts as spent.
         """
@@ -342,19 +408,19 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             budget = min(budget, max(remaining * _DEADLINE_SHARE_FOR_STORE, 0.0005))
         try:
             async with asyncio.timeout(budget):
-                state, exhausted = await self._store.load_for_decision(
+                loaded = await self._store.load_for_decision(
                     customer_id, interaction=interaction, now=now, caps=caps
                 )
         except TimeoutError:
             metrics.REDIS_ERRORS.labels("timeout").inc()
             self._outages.failed(f"no answer within {budget * 1e3:.1f} ms")
-            return None, frozenset(caps), True
+            return Loaded(_NOTHING, exhausted=frozenset(caps)), True
         except StoreUnavailableError as exc:
             metrics.REDIS_ERRORS.labels("error").inc()
             self._outages.failed(str(exc))
-            return None, frozenset(caps), True
+            return Loaded(_NOTHING, exhausted=frozenset(caps)), True
         self._outages.recovered()
-        return state, exhausted, False
+        return loaded, False
 
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.aio.ServicerContext
@@ -377,10 +443,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
     async def _record(self, outcome: OutcomeRequest) -> tuple[Recorded, str]:
         """Record an outcome; (what Redis said, the decision's arm)."""
         decision = self._ids.verify(outcome.decision_id, now=time.time())
-        if outcome.offer_id and outcome.offer_id not in decision.offer_ids:
-            raise InvalidRequestError(
-                "offer_id", f"that decision did not return offer {outcome.offer_id!r}"
-            )
+        check_against_decision(outcome, decision)
         recorded = await record_outcome(
             self._outcomes,
             self._store.connection,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from decision_engine.decide.model import id_problem
 from decision_engine.errors import ProfileImportError
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.store.profiles import ProfileStore
@@ -56,6 +57,10 @@ def canonical_profile(
         customer_id = str(customer_id)
     if not isinstance(customer_id, str) or not customer_id.strip():
         raise ValueError(f"missing or empty {ID_FIELD}")
+    problem = id_problem(customer_id)
+    if problem is not None:
+        # Decide refuses such an id, so the profile could never be read.
+        raise ValueError(f"{ID_FIELD}: {problem}")
     fields: dict[str, str] = {}
     for name, raw in record.items():
         # Empty and null mean "absent", so a CSV blank cell does not fail validation.

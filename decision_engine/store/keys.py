@@ -27,8 +27,13 @@ def history_key(customer_id: str) -> str:
 
 
 def cap_key(offer_id: str, day: str) -> str:
-    """How many customers got a capped offer on a UTC day (YYYYMMDD)."""
+    """How many units of a capped offer's budget were taken on a UTC day (YYYYMMDD)."""
     return f"{PREFIX}:cap:{offer_id}:{day}"
+
+
+def customer_caps_key(customer_id: str, day: str) -> str:
+    """Hash of the units of capped offers one customer got on a UTC day: offer id → count."""
+    return f"{PREFIX}:{{{customer_id}}}:caps:{day}"
 
 
 OUTCOME_STREAM = f"{PREFIX}:outcomes"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from decision_engine.errors import StoreUnavailableError
+from decision_engine.ruleset.compiled import DailyCap
 from decision_engine.ruleset.model import Learning
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import (
@@ -31,6 +32,7 @@ from decision_engine.store.keys import (
     OFFER_STATS,
     OUTCOME_STREAM,
     cap_key,
+    customer_caps_key,
     history_key,
     profile_key,
 )
@@ -43,6 +45,8 @@ HISTORY_DAYS = 400
 """Offer history older than this is dropped (longer than any contact policy window)."""
 HISTORY_EVENTS = 50
 """At most this many events are kept per customer and offer."""
+CAP_TTL_S = 2 * 86_400
+"""Cap counters are named by their UTC day; the expiry only clears them once it is over."""
 
 # The outcome log, on the durable Redis. KEYS: the outcome's dedupe marker.
 # ARGV: decision id, customer, offer ("" for an interaction outcome), outcome, channel,
@@ -124,22 +128,32 @@ for _name, _key in (("STREAM", OUTCOME_STREAM), ("STATS", OFFER_STATS), ("LEARNI
     _LOG_LUA = _LOG_LUA.replace(f"@{_name}@", _key)
     _APPLY_LUA = _APPLY_LUA.replace(f"@{_name}@", _key)
 
-# KEYS: the day's counter of each offer to reserve. ARGV: cap of each, then ttl (s).
-# All or nothing per offer: a counter is only incremented below its cap.
+# KEYS: the customer's capped-offer counts of the day, then the day's counter of each
+# offer to reserve. ARGV: ttl (s), then per offer: offer id, cap, cap per customer.
+# All or nothing per offer: both counters are taken, or neither. The reply per offer:
+# 1 granted, 0 the day's budget is spent, -1 this customer has had their share.
 _RESERVE_LUA = """
-local granted = {}
-local ttl = ARGV[#ARGV]
-for i = 1, #KEYS do
-  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if used < tonumber(ARGV[i]) then
+local ttl = ARGV[1]
+local reply = {}
+for i = 2, #KEYS do
+  local at = 2 + (i - 2) * 3
+  local offer, cap, share = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  -- A counter that is not a number (another tool's) cannot be checked: as if spent.
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0') or cap
+  local had = tonumber(redis.call('HGET', KEYS[1], offer) or '0') or share
+  if had >= share then
+    reply[#reply + 1] = -1
+  elseif used >= cap then
+    reply[#reply + 1] = 0
+  else
     redis.call('INCR', KEYS[i])
     redis.call('EXPIRE', KEYS[i], ttl)
-    granted[i] = 1
-  else
-    granted[i] = 0
+    redis.call('HINCRBY', KEYS[1], offer, 1)
+    redis.call('EXPIRE', KEYS[1], ttl)
+    reply[#reply + 1] = 1
   end
 end
-return granted
+return reply
 """
 
 _LOG = Script(_LOG_LUA)
@@ -152,6 +166,7 @@ class DecisionRecord:
     """What an outcome is checked against (carried by the decision id)."""
 
     decision_id: str
+    """As issued: the one spelling of this decision, so outcomes are deduplicated on it."""
     customer_id: str
     offer_ids: tuple[str, ...]
     interaction_id: str
@@ -224,25 +239,50 @@ async def load_learning(connection: PipelinedConnection) -> dict[str, str]:
     return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What reserving capped offers for one decision got."""
+
+    granted: frozenset[str]
+    spent: frozenset[str]
+    """Denied: the day's budget is spent."""
+    customer_spent: frozenset[str]
+    """Denied: this customer has had their share of it today."""
+
+
 async def reserve_caps(
-    connection: PipelinedConnection, caps: Sequence[tuple[str, int]], *, day: str
-) -> frozenset[str]:
-    """Take one unit of today's budget of each (offer, cap); returns the offers granted."""
+    connection: PipelinedConnection,
+    customer_id: str,
+    caps: Sequence[tuple[str, DailyCap]],
+    *,
+    day: str,
+) -> Reservation:
+    """Take one unit of today's budget of each capped offer, and of this customer's share."""
     if not caps:
-        return frozenset()
+        return Reservation(frozenset(), frozenset(), frozenset())
     reply = await _RESERVE(
         connection,
-        [cap_key(offer_id, day) for offer_id, _ in caps],
-        [*(cap for _, cap in caps), 2 * 86_400],
+        [customer_caps_key(customer_id, day), *(cap_key(offer_id, day) for offer_id, _ in caps)],
+        [
+            CAP_TTL_S,
+            *(part for offer_id, cap in caps for part in (offer_id, cap.total, cap.per_customer)),
+        ],
     )
-    return frozenset(offer_id for (offer_id, _), ok in zip(caps, reply, strict=True) if ok == 1)
+    by_reply: dict[int, set[str]] = {1: set(), 0: set(), -1: set()}
+    for (offer_id, _), status in zip(caps, reply, strict=True):
+        by_reply[int(status)].add(offer_id)
+    return Reservation(frozenset(by_reply[1]), frozenset(by_reply[0]), frozenset(by_reply[-1]))
 
 
-def release_caps(connection: PipelinedConnection, offer_ids: Sequence[str], *, day: str) -> None:
+def release_caps(
+    connection: PipelinedConnection, customer_id: str, offer_ids: Sequence[str], *, day: str
+) -> None:
     """Give back budget reserved for offers that were not returned after all."""
+    mine = customer_caps_key(customer_id, day)
     for offer_id in offer_ids:
         try:
             connection.send_nowait("DECR", cap_key(offer_id, day)).add_done_callback(_log_failure)
+            connection.send_nowait("HINCRBY", mine, offer_id, -1).add_done_callback(_log_failure)
         except StoreUnavailableError as exc:
             log.warning("could not give back the budget of %s: %s", offer_id, exc)
 

@@ -6,8 +6,10 @@ profile, records the current interaction and trims old contacts atomically.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from itertools import islice
 
 import redis.asyncio as aioredis
@@ -15,24 +17,36 @@ from redis.exceptions import RedisError
 
 from decision_engine.decide.model import Contact, CustomerState, OfferEvent
 from decision_engine.errors import StoreUnavailableError
+from decision_engine.ruleset.compiled import DailyCap
 from decision_engine.store.connection import PipelinedConnection, Script
-from decision_engine.store.keys import cap_key, contacts_key, history_key, profile_key
+from decision_engine.store.keys import (
+    cap_key,
+    contacts_key,
+    customer_caps_key,
+    history_key,
+    profile_key,
+)
 
 DEFAULT_RETENTION_S = 30 * 86400
+UNKNOWN_CUSTOMER_RETENTION_S = 3600
+"""Contacts of a customer without a profile are kept this long: enough to see a repeat
+call, while made-up ids cost a key for an hour rather than a month."""
+MAX_CONTACTS_PER_DAY = 20
+"""New interactions recorded per customer in 24 hours; later ones are decided on but
+not recorded, so one caller cannot grow a customer's contact history without bound."""
 
-# KEYS: profile, contacts, offer history, then the day's counter of each capped offer.
-# ARGV: now, retention_s, interaction_id ("" for none), entry.
-# Contacts are a hash so that HSETNX makes a retried interaction count once; their
-# age lives in the value because Redis 6.2 cannot expire single hash fields.
+# KEYS: profile, contacts, offer history, the customer's capped-offer counts of the day,
+# then the day's counter of each capped offer.
+# ARGV: now, retention_s, interaction_id ("" for none), entry, retention_s without a
+# profile, contacts per day, then the id of each capped offer.
+# Contacts are a hash so that a retried interaction counts once; their age lives in the
+# value because Redis 6.2 cannot expire single hash fields.
 _LOAD_LUA = """
 local profile = redis.call('HGETALL', KEYS[1])
-if ARGV[3] ~= '' then
-  redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], math.floor(tonumber(ARGV[2]) * 1000))
-end
-local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[2])
+local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cutoff, day_ago = now - retention, now - 86400
 local raw = redis.call('HGETALL', KEYS[2])
-local kept, stale = {}, {}
+local kept, stale, today, seen = {}, {}, 0, false
 for i = 1, #raw, 2 do
   local at = tonumber(string.match(raw[i + 1], '^([^|]*)|[^|]*|'))
   if at == nil or at < cutoff then
@@ -40,23 +54,57 @@ for i = 1, #raw, 2 do
   else
     kept[#kept + 1] = raw[i]
     kept[#kept + 1] = raw[i + 1]
+    if at >= day_ago then today = today + 1 end
+    if raw[i] == ARGV[3] then seen = true end
   end
 end
 -- HDEL in chunks: unpack() of thousands of values would overflow the Lua stack.
 for i = 1, #stale, 500 do
   redis.call('HDEL', KEYS[2], unpack(stale, i, math.min(i + 499, #stale)))
 end
-local history = redis.call('HGETALL', KEYS[3])
-local caps = {}
-if #KEYS > 3 then
-  caps = redis.call('MGET', unpack(KEYS, 4, #KEYS))
-  for i = 1, #caps do caps[i] = caps[i] or '0' end
+local refused = 0
+if ARGV[3] ~= '' and not seen then
+  if today < tonumber(ARGV[6]) then
+    redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+    kept[#kept + 1] = ARGV[3]
+    kept[#kept + 1] = ARGV[4]
+    local ttl = retention
+    if #profile == 0 then ttl = math.min(ttl, tonumber(ARGV[5])) end
+    redis.call('PEXPIRE', KEYS[2], math.floor(ttl * 1000))
+  else
+    refused = 1
+  end
 end
-return {profile, kept, history, caps}
+local history = redis.call('HGETALL', KEYS[3])
+local caps, mine = {}, {}
+if #KEYS > 4 then
+  caps = redis.call('MGET', unpack(KEYS, 5, #KEYS))
+  mine = redis.call('HMGET', KEYS[4], unpack(ARGV, 7, #ARGV))
+  for i = 1, #caps do
+    caps[i] = caps[i] or '0'
+    mine[i] = mine[i] or '0'
+  end
+end
+return {profile, kept, history, caps, mine, refused}
 """
 
 
 _LOAD = Script(_LOAD_LUA)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What one decision read from the store."""
+
+    state: CustomerState
+    exhausted: frozenset[str] = frozenset()
+    """Capped offers whose budget for today is spent."""
+    customer_spent: frozenset[str] = frozenset()
+    """Capped offers this customer has had their share of today."""
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    """Stored entries that did not parse and were left out, by kind."""
+    contact_refused: bool = False
+    """The interaction was not recorded: the customer reached MAX_CONTACTS_PER_DAY."""
 
 
 class ProfileStore:
@@ -98,10 +146,10 @@ class ProfileStore:
         retention_s: float = DEFAULT_RETENTION_S,
     ) -> CustomerState:
         """Profile, recent contacts and offer history, recording `interaction` first."""
-        state, _ = await self.load_for_decision(
+        loaded = await self.load_for_decision(
             customer_id, interaction=interaction, now=now, retention_s=retention_s
         )
-        return state
+        return loaded.state
 
     async def load_for_decision(
         self,
@@ -109,12 +157,14 @@ class ProfileStore:
         *,
         interaction: Contact | None,
         now: float,
-        caps: Mapping[str, int] | None = None,
+        caps: Mapping[str, DailyCap] | None = None,
         retention_s: float = DEFAULT_RETENTION_S,
-    ) -> tuple[CustomerState, frozenset[str]]:
-        """Everything a decision reads, in one round trip: the customer's state, and
-        which of the capped offers (offer id → daily cap) have spent today's budget."""
-        args: list[str | float] = [now, retention_s, "", ""]
+    ) -> Loaded:
+        """Everything a decision reads, in one round trip, for the capped offers in
+        `caps` too; records `interaction` first (within the daily limit)."""
+        args: list[str | float] = [
+            now, retention_s, "", "", UNKNOWN_CUSTOMER_RETENTION_S, MAX_CONTACTS_PER_DAY,
+        ]  # fmt: skip
         if interaction is not None:
             args[2] = interaction.interaction_id
             args[3] = f"{interaction.at:.3f}|{interaction.channel}|{interaction.intent}"
@@ -124,22 +174,44 @@ class ProfileStore:
             profile_key(customer_id),
             contacts_key(customer_id),
             history_key(customer_id),
+            customer_caps_key(customer_id, day),
             *(cap_key(offer_id, day) for offer_id, _ in capped),
         ]
-        raw_profile, raw_contacts, raw_history, counts = await _LOAD(self._fast, keys, args)
+        args.extend(offer_id for offer_id, _ in capped)
+        reply = await _LOAD(self._fast, keys, args)
+        raw_profile, raw_contacts, raw_history, counts, mine, refused = reply
+        skipped: dict[str, int] = {}
+        contacts = []
+        for interaction_id, entry in _pairs(raw_contacts).items():
+            contact = _contact(interaction_id, entry)
+            if contact is None:
+                skipped["contact"] = skipped.get("contact", 0) + 1
+            else:
+                contacts.append(contact)
+        history = {}
+        for offer_id, text in _pairs(raw_history).items():
+            events, bad = _events(text)
+            history[offer_id] = events
+            if bad:
+                skipped["offer_event"] = skipped.get("offer_event", 0) + bad
+        exhausted, customer_spent = set(), set()
+        for (offer_id, cap), used, had in zip(capped, counts, mine, strict=True):
+            taken, got = _count(used), _count(had)
+            if taken is None or got is None:
+                # A counter we cannot read is a budget we cannot check: spent.
+                skipped["cap_counter"] = skipped.get("cap_counter", 0) + 1
+                exhausted.add(offer_id)
+                continue
+            if taken >= cap.total:
+                exhausted.add(offer_id)
+            if got >= cap.per_customer:
+                customer_spent.add(offer_id)
         state = CustomerState(
             profile=_pairs(raw_profile) or None,
-            contacts=tuple(
-                sorted(
-                    (_contact(i, entry) for i, entry in _pairs(raw_contacts).items()),
-                    key=lambda c: (c.at, c.interaction_id),
-                )
-            ),
-            history={offer: parse_events(text) for offer, text in _pairs(raw_history).items()},
+            contacts=tuple(sorted(contacts, key=lambda c: (c.at, c.interaction_id))),
+            history=history,
         )
-        spent = zip(capped, counts, strict=True)
-        exhausted = frozenset(offer_id for (offer_id, cap), used in spent if int(used) >= cap)
-        return state, exhausted
+        return Loaded(state, frozenset(exhausted), frozenset(customer_spent), skipped, refused == 1)
 
     async def put_profiles(
         self, rows: Iterable[tuple[str, Mapping[str, str]]], *, batch_size: int = 1000
@@ -173,9 +245,29 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _contact(interaction_id: str, entry: str) -> Contact:
-    at, channel, intent = entry.split("|", 2)
-    return Contact(interaction_id=interaction_id, channel=channel, intent=intent, at=float(at))
+def _contact(interaction_id: str, entry: str) -> Contact | None:
+    """`at|channel|intent`, or None when it does not parse (written by another tool)."""
+    at, _, rest = entry.partition("|")
+    channel, sep, intent = rest.partition("|")
+    when = _time(at)
+    if when is None or not sep:
+        return None
+    return Contact(interaction_id=interaction_id, channel=channel, intent=intent, at=when)
+
+
+def _time(text: str) -> float | None:
+    try:
+        at = float(text)
+    except ValueError:
+        return None
+    return at if math.isfinite(at) else None
+
+
+def _count(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def cap_day(now: float) -> str:
@@ -185,10 +277,22 @@ def cap_day(now: float) -> str:
 
 def parse_events(text: str) -> tuple[OfferEvent, ...]:
     """`at|outcome|interaction;...` as stored by the outcome script, oldest first."""
+    return _events(text)[0]
+
+
+def _events(text: str) -> tuple[tuple[OfferEvent, ...], int]:
+    """The events that parse, and how many did not (an entry split by a stray `;` or
+    `|`, as ids before they were checked could make, or an entry of another tool)."""
     events = []
+    bad = 0
     for item in text.split(";"):
+        if not item:
+            continue
         at, _, rest = item.partition("|")
         outcome, _, interaction_id = rest.partition("|")
-        if at and outcome:
-            events.append(OfferEvent(float(at), outcome, interaction_id))
-    return tuple(events)
+        when = _time(at)
+        if when is None or not outcome:
+            bad += 1
+        else:
+            events.append(OfferEvent(when, outcome, interaction_id))
+    return tuple(events), bad

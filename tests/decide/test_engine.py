@@ -419,3 +419,37 @@ def test_template_fallback_when_first_name_is_absent(ruleset: CompiledRuleset) -
     decision = run(ruleset, profile, intent="cancel")
     assert decision.offers[0].offer_id == "retention-loyalty-credit"
     assert decision.offers[0].script.startswith("Thank you, you have been with us for 40 months")
+
+
+def test_profile_values_that_do_not_fit_the_schema_are_left_out_and_named(
+    ruleset: CompiledRuleset,
+) -> None:
+    junk = {"clv": "abc", "contract_end": "notadate", "tenure_months": "nan", "churn_risk": "inf"}
+    d = run(ruleset, {**ORDINARY, **junk}, explain=True)
+    assert sorted(d.unparsed_fields) == sorted(junk)
+    assert d.profile_found
+    # Absent, as if never stored: nan and inf are not read as numbers.
+    why = {e.rule_id: e.detail for e in d.explanations}
+    assert why["streaming-bundle"] == "tenure_months is absent (tenure_months >= 12)"
+    assert why["upgrade-premium-plan"] == "churn_risk is absent (churn_risk < 0.5)"
+    assert run(ruleset, ORDINARY).unparsed_fields == ()
+
+
+def test_an_offer_this_customer_had_their_share_of_today_is_kept_out(
+    ruleset: CompiledRuleset,
+) -> None:
+    device = "device-upgrade"
+    assert device in ids(run(ruleset, ORDINARY))
+    d = decide(
+        ruleset,
+        state=CustomerState(ORDINARY),
+        context=Context(channel="voice", intent="general_inquiry"),
+        now=NOW,
+        decision_id="d-1",
+        customer_spent=frozenset({device}),
+        explain=True,
+    )
+    assert device not in ids(d) and d.offers
+    assert f"{device}/daily-cap-per-customer" in d.suppressed_by
+    (why,) = [e.detail for e in d.explanations if e.rule_id == device]
+    assert "at most 1 per customer per day" in why

@@ -592,3 +592,58 @@ def test_missing_directory(tmp_path: Path) -> None:
         f"{tmp_path / 'nope'}:0:0: error: rules directory not found"
     ]
     assert problems(tmp_path) == [f"{tmp_path}:0:0: error: no .yaml rule files in directory"]
+
+
+def test_a_daily_cap_counts_customers_unless_the_share_is_set(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - {id: one, value: 1, script: hi, daily_cap: 500}
+          - {id: three, value: 1, script: hi, daily_cap: 500, daily_cap_per_customer: 3}
+          - {id: free, value: 1, script: hi}
+        """,
+    )
+    offers = {o.id: o for o in load_ruleset(tmp_path).offers}
+    assert (offers["one"].daily_cap, offers["one"].daily_cap_per_customer) == (500, 1)
+    assert (offers["three"].daily_cap, offers["three"].daily_cap_per_customer) == (500, 3)
+    assert (offers["free"].daily_cap, offers["free"].daily_cap_per_customer) == (None, None)
+
+
+def test_a_bad_daily_cap_per_customer_is_located(tmp_path: Path) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - {id: alone, value: 1, script: hi, daily_cap_per_customer: 2}
+          - {id: above, value: 1, script: hi, daily_cap: 5, daily_cap_per_customer: 6}
+          - {id: half, value: 1, script: hi, daily_cap: 5, daily_cap_per_customer: 1.5}
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, '2}')}: error: offer alone: daily_cap_per_customer needs a daily_cap",
+        f"{at(bad, '6}')}: error: daily_cap_per_customer must be between 1 and 5, got 6",
+        f"{at(bad, '1.5}')}: error: daily_cap_per_customer must be a whole number",
+    ]
+
+
+@pytest.mark.parametrize("offer_id", ["a|b", "a;b", "{a}", "a b", "é"])
+def test_an_offer_id_outside_the_id_alphabet_is_located(tmp_path: Path, offer_id: str) -> None:
+    base(tmp_path)
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        f"""
+        offers:
+          - id: "{offer_id}"
+            value: 1
+            script: hi
+        """,
+    )
+    (problem,) = problems(tmp_path)
+    where = at(bad, f'"{offer_id}"')
+    assert problem.startswith(f"{where}: error: offer id {offer_id!r}: may contain only"), problem

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 import pytest
 
 from decision_engine.errors import DecisionNotFoundError
@@ -34,3 +38,58 @@ def test_forged_garbled_foreign_and_expired_ids_are_unknown() -> None:
             ids.verify(bad, now=NOW)
     with pytest.raises(DecisionNotFoundError, match="older than"):
         ids.verify(decision_id, now=NOW + 101)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_an_id_has_exactly_one_spelling() -> None:
+    """Regression: padded, standard-alphabet and low-bit variants verified as the same
+    decision, and each was deduplicated as a new one."""
+    ids = DecisionIds(b"k" * 32, ttl_s=100)
+    decision_id = ids.issue(RECORD)
+    body, _, signature = decision_id.partition(".")
+    standard = base64.b64encode(base64.urlsafe_b64decode(signature + "==")).decode()
+    variants = [
+        f"{body}=.{signature}", f"{body}.{signature}==", f"{body}.{standard}",
+        f"{body}.{signature[:-1]}{chr(ord(signature[-1]) + 1)}",
+        f"{body[:8]}!{body[8:]}.{signature}",
+    ]  # fmt: skip
+    assert ids.verify(decision_id, now=NOW).decision_id == decision_id
+    for variant in variants:
+        assert variant != decision_id
+        with pytest.raises(DecisionNotFoundError):
+            ids.verify(variant, now=NOW)
+
+
+def _signed(secret: bytes, payload: bytes) -> str:
+    mac = hmac.new(secret, payload, hashlib.sha256).digest()[:16]
+    return f"{_b64(payload)}.{_b64(mac)}"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json", b"\xff", b"{}", b"[]", b'"x"', b"null",
+        b'["C-1",["a"],"","voice","v1","champion",1750000000]',
+        b'["C-1",["a"],"","voice","v1","champion",1750000000,"n","extra"]',
+        b'[1,["a"],"","voice","v1","champion",1750000000,"n"]',
+        b'["C-1","a","","voice","v1","champion",1750000000,"n"]',
+        b'["C-1",[1],"","voice","v1","champion",1750000000,"n"]',
+        b'["C-1",["a"],"","voice","v1","champion","1750000000","n"]',
+        b'["C-1",["a"],"","voice","v1","champion",true,"n"]',
+        b'["C-1",["a"],"","voice","v1","champion",NaN,"n"]',
+        b'["C-1",["a"],"","voice","v1","champion",1e999,"n"]',
+        b'["C-1",["a"],"i;x|declined","voice","v1","champion",1750000000,"n"]',
+        b'["{C-1}",["a"],"","voice","v1","champion",1750000000,"n"]',
+    ],
+)  # fmt: skip
+def test_a_signed_payload_of_another_shape_is_unknown(payload: bytes) -> None:
+    secret = b"k" * 32
+    ids = DecisionIds(secret, ttl_s=7 * 86400)
+    assert ids.verify(
+        _signed(secret, b'["C-1",["a"],"","voice","v1","champion",1750000000,"n"]'), now=NOW
+    ).offer_ids == ("a",)
+    with pytest.raises(DecisionNotFoundError):
+        ids.verify(_signed(secret, payload), now=NOW)

@@ -45,17 +45,19 @@ def test_jsonl_imports_good_lines_and_reports_bad_ones(
         '{"customer_id": "  ", "clv": 1}\n'
         '{"customer_id": "C-4", "segment": "gold", "nickname": "Dee", "vip": true}\n'
         '{"customer_id": "C-5", "tenure_months": 2.5, "nickname": "Eve"}\n'
+        '{"customer_id": "C {6}", "clv": 1}\n'
     )
     report = run_import(redis_url, path, schema)
 
     assert report.imported == 2
-    assert [line for line, _ in report.errors] == [2, 4, 5, 6, 7, 9]
+    assert [line for line, _ in report.errors] == [2, 4, 5, 6, 7, 9, 10]
     reasons = dict(report.errors)
     assert reasons[2].startswith("invalid JSON")
     assert reasons[4] == "missing or empty customer_id"
     assert "churn_risk" in reasons[5] and "maximum" in reasons[5]
     assert reasons[6] == "expected a JSON object, got list"
     assert "whole number" in reasons[9]
+    assert reasons[10].startswith("customer_id: may contain only ASCII letters, digits and")
     assert report.extra_fields == ("nickname", "vip")
     # Canonical text; null and empty mean absent.
     assert stored(redis_url, "C-1") == {

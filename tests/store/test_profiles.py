@@ -7,10 +7,14 @@ from contextlib import aclosing
 import pytest
 import redis
 
-from decision_engine.decide.model import Contact
+from decision_engine.decide.model import Contact, OfferEvent
 from decision_engine.errors import StoreUnavailableError
-from decision_engine.store.keys import contacts_key, profile_key
-from decision_engine.store.profiles import ProfileStore
+from decision_engine.store.keys import contacts_key, history_key, profile_key
+from decision_engine.store.profiles import (
+    MAX_CONTACTS_PER_DAY,
+    UNKNOWN_CUSTOMER_RETENTION_S,
+    ProfileStore,
+)
 
 NOW = 1_750_000_000.0
 DAY = 86400.0
@@ -45,9 +49,71 @@ def test_load_unknown_customer_has_no_profile_but_records_the_contact(redis_url:
 
     asyncio.run(scenario())
     with redis.Redis.from_url(redis_url) as client:
-        # The contact list expires once its newest entry is past retention.
-        assert 29 * DAY < client.ttl(contacts_key("nobody")) <= 30 * DAY
+        # Kept briefly: made-up ids must not cost a key each for the contact retention.
+        assert 0 < client.ttl(contacts_key("nobody")) <= UNKNOWN_CUSTOMER_RETENTION_S
         assert not client.exists(profile_key("nobody"))
+
+
+def test_contacts_of_a_known_customer_expire_past_retention(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with aclosing(ProfileStore.from_url(redis_url)) as store:
+            await store.put_profiles([("C-1", {"clv": "1"})])
+            await store.load("C-1", interaction=call("i-1", NOW), now=NOW)
+
+    asyncio.run(scenario())
+    with redis.Redis.from_url(redis_url) as client:
+        # The contact list expires once its newest entry is past retention.
+        assert 29 * DAY < client.ttl(contacts_key("C-1")) <= 30 * DAY
+
+
+def test_new_contacts_per_customer_and_day_are_bounded(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with aclosing(ProfileStore.from_url(redis_url)) as store:
+            await store.put_profiles([("C-1", {"clv": "1"})])
+            loads = [
+                await store.load_for_decision(
+                    "C-1", interaction=call(f"i-{n}", NOW + n), now=NOW + n
+                )
+                for n in range(MAX_CONTACTS_PER_DAY + 3)
+            ]
+            assert [x.contact_refused for x in loads] == [False] * MAX_CONTACTS_PER_DAY + [True] * 3
+            assert len(loads[-1].state.contacts) == MAX_CONTACTS_PER_DAY
+            # A retry of a recorded interaction is not a new contact; a day later there is room.
+            retry = await store.load_for_decision("C-1", interaction=call("i-0", NOW), now=NOW)
+            later = NOW + DAY + MAX_CONTACTS_PER_DAY
+            next_day = await store.load_for_decision(
+                "C-1", interaction=call("i-next", later), now=later
+            )
+        assert not retry.contact_refused
+        assert not next_day.contact_refused
+        assert "i-next" in {c.interaction_id for c in next_day.state.contacts}
+
+    asyncio.run(scenario())
+
+
+def test_stored_entries_that_do_not_parse_are_skipped_and_counted(redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        client.hset(
+            contacts_key("C-1"),
+            mapping={"hex": "0x7fffffff|voice|x", "inf": "1e999|voice|x", "ok": f"{NOW}|chat|x"},
+        )
+        client.hset(
+            history_key("C-1"),
+            "offer-a",
+            f"{NOW}|declined|i-1;{NOW}|declined|i;x|declined;abc|presented|;{NOW}|",
+        )
+
+    async def scenario() -> None:
+        async with aclosing(ProfileStore.from_url(redis_url)) as store:
+            loaded = await store.load_for_decision("C-1", interaction=None, now=NOW)
+        assert [c.interaction_id for c in loaded.state.contacts] == ["ok"]
+        assert loaded.state.history["offer-a"] == (
+            OfferEvent(NOW, "declined", "i-1"),
+            OfferEvent(NOW, "declined", "i"),
+        )
+        assert loaded.skipped == {"contact": 2, "offer_event": 3}
+
+    asyncio.run(scenario())
 
 
 def test_load_without_interaction_writes_nothing(redis_url: str) -> None:
@@ -103,9 +169,9 @@ def test_load_is_one_round_trip(redis_url: str) -> None:
                 stats = admin.info("commandstats")
         calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
         # Commands run inside the script are counted too (HGETALL ×3: profile, contacts,
-        # offer history; HSETNX, PEXPIRE);
+        # offer history; HSET, PEXPIRE);
         # CONFIG is the reset itself. Any other entry would be a second round trip.
-        assert calls == {"config": 1, "evalsha": 1, "hgetall": 3, "hsetnx": 1, "pexpire": 1}
+        assert calls == {"config": 1, "evalsha": 1, "hgetall": 3, "hset": 1, "pexpire": 1}
 
     asyncio.run(scenario())
 
