@@ -308,7 +308,11 @@ async def _decide_all(
     channels: list[grpc.aio.Channel] = []
     pids: set[int] = set()
     try:
-        while len(channels) < 8 or (len(pids) < 2 and len(channels) < 60):
+        # The server is SERVING once one worker is; under load the other may be seconds away.
+        deadline = time.monotonic() + 30
+        while len(channels) < 8 or (len(pids) < 2 and time.monotonic() < deadline):
+            if len(channels) >= 8 and len(pids) < 2:
+                await asyncio.sleep(0.05)
             channel = grpc.aio.insecure_channel(target, options=LOCAL_POOL)
             channels.append(channel)
             status = await pb_grpc.AdminServiceStub(channel).GetRuleset(
