@@ -17,6 +17,7 @@ from decision_engine.server.service import (
     LearnedState,
 )
 from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.outcomes import DEFAULT_OUTCOMES_TIMEOUT_S
 from decision_engine.store.profiles import ProfileStore
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -36,6 +37,7 @@ async def create_server(
     challenger: ActiveRuleset | None = None,
     experiment: Experiment | None = None,
     outcomes: PipelinedConnection | None = None,
+    outcomes_timeout_s: float = DEFAULT_OUTCOMES_TIMEOUT_S,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
@@ -49,6 +51,7 @@ async def create_server(
             challenger=challenger,
             experiment=experiment,
             outcomes=outcomes,
+            outcomes_timeout_s=outcomes_timeout_s,
         ),
         server,
     )

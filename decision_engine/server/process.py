@@ -307,6 +307,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         challenger=challenger,
         experiment=settings.experiment,
         outcomes=outcomes,
+        outcomes_timeout_s=settings.outcomes_timeout_ms / 1000,
     )
     await server.start()
     await mark_serving(health_servicer)

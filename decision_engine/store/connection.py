@@ -63,7 +63,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        error = StoreUnavailableError(f"profile store connection lost: {exc or 'closed'}")
+        error = StoreUnavailableError(f"connection lost: {exc or 'closed'}")
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
@@ -73,9 +73,9 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.transport is None or self.transport.is_closing():
-            raise StoreUnavailableError("profile store connection is closed")
+            raise StoreUnavailableError("connection is closed")
         if len(self.waiting) >= MAX_IN_FLIGHT:
-            raise StoreUnavailableError("profile store is not keeping up")
+            raise StoreUnavailableError("Redis is not keeping up")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         if not self.buffer:
@@ -109,7 +109,7 @@ class PipelinedConnection:
         """Queue a command on the open connection without waiting for its reply."""
         protocol = self._protocol
         if protocol is None or protocol.transport is None:
-            raise StoreUnavailableError("profile store connection is not open")
+            raise StoreUnavailableError("connection is not open")
         return protocol.send(encode(*parts))
 
     async def call(self, *parts: str | bytes | float) -> Any:
@@ -139,7 +139,7 @@ class PipelinedConnection:
                         )
                     await self._handshake(protocol)
             except (OSError, TimeoutError, _ReplyError) as exc:
-                raise StoreUnavailableError(f"profile store unreachable: {exc!r}") from exc
+                raise StoreUnavailableError(f"unreachable: {exc!r}") from exc
             self._protocol = protocol
             return protocol
 
@@ -175,9 +175,9 @@ class Script:
             return await connection.call("EVALSHA", self.sha, len(keys), *keys, *args)
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
-                raise StoreUnavailableError(f"profile store: {exc}") from exc
+                raise StoreUnavailableError(str(exc)) from exc
         # A restarted or flushed Redis forgot the script: EVAL sends it (and caches it).
         try:
             return await connection.call("EVAL", self.source, len(keys), *keys, *args)
         except ReplyError as exc:
-            raise StoreUnavailableError(f"profile store: {exc}") from exc
+            raise StoreUnavailableError(str(exc)) from exc

@@ -61,6 +61,11 @@ class EmbeddedRedis:
         return self._port
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id, while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def url(self) -> str:
         """Connection URL, database 0."""
         return f"redis://{_HOST}:{self._port}/0"
