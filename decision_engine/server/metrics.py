@@ -67,3 +67,7 @@ DECISIONS_BY_ARM = Counter("decisions_by_arm_total", "Decisions by experiment ar
 OUTCOMES_BY_ARM = Counter(
     "outcomes_by_arm_total", "Outcomes recorded, by experiment arm and outcome.", ["arm", "outcome"]
 )
+OUTCOMES_RECONCILED = Counter(
+    "outcomes_reconciled_total",
+    "Outcomes applied by the reconciler: logged, but not applied when they were recorded.",
+)

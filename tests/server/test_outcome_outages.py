@@ -288,3 +288,80 @@ def test_a_paused_redis_fails_record_outcome_fast_and_names_which(
         stats = data.hgetall(OFFER_STATS)
     accepted = Counter(r.offer_id for r in requests)
     assert {offer: int(stats[f"{offer}|accepted"]) for offer in accepted} == accepted
+
+
+# --------------------------------------------------------------------------- reconciler
+
+
+@pytest.mark.slow
+def test_outcomes_logged_while_their_call_timed_out_are_applied_once(
+    deployment: Deployment,
+) -> None:
+    """Regression: outcomes whose log write was late (its Redis paused under load) reached
+    the log but were never applied to history, counters and learning."""
+    requests = outcome_requests(deployment.server, decisions=200)
+
+    async def pause_midway(answers: list[Answer]) -> None:
+        while len(answers) < len(requests) // 4:
+            await asyncio.sleep(0.01)
+        with paused(deployment.log):
+            await asyncio.sleep(3.0)
+
+    answers = asyncio.run(
+        send_once(
+            deployment.server.target, requests, concurrency=32, timeout_s=2.0,
+            meanwhile=pause_midway,
+        )
+    )  # fmt: skip
+    failed = [a for a in answers if a.code != grpc.StatusCode.OK]
+    assert failed and len(failed) < len(answers), Counter(a.code for a in answers)
+    expected = wait_until_applied_as_logged(deployment)
+    assert sum(expected.stats.values()) > 0
+    # What the reconciler did: the outcomes whose call failed but which reached the log.
+    reconciled = metric(deployment.server, "outcomes_reconciled_total")
+    assert 0 < reconciled <= len(failed)
+    assert {a.code for a in failed} == {grpc.StatusCode.UNAVAILABLE}
+    assert all(a.details.startswith("outcome log unavailable:") for a in failed), Counter(
+        a.details for a in failed
+    )
+    assert max(a.seconds for a in failed) < 2.0, "UNAVAILABLE before the caller's deadline"
+
+
+@pytest.mark.slow
+def test_outcomes_logged_while_the_decision_redis_was_down_are_applied_once_it_is_back(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Killed (SIGKILL) under load, the decision path's Redis also loses its last second
+    of writes (it fsyncs every second): applied outcomes, their markers and the
+    reconciler's cursor alike. Replaying the log from the stale cursor applies what is
+    missing and nothing twice."""
+    requests = outcome_requests(deployment.server, decisions=200)
+    port = deployment.decisions.port
+    restarted: list[EmbeddedRedis] = []
+
+    async def kill_midway(answers: list[Answer]) -> None:
+        while len(answers) < len(requests) // 4:
+            await asyncio.sleep(0.01)
+        assert deployment.decisions.pid is not None
+        os.kill(deployment.decisions.pid, signal.SIGKILL)
+        await asyncio.sleep(1.5)
+        again = EmbeddedRedis(data_dir=tmp_path / "redis", port=port, fsync="everysec")
+        restarted.append(await asyncio.to_thread(again.start))
+
+    try:
+        answers = asyncio.run(
+            send_once(
+                deployment.server.target, requests, concurrency=32, timeout_s=5.0,
+                meanwhile=kill_midway,
+            )
+        )  # fmt: skip
+        failed = [a for a in answers if a.code != grpc.StatusCode.OK]
+        assert failed, "outcomes must be sent while the Redis is down"
+        deployment.decisions = restarted[0]
+        wait_until_applied_as_logged(deployment)
+        assert metric(deployment.server, "outcomes_reconciled_total") > 0
+        assert {a.code for a in failed} == {grpc.StatusCode.UNAVAILABLE}
+        assert any(a.details.startswith("profile store unavailable:") for a in failed)
+    finally:
+        for r in restarted:
+            r.stop()
