@@ -41,7 +41,7 @@ async def run_reconciler(reconciler: Reconciler, *, every_s: float = RECONCILE_E
                 if warning.ready():
                     log.warning(
                         "outcome reconciler failed %d time(s) (%s); retrying every %g s",
-                        failures, exc, every_s,
+                        failures, str(exc) or type(exc).__name__, every_s,
                     )  # fmt: skip
             else:
                 if failures:

@@ -23,6 +23,7 @@ from decision_engine.errors import (
     DecisionEngineError,
     InvalidRequestError,
     OutcomeLogUnavailableError,
+    StoreError,
     StoreUnavailableError,
 )
 from decision_engine.ruleset.compiled import CompiledRuleset
@@ -35,7 +36,8 @@ from decision_engine.server.convert import (
 )
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.status import status_for
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.server.throttle import Throttle
+from decision_engine.store.connection import PipelinedConnection, ReplyError
 from decision_engine.store.outcomes import (
     DEFAULT_OUTCOMES_TIMEOUT_S,
     DecisionRecord,
@@ -88,14 +90,24 @@ class LearnedState:
 
     Reading them per request would put every offer's counts on the request path;
     they change only with outcomes, so a worker keeps a copy a second old at most.
+    While Redis cannot answer, the last posteriors stay in use.
     """
 
-    def __init__(self, rules: ActiveRuleset, store: ProfileStore, *, every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        rules: ActiveRuleset,
+        store: ProfileStore,
+        *,
+        every_s: float = 1.0,
+        timeout_s: float = 1.0,
+    ) -> None:
         self._rules = rules
         self._store = store
         self.every_s = every_s
+        self.timeout_s = timeout_s
         self.learned: Learned | None = None
         self.version = ""
+        self._warning = Throttle(every_s=10.0)
 
     def for_ruleset(self, ruleset: CompiledRuleset) -> Learned | None:
         """Posteriors, if they were computed for this ruleset (not a previous one)."""
@@ -106,18 +118,36 @@ class LearnedState:
         if not ruleset.source.learning.enabled:
             self.learned, self.version = None, ruleset.version
             return
-        stored = await load_learning(self._store.connection)
+        async with asyncio.timeout(self.timeout_s):
+            stored = await load_learning(self._store.connection)
         learned = learned_from(stored, ruleset, now=time.time())
         self.learned, self.version = learned, ruleset.version
         for offer_id, posterior in learned.overall.items():
             metrics.OFFER_PROPENSITY.labels(offer_id).set(posterior.mean)
 
     async def run(self) -> None:
+        """Refresh until cancelled; no Redis failure (loading, reset, slow, an error
+        reply) ends the loop."""
+        failures = 0
         while True:
             try:
                 await self.refresh()
-            except StoreUnavailableError as exc:
-                log.debug("learning state not refreshed: %s", exc)
+            except (StoreError, ReplyError, OSError, TimeoutError) as exc:
+                failures += 1
+                if self._warning.ready():
+                    log.warning(
+                        "learned acceptance rates not refreshed (%s), %d attempt(s) so far; "
+                        "serving the last ones",
+                        str(exc) or type(exc).__name__,
+                        failures,
+                    )
+            else:
+                if failures:
+                    log.warning(
+                        "learned acceptance rates refreshed again after %d failed attempt(s)",
+                        failures,
+                    )
+                    failures = 0
             await asyncio.sleep(self.every_s)
 
 

@@ -24,6 +24,13 @@ from redis.connection import parse_url
 from decision_engine.errors import StoreUnavailableError
 
 MAX_IN_FLIGHT = 10_000
+# Error replies that mean "not now" rather than "wrong command": Redis is loading its
+# data, busy with a script, failing over, out of memory, refusing writes after a disk
+# error, or not letting us in. Every caller treats them like a lost connection.
+_UNAVAILABLE_REPLIES = frozenset(
+    {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS",
+     "OOM", "MISCONF", "NOAUTH", "WRONGPASS", "NOPERM"}
+)  # fmt: skip
 
 
 class _ReplyError(Exception):
@@ -113,14 +120,18 @@ class PipelinedConnection:
         return protocol.send(encode(*parts))
 
     async def call(self, *parts: str | bytes | float) -> Any:
-        """Send one command and wait for its reply; StoreUnavailableError if Redis is not there."""
+        """Send one command and wait for its reply; StoreUnavailableError if Redis is not
+        there or cannot answer now (e.g. LOADING), ReplyError for other error replies."""
         protocol = self._protocol
         if protocol is None or protocol.transport is None:
             protocol = await self._connect()
         try:
             return await protocol.send(encode(*parts))
         except _ReplyError as exc:
-            raise ReplyError(str(exc)) from None
+            message = str(exc)
+            if message.split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
+                raise StoreUnavailableError(message) from None
+            raise ReplyError(message) from None
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -47,9 +48,12 @@ class EmbeddedRedis:
         port: int = 0,
         startup_timeout: float = 10.0,
         fsync: str = "always",
+        config: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.fsync = fsync
+        self.config = dict(config or {})
+        """More redis.conf directives (tests slow the loading down with key-load-delay)."""
         self._requested_port = port
         self._port = 0
         self._startup_timeout = startup_timeout
@@ -96,6 +100,8 @@ class EmbeddedRedis:
             # The append-only file is the persistence; RDB snapshots would only add pauses.
             "--save", "",
         ]  # fmt: skip
+        for name, value in self.config.items():
+            args += [f"--{name}", value]
         # Redis logs to stdout when no logfile is set; config errors go to stderr. Both
         # land in one file so a failed start can show them and no pipe can fill up.
         with self.log_file.open("ab") as log:
