@@ -104,7 +104,7 @@ def _embedded_redis(settings: Settings) -> Iterator[tuple[str, str]]:
 
         data_dir = settings.data_dir / "redis-outcomes"
         outcomes = stack.enter_context(EmbeddedRedis(data_dir=data_dir, fsync="always"))
-        log.info("outcome log: embedded Redis at %s (data in %s)", outcomes.url, data_dir)
+        log.info("outcome log: embedded Redis at %s (data in %s)", outcomes.address, data_dir)
         yield profiles, outcomes.url
 
 
@@ -117,9 +117,10 @@ def _embedded_profiles(settings: Settings) -> Iterator[str]:
     data_dir = settings.data_dir / "redis"
     with EmbeddedRedis(data_dir=data_dir, fsync="everysec") as redis:
         log.info(
-            "no --redis-url given: started an embedded Redis at %s (data in %s)",
-            redis.url,
+            "no --redis-url given: started an embedded Redis at %s (data in %s, password in %s)",
+            redis.address,
             data_dir,
+            redis.password_file,
         )
 
         async def load_demo() -> bool:
