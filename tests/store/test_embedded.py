@@ -11,8 +11,7 @@ import pytest
 import redis
 
 from decision_engine.errors import ConfigError, StoreError, StoreUnavailableError
-from decision_engine.server.decision_ids import SECRET_KEY
-from decision_engine.server.process import _shared_secret
+from decision_engine.server.decision_ids import SECRET_KEY, new_secret
 from decision_engine.store import embedded
 from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.embedded import EmbeddedRedis
@@ -75,7 +74,9 @@ def test_without_the_password_nothing_is_readable(tmp_path: Path) -> None:
     """Regression: the key that signs decision ids was readable by any local process (an
     outcome for a decision forged with it was accepted)."""
     with EmbeddedRedis(data_dir=tmp_path) as server:
-        secret = _shared_secret(server.url)
+        secret = new_secret()
+        with redis.Redis.from_url(server.url) as client:
+            client.set(SECRET_KEY, secret)
         assert unauthenticated(server.port, "GET", SECRET_KEY).startswith(b"-NOAUTH")
         assert unauthenticated(server.port, "KEYS", "*").startswith(b"-NOAUTH")
         assert unauthenticated(server.port, "AUTH", "guess").startswith(b"-WRONGPASS")
