@@ -149,6 +149,15 @@ def main() -> None:
     help="Profile read budget; past it Decide answers from context (degraded).",
 )
 @click.option(
+    "--outcomes-timeout-ms",
+    type=float,
+    default=1000.0,
+    envvar=_env("OUTCOMES_TIMEOUT_MS"),
+    show_default=True,
+    show_envvar=True,
+    help="RecordOutcome's budget for writing the outcome; past it the answer is UNAVAILABLE.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
     default=Path("var"),

@@ -35,6 +35,9 @@ class Settings:
     """Worker processes serving gRPC (WORKERS)."""
     redis_timeout_ms: float = 50.0
     """Profile read budget; past it, decide from context alone (REDIS_TIMEOUT_MS)."""
+    outcomes_timeout_ms: float = 1000.0
+    """RecordOutcome's budget for logging and applying; past it, UNAVAILABLE
+    (OUTCOMES_TIMEOUT_MS)."""
     data_dir: Path = Path("var")
     """Where the embedded Redis keeps its data (DATA_DIR)."""
     demo_profiles: int = 1000
@@ -94,6 +97,10 @@ class Settings:
         if not 0 < self.redis_timeout_ms <= 60_000:
             raise ConfigError(
                 f"redis_timeout_ms must be in (0, 60000], got {self.redis_timeout_ms}"
+            )
+        if not 0 < self.outcomes_timeout_ms <= 60_000:
+            raise ConfigError(
+                f"outcomes_timeout_ms must be in (0, 60000], got {self.outcomes_timeout_ms}"
             )
         if not self.rules_dir.is_dir():
             raise ConfigError(f"rules directory {self.rules_dir} does not exist")

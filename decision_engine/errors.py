@@ -4,8 +4,9 @@
     ├── RulesetError              a rule file is wrong; carries every problem found
     ├── InvalidRequestError       a client sent something we cannot decide on
     ├── DecisionNotFoundError     an outcome names a decision we do not have
-    ├── StoreError                the profile store failed
+    ├── StoreError                a Redis store failed; `store` names which
     │   └── StoreUnavailableError  …slow or down: decide from context alone
+    │       └── OutcomeLogUnavailableError  …the outcome log's Redis
     ├── ProfileImportError        an import file cannot be read at all
     ├── ConfigError               bad flags or environment at start
     └── AccessError               a caller may not make this call
@@ -60,11 +61,20 @@ class DecisionNotFoundError(DecisionEngineError):
 
 
 class StoreError(DecisionEngineError):
-    """The profile store failed."""
+    """A Redis store failed."""
+
+    store = "profile store"
+    """Which store, for the message a client sees."""
 
 
 class StoreUnavailableError(StoreError):
-    """The profile store is slow or down."""
+    """A store is slow or down."""
+
+
+class OutcomeLogUnavailableError(StoreUnavailableError):
+    """The outcome log's Redis is slow or down: the outcome may not be recorded."""
+
+    store = "outcome log"
 
 
 class ProfileImportError(DecisionEngineError):

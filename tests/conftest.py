@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,3 +26,59 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
     return redis_server.url
+
+
+def fill_for_a_slow_load(url: str, *, megabytes: int = 20) -> None:
+    """Random values (they do not compress) in an RDB-preamble AOF: restarted with
+    key-load-delay, Redis then answers -LOADING for seconds (see SlowRestart)."""
+    with redis.Redis.from_url(url) as client:
+        with client.pipeline(transaction=False) as pipe:
+            for n in range(megabytes * 100):
+                pipe.set(f"filler:{n}", os.urandom(10_000))
+            pipe.execute()
+        client.bgrewriteaof()
+        deadline = time.monotonic() + 30
+        while True:
+            persistence = client.info("persistence")
+            if not (persistence["aof_rewrite_in_progress"] or persistence["aof_rewrite_scheduled"]):
+                break
+            assert time.monotonic() < deadline, "the AOF rewrite did not finish"
+            time.sleep(0.05)
+
+
+class SlowRestart:
+    """Restart a Redis on its port and data: it loads for ~3 s (1.5 ms per key of
+    fill_for_a_slow_load), answering -LOADING meanwhile; `start()` returns at once."""
+
+    def __init__(self, server: EmbeddedRedis) -> None:
+        server.stop()
+        self.server = EmbeddedRedis(
+            data_dir=server.data_dir,
+            port=server.port,
+            fsync=server.fsync,
+            config={"key-load-delay": "1500"},
+        )
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._start, daemon=True)
+
+    def _start(self) -> None:
+        try:
+            self.server.start()
+        except BaseException as exc:
+            self._failed = exc
+
+    def start(self) -> SlowRestart:
+        self._thread.start()
+        return self
+
+    @property
+    def loading(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float = 60.0) -> EmbeddedRedis:
+        """Until it has loaded its data."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "Redis is still loading"
+        if self._failed is not None:
+            raise self._failed
+        return self.server

@@ -20,6 +20,7 @@ from decision_engine.server.service import (
 )
 from decision_engine.server.tls import ServerTls
 from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.outcomes import DEFAULT_OUTCOMES_TIMEOUT_S
 from decision_engine.store.profiles import ProfileStore
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -42,6 +43,7 @@ async def create_server(
     authenticator: Authenticator | None = None,
     tls: ServerTls | None = None,
     reflection_on: bool = True,
+    outcomes_timeout_s: float = DEFAULT_OUTCOMES_TIMEOUT_S,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started.
 
@@ -62,6 +64,7 @@ async def create_server(
             challenger=challenger,
             experiment=experiment,
             outcomes=outcomes,
+            outcomes_timeout_s=outcomes_timeout_s,
         ),
         server,
     )

@@ -90,3 +90,7 @@ MALFORMED_REQUESTS = Counter(
 INTERNAL_ERRORS = Counter(
     "internal_errors_total", "Calls that failed on a bug (INTERNAL), by method.", ["method"]
 )
+OUTCOMES_RECONCILED = Counter(
+    "outcomes_reconciled_total",
+    "Outcomes applied by the reconciler: logged, but not applied when they were recorded.",
+)

@@ -140,7 +140,7 @@ def _embedded_redis(settings: Settings) -> Iterator[tuple[str, str]]:
 
         data_dir = settings.data_dir / "redis-outcomes"
         outcomes = stack.enter_context(EmbeddedRedis(data_dir=data_dir, fsync="always"))
-        log.info("outcome log: embedded Redis at %s (data in %s)", outcomes.url, data_dir)
+        log.info("outcome log: embedded Redis at %s (data in %s)", outcomes.address, data_dir)
         yield profiles, outcomes.url
 
 
@@ -153,9 +153,10 @@ def _embedded_profiles(settings: Settings) -> Iterator[str]:
     data_dir = settings.data_dir / "redis"
     with EmbeddedRedis(data_dir=data_dir, fsync="everysec") as redis:
         log.info(
-            "no --redis-url given: started an embedded Redis at %s (data in %s)",
-            redis.url,
+            "no --redis-url given: started an embedded Redis at %s (data in %s, password in %s)",
+            redis.address,
             data_dir,
+            redis.password_file,
         )
 
         async def load_demo() -> bool:
@@ -354,7 +355,16 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     outcomes_url = settings.outcomes_redis_url or redis_url
     outcomes = PipelinedConnection(outcomes_url) if outcomes_url != redis_url else None
     learned = LearnedState(rules, store)
-    learning_task = asyncio.create_task(learned.run())
+    background = [asyncio.create_task(learned.run(), name="learning refresh")]
+    if index == 0:
+        # One candidate per replica; the reconciler's lease picks one in the deployment.
+        background.append(
+            asyncio.create_task(
+                _reconcile(settings, redis_url, outcomes_url, rules), name="outcome reconciler"
+            )
+        )
+    for task in background:
+        task.add_done_callback(_log_if_crashed)
     server, _, health_servicer = await create_server(
         address=f"{_bracket(settings.host)}:{port}",
         rules=rules,
@@ -372,6 +382,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         authenticator=authenticator(settings),
         tls=server_tls(settings),
         reflection_on=settings.reflection,
+        outcomes_timeout_s=settings.outcomes_timeout_ms / 1000,
     )
     await server.start()
     await mark_serving(health_servicer)
@@ -384,12 +395,49 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     reloader = asyncio.create_task(_reload_on_signal(served, reload_wanted, index))
     await stopped.wait()
     reloader.cancel()
-    learning_task.cancel()
+    for task in background:
+        task.cancel()
+    # The reconciler gives its lease up on the way out.
+    await asyncio.gather(*background, return_exceptions=True)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=2.0)
     await store.aclose()
     if outcomes is not None:
         await outcomes.aclose()
+
+
+async def _reconcile(
+    settings: Settings, redis_url: str, outcomes_url: str, rules: ActiveRuleset
+) -> None:
+    """Apply what reached the outcome log but not the decision Redis (store/reconcile.py)."""
+    from decision_engine.server import metrics
+    from decision_engine.server.reconcile import run_reconciler
+    from decision_engine.store.connection import PipelinedConnection
+    from decision_engine.store.reconcile import Reconciler
+
+    # Connections of its own: a replay must not queue ahead of Decide's reads.
+    log_connection = PipelinedConnection(outcomes_url)
+    apply_connection = PipelinedConnection(redis_url)
+    reconciler = Reconciler(
+        log_connection,
+        apply_connection,
+        learning=lambda: rules.current.source.learning,
+        decision_ttl_s=settings.decision_ttl_days * 86_400,
+        # Younger entries are still being applied by their own call.
+        settle_s=settings.outcomes_timeout_ms / 1000 + 1.0,
+        on_applied=metrics.OUTCOMES_RECONCILED.inc,
+    )
+    try:
+        await run_reconciler(reconciler)
+    finally:
+        await log_connection.aclose()
+        await apply_connection.aclose()
+
+
+def _log_if_crashed(task: asyncio.Task[None]) -> None:
+    """A background loop that ends other than by cancellation is a bug: say so loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())
 
 
 async def _reload_on_signal(

@@ -22,6 +22,8 @@ from decision_engine.decide.model import Contact, Context, CustomerState, Decisi
 from decision_engine.errors import (
     DecisionEngineError,
     InvalidRequestError,
+    OutcomeLogUnavailableError,
+    StoreError,
     StoreUnavailableError,
 )
 from decision_engine.ruleset.compiled import CompiledRuleset, DailyCap
@@ -35,13 +37,17 @@ from decision_engine.server.convert import (
 )
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.status import status_for
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.server.throttle import Throttle
+from decision_engine.store.connection import PipelinedConnection, ReplyError
 from decision_engine.store.outcomes import (
+    DEFAULT_OUTCOMES_TIMEOUT_S,
     DecisionRecord,
     Recorded,
     Reservation,
+    apply_outcome,
     load_learning,
-    record_outcome,
+    log_outcome,
+    logged_outcome,
     release_caps,
     reserve_caps,
 )
@@ -51,6 +57,9 @@ log = logging.getLogger(__name__)
 
 # Leave this share of the caller's deadline for deciding and answering.
 _DEADLINE_SHARE_FOR_STORE = 0.5
+# RecordOutcome answers UNAVAILABLE a little before the caller gives up, so the caller
+# learns that it should retry instead of seeing DEADLINE_EXCEEDED.
+_DEADLINE_SHARE_FOR_OUTCOME = 0.9
 # A capped offer lost to another replica is replaced by deciding again, at most this often.
 _CAP_ATTEMPTS = 3
 # Degraded: the store said nothing (the decision gets no state at all).
@@ -85,14 +94,24 @@ class LearnedState:
 
     Reading them per request would put every offer's counts on the request path;
     they change only with outcomes, so a worker keeps a copy a second old at most.
+    While Redis cannot answer, the last posteriors stay in use.
     """
 
-    def __init__(self, rules: ActiveRuleset, store: ProfileStore, *, every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        rules: ActiveRuleset,
+        store: ProfileStore,
+        *,
+        every_s: float = 1.0,
+        timeout_s: float = 1.0,
+    ) -> None:
         self._rules = rules
         self._store = store
         self.every_s = every_s
+        self.timeout_s = timeout_s
         self.learned: Learned | None = None
         self.version = ""
+        self._warning = Throttle(every_s=10.0)
 
     def for_ruleset(self, ruleset: CompiledRuleset) -> Learned | None:
         """Posteriors, if they were computed for this ruleset (not a previous one)."""
@@ -103,18 +122,36 @@ class LearnedState:
         if not ruleset.source.learning.enabled:
             self.learned, self.version = None, ruleset.version
             return
-        stored = await load_learning(self._store.connection)
+        async with asyncio.timeout(self.timeout_s):
+            stored = await load_learning(self._store.connection)
         learned = learned_from(stored, ruleset, now=time.time())
         self.learned, self.version = learned, ruleset.version
         for offer_id, posterior in learned.overall.items():
             metrics.OFFER_PROPENSITY.labels(offer_id).set(posterior.mean)
 
     async def run(self) -> None:
+        """Refresh until cancelled; no Redis failure (loading, reset, slow, an error
+        reply) ends the loop."""
+        failures = 0
         while True:
             try:
                 await self.refresh()
-            except StoreUnavailableError as exc:
-                log.debug("learning state not refreshed: %s", exc)
+            except (StoreError, ReplyError, OSError, TimeoutError) as exc:
+                failures += 1
+                if self._warning.ready():
+                    log.warning(
+                        "learned acceptance rates not refreshed (%s), %d attempt(s) so far; "
+                        "serving the last ones",
+                        str(exc) or type(exc).__name__,
+                        failures,
+                    )
+            else:
+                if failures:
+                    log.warning(
+                        "learned acceptance rates refreshed again after %d failed attempt(s)",
+                        failures,
+                    )
+                    failures = 0
             await asyncio.sleep(self.every_s)
 
 
@@ -203,6 +240,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         challenger: ActiveRuleset | None = None,
         experiment: Experiment | None = None,
         outcomes: PipelinedConnection | None = None,
+        outcomes_timeout_s: float = DEFAULT_OUTCOMES_TIMEOUT_S,
     ) -> None:
         self._rules = rules
         self._store = store
@@ -211,6 +249,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._experiment = experiment or Experiment()
         self._outcomes = outcomes or store.connection
         """The outcome log's Redis (the profile store's unless configured apart)."""
+        self._outcomes_timeout_s = outcomes_timeout_s
         self._store_timeout_s = store_timeout_s
         self._ids = ids
         self._outages = OutageLog()
@@ -427,7 +466,13 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
     ) -> pb.RecordOutcomeResponse:
         try:
             outcome = outcome_request(request, now=time.time())
-            recorded, arm = await self._record(outcome)
+            remaining = context.time_remaining()
+            caller_deadline = (
+                None
+                if remaining is None
+                else asyncio.get_running_loop().time() + remaining * _DEADLINE_SHARE_FOR_OUTCOME
+            )
+            recorded, arm = await self._record(outcome, caller_deadline=caller_deadline)
         except DecisionEngineError as exc:
             if isinstance(exc, InvalidRequestError):
                 metrics.INVALID_REQUESTS.labels(exc.field).inc()
@@ -440,23 +485,59 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             duplicate=recorded.status == "duplicate", outcome_id=recorded.outcome_id
         )
 
-    async def _record(self, outcome: OutcomeRequest) -> tuple[Recorded, str]:
-        """Record an outcome; (what Redis said, the decision's arm)."""
+    async def _record(
+        self, outcome: OutcomeRequest, *, caller_deadline: float | None
+    ) -> tuple[Recorded, str]:
+        """Log the outcome, then apply it; (what the log said, the decision's arm).
+
+        Each step has the outcome timeout (within the caller's deadline), so a failure
+        names the Redis that did not answer. An outcome logged but not applied is
+        applied later by the reconciler.
+        """
         decision = self._ids.verify(outcome.decision_id, now=time.time())
         check_against_decision(outcome, decision)
-        recorded = await record_outcome(
-            self._outcomes,
-            self._store.connection,
-            decision=decision,
-            offer_id=outcome.offer_id,
-            outcome=outcome.outcome,
-            channel=outcome.channel,
-            reason=outcome.reason,
-            at=outcome.at,
-            decision_ttl_s=self._ids.ttl_s,
-            learning=self._rules.current.source.learning,
+        budget = self._outcome_budget(caller_deadline)
+        try:
+            async with asyncio.timeout(budget):
+                recorded = await log_outcome(
+                    self._outcomes,
+                    decision=decision,
+                    offer_id=outcome.offer_id,
+                    outcome=outcome.outcome,
+                    channel=outcome.channel,
+                    reason=outcome.reason,
+                    at=outcome.at,
+                    decision_ttl_s=self._ids.ttl_s,
+                )
+        except TimeoutError:
+            raise OutcomeLogUnavailableError(f"no answer within {budget * 1e3:.0f} ms") from None
+        except StoreUnavailableError as exc:
+            raise OutcomeLogUnavailableError(str(exc)) from exc
+        # Also for a duplicate: if an earlier attempt was logged but not applied, this applies it.
+        entry = logged_outcome(
+            decision, offer_id=outcome.offer_id, outcome=outcome.outcome, at=outcome.at
         )
+        learning = self._rules.current.source.learning
+        budget = self._outcome_budget(caller_deadline)
+        later = "the outcome is logged and will be applied by the reconciler"
+        try:
+            async with asyncio.timeout(budget):
+                await apply_outcome(
+                    self._store.connection, entry, decision_ttl_s=self._ids.ttl_s, learning=learning
+                )
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"no answer within {budget * 1e3:.0f} ms; {later}"
+            ) from None
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(f"{exc}; {later}") from exc
         return recorded, decision.arm
+
+    def _outcome_budget(self, caller_deadline: float | None) -> float:
+        if caller_deadline is None:
+            return self._outcomes_timeout_s
+        left = caller_deadline - asyncio.get_running_loop().time()
+        return min(self._outcomes_timeout_s, max(left, 0.001))
 
     async def Ping(
         self, request: pb.PingRequest, context: grpc.aio.ServicerContext

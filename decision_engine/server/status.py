@@ -25,5 +25,5 @@ def status_for(exc: DecisionEngineError) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, PermissionDeniedError):
         return grpc.StatusCode.PERMISSION_DENIED, str(exc)
     if isinstance(exc, StoreError):
-        return grpc.StatusCode.UNAVAILABLE, f"profile store unavailable: {exc}"
+        return grpc.StatusCode.UNAVAILABLE, f"{exc.store} unavailable: {exc}"
     return grpc.StatusCode.FAILED_PRECONDITION, str(exc)

@@ -24,6 +24,13 @@ from redis.connection import parse_url
 from decision_engine.errors import StoreUnavailableError
 
 MAX_IN_FLIGHT = 10_000
+# Error replies that mean "not now" rather than "wrong command": Redis is loading its
+# data, busy with a script, failing over, out of memory, refusing writes after a disk
+# error, or not letting us in. Every caller treats them like a lost connection.
+_UNAVAILABLE_REPLIES = frozenset(
+    {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS",
+     "OOM", "MISCONF", "NOAUTH", "WRONGPASS", "NOPERM"}
+)  # fmt: skip
 
 
 class _ReplyError(Exception):
@@ -63,7 +70,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        error = StoreUnavailableError(f"profile store connection lost: {exc or 'closed'}")
+        error = StoreUnavailableError(f"connection lost: {exc or 'closed'}")
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
@@ -73,9 +80,9 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.transport is None or self.transport.is_closing():
-            raise StoreUnavailableError("profile store connection is closed")
+            raise StoreUnavailableError("connection is closed")
         if len(self.waiting) >= MAX_IN_FLIGHT:
-            raise StoreUnavailableError("profile store is not keeping up")
+            raise StoreUnavailableError("Redis is not keeping up")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         if not self.buffer:
@@ -109,18 +116,22 @@ class PipelinedConnection:
         """Queue a command on the open connection without waiting for its reply."""
         protocol = self._protocol
         if protocol is None or protocol.transport is None:
-            raise StoreUnavailableError("profile store connection is not open")
+            raise StoreUnavailableError("connection is not open")
         return protocol.send(encode(*parts))
 
     async def call(self, *parts: str | bytes | float) -> Any:
-        """Send one command and wait for its reply; StoreUnavailableError if Redis is not there."""
+        """Send one command and wait for its reply; StoreUnavailableError if Redis is not
+        there or cannot answer now (e.g. LOADING), ReplyError for other error replies."""
         protocol = self._protocol
         if protocol is None or protocol.transport is None:
             protocol = await self._connect()
         try:
             return await protocol.send(encode(*parts))
         except _ReplyError as exc:
-            raise ReplyError(str(exc)) from None
+            message = str(exc)
+            if message.split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
+                raise StoreUnavailableError(message) from None
+            raise ReplyError(message) from None
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:
@@ -139,7 +150,7 @@ class PipelinedConnection:
                         )
                     await self._handshake(protocol)
             except (OSError, TimeoutError, _ReplyError) as exc:
-                raise StoreUnavailableError(f"profile store unreachable: {exc!r}") from exc
+                raise StoreUnavailableError(f"unreachable: {exc!r}") from exc
             self._protocol = protocol
             return protocol
 
@@ -175,9 +186,9 @@ class Script:
             return await connection.call("EVALSHA", self.sha, len(keys), *keys, *args)
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
-                raise StoreUnavailableError(f"profile store: {exc}") from exc
+                raise StoreUnavailableError(str(exc)) from exc
         # A restarted or flushed Redis forgot the script: EVAL sends it (and caches it).
         try:
             return await connection.call("EVAL", self.source, len(keys), *keys, *args)
         except ReplyError as exc:
-            raise StoreUnavailableError(f"profile store: {exc}") from exc
+            raise StoreUnavailableError(str(exc)) from exc

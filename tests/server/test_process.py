@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,9 +42,24 @@ def test_embedded_default_starts_its_own_redis_with_demo_data(tmp_path: Path) ->
             and "first start: loaded demo customers" in server.log()
         )
         # Two Redis: the outcome log fsyncs every write, the decision path's data does not.
-        urls = re.findall(r"(redis://127\.0\.0\.1:\d+/0)", server.log())
-        profiles_url, outcomes_url = urls[0], urls[1]
+        # Each has a password, in its data dir, never in the log.
+        addresses = re.findall(r"redis://127\.0\.0\.1:(\d+)/0", server.log())
+        passwords = [
+            (tmp_path / "var" / name / "password").read_text().strip()
+            for name in ("redis", "redis-outcomes")
+        ]
+        assert all(p not in server.log() for p in passwords)
+        profiles_url, outcomes_url = (
+            f"redis://:{password}@127.0.0.1:{port}/0"
+            for password, port in zip(passwords, addresses[:2], strict=True)
+        )
         assert "outcome log: embedded Redis" in server.log() and profiles_url != outcomes_url
+        # The key decision ids are signed with is not for any local process to read.
+        with socket.create_connection(("127.0.0.1", int(addresses[0])), timeout=5) as sock:
+            sock.sendall(b"GET nba:decision-secret\r\n")
+            assert sock.recv(100).startswith(b"-NOAUTH")
+        with redis.Redis.from_url(profiles_url, decode_responses=True) as data:
+            assert data.get("nba:decision-secret")
         for stub in server.stub():
             stub.RecordOutcome(
                 pb.RecordOutcomeRequest(

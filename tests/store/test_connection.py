@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from decision_engine.errors import StoreUnavailableError
 from decision_engine.store.connection import PipelinedConnection, ReplyError, encode
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.profiles import ProfileStore
+from tests.conftest import SlowRestart, fill_for_a_slow_load
 
 NOW = 1_750_000_000.0
 
@@ -93,3 +97,77 @@ def test_reconnects_after_a_restart_and_reloads_the_script(tmp_path: Path) -> No
             await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_redis_busy_with_a_script_is_unavailable_not_an_error(tmp_path: Path) -> None:
+    """-BUSY says "not now", like a lost connection; only other error replies are ReplyError."""
+    with EmbeddedRedis(data_dir=tmp_path) as server:
+        with redis.Redis.from_url(server.url) as client:
+            client.config_set("lua-time-limit", 10)
+        busy = threading.Thread(
+            target=_run_until_killed, args=(server.url, "while true do end"), daemon=True
+        )
+        busy.start()
+
+        async def scenario() -> BaseException | None:
+            connection = PipelinedConnection(server.url)
+            try:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    try:
+                        await connection.call("GET", "k")
+                    except StoreUnavailableError as exc:
+                        return exc
+                    await asyncio.sleep(0.02)
+                return None
+            finally:
+                await connection.aclose()
+
+        try:
+            error = asyncio.run(scenario())
+        finally:
+            with redis.Redis.from_url(server.url) as client:
+                client.script_kill()
+            busy.join(10)
+        assert error is not None and str(error).startswith("BUSY"), error
+
+
+def _run_until_killed(url: str, script: str) -> None:
+    with redis.Redis.from_url(url) as client, contextlib.suppress(redis.ResponseError):
+        client.eval(script, 0)
+
+
+@pytest.mark.slow
+def test_a_loading_redis_is_unavailable_not_an_error(tmp_path: Path) -> None:
+    """Regression: -LOADING (a restarted Redis replaying its data) came out of `call` as a
+    ReplyError, which the learning refresh did not expect: it stopped for good."""
+    server = EmbeddedRedis(data_dir=tmp_path, fsync="everysec").start()
+    fill_for_a_slow_load(server.url)
+    restart = SlowRestart(server).start()
+
+    async def scenario() -> tuple[set[str], set[str]]:
+        connection = PipelinedConnection(server.url)
+        store = ProfileStore.from_url(server.url)
+        seen, decide_path = set(), set()
+        try:
+            while restart.loading:
+                try:
+                    await connection.call("HGETALL", "nba:learning")
+                except StoreUnavailableError as exc:
+                    seen.add(str(exc).split()[0])
+                try:
+                    await store.load("C-1", interaction=None, now=NOW)
+                except StoreUnavailableError as exc:
+                    decide_path.add(str(exc).split()[0])
+                await asyncio.sleep(0.02)
+        finally:
+            await connection.aclose()
+            await store.aclose()
+        return seen, decide_path
+
+    try:
+        seen, decide_path = asyncio.run(scenario())
+    finally:
+        restart.wait().stop()
+    assert "LOADING" in seen, seen
+    assert "LOADING" in decide_path, decide_path

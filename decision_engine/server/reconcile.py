@@ -1,0 +1,53 @@
+"""The outcome reconciler in the background of a worker (see store/reconcile.py).
+
+process.py runs it in worker 0 of every replica; the reconciler's lease in Redis lets
+one of them work at a time, and another take over within the lease (30 s) when that
+one stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from decision_engine.errors import StoreError
+from decision_engine.server.throttle import Throttle
+from decision_engine.store.connection import ReplyError
+from decision_engine.store.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+
+RECONCILE_EVERY_S = 5.0
+_REDIS_ERRORS = (StoreError, ReplyError, OSError, TimeoutError)
+
+
+async def run_reconciler(reconciler: Reconciler, *, every_s: float = RECONCILE_EVERY_S) -> None:
+    """On start, then every `every_s` while it holds the lease, until cancelled."""
+    warning = Throttle()
+    failures = 0
+    try:
+        while True:
+            try:
+                if await reconciler.lead():
+                    applied = await reconciler.run_once()
+                    if applied:
+                        log.info(
+                            "reconciler applied %d outcome(s) that were logged but not applied",
+                            applied,
+                        )
+            except _REDIS_ERRORS as exc:
+                failures += 1
+                if warning.ready():
+                    log.warning(
+                        "outcome reconciler failed %d time(s) (%s); retrying every %g s",
+                        failures, str(exc) or type(exc).__name__, every_s,
+                    )  # fmt: skip
+            else:
+                if failures:
+                    log.warning("outcome reconciler works again after %d failure(s)", failures)
+                    failures = 0
+            await asyncio.sleep(every_s)
+    finally:
+        with contextlib.suppress(*_REDIS_ERRORS):
+            await reconciler.release()
