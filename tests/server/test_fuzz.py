@@ -9,9 +9,11 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine.server.decision_ids import DecisionIds
@@ -155,14 +157,18 @@ def cases(decision_id: str, offer_id: str, rng: random.Random) -> Iterator[tuple
         yield DECISION + "RecordOutcome", request.SerializeToString()
 
 
+def _typed(channel: grpc.Channel, method: str, reply: type[Message]) -> Any:
+    return channel.unary_unary(
+        DECISION + method,
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=reply.FromString,
+    )
+
+
 def test_fuzz_never_unknown_or_internal(fuzzed: Server) -> None:
     rng = random.Random(20261201)
     with fuzzed.channel() as channel:
-        decide = channel.unary_unary(
-            DECISION + "Decide",
-            request_serializer=pb.DecideRequest.SerializeToString,
-            response_deserializer=pb.DecideResponse.FromString,
-        )
+        decide = _typed(channel, "Decide", pb.DecideResponse)
         alice = pb.DecideRequest(
             customer_id="C-1001",
             context=pb.InteractionContext(channel=pb.CHANNEL_VOICE, intent="cancel"),
@@ -195,16 +201,8 @@ def test_fuzz_never_unknown_or_internal(fuzzed: Server) -> None:
 
 def test_out_of_range_timestamps_name_the_field(fuzzed: Server) -> None:
     with fuzzed.channel() as channel:
-        decide = channel.unary_unary(
-            DECISION + "Decide",
-            request_serializer=pb.DecideRequest.SerializeToString,
-            response_deserializer=pb.DecideResponse.FromString,
-        )
-        record = channel.unary_unary(
-            DECISION + "RecordOutcome",
-            request_serializer=pb.RecordOutcomeRequest.SerializeToString,
-            response_deserializer=pb.RecordOutcomeResponse.FromString,
-        )
+        decide = _typed(channel, "Decide", pb.DecideResponse)
+        record = _typed(channel, "RecordOutcome", pb.RecordOutcomeResponse)
         decision_id = decide(_valid_decide(), timeout=10).decision_id
         for seconds, nanos in ((2**62, 0), (-(2**62), 0), (1_700_000_000, 2_000_000_000)):
             request = _valid_outcome(decision_id)
