@@ -9,7 +9,9 @@ from grpc_reflection.v1alpha import reflection
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.experiment import Experiment
+from decision_engine.server.admission import Admission
 from decision_engine.server.decision_ids import DecisionIds
+from decision_engine.server.limits import DEFAULT_LIMITS, ServerLimits
 from decision_engine.server.service import (
     ActiveRuleset,
     AdminService,
@@ -36,9 +38,19 @@ async def create_server(
     challenger: ActiveRuleset | None = None,
     experiment: Experiment | None = None,
     outcomes: PipelinedConnection | None = None,
+    limits: ServerLimits = DEFAULT_LIMITS,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    # Admission first: a call it sheds costs nothing more.
+    admission = Admission(
+        max_in_flight=limits.max_in_flight,
+        min_deadline_s=limits.min_deadline_s,
+        services=(SERVICE_NAME,),
+    )
+    server = grpc.aio.server(
+        interceptors=[admission],
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.grpc_options()],
+    )
     pb_grpc.add_DecisionServiceServicer_to_server(
         DecisionService(
             rules,

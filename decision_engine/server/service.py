@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 _DEADLINE_SHARE_FOR_STORE = 0.5
 # A capped offer lost to another replica is replaced by deciding again, at most this often.
 _CAP_ATTEMPTS = 3
+# A profile read that ran out of time is our own CPU starvation, not Redis, when this
+# request got to run this much after its budget ran out (an idle loop: ~0.1 ms): the
+# budget went to waiting for the event loop, and Redis may well have answered in time.
+_OVERLOADED_LATE_S = 0.002
+_OVERLOADED_LATE_SHARE = 0.2
 
 
 class ActiveRuleset:
@@ -115,13 +120,21 @@ class LearnedState:
 
 
 class OutageLog:
-    """Logs a store outage when it starts, then at most every `every_s`, then its end.
+    """Logs an outage when it starts, then at most every `every_s`, then its end.
 
     At a thousand requests a second, a warning per degraded decision would bury
     the log; the counts are in the redis_errors_total metric anyway.
     """
 
-    def __init__(self, *, every_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        what: str = "profile store unavailable",
+        over: str = "profile store is back",
+        every_s: float = 10.0,
+    ) -> None:
+        self.what = what
+        self.over = over
         self.every_s = every_s
         self.failures = 0
         self.last_logged = 0.0
@@ -131,7 +144,8 @@ class OutageLog:
         now = time.monotonic()
         if self.failures == 1 or now - self.last_logged >= self.every_s:
             log.warning(
-                "profile store unavailable (%s); %d decision(s) made from context alone so far",
+                "%s (%s); %d decision(s) made from context alone so far",
+                self.what,
                 reason,
                 self.failures,
             )
@@ -139,9 +153,7 @@ class OutageLog:
 
     def recovered(self) -> None:
         if self.failures:
-            log.warning(
-                "profile store is back after %d decision(s) from context alone", self.failures
-            )
+            log.warning("%s after %d decision(s) from context alone", self.over, self.failures)
             self.failures = 0
 
 
@@ -186,6 +198,10 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._store_timeout_s = store_timeout_s
         self._ids = ids
         self._outages = OutageLog()
+        self._overloads = OutageLog(
+            what="server overloaded, not the profile store",
+            over="server keeps up again",
+        )
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}
 
@@ -341,20 +357,37 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         if remaining is not None:
             budget = min(budget, max(remaining * _DEADLINE_SHARE_FOR_STORE, 0.0005))
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout(budget) as timer:
                 state, exhausted = await self._store.load_for_decision(
                     customer_id, interaction=interaction, now=now, caps=caps
                 )
         except TimeoutError:
-            metrics.REDIS_ERRORS.labels("timeout").inc()
-            self._outages.failed(f"no answer within {budget * 1e3:.1f} ms")
+            self._timed_out(budget, late=asyncio.get_running_loop().time() - (timer.when() or 0))
             return None, frozenset(caps), True
         except StoreUnavailableError as exc:
             metrics.REDIS_ERRORS.labels("error").inc()
             self._outages.failed(str(exc))
             return None, frozenset(caps), True
         self._outages.recovered()
+        self._overloads.recovered()
         return state, exhausted, False
+
+    def _timed_out(self, budget: float, *, late: float) -> None:
+        """Count and log a profile read that ran out of time, as Redis's or our fault.
+
+        `late`: how long after the budget ran out this request got to run again. An
+        idle event loop notices at once; one that notices late was too busy to send
+        the read, read the reply or run the request, and that is not Redis's doing.
+        """
+        if late >= max(_OVERLOADED_LATE_S, budget * _OVERLOADED_LATE_SHARE):
+            metrics.REDIS_ERRORS.labels("overloaded").inc()
+            self._overloads.failed(
+                f"the profile read's {budget * 1e3:.1f} ms went by while this worker's "
+                f"event loop was {late * 1e3:.1f} ms behind"
+            )
+        else:
+            metrics.REDIS_ERRORS.labels("timeout").inc()
+            self._outages.failed(f"no answer within {budget * 1e3:.1f} ms")
 
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.aio.ServicerContext
