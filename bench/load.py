@@ -370,13 +370,41 @@ def rss_kib(pids: list[int]) -> dict[str, int]:
     return out
 
 
+REFUSED = ("RESOURCE_EXHAUSTED", "CANCELLED", "UNAVAILABLE")
+"""How an overloaded server turns a call away: RESOURCE_EXHAUSTED (the server's own
+admission control), CANCELLED (gRPC's core, past the queue bound), UNAVAILABLE (a
+stream refused past a connection's stream limit)."""
+
+
+async def probe_health(target: str, stop: asyncio.Event, every_s: float = 0.1) -> dict[str, Any]:
+    """Health checks on a connection of their own until `stop`; what they got back."""
+    statuses: dict[str, int] = {}
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while not stop.is_set():
+            sent = time.perf_counter()
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as exc:
+                status = exc.code().name
+            latencies.append((time.perf_counter() - sent) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+            await asyncio.sleep(every_s)
+    return {"statuses": statuses, **latency_summary(latencies)}
+
+
 async def overload(opts: Options, rate: float, pids: list[int]) -> dict[str, Any]:
     """Decide, open loop at `rate` for `overload_duration` s, from `overload_clients`
     processes (one Python process cannot offer several thousand calls a second), on
-    one shared schedule; then the worker's memory once the load has stopped."""
+    one shared schedule, with health checks alongside; then the workers' memory once
+    the load has stopped."""
     parts = max(1, opts.overload_clients)
     start = time.time() + 2.0  # every client connected before the first call is due
     rss_before = rss_kib(pids)
+    stop_probe = asyncio.Event()
+    probe = asyncio.create_task(probe_health(opts.target, stop_probe))
     with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
         outs = [Path(tmp) / f"part-{i}.json" for i in range(parts)]
         children = []
@@ -396,14 +424,18 @@ async def overload(opts: Options, rate: float, pids: list[int]) -> dict[str, Any
                 raise RuntimeError(f"overload client exited with {child.returncode}")
         server_cpu = cpu_seconds(pids) - server_cpu
         busy_after, total_after = machine_cpu()
+        stop_probe.set()
         samples = Samples(0.0, opts.overload_duration)
         for out in outs:
             samples.merge(Samples.from_json(json.loads(out.read_text())))
+    health = await probe
     await asyncio.sleep(2.0)  # calls in flight drain, memory settles
     rss_after = rss_kib(pids)
-    by = samples.by_outcome
+    by, sent = samples.by_outcome, samples.from_send
     requests = sum(len(v) for v in by.values())
     wall = (total_after - total) / (os.cpu_count() or 1)
+    refused = [x for code in REFUSED for x in by.get(code, [])]
+    refused_sent = [x for code in REFUSED for x in sent.get(code, [])]
     return {
         "offered_rate": round(rate),
         "seconds": opts.overload_duration,
@@ -411,12 +443,15 @@ async def overload(opts: Options, rate: float, pids: list[int]) -> dict[str, Any
         "achieved_rate": round(samples.sent / samples.send_seconds, 1),
         "requests": requests,
         "by_outcome": {k: latency_summary(v) for k, v in by.items()},
-        "from_send": {k: latency_summary(v) for k, v in samples.from_send.items()},
+        "from_send": {k: latency_summary(v) for k, v in sent.items()},
         "generator_lag": latency_summary(samples.lag),
         "admitted": latency_summary(by.get("OK", [])),
+        "admitted_from_send": latency_summary(sent.get("OK", [])),
         "admitted_rps": round(len(by.get("OK", [])) / opts.overload_duration, 1),
-        "shed": latency_summary(by.get("RESOURCE_EXHAUSTED", [])),
+        "refused": latency_summary(refused),
+        "refused_from_send": latency_summary(refused_sent),
         "degraded": samples.degraded,
+        "health": health,
         "messages": samples.messages,
         "server_cpu_us_per_req": round(server_cpu / max(1, requests) * 1e6),
         "machine_busy_cores": round((busy_after - busy) / wall, 2) if wall > 0 else None,

@@ -34,7 +34,7 @@ from decision_engine.server.convert import (
 )
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.status import status_for
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Fate, Mark, PipelinedConnection
 from decision_engine.store.outcomes import (
     DecisionRecord,
     Recorded,
@@ -49,13 +49,12 @@ log = logging.getLogger(__name__)
 
 # Leave this share of the caller's deadline for deciding and answering.
 _DEADLINE_SHARE_FOR_STORE = 0.5
+# A read delayed by this worker, not by Redis, may take up to this share of it.
+_DEADLINE_SHARE_FOR_LATE_READ = 0.75
+# Event-loop turns a read whose reply has arrived gets to read it, past its grace.
+_TURNS_FOR_A_REPLY = 3
 # A capped offer lost to another replica is replaced by deciding again, at most this often.
 _CAP_ATTEMPTS = 3
-# A profile read that ran out of time is our own CPU starvation, not Redis, when this
-# request got to run this much after its budget ran out (an idle loop: ~0.1 ms): the
-# budget went to waiting for the event loop, and Redis may well have answered in time.
-_OVERLOADED_LATE_S = 0.002
-_OVERLOADED_LATE_SHARE = 0.2
 
 
 class ActiveRuleset:
@@ -155,6 +154,63 @@ class OutageLog:
         if self.failures:
             log.warning("%s after %d decision(s) from context alone", self.over, self.failures)
             self.failures = 0
+
+
+class ReadWatch:
+    """Ends a profile read that runs out of time, unless the time went to this worker.
+
+    At `budget` it asks the connection where the read is. Written to Redis at least
+    half the budget ago and not answered: Redis is slow or gone, the read ends (the
+    `asyncio.timeout` given to `start` raises TimeoutError). Answered, not yet
+    written, or written late: the delay is this worker's own (CPU starvation), and the
+    read may go on until `grace` before it is ended all the same, unless its reply
+    has arrived by then.
+    """
+
+    def __init__(
+        self, connection: PipelinedConnection, mark: Mark | None, *, budget: float, grace: float
+    ) -> None:
+        self._connection = connection
+        self._mark = mark
+        self._budget = budget
+        self._grace = grace
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+        self._due = self._started + budget
+        self._timer: asyncio.Timeout | None = None
+        self._handle: asyncio.Handle | None = None
+        self._turns = 0
+        self.ours = False
+        """The read was late because of this worker (it may have been ended anyway)."""
+        self.fate = Fate.WAITING
+        """Where the read was when it was last looked at."""
+        self.late = 0.0
+        """How long after it was due the look that ended the read came."""
+
+    def start(self, timer: asyncio.Timeout) -> None:
+        self._timer = timer
+        self._handle = self._loop.call_at(self._due, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        self.fate, held = self._connection.fate(self._mark)
+        self.ours = self.ours or self.fate is not Fate.WAITING or held < self._budget / 2
+        end = self._started + self._grace
+        if self.fate is Fate.ANSWERED and now >= end and self._turns < _TURNS_FOR_A_REPLY:
+            # The reply is here: reading it takes the event loop a turn or two.
+            self._turns += 1
+            self._handle = self._loop.call_soon(self._check)
+        elif not self.ours or now >= end:
+            self.late = now - self._due
+            assert self._timer is not None
+            self._timer.reschedule(now)  # ends the read: TimeoutError
+        else:
+            self._due = end
+            self._handle = self._loop.call_at(end, self._check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,13 +412,25 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             budget = min(budget, max(remaining * _DEADLINE_SHARE_FOR_STORE, 0.0005))
+        # Past the budget, a read Redis has answered (or that we have not even sent) is
+        # our own delay, not Redis's: it may finish, up to twice the budget and well
+        # inside the caller's deadline, rather than answer without the profile.
+        grace = 2 * budget
+        if remaining is not None:
+            grace = max(budget, min(grace, remaining * _DEADLINE_SHARE_FOR_LATE_READ))
+        connection = self._store.connection
+        watch = ReadWatch(connection, connection.mark(), budget=budget, grace=grace)
         try:
-            async with asyncio.timeout(budget) as timer:
-                state, exhausted = await self._store.load_for_decision(
-                    customer_id, interaction=interaction, now=now, caps=caps
-                )
+            async with asyncio.timeout(None) as timer:
+                watch.start(timer)
+                try:
+                    state, exhausted = await self._store.load_for_decision(
+                        customer_id, interaction=interaction, now=now, caps=caps
+                    )
+                finally:
+                    watch.stop()
         except TimeoutError:
-            self._timed_out(budget, late=asyncio.get_running_loop().time() - (timer.when() or 0))
+            self._timed_out(budget, watch)
             return None, frozenset(caps), True
         except StoreUnavailableError as exc:
             metrics.REDIS_ERRORS.labels("error").inc()
@@ -372,18 +440,14 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._overloads.recovered()
         return state, exhausted, False
 
-    def _timed_out(self, budget: float, *, late: float) -> None:
-        """Count and log a profile read that ran out of time, as Redis's or our fault.
-
-        `late`: how long after the budget ran out this request got to run again. An
-        idle event loop notices at once; one that notices late was too busy to send
-        the read, read the reply or run the request, and that is not Redis's doing.
-        """
-        if late >= max(_OVERLOADED_LATE_S, budget * _OVERLOADED_LATE_SHARE):
+    def _timed_out(self, budget: float, watch: ReadWatch) -> None:
+        """Count and log a profile read that ran out of time, as Redis's or our doing
+        (CPU starvation: the read was sent late, or its reply was not read in time)."""
+        if watch.ours:
             metrics.REDIS_ERRORS.labels("overloaded").inc()
             self._overloads.failed(
-                f"the profile read's {budget * 1e3:.1f} ms went by while this worker's "
-                f"event loop was {late * 1e3:.1f} ms behind"
+                f"profile read {watch.fate.value} after {budget * 1e3:.1f} ms and its grace; "
+                f"this worker's event loop was {watch.late * 1e3:.1f} ms behind"
             )
         else:
             metrics.REDIS_ERRORS.labels("timeout").inc()

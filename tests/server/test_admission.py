@@ -160,9 +160,12 @@ def test_a_call_with_its_deadline_nearly_spent_is_not_served(admitting_one: Serv
     assert "C-1001" not in server.log()
 
 
-def test_a_read_that_ran_out_of_time_while_the_worker_was_frozen_is_overload_not_redis(
+def test_a_reply_that_came_while_the_worker_was_frozen_is_used_not_dropped(
     tmp_path: Path, redis: EmbeddedRedis
 ) -> None:
+    """The profile read's budget ran out while the worker could not run (as under CPU
+    starvation), but Redis had answered: the answer has the profile, and nothing
+    blames Redis."""
     # Without learning the worker sends Redis nothing of its own accord, so bytes
     # waiting at Redis are the Decide's profile read.
     rules = tmp_path / "rules"
@@ -171,7 +174,7 @@ def test_a_read_that_ran_out_of_time_while_the_worker_was_frozen_is_overload_not
     text = arbitration.read_text().replace("  learning:\n", "  learning:\n    enabled: false\n")
     arbitration.write_text(text)
     server = start_server(tmp_path, "--rules", str(rules), "--redis-url", redis.url,
-                          "--redis-timeout-ms", "2000", workers=1)  # fmt: skip
+                          "--redis-timeout-ms", "1000", workers=1)  # fmt: skip
     try:
         (worker,) = worker_pids(server)
         with grpc.insecure_channel(server.target) as channel, ThreadPoolExecutor(1) as pool:
@@ -182,19 +185,17 @@ def test_a_read_that_ran_out_of_time_while_the_worker_was_frozen_is_overload_not
                 call = pool.submit(stub.Decide, CANCEL, timeout=LONG)
                 wait_until(lambda: bytes_waiting_at(redis.port) > 0, "the read reached Redis")
                 # Redis answers at once, but the worker is not there to read it until
-                # well after the read's budget (2 s) ran out.
+                # after the read's budget and its grace (1 + 2 s) have run out.
                 os.kill(worker, signal.SIGSTOP)
                 os.kill(redis_pid(redis), signal.SIGCONT)
-                time.sleep(2.5)
+                time.sleep(3.5)
             finally:
                 os.kill(redis_pid(redis), signal.SIGCONT)
                 os.kill(worker, signal.SIGCONT)
-            assert call.result().degraded
-            assert not stub.Decide(CANCEL, timeout=LONG).degraded
-        assert metric(server, "redis_errors_total", kind="overloaded") == 1
+            answer = call.result()
+            assert answer.profile_found and not answer.degraded
         assert metric(server, "redis_errors_total", kind="timeout") == 0
-        assert "server overloaded, not the profile store" in server.log()
+        assert metric(server, "redis_errors_total", kind="overloaded") == 0
         assert "profile store unavailable" not in server.log()
-        assert "server keeps up again after 1 decision(s)" in server.log()
     finally:
         assert server.stop() == 0, server.log()
