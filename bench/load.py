@@ -315,13 +315,21 @@ async def fixed_rate(call: Call, rate: float, duration: float) -> dict[str, Any]
     }
 
 
-async def max_throughput(call: Call, concurrency: int, duration: float) -> dict[str, Any]:
+REFUSED = ("RESOURCE_EXHAUSTED", "CANCELLED", "UNAVAILABLE")
+"""How an overloaded server turns a call away: RESOURCE_EXHAUSTED (the server's own
+admission control), CANCELLED (gRPC's core, past the queue bound), UNAVAILABLE (a
+stream refused past a connection's stream limit)."""
+
+
+async def max_throughput(
+    call: Call, concurrency: int, duration: float, *, backoff_s: float = 0.01
+) -> dict[str, Any]:
     """Closed loop: `concurrency` callers back to back; completions per second.
 
     Each caller keeps to one channel, so a worker process that got more connections
     gets more callers and no worker idles while another is the bottleneck. Latencies
-    are kept by outcome: a shed call (RESOURCE_EXHAUSTED) comes back at once, and its
-    caller sends the next one.
+    are kept by outcome; a caller turned away (REFUSED) waits `backoff_s` before its
+    next call, as a client should, instead of spinning on refusals.
     """
     by_outcome: dict[str, list[float]] = {"OK": []}
     messages: dict[str, str] = {}
@@ -336,6 +344,8 @@ async def max_throughput(call: Call, concurrency: int, duration: float) -> dict[
                 outcome = exc.code().name
                 messages.setdefault(outcome, exc.details() or "")
             by_outcome.setdefault(outcome, []).append((time.perf_counter() - sent) * 1000)
+            if outcome in REFUSED:
+                await asyncio.sleep(backoff_s)
 
     start = time.perf_counter()
     await asyncio.gather(*(caller(i) for i in range(concurrency)))
@@ -368,12 +378,6 @@ def rss_kib(pids: list[int]) -> dict[str, int]:
             if line.startswith("VmRSS:"):
                 out[str(pid)] = int(line.split()[1])
     return out
-
-
-REFUSED = ("RESOURCE_EXHAUSTED", "CANCELLED", "UNAVAILABLE")
-"""How an overloaded server turns a call away: RESOURCE_EXHAUSTED (the server's own
-admission control), CANCELLED (gRPC's core, past the queue bound), UNAVAILABLE (a
-stream refused past a connection's stream limit)."""
 
 
 async def probe_health(target: str, stop: asyncio.Event, every_s: float = 0.1) -> dict[str, Any]:

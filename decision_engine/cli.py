@@ -90,7 +90,7 @@ def main() -> None:
 @click.option(
     "--max-queued",
     type=int,
-    default=128,
+    default=64,
     envvar=_env("MAX_QUEUED"),
     show_default=True,
     show_envvar=True,

@@ -34,7 +34,7 @@ class Settings:
     """Profile read budget; past it, decide from context alone (REDIS_TIMEOUT_MS)."""
     max_in_flight: int = 128
     """Calls a worker serves at once; past it, RESOURCE_EXHAUSTED at once (MAX_IN_FLIGHT)."""
-    max_queued: int = 128
+    max_queued: int = 64
     """Calls of one method a worker lets wait for its event loop; gRPC refuses more
     (MAX_QUEUED)."""
     min_deadline_ms: float = 1.0

@@ -20,7 +20,7 @@ class ServerLimits:
 
     max_in_flight: int = 128
     """Calls of DecisionService served at once; more are shed (admission.py)."""
-    max_queued: int = 128
+    max_queued: int = 64
     """Calls of one method waiting for the event loop; the gRPC core refuses more
     (CANCELLED), some from half of it, all from there on."""
     min_deadline_s: float = 0.001
