@@ -114,26 +114,28 @@ def test_streams_beyond_the_limit_on_one_connection_are_refused(
     # The queue bound is lifted so that it does not refuse part of this burst itself.
     server = start_server(tmp_path, "--rules", str(RULES), "--redis-url", redis.url,
                           "--max-queued", "10000", workers=1)  # fmt: skip
-    limit = DEFAULT_LIMITS.max_concurrent_streams
-    extra = 10
-    client = BareHttp2(server.target)
     try:
-        assert client.handshake()[MAX_CONCURRENT_STREAMS] == limit
-        streams = [1 + 2 * i for i in range(limit + extra)]  # client streams are odd
-        for stream in streams:
-            client.open_stream(stream, "/decision.v1.DecisionService/Ping")
-        refused: dict[int, int] = {}
-        while len(refused) < extra and (frame := client.read()) is not None:
-            kind, _, stream, payload = frame
-            if kind == RST_STREAM:
-                refused[stream] = int.from_bytes(payload, "big")
-        assert refused == dict.fromkeys(streams[limit:], REFUSED_STREAM)
+        limit = DEFAULT_LIMITS.max_concurrent_streams
+        extra = 10
+        client = BareHttp2(server.target)
+        try:
+            assert client.handshake()[MAX_CONCURRENT_STREAMS] == limit
+            streams = [1 + 2 * i for i in range(limit + extra)]  # client streams are odd
+            for stream in streams:
+                client.open_stream(stream, "/decision.v1.DecisionService/Ping")
+            refused: dict[int, int] = {}
+            while len(refused) < extra and (frame := client.read()) is not None:
+                kind, _, stream, payload = frame
+                if kind == RST_STREAM:
+                    refused[stream] = int.from_bytes(payload, "big")
+            assert refused == dict.fromkeys(streams[limit:], REFUSED_STREAM)
+        finally:
+            client.close()
+        # The server is fine afterwards, and so are well-behaved clients.
+        with grpc.insecure_channel(server.target) as channel:
+            pb_grpc.DecisionServiceStub(channel).Ping(pb.PingRequest(), timeout=30)
     finally:
-        client.close()
-    # The server is fine afterwards, and so are well-behaved clients.
-    with grpc.insecure_channel(server.target) as channel:
-        pb_grpc.DecisionServiceStub(channel).Ping(pb.PingRequest(), timeout=30)
-    assert server.stop() == 0, server.log()
+        assert server.stop() == 0, server.log()
 
 
 @pytest.fixture(scope="module")
