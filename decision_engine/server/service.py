@@ -181,7 +181,7 @@ class ReadWatch:
         self._handle: asyncio.Handle | None = None
         self._turns = 0
         self.ours = False
-        """The read was late because of this worker (it may have been ended anyway)."""
+        """At the last look, the read was late because of this worker, not Redis."""
         self.fate = Fate.WAITING
         """Where the read was when it was last looked at."""
         self.late = 0.0
@@ -198,7 +198,7 @@ class ReadWatch:
     def _check(self) -> None:
         now = self._loop.time()
         self.fate, held = self._connection.fate(self._mark)
-        self.ours = self.ours or self.fate is not Fate.WAITING or held < self._budget / 2
+        self.ours = self.fate is not Fate.WAITING or held < self._budget / 2
         end = self._started + self._grace
         if self.fate is Fate.ANSWERED and now >= end and self._turns < _TURNS_FOR_A_REPLY:
             # The reply is here: reading it takes the event loop a turn or two.
