@@ -23,10 +23,11 @@ import json
 import math
 import os
 import random
+import sys
+import tempfile
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,17 @@ class Options:
     seed: int = 1
     server_pids: str = ""
     """Comma-separated pids of the server's workers, for CPU time per request (Linux)."""
+    phases: str = "decide,ping,overload,crowd"
+    """Which phases to run, in this order."""
+    overload_factor: float = 3.0
+    """Overload phase: Decide open loop at this multiple of the measured max..."""
+    overload_rate: float = 0.0
+    """...or at this rate (req/s) when set."""
+    overload_duration: float = 30.0
+    overload_clients: int = 2
+    """Processes offering the overload (one Python process tops out below it)."""
+    crowd: int = 1024
+    """Last phase: Decide closed loop with this many calls in flight."""
 
 
 def open_channels(target: str, count: int) -> list[grpc.aio.Channel]:
@@ -174,85 +186,298 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-async def fixed_rate(call: Call, rate: float, duration: float) -> dict[str, Any]:
-    """Open loop: the k-th call is due at start + k / rate; latency from that due time."""
+@dataclass
+class Samples:
+    """Latencies (ms, from each call's due time) of an open-loop run, by outcome."""
+
+    rate: float
+    duration: float
+    sent: int = 0
+    send_seconds: float = 0.0
+    by_outcome: dict[str, list[float]] = field(default_factory=dict)
+    """"OK" or the status code's name -> latencies."""
+    from_send: dict[str, list[float]] = field(default_factory=dict)
+    """The same, from when the call was actually sent (the generator's own lag left out)."""
+    lag: list[float] = field(default_factory=list)
+    """How late each call was sent (the load generator's lag behind its schedule)."""
+    degraded: int = 0
+    """OK answers made without the profile (`degraded: true`)."""
+    messages: dict[str, str] = field(default_factory=dict)
+    """The first message seen for each error code."""
+    by_second: list[list[float]] = field(default_factory=list)
+
+    def merge(self, other: Samples) -> None:
+        self.rate += other.rate
+        self.sent += other.sent
+        self.send_seconds = max(self.send_seconds, other.send_seconds)
+        self.degraded += other.degraded
+        self.messages = {**other.messages, **self.messages}
+        for outcome, values in other.by_outcome.items():
+            self.by_outcome.setdefault(outcome, []).extend(values)
+        for outcome, values in other.from_send.items():
+            self.from_send.setdefault(outcome, []).extend(values)
+        self.lag.extend(other.lag)
+        for i, values in enumerate(other.by_second):
+            while len(self.by_second) <= i:
+                self.by_second.append([])
+            self.by_second[i].extend(values)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rate": self.rate, "duration": self.duration, "sent": self.sent,
+            "send_seconds": self.send_seconds, "by_outcome": self.by_outcome,
+            "from_send": self.from_send, "lag": self.lag,
+            "degraded": self.degraded, "messages": self.messages, "by_second": self.by_second,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Samples:
+        return cls(**data)
+
+
+async def open_loop(call: Call, rate: float, duration: float, *, start: float = 0.0) -> Samples:
+    """The k-th call is due at start + k / rate, whether or not earlier ones answered.
+
+    `start` (time.time(), optional) lets several processes share one schedule.
+    """
     total = int(rate * duration)
-    latencies: list[float] = []
-    by_second: list[list[float]] = [[] for _ in range(math.ceil(duration))]
-    errors: Counter[str] = Counter()
+    samples = Samples(rate, duration, by_second=[[] for _ in range(math.ceil(duration))])
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(k: int, due: float) -> None:
         # A failed call counts in the percentiles too, at the time it failed.
+        sent = time.perf_counter()
         try:
-            await call(k)
+            reply = await call(k)
         except grpc.aio.AioRpcError as exc:
-            errors[exc.code().name] += 1
-        latency = (time.perf_counter() - due) * 1000
-        latencies.append(latency)
-        by_second[int(k / rate)].append(latency)
+            outcome = exc.code().name
+            samples.messages.setdefault(outcome, exc.details() or "")
+        else:
+            outcome = "OK"
+            if getattr(reply, "degraded", False):
+                samples.degraded += 1
+        done = time.perf_counter()
+        latency = (done - due) * 1000
+        samples.by_outcome.setdefault(outcome, []).append(latency)
+        samples.from_send.setdefault(outcome, []).append((done - sent) * 1000)
+        samples.lag.append((sent - due) * 1000)
+        samples.by_second[int(k / rate)].append(latency)
 
-    start = time.perf_counter() + 0.01
+    delay = max(0.0, start - time.time()) if start else 0.01
+    begin = time.perf_counter() + delay
     sent = 0
     while sent < total:
         now = time.perf_counter()
         # Everything due by now goes out now, even if the loop fell behind.
-        due_count = min(total, int((now - start) * rate) + 1)
+        due_count = min(total, int((now - begin) * rate) + 1) if now >= begin else 0
         for k in range(sent, due_count):
-            task = asyncio.create_task(one(k, start + k / rate))
+            task = asyncio.create_task(one(k, begin + k / rate))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         sent = max(sent, due_count)
-        await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
-    send_end = time.perf_counter()
+        await asyncio.sleep(max(0.0, begin + sent / rate - time.perf_counter()))
+    samples.send_seconds = time.perf_counter() - begin
+    samples.sent = total
     if tasks:
         await asyncio.wait(tasks)
-    ms = sorted(latencies)
+    return samples
+
+
+def latency_summary(values: list[float]) -> dict[str, Any]:
+    ms = sorted(values)
+    return {
+        "count": len(ms),
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "max_ms": round(ms[-1], 3) if ms else None,
+    }
+
+
+async def fixed_rate(call: Call, rate: float, duration: float) -> dict[str, Any]:
+    """Open loop at `rate`; latency from each call's due time (no coordinated omission)."""
+    samples = await open_loop(call, rate, duration)
+    ms = sorted(itertools.chain.from_iterable(samples.by_outcome.values()))
+    errors = {k: len(v) for k, v in samples.by_outcome.items() if k != "OK"}
     return {
         "offered_rate": rate,
-        "achieved_rate": round(total / (send_end - start), 1),
-        "requests": total,
-        "ok": total - sum(errors.values()),
-        "errors": dict(errors),
+        "achieved_rate": round(samples.sent / samples.send_seconds, 1),
+        "requests": samples.sent,
+        "ok": samples.sent - sum(errors.values()),
+        "errors": errors,
+        "degraded": samples.degraded,
+        "messages": samples.messages,
         "p50_ms": round(percentile(ms, 50), 3),
         "p90_ms": round(percentile(ms, 90), 3),
         "p99_ms": round(percentile(ms, 99), 3),
         "p999_ms": round(percentile(ms, 99.9), 3),
         "max_ms": round(ms[-1], 3) if ms else None,
-        "p99_ms_by_second": [round(percentile(sorted(s), 99), 2) for s in by_second if s],
+        "p99_ms_by_second": [round(percentile(sorted(s), 99), 2) for s in samples.by_second if s],
     }
 
 
-async def max_throughput(call: Call, concurrency: int, duration: float) -> dict[str, Any]:
+REFUSED = ("RESOURCE_EXHAUSTED", "CANCELLED", "UNAVAILABLE")
+"""How an overloaded server turns a call away: RESOURCE_EXHAUSTED (the server's own
+admission control), CANCELLED (gRPC's core, past the queue bound), UNAVAILABLE (a
+stream refused past a connection's stream limit)."""
+
+
+async def max_throughput(
+    call: Call, concurrency: int, duration: float, *, backoff_s: float = 0.01
+) -> dict[str, Any]:
     """Closed loop: `concurrency` callers back to back; completions per second.
 
     Each caller keeps to one channel, so a worker process that got more connections
-    gets more callers and no worker idles while another is the bottleneck.
+    gets more callers and no worker idles while another is the bottleneck. Latencies
+    are kept by outcome; a caller turned away (REFUSED) waits `backoff_s` before its
+    next call, as a client should, instead of spinning on refusals.
     """
-    done = 0
-    errors: Counter[str] = Counter()
+    by_outcome: dict[str, list[float]] = {"OK": []}
+    messages: dict[str, str] = {}
     stop = time.perf_counter() + duration
 
     async def caller(i: int) -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
+        while (sent := time.perf_counter()) < stop:
             try:
                 await call(i)
-                done += 1
+                outcome = "OK"
             except grpc.aio.AioRpcError as exc:
-                errors[exc.code().name] += 1
+                outcome = exc.code().name
+                messages.setdefault(outcome, exc.details() or "")
+            by_outcome.setdefault(outcome, []).append((time.perf_counter() - sent) * 1000)
+            if outcome in REFUSED:
+                await asyncio.sleep(backoff_s)
 
     start = time.perf_counter()
     await asyncio.gather(*(caller(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - start
+    done = len(by_outcome["OK"])
+    ok = sorted(by_outcome["OK"])
     return {
         "concurrency": concurrency,
         "seconds": round(elapsed, 2),
-        "requests": done + sum(errors.values()),
+        "requests": sum(len(v) for v in by_outcome.values()),
         "ok": done,
-        "errors": dict(errors),
+        "errors": {k: len(v) for k, v in by_outcome.items() if k != "OK"},
+        "messages": messages,
         "rps": round(done / elapsed, 1),
+        "ok_p50_ms": round(percentile(ok, 50), 3),
+        "ok_p99_ms": round(percentile(ok, 99), 3),
+        "shed_p99_ms": round(percentile(sorted(by_outcome.get("RESOURCE_EXHAUSTED", [])), 99), 3),
     }
+
+
+def rss_kib(pids: list[int]) -> dict[str, int]:
+    """Resident memory of each process (VmRSS, KiB), from /proc."""
+    out: dict[str, int] = {}
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                out[str(pid)] = int(line.split()[1])
+    return out
+
+
+async def probe_health(target: str, stop: asyncio.Event, every_s: float = 0.1) -> dict[str, Any]:
+    """Health checks on a connection of their own until `stop`; what they got back."""
+    statuses: dict[str, int] = {}
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while not stop.is_set():
+            sent = time.perf_counter()
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as exc:
+                status = exc.code().name
+            latencies.append((time.perf_counter() - sent) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+            await asyncio.sleep(every_s)
+    return {"statuses": statuses, **latency_summary(latencies)}
+
+
+async def overload(opts: Options, rate: float, pids: list[int]) -> dict[str, Any]:
+    """Decide, open loop at `rate` for `overload_duration` s, from `overload_clients`
+    processes (one Python process cannot offer several thousand calls a second), on
+    one shared schedule, with health checks alongside; then the workers' memory once
+    the load has stopped."""
+    parts = max(1, opts.overload_clients)
+    start = time.time() + 2.0  # every client connected before the first call is due
+    rss_before = rss_kib(pids)
+    stop_probe = asyncio.Event()
+    probe = asyncio.create_task(probe_health(opts.target, stop_probe))
+    with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
+        outs = [Path(tmp) / f"part-{i}.json" for i in range(parts)]
+        children = []
+        for i, out in enumerate(outs):
+            args = [
+                "--target", opts.target, "--out", str(out), "--part-of", f"{rate / parts}:{start}",
+                "--duration", str(opts.overload_duration), "--seed", str(opts.seed + 100 + i),
+                "--customers", str(opts.customers), "--timeout", str(opts.timeout),
+                "--channels", str(max(1, opts.channels // parts)),
+            ]  # fmt: skip
+            children.append(
+                await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.load", *args)
+            )
+        server_cpu, (busy, total) = cpu_seconds(pids), machine_cpu()
+        for child in children:
+            if await child.wait() != 0:
+                raise RuntimeError(f"overload client exited with {child.returncode}")
+        server_cpu = cpu_seconds(pids) - server_cpu
+        busy_after, total_after = machine_cpu()
+        stop_probe.set()
+        samples = Samples(0.0, opts.overload_duration)
+        for out in outs:
+            samples.merge(Samples.from_json(json.loads(out.read_text())))
+    health = await probe
+    await asyncio.sleep(2.0)  # calls in flight drain, memory settles
+    rss_after = rss_kib(pids)
+    by, sent = samples.by_outcome, samples.from_send
+    requests = sum(len(v) for v in by.values())
+    wall = (total_after - total) / (os.cpu_count() or 1)
+    refused = [x for code in REFUSED for x in by.get(code, [])]
+    refused_sent = [x for code in REFUSED for x in sent.get(code, [])]
+    return {
+        "offered_rate": round(rate),
+        "seconds": opts.overload_duration,
+        "clients": parts,
+        "achieved_rate": round(samples.sent / samples.send_seconds, 1),
+        "requests": requests,
+        "by_outcome": {k: latency_summary(v) for k, v in by.items()},
+        "from_send": {k: latency_summary(v) for k, v in sent.items()},
+        "generator_lag": latency_summary(samples.lag),
+        "admitted": latency_summary(by.get("OK", [])),
+        "admitted_from_send": latency_summary(sent.get("OK", [])),
+        "admitted_rps": round(len(by.get("OK", [])) / opts.overload_duration, 1),
+        "refused": latency_summary(refused),
+        "refused_from_send": latency_summary(refused_sent),
+        "degraded": samples.degraded,
+        "health": health,
+        "messages": samples.messages,
+        "server_cpu_us_per_req": round(server_cpu / max(1, requests) * 1e6),
+        "machine_busy_cores": round((busy_after - busy) / wall, 2) if wall > 0 else None,
+        "rss_kib_before": rss_before,
+        "rss_kib_after": rss_after,
+        "p99_ms_by_second": [round(percentile(sorted(s), 99), 2) for s in samples.by_second if s],
+    }
+
+
+async def overload_part(opts: Options, rate: float, start: float) -> Samples:
+    """One client process of `overload`: its share of the rate, on the shared schedule."""
+    channels = open_channels(opts.target, opts.channels)
+    try:
+        for channel in channels:  # connect now, not on the first due call
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        calls = Calls(channels, opts)
+        return await open_loop(calls.decide, rate, opts.duration, start=start)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 async def run(opts: Options) -> dict[str, Any]:
@@ -260,8 +485,12 @@ async def run(opts: Options) -> dict[str, Any]:
     calls = Calls(channels, opts)
     results: dict[str, Any] = {"options": vars(opts)}
     pids = [int(p) for p in opts.server_pids.split(",") if p]
+    results["rss_kib_at_start"] = rss_kib(pids)
     try:
+        phases = opts.phases.split(",")
         for name, call in (("decide", calls.decide), ("ping", calls.ping)):
+            if name not in phases:
+                continue
             print(f"[load] {name}: warm-up {opts.warmup:g} s", flush=True)
             await fixed_rate(call, opts.rate, opts.warmup)
             print(f"[load] {name}: {opts.rate:g} req/s for {opts.duration:g} s", flush=True)
@@ -271,11 +500,28 @@ async def run(opts: Options) -> dict[str, Any]:
                 max_throughput(call, opts.concurrency, opts.max_duration), pids
             )
             results[name] = {"fixed_rate": latency, "max_throughput": throughput}
+        if "overload" in phases:
+            rate = opts.overload_rate or (
+                opts.overload_factor * results["decide"]["max_throughput"]["rps"]
+            )
+            print(
+                f"[load] decide: overload, open loop at {rate:.0f} req/s "
+                f"({opts.overload_factor:g}x the max) for {opts.overload_duration:g} s",
+                flush=True,
+            )
+            results["overload"] = await overload(opts, rate, pids)
+        if "crowd" in phases:
+            print(f"[load] decide: closed loop x{opts.crowd}", flush=True)
+            results["crowd"] = await measured(
+                max_throughput(calls.decide, opts.crowd, opts.max_duration), pids
+            )
     finally:
         for channel in channels:
             await channel.close()
-    ping_rps = results["ping"]["max_throughput"]["rps"]
-    results["decide_over_ping"] = round(results["decide"]["max_throughput"]["rps"] / ping_rps, 3)
+    if "decide" in results and "ping" in results:
+        ping_rps = results["ping"]["max_throughput"]["rps"]
+        decide_rps = results["decide"]["max_throughput"]["rps"]
+        results["decide_over_ping"] = round(decide_rps / ping_rps, 3)
     return results
 
 
@@ -284,15 +530,19 @@ def main() -> None:
     parser.add_argument("--target", required=True, help="host:port")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--wait", type=float, default=0.0, help="wait up to N s for SERVING")
+    parser.add_argument("--part-of", default="", help=argparse.SUPPRESS)  # RATE:START
     defaults = Options(target="")
     for name, value in vars(defaults).items():
         if name != "target":
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = vars(parser.parse_args())
-    out, wait = args.pop("out"), args.pop("wait")
+    out, wait, part_of = args.pop("out"), args.pop("wait"), args.pop("part_of")
     opts = Options(**args)
 
     async def session() -> dict[str, Any]:
+        if part_of:
+            rate, start = (float(x) for x in part_of.split(":"))
+            return (await overload_part(opts, rate, start)).as_json()
         if wait:
             await wait_serving(opts.target, wait)
         return await run(opts)

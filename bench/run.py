@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 
 from bench import micro
 from bench.gen_rules import write_ruleset
-from bench.load import wait_serving
+from bench.load import REFUSED, wait_serving
 from decision_engine.ruleset.load import load_schema
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.generate import generate_profiles
@@ -42,6 +43,10 @@ BIN = Path(sys.executable).parent
 EVAL_TARGET_US = 50.0
 P99_TARGET_MS = 5.0
 THROUGHPUT_TARGET = 0.5
+OVERLOAD_P99_FACTOR = 3.0
+"""Under 3x the max, admitted calls' p99 within this multiple of the p99 at 1,000 req/s."""
+REFUSED_P99_TARGET_MS = 5.0
+RSS_GROWTH_TARGET = 0.10
 
 
 def free_port() -> int:
@@ -69,17 +74,40 @@ async def load_profiles(url: str, rules: Path, count: int) -> dict[str, float]:
 
 
 def start_server(
-    rules: Path, redis_url: str, port: int, log: Path, outcomes_url: str | None = None
+    rules: Path,
+    redis_url: str,
+    port: int,
+    log: Path,
+    outcomes_url: str | None = None,
+    metrics_port: int = 0,
 ) -> subprocess.Popen[bytes]:
     args = [
         str(BIN / "decision-engine"), "serve",
         "--rules", str(rules), "--redis-url", redis_url,
         "--outcomes-redis-url", outcomes_url or redis_url,
         "--host", "127.0.0.1", "--port", str(port),
-        "--metrics-port", str(free_port()), "--workers", "2", "--log-level", "WARNING",
+        "--metrics-port", str(metrics_port or free_port()), "--workers", "2",
+        "--log-level", "WARNING",
     ]  # fmt: skip
     with log.open("wb") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+
+def server_counters(metrics_port: int) -> dict[str, float]:
+    """The server's shed, Redis-error and degraded-decision counters (all workers)."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    counters: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith(("requests_shed_total", "redis_errors_total")):
+            counters[name] = float(value)
+        elif name.startswith("decisions_total") and 'degraded="true"' in name:
+            counters["decisions_total{degraded=true}"] = counters.get(
+                "decisions_total{degraded=true}", 0.0
+            ) + float(value)
+    return counters
 
 
 def child_pids(pid: int) -> list[int]:
@@ -136,8 +164,8 @@ def server_under_load(quick: bool, work: Path) -> dict[str, Any]:
         imported = asyncio.run(load_profiles(redis.url, rules, profiles))
         print(f"  {imported['profiles']:,} profiles in {imported['seconds']} s", flush=True)
         compact_aof(redis.url)
-        port = free_port()
-        server = start_server(rules, redis.url, port, log, outcomes.url)
+        port, metrics_port = free_port(), free_port()
+        server = start_server(rules, redis.url, port, log, outcomes.url, metrics_port)
         stack.callback(stop, server)
         target = f"127.0.0.1:{port}"
         try:
@@ -148,7 +176,11 @@ def server_under_load(quick: bool, work: Path) -> dict[str, Any]:
             raise SystemExit(f"server not SERVING (exit code {code}); log tail:\n{tail}") from None
         print(f"server SERVING at {target} (2 workers); load generator starting", flush=True)
         pids = ",".join(map(str, child_pids(server.pid)))
-        phases = ["--warmup", "1", "--duration", "3", "--max-duration", "3"] if quick else []
+        phases = (
+            ["--warmup", "1", "--duration", "3", "--max-duration", "3", "--overload-duration", "5"]
+            if quick
+            else []
+        )
         out = work / "load.json"
         subprocess.run(
             [sys.executable, "-m", "bench.load", "--target", target, "--out", str(out),
@@ -156,6 +188,7 @@ def server_under_load(quick: bool, work: Path) -> dict[str, Any]:
             check=True,
         )  # fmt: skip
         result: dict[str, Any] = json.loads(out.read_text())
+        result["server_counters"] = server_counters(metrics_port)
     result["import"] = imported
     result["server_log_tail"] = log.read_text(errors="replace")[-2000:]
     return result
@@ -198,7 +231,49 @@ def targets(micro_result: dict[str, Any], load: dict[str, Any] | None) -> dict[s
             "value": load["decide_over_ping"],
             "met": load["decide_over_ping"] >= THROUGHPUT_TARGET,
         }
+        if "overload" in load:
+            out.update(overload_targets(load["overload"], fixed["p99_ms"]))
     return out
+
+
+def overload_targets(over: dict[str, Any], p99_at_1000: float) -> dict[str, Any]:
+    """Under 3x the max: admitted calls stay fast, the rest are refused at once, none
+    decided without the profile, and the workers give back what the load took."""
+    admitted, refused = over["admitted"]["p99_ms"], over["refused"]["p99_ms"]
+    before, after = over["rss_kib_before"], over["rss_kib_after"]
+    growth = {pid: round(after[pid] / kib - 1, 3) for pid, kib in before.items() if pid in after}
+    health = over["health"]["statuses"]
+    return {
+        "overload_admitted_p99": {
+            "target": f"<= {OVERLOAD_P99_FACTOR:g}x the p99 at 1,000 req/s "
+            f"({OVERLOAD_P99_FACTOR * p99_at_1000:.2f} ms)",
+            "value": admitted,
+            "from_send_ms": over["admitted_from_send"]["p99_ms"],
+            "generator_lag_p99_ms": over["generator_lag"]["p99_ms"],
+            "met": admitted <= OVERLOAD_P99_FACTOR * p99_at_1000,
+        },
+        "overload_refused_p99": {
+            "target": f"<= {REFUSED_P99_TARGET_MS:g} ms (any of {', '.join(REFUSED)})",
+            "value": refused,
+            "from_send_ms": over["refused_from_send"]["p99_ms"],
+            "met": over["refused"]["count"] > 0 and refused <= REFUSED_P99_TARGET_MS,
+        },
+        "overload_degraded": {
+            "target": "0 answers without the profile while Redis is healthy",
+            "value": over["degraded"],
+            "met": over["degraded"] == 0,
+        },
+        "overload_rss": {
+            "target": f"each worker within {RSS_GROWTH_TARGET:.0%} of its RSS before the load",
+            "value": growth,
+            "met": bool(growth) and all(g <= RSS_GROWTH_TARGET for g in growth.values()),
+        },
+        "overload_health": {
+            "target": "every health check SERVING during the overload",
+            "value": health,
+            "met": set(health) == {"SERVING"},
+        },
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -256,10 +331,52 @@ def report(results: dict[str, Any]) -> None:
                 f" {m.get('server_cpu_us_per_req', '?'):>17}"
             )
         print(f"Decide/Ping throughput: {load['decide_over_ping']:.2f}")
+        if "overload" in load:
+            report_overload(load)
     print("\n== targets ==")
     for name, t in results["targets"].items():
         mark = "met    " if t["met"] else "NOT MET"
         print(f"{mark}  {name}: {t['value']} (target {t['target']})")
+
+
+def report_overload(load: dict[str, Any]) -> None:
+    over = load["overload"]
+    print(
+        f"\n== overload: Decide open loop at {over['offered_rate']:,} req/s "
+        f"(3x the max) for {over['seconds']:g} s, {over['clients']} generator processes =="
+    )
+    print(f"{'outcome':<19} {'calls':>7} {'p50 ms':>8} {'p99 ms':>8} {'p99 from send':>13}")
+    for outcome, row in over["by_outcome"].items():
+        sent = over["from_send"].get(outcome, {})
+        print(
+            f"{outcome:<19} {row['count']:>7} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+            f" {sent.get('p99_ms', float('nan')):>13.2f}"
+        )
+    lag = over["generator_lag"]
+    print(
+        f"admitted {over['admitted_rps']:,.0f} req/s; degraded answers {over['degraded']}; "
+        f"generator lag p50/p99 {lag['p50_ms']:.1f}/{lag['p99_ms']:.1f} ms; "
+        f"machine busy {over['machine_busy_cores']} cores"
+    )
+    health = over["health"]
+    print(f"health checks during it: {health['statuses']}, p99 {health['p99_ms']:.1f} ms")
+    for pid, before in over["rss_kib_before"].items():
+        after = over["rss_kib_after"].get(pid, 0)
+        print(f"worker {pid} RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after")
+    for reason, message in over["messages"].items():
+        print(f"  {reason}: {message}")
+    crowd = load.get("crowd")
+    if crowd:
+        print(
+            f"closed loop x{crowd['concurrency']}: {crowd['rps']:,.0f} req/s answered, "
+            f"p50/p99 {crowd['ok_p50_ms']:.1f}/{crowd['ok_p99_ms']:.1f} ms; "
+            f"turned away {crowd['errors']}"
+        )
+    counters = load.get("server_counters", {})
+    if counters:
+        print(
+            "server counters (whole run): " + ", ".join(f"{k} {v:g}" for k, v in counters.items())
+        )
 
 
 def main() -> None:

@@ -158,6 +158,42 @@ def main() -> None:
     help="RecordOutcome's budget for writing the outcome; past it the answer is UNAVAILABLE.",
 )
 @click.option(
+    "--max-in-flight",
+    type=int,
+    default=128,
+    envvar=_env("MAX_IN_FLIGHT"),
+    show_default=True,
+    show_envvar=True,
+    help="Calls one worker serves at once; more are answered RESOURCE_EXHAUSTED at once.",
+)
+@click.option(
+    "--max-queued",
+    type=int,
+    default=64,
+    envvar=_env("MAX_QUEUED"),
+    show_default=True,
+    show_envvar=True,
+    help="Calls of one method a worker lets wait for its event loop; gRPC refuses more.",
+)
+@click.option(
+    "--min-deadline-ms",
+    type=float,
+    default=1.0,
+    envvar=_env("MIN_DEADLINE_MS"),
+    show_default=True,
+    show_envvar=True,
+    help="Calls reaching the server with less of their deadline left are not served.",
+)
+@click.option(
+    "--max-connection-age-s",
+    type=float,
+    default=300.0,
+    envvar=_env("MAX_CONNECTION_AGE_S"),
+    show_default=True,
+    show_envvar=True,
+    help="Close client connections (GOAWAY) after this long, so clients rebalance.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
     default=Path("var"),

@@ -38,6 +38,16 @@ class Settings:
     outcomes_timeout_ms: float = 1000.0
     """RecordOutcome's budget for logging and applying; past it, UNAVAILABLE
     (OUTCOMES_TIMEOUT_MS)."""
+    max_in_flight: int = 128
+    """Calls a worker serves at once; past it, RESOURCE_EXHAUSTED at once (MAX_IN_FLIGHT)."""
+    max_queued: int = 64
+    """Calls of one method a worker lets wait for its event loop; gRPC refuses more
+    (MAX_QUEUED)."""
+    min_deadline_ms: float = 1.0
+    """Calls reaching the server with less time left are not served (MIN_DEADLINE_MS)."""
+    max_connection_age_s: float = 300.0
+    """A connection is closed (GOAWAY) after this long, so clients rebalance over the
+    workers and replicas (MAX_CONNECTION_AGE_S)."""
     data_dir: Path = Path("var")
     """Where the embedded Redis keeps its data (DATA_DIR)."""
     demo_profiles: int = 1000
@@ -101,6 +111,17 @@ class Settings:
         if not 0 < self.outcomes_timeout_ms <= 60_000:
             raise ConfigError(
                 f"outcomes_timeout_ms must be in (0, 60000], got {self.outcomes_timeout_ms}"
+            )
+        if not 1 <= self.max_in_flight <= 100_000:
+            raise ConfigError(f"max_in_flight must be 1..100000, got {self.max_in_flight}")
+        if not 2 <= self.max_queued <= 100_000:
+            raise ConfigError(f"max_queued must be 2..100000, got {self.max_queued}")
+        if not 0 <= self.min_deadline_ms <= 60_000:
+            raise ConfigError(f"min_deadline_ms must be 0..60000, got {self.min_deadline_ms}")
+        if not 0 < self.max_connection_age_s <= 86_400 * 365:
+            raise ConfigError(
+                f"max_connection_age_s must be > 0 s and at most a year, "
+                f"got {self.max_connection_age_s}"
             )
         if not self.rules_dir.is_dir():
             raise ConfigError(f"rules directory {self.rules_dir} does not exist")

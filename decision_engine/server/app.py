@@ -9,9 +9,11 @@ from grpc_reflection.v1alpha import reflection
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.experiment import Experiment
+from decision_engine.server.admission import Admission
 from decision_engine.server.auth import Authenticator
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.gate import Gate
+from decision_engine.server.limits import DEFAULT_LIMITS, ServerLimits
 from decision_engine.server.service import (
     ActiveRuleset,
     AdminService,
@@ -44,15 +46,24 @@ async def create_server(
     tls: ServerTls | None = None,
     reflection_on: bool = True,
     outcomes_timeout_s: float = DEFAULT_OUTCOMES_TIMEOUT_S,
+    limits: ServerLimits = DEFAULT_LIMITS,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started.
 
-    Every call passes the gate (parse, authenticate, authorize); without an
-    authenticator every caller is allowed, which config.py permits on loopback only.
+    Every call passes admission (the worker's bounds, the caller's deadline), then the
+    gate (parse, authenticate, authorize); without an authenticator every caller is
+    allowed, which config.py permits on loopback only.
     """
+    # Admission first: a call it sheds costs nothing more.
+    admission = Admission(
+        max_in_flight=limits.max_in_flight,
+        min_deadline_s=limits.min_deadline_s,
+        services=(SERVICE_NAME,),
+    )
     gate = Gate(authenticator or Authenticator(), reflection_open=reflection_on)
     server = grpc.aio.server(
-        interceptors=[gate], options=[("grpc.so_reuseport", 1 if reuse_port else 0)]
+        interceptors=[admission, gate],
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.grpc_options()],
     )
     pb_grpc.add_DecisionServiceServicer_to_server(
         DecisionService(

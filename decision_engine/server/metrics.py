@@ -23,7 +23,10 @@ DECISIONS = Counter("decisions_total", "Decisions made, by routing queue.", ["qu
 OFFERS_RETURNED = Counter("offers_returned_total", "Offers returned, by offer id.", ["offer_id"])
 PROFILE_MISSES = Counter("profile_misses_total", "Decide calls for customers without a profile.")
 REDIS_ERRORS = Counter(
-    "redis_errors_total", "Profile reads that failed or ran out of time.", ["kind"]
+    "redis_errors_total",
+    "Profile reads that failed (error), ran out of time (timeout), or ran out of time "
+    "because the worker was too busy to run them (overloaded: not a Redis problem).",
+    ["kind"],
 )
 INVALID_REQUESTS = Counter(
     "invalid_requests_total", "Requests rejected with INVALID_ARGUMENT, by field.", ["field"]
@@ -93,4 +96,10 @@ INTERNAL_ERRORS = Counter(
 OUTCOMES_RECONCILED = Counter(
     "outcomes_reconciled_total",
     "Outcomes applied by the reconciler: logged, but not applied when they were recorded.",
+)
+REQUESTS_SHED = Counter(
+    "requests_shed_total",
+    "Calls answered at once without being served: RESOURCE_EXHAUSTED (reason in_flight: "
+    "the worker is full) or DEADLINE_EXCEEDED (reason deadline: the caller gave up).",
+    ["method", "reason"],
 )

@@ -337,6 +337,7 @@ def _die_with(supervisor: int) -> None:
 async def _run_worker(settings: Settings, redis_url: str, port: int, index: int) -> None:
     from decision_engine.server.app import create_server, mark_serving
     from decision_engine.server.decision_ids import DecisionIds
+    from decision_engine.server.limits import ServerLimits
     from decision_engine.server.service import ActiveRuleset, LearnedState
     from decision_engine.store.connection import PipelinedConnection
     from decision_engine.store.profiles import ProfileStore
@@ -383,6 +384,12 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         tls=server_tls(settings),
         reflection_on=settings.reflection,
         outcomes_timeout_s=settings.outcomes_timeout_ms / 1000,
+        limits=ServerLimits(
+            max_in_flight=settings.max_in_flight,
+            max_queued=settings.max_queued,
+            min_deadline_s=settings.min_deadline_ms / 1000,
+            max_connection_age_s=settings.max_connection_age_s,
+        ),
     )
     await server.start()
     await mark_serving(health_servicer)

@@ -38,7 +38,7 @@ from decision_engine.server.convert import (
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.status import status_for
 from decision_engine.server.throttle import Throttle
-from decision_engine.store.connection import PipelinedConnection, ReplyError
+from decision_engine.store.connection import Fate, Mark, PipelinedConnection, ReplyError
 from decision_engine.store.outcomes import (
     DEFAULT_OUTCOMES_TIMEOUT_S,
     DecisionRecord,
@@ -60,6 +60,10 @@ _DEADLINE_SHARE_FOR_STORE = 0.5
 # RecordOutcome answers UNAVAILABLE a little before the caller gives up, so the caller
 # learns that it should retry instead of seeing DEADLINE_EXCEEDED.
 _DEADLINE_SHARE_FOR_OUTCOME = 0.9
+# A read delayed by this worker, not by Redis, may take up to this share of it.
+_DEADLINE_SHARE_FOR_LATE_READ = 0.75
+# Event-loop turns a read whose reply has arrived gets to read it, past its grace.
+_TURNS_FOR_A_REPLY = 3
 # A capped offer lost to another replica is replaced by deciding again, at most this often.
 _CAP_ATTEMPTS = 3
 # Degraded: the store said nothing (the decision gets no state at all).
@@ -156,13 +160,21 @@ class LearnedState:
 
 
 class OutageLog:
-    """Logs a store outage when it starts, then at most every `every_s`, then its end.
+    """Logs an outage when it starts, then at most every `every_s`, then its end.
 
     At a thousand requests a second, a warning per degraded decision would bury
     the log; the counts are in the redis_errors_total metric anyway.
     """
 
-    def __init__(self, *, every_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        what: str = "profile store unavailable",
+        over: str = "profile store is back",
+        every_s: float = 10.0,
+    ) -> None:
+        self.what = what
+        self.over = over
         self.every_s = every_s
         self.failures = 0
         self.last_logged = 0.0
@@ -172,7 +184,8 @@ class OutageLog:
         now = time.monotonic()
         if self.failures == 1 or now - self.last_logged >= self.every_s:
             log.warning(
-                "profile store unavailable (%s); %d decision(s) made from context alone so far",
+                "%s (%s); %d decision(s) made from context alone so far",
+                self.what,
                 reason,
                 self.failures,
             )
@@ -180,9 +193,7 @@ class OutageLog:
 
     def recovered(self) -> None:
         if self.failures:
-            log.warning(
-                "profile store is back after %d decision(s) from context alone", self.failures
-            )
+            log.warning("%s after %d decision(s) from context alone", self.over, self.failures)
             self.failures = 0
 
 
@@ -207,6 +218,63 @@ class SkipLog:
                 kind,
                 kind,
             )
+
+
+class ReadWatch:
+    """Ends a profile read that runs out of time, unless the time went to this worker.
+
+    At `budget` it asks the connection where the read is. Written to Redis at least
+    half the budget ago and not answered: Redis is slow or gone, the read ends (the
+    `asyncio.timeout` given to `start` raises TimeoutError). Answered, not yet
+    written, or written late: the delay is this worker's own (CPU starvation), and the
+    read may go on until `grace` before it is ended all the same, unless its reply
+    has arrived by then.
+    """
+
+    def __init__(
+        self, connection: PipelinedConnection, mark: Mark | None, *, budget: float, grace: float
+    ) -> None:
+        self._connection = connection
+        self._mark = mark
+        self._budget = budget
+        self._grace = grace
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+        self._due = self._started + budget
+        self._timer: asyncio.Timeout | None = None
+        self._handle: asyncio.Handle | None = None
+        self._turns = 0
+        self.ours = False
+        """At the last look, the read was late because of this worker, not Redis."""
+        self.fate = Fate.WAITING
+        """Where the read was when it was last looked at."""
+        self.late = 0.0
+        """How long after it was due the look that ended the read came."""
+
+    def start(self, timer: asyncio.Timeout) -> None:
+        self._timer = timer
+        self._handle = self._loop.call_at(self._due, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        self.fate, held = self._connection.fate(self._mark)
+        self.ours = self.fate is not Fate.WAITING or held < self._budget / 2
+        end = self._started + self._grace
+        if self.fate is Fate.ANSWERED and now >= end and self._turns < _TURNS_FOR_A_REPLY:
+            # The reply is here: reading it takes the event loop a turn or two.
+            self._turns += 1
+            self._handle = self._loop.call_soon(self._check)
+        elif not self.ours or now >= end:
+            self.late = now - self._due
+            assert self._timer is not None
+            self._timer.reschedule(now)  # ends the read: TimeoutError
+        else:
+            self._due = end
+            self._handle = self._loop.call_at(end, self._check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +322,10 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._ids = ids
         self._outages = OutageLog()
         self._skips = SkipLog()
+        self._overloads = OutageLog(
+            what="server overloaded, not the profile store",
+            over="server keeps up again",
+        )
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}
 
@@ -445,21 +517,46 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             budget = min(budget, max(remaining * _DEADLINE_SHARE_FOR_STORE, 0.0005))
+        # Past the budget, a read Redis has answered (or that we have not even sent) is
+        # our own delay, not Redis's: it may finish, up to twice the budget and well
+        # inside the caller's deadline, rather than answer without the profile.
+        grace = 2 * budget
+        if remaining is not None:
+            grace = max(budget, min(grace, remaining * _DEADLINE_SHARE_FOR_LATE_READ))
+        connection = self._store.connection
+        watch = ReadWatch(connection, connection.mark(), budget=budget, grace=grace)
         try:
-            async with asyncio.timeout(budget):
-                loaded = await self._store.load_for_decision(
-                    customer_id, interaction=interaction, now=now, caps=caps
-                )
+            async with asyncio.timeout(None) as timer:
+                watch.start(timer)
+                try:
+                    loaded = await self._store.load_for_decision(
+                        customer_id, interaction=interaction, now=now, caps=caps
+                    )
+                finally:
+                    watch.stop()
         except TimeoutError:
-            metrics.REDIS_ERRORS.labels("timeout").inc()
-            self._outages.failed(f"no answer within {budget * 1e3:.1f} ms")
+            self._timed_out(budget, watch)
             return Loaded(_NOTHING, exhausted=frozenset(caps)), True
         except StoreUnavailableError as exc:
             metrics.REDIS_ERRORS.labels("error").inc()
             self._outages.failed(str(exc))
             return Loaded(_NOTHING, exhausted=frozenset(caps)), True
         self._outages.recovered()
+        self._overloads.recovered()
         return loaded, False
+
+    def _timed_out(self, budget: float, watch: ReadWatch) -> None:
+        """Count and log a profile read that ran out of time, as Redis's or our doing
+        (CPU starvation: the read was sent late, or its reply was not read in time)."""
+        if watch.ours:
+            metrics.REDIS_ERRORS.labels("overloaded").inc()
+            self._overloads.failed(
+                f"profile read {watch.fate.value} after {budget * 1e3:.1f} ms and its grace; "
+                f"this worker's event loop was {watch.late * 1e3:.1f} ms behind"
+            )
+        else:
+            metrics.REDIS_ERRORS.labels("timeout").inc()
+            self._outages.failed(f"no answer within {budget * 1e3:.1f} ms")
 
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.aio.ServicerContext

@@ -11,11 +11,16 @@ is matched to the oldest waiting caller. redis-py still does everything else
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
+import enum
+import fcntl
 import hashlib
 import ssl
+import termios
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import hiredis
@@ -37,6 +42,25 @@ class _ReplyError(Exception):
     """An error reply from Redis (hiredis builds these)."""
 
 
+class Fate(enum.Enum):
+    """Where a command that was not answered in time got to (`PipelinedConnection.fate`)."""
+
+    UNSENT = "unsent"
+    """Still in our buffer: the event loop never got round to writing it."""
+    ANSWERED = "answered"
+    """Redis had answered (the reply was read, or waits unread in the socket)."""
+    WAITING = "waiting"
+    """Written, and Redis has not answered yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """The position of the next command on one connection (`PipelinedConnection.mark`)."""
+
+    protocol: object
+    queued: int
+
+
 def encode(*parts: str | bytes | float) -> bytes:
     """A command in the Redis protocol (RESP)."""
     out = [b"*%d\r\n" % len(parts)]
@@ -53,6 +77,10 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer: list[bytes] = []
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Commands queued, written to the socket, and answered (replies come in order).
+        self.queued = self.written = self.replied = 0
+        # (commands written so far, when) for the last writes: when a command went out.
+        self.writes: collections.deque[tuple[int, float]] = collections.deque(maxlen=256)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -60,6 +88,7 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
+            self.replied += 1
             future = self.waiting.popleft()
             if future.done():  # the caller gave up (timeout): drop its late reply
                 continue
@@ -85,6 +114,7 @@ class _Protocol(asyncio.Protocol):
             raise StoreUnavailableError("Redis is not keeping up")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
+        self.queued += 1
         if not self.buffer:
             asyncio.get_running_loop().call_soon(self._flush)
         self.buffer.append(command)
@@ -94,6 +124,20 @@ class _Protocol(asyncio.Protocol):
         data, self.buffer = b"".join(self.buffer), []
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            self.written = self.queued
+            self.writes.append((self.written, asyncio.get_running_loop().time()))
+
+    def unread(self) -> int:
+        """Bytes Redis sent that wait in the socket, not yet read by the event loop."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return 0
+        count = array.array("i", [0])
+        try:
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+        except OSError:
+            return 0
+        return count[0]
 
 
 class PipelinedConnection:
@@ -118,6 +162,29 @@ class PipelinedConnection:
         if protocol is None or protocol.transport is None:
             raise StoreUnavailableError("connection is not open")
         return protocol.send(encode(*parts))
+
+    def mark(self) -> Mark | None:
+        """Where the next command will be; None while not connected."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            return None
+        return Mark(protocol, protocol.queued)
+
+    def fate(self, mark: Mark | None) -> tuple[Fate, float]:
+        """Where the first command queued after `mark` is, and how long Redis has had it
+        unanswered (s; 0 unless WAITING). Tells Redis being slow (WAITING for long) from
+        this process being too busy to send the command or read the reply in time."""
+        protocol = self._protocol
+        if mark is None or protocol is not mark.protocol or protocol is None:
+            return Fate.WAITING, float("inf")  # (re)connecting: Redis's doing
+        position = mark.queued + 1
+        if protocol.written < position:
+            return Fate.UNSENT, 0.0
+        if protocol.replied >= position or protocol.unread() > 0:
+            return Fate.ANSWERED, 0.0
+        sent = next((at for count, at in protocol.writes if count >= position), None)
+        now = asyncio.get_running_loop().time()
+        return Fate.WAITING, float("inf") if sent is None else now - sent
 
     async def call(self, *parts: str | bytes | float) -> Any:
         """Send one command and wait for its reply; StoreUnavailableError if Redis is not

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from decision_engine.errors import StoreUnavailableError
-from decision_engine.store.connection import PipelinedConnection, ReplyError, encode
+from decision_engine.store.connection import Fate, PipelinedConnection, ReplyError, encode
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.profiles import ProfileStore
 from tests.conftest import SlowRestart, fill_for_a_slow_load
@@ -171,3 +171,45 @@ def test_a_loading_redis_is_unavailable_not_an_error(tmp_path: Path) -> None:
         restart.wait().stop()
     assert "LOADING" in seen, seen
     assert "LOADING" in decide_path, decide_path
+
+
+def test_the_fate_of_an_unanswered_command_tells_redis_slow_from_us_too_busy(
+    redis_url: str,
+) -> None:
+    """UNSENT and ANSWERED are this process's doing (the event loop did not get to the
+    command or its reply), WAITING is Redis's."""
+
+    async def scenario() -> None:
+        connection = PipelinedConnection(redis_url)
+        try:
+            await connection.call("PING")  # connected
+            # Queued, but the event loop has not run since: not written yet.
+            mark = connection.mark()
+            future = connection.send_nowait("PING")
+            assert connection.fate(mark) == (Fate.UNSENT, 0.0)
+            await future
+            # Written and answered, but the loop is held up (synchronously) and has not
+            # read the reply that waits in the socket.
+            mark = connection.mark()
+            future = connection.send_nowait("PING")
+            await asyncio.sleep(0)  # one turn: the command is written
+            deadline = time.monotonic() + 10
+            while connection.fate(mark)[0] is not Fate.ANSWERED:
+                assert time.monotonic() < deadline, "Redis never answered"
+                time.sleep(0.01)
+            assert not future.done()
+            assert await future == "PONG"
+            # Written, and Redis does not answer (paused far longer than we wait).
+            with redis.Redis.from_url(redis_url) as admin:
+                admin.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+            mark = connection.mark()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(connection.call("PING"), 0.2)
+            fate, held = connection.fate(mark)
+            assert fate is Fate.WAITING and held >= 0.2
+        finally:
+            with redis.Redis.from_url(redis_url) as admin:
+                admin.execute_command("CLIENT", "UNPAUSE")
+            await connection.aclose()
+
+    asyncio.run(scenario())
