@@ -17,6 +17,7 @@ import grpc
 import redis
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
+from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.store.embedded import EmbeddedRedis
 from tests.server.conftest import RULES, Server, free_port, start_server
 
@@ -233,3 +234,37 @@ def test_workers_die_with_their_supervisor(tmp_path: Path, redis_server: Embedde
         else:
             raise AssertionError("an orphaned worker still answers")
     print(f"workers gone {time.monotonic() - killed:.3f} s after the supervisor was killed")
+
+
+def test_a_replacement_worker_gets_traffic_from_connected_clients(
+    tmp_path: Path, redis_server: EmbeddedRedis
+) -> None:
+    """Connections are recycled (max connection age), so a client that stays connected
+    reaches the worker that replaced a dead one without reconnecting by hand."""
+    server = start_server(
+        tmp_path, "--rules", str(RULES), "--redis-url", redis_server.url,
+        "--max-connection-age-s", "1",
+    )  # fmt: skip
+    try:
+        workers = {
+            int(pid)
+            for pid in subprocess.run(
+                ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
+            ).stdout.split()
+        }
+        assert len(workers) == 2
+        with server.channel() as channel:
+            admin = pb_grpc.AdminServiceStub(channel)
+            os.kill(min(workers), signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            seen: set[int] = set()
+            while not seen - workers:
+                assert time.monotonic() < deadline, f"only {seen} answered:\n{server.log()}"
+                try:
+                    seen.add(admin.GetRuleset(pb.GetRulesetRequest(), timeout=5).worker_pid)
+                except grpc.RpcError as exc:  # the killed worker's connection, once
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                time.sleep(0.05)
+        assert "restarting" in server.log()
+    finally:
+        assert server.stop() == 0, server.log()
