@@ -37,6 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.gen_rules import demo_schema_values
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.server.tls import ClientTls, aio_channel
 
 INTENTS = demo_schema_values()[0]
 Call = Callable[[int], Awaitable[Any]]
@@ -69,13 +70,19 @@ class Options:
     """Processes offering the overload (one Python process tops out below it)."""
     crowd: int = 1024
     """Last phase: Decide closed loop with this many calls in flight."""
+    tls_ca: str = ""
+    """Speak TLS to the server, trusting this CA (PEM)."""
+    token: str = ""
+    """Bearer token sent with every call."""
 
 
-def open_channels(target: str, count: int) -> list[grpc.aio.Channel]:
+def open_channels(target: str, count: int, tls_ca: str = "") -> list[grpc.aio.Channel]:
     """Channels that do not share a connection (one subchannel pool and user agent each)."""
+    tls = ClientTls(Path(tls_ca)) if tls_ca else None
     return [
-        grpc.aio.insecure_channel(
+        aio_channel(
             target,
+            tls,
             options=[
                 ("grpc.primary_user_agent", f"bench-{i}"),
                 ("grpc.use_local_subchannel_pool", 1),
@@ -85,9 +92,9 @@ def open_channels(target: str, count: int) -> list[grpc.aio.Channel]:
     ]
 
 
-async def wait_serving(target: str, timeout: float, channels: int = 4) -> None:
+async def wait_serving(target: str, timeout: float, channels: int = 4, tls_ca: str = "") -> None:
     """Until the health service says SERVING on several connections (TimeoutError if not)."""
-    opened = open_channels(target, channels)
+    opened = open_channels(target, channels, tls_ca)
     deadline = time.monotonic() + timeout
     try:
         for channel in opened:
@@ -115,6 +122,7 @@ class Calls:
         self.rng = random.Random(opts.seed)
         self.opts = opts
         self.sequence = itertools.count()
+        self.metadata = (("authorization", f"Bearer {opts.token}"),) if opts.token else None
 
     def decide(self, i: int) -> Awaitable[Any]:
         rng, opts = self.rng, self.opts
@@ -128,12 +136,12 @@ class Calls:
         if rng.random() < opts.interaction_share:
             request.interaction_id = f"bench-{opts.seed}-{next(self.sequence)}"
         stub = self.stubs[i % len(self.stubs)]
-        reply: Awaitable[Any] = stub.Decide(request, timeout=opts.timeout)
+        reply: Awaitable[Any] = stub.Decide(request, timeout=opts.timeout, metadata=self.metadata)
         return reply
 
     def ping(self, i: int) -> Awaitable[Any]:
         reply: Awaitable[Any] = self.stubs[i % len(self.stubs)].Ping(
-            pb.PingRequest(), timeout=self.opts.timeout
+            pb.PingRequest(), timeout=self.opts.timeout, metadata=self.metadata
         )
         return reply
 
@@ -467,7 +475,7 @@ async def overload(opts: Options, rate: float, pids: list[int]) -> dict[str, Any
 
 async def overload_part(opts: Options, rate: float, start: float) -> Samples:
     """One client process of `overload`: its share of the rate, on the shared schedule."""
-    channels = open_channels(opts.target, opts.channels)
+    channels = open_channels(opts.target, opts.channels, opts.tls_ca)
     try:
         for channel in channels:  # connect now, not on the first due call
             await health_pb2_grpc.HealthStub(channel).Check(
@@ -481,13 +489,19 @@ async def overload_part(opts: Options, rate: float, start: float) -> Samples:
 
 
 async def run(opts: Options) -> dict[str, Any]:
-    channels = open_channels(opts.target, opts.channels)
+    channels = open_channels(opts.target, opts.channels, opts.tls_ca)
     calls = Calls(channels, opts)
     results: dict[str, Any] = {"options": vars(opts)}
     pids = [int(p) for p in opts.server_pids.split(",") if p]
     results["rss_kib_at_start"] = rss_kib(pids)
     try:
         phases = opts.phases.split(",")
+        if "rate" in phases:  # Decide at the fixed rate only (the security A/B)
+            print(f"[load] decide: {opts.rate:g} req/s for {opts.duration:g} s", flush=True)
+            await fixed_rate(calls.decide, opts.rate, opts.warmup)
+            results["rate"] = await measured(
+                fixed_rate(calls.decide, opts.rate, opts.duration), pids
+            )
         for name, call in (("decide", calls.decide), ("ping", calls.ping)):
             if name not in phases:
                 continue
@@ -544,7 +558,7 @@ def main() -> None:
             rate, start = (float(x) for x in part_of.split(":"))
             return (await overload_part(opts, rate, start)).as_json()
         if wait:
-            await wait_serving(opts.target, wait)
+            await wait_serving(opts.target, wait, tls_ca=opts.tls_ca)
         return await run(opts)
 
     results = asyncio.run(session())

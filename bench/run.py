@@ -43,6 +43,7 @@ BIN = Path(sys.executable).parent
 EVAL_TARGET_US = 50.0
 P99_TARGET_MS = 5.0
 THROUGHPUT_TARGET = 0.5
+SECURITY_P99_BUDGET = 0.15
 OVERLOAD_P99_FACTOR = 3.0
 """Under 3x the max, admitted calls' p99 within this multiple of the p99 at 1,000 req/s."""
 REFUSED_P99_TARGET_MS = 5.0
@@ -80,6 +81,7 @@ def start_server(
     log: Path,
     outcomes_url: str | None = None,
     metrics_port: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     args = [
         str(BIN / "decision-engine"), "serve",
@@ -87,7 +89,7 @@ def start_server(
         "--outcomes-redis-url", outcomes_url or redis_url,
         "--host", "127.0.0.1", "--port", str(port),
         "--metrics-port", str(metrics_port or free_port()), "--workers", "2",
-        "--log-level", "WARNING",
+        "--log-level", "WARNING", *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
@@ -189,9 +191,57 @@ def server_under_load(quick: bool, work: Path) -> dict[str, Any]:
         )  # fmt: skip
         result: dict[str, Any] = json.loads(out.read_text())
         result["server_counters"] = server_counters(metrics_port)
+        stop(server)
+        result["security"] = security_cost(
+            rules, redis.url, outcomes.url, work, profiles=profiles, quick=quick
+        )
     result["import"] = imported
     result["server_log_tail"] = log.read_text(errors="replace")[-2000:]
     return result
+
+
+def security_cost(
+    rules: Path, redis_url: str, outcomes_url: str, work: Path, *, profiles: int, quick: bool
+) -> dict[str, Any]:
+    """Decide at 1,000 req/s on a plaintext server without auth, then on one with TLS and
+    bearer tokens, back to back (a fresh server each, the same Redis and profiles)."""
+    from decision_engine.server.auth import hash_token
+    from decision_engine.server.dev_pki import make_dev_pki
+
+    pki = make_dev_pki(work / "pki", name="bench")
+    token = "bench-desktop-token"
+    tokens = work / "tokens"
+    tokens.write_text(f"{hash_token(token)} desktop bench\n")
+    modes: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+        "plain": ((), ()),
+        "tls_auth": (
+            ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+             "--auth-tokens", str(tokens)),
+            ("--tls-ca", str(pki.ca), "--token", token),
+        ),
+    }  # fmt: skip
+    timing = ["--warmup", "1", "--duration", "3"] if quick else []
+    results: dict[str, Any] = {}
+    for mode, (server_args, client_args) in modes.items():
+        port = free_port()
+        server = start_server(
+            rules, redis_url, port, work / f"server-{mode}.log", outcomes_url, extra=server_args
+        )
+        try:
+            out = work / f"load-{mode}.json"
+            print(f"security A/B: {mode}", flush=True)
+            subprocess.run(
+                [sys.executable, "-m", "bench.load", "--target", f"127.0.0.1:{port}",
+                 "--out", str(out), "--customers", str(profiles), "--phases", "rate",
+                 "--wait", "60", *timing, *client_args],
+                check=True,
+            )  # fmt: skip
+            results[mode] = json.loads(out.read_text())["rate"]
+        finally:
+            stop(server)
+    plain, secured = results["plain"]["p99_ms"], results["tls_auth"]["p99_ms"]
+    results["p99_ratio"] = round(secured / plain, 3) if plain else None
+    return results
 
 
 def targets(micro_result: dict[str, Any], load: dict[str, Any] | None) -> dict[str, Any]:
@@ -233,6 +283,15 @@ def targets(micro_result: dict[str, Any], load: dict[str, Any] | None) -> dict[s
         }
         if "overload" in load:
             out.update(overload_targets(load["overload"], fixed["p99_ms"]))
+        if "security" in load:
+            sec = load["security"]
+            out["tls_auth_p99_cost"] = {
+                "target": f"p99 with TLS and tokens <= {1 + SECURITY_P99_BUDGET:.2f}x without, "
+                "at 1,000 req/s, back to back",
+                "value": f"{sec['tls_auth']['p99_ms']} vs {sec['plain']['p99_ms']} ms "
+                f"(x{sec['p99_ratio']})",
+                "met": sec["p99_ratio"] is not None and sec["p99_ratio"] <= 1 + SECURITY_P99_BUDGET,
+            }
     return out
 
 
@@ -333,6 +392,14 @@ def report(results: dict[str, Any]) -> None:
         print(f"Decide/Ping throughput: {load['decide_over_ping']:.2f}")
         if "overload" in load:
             report_overload(load)
+        if "security" in load:
+            print("\n== Decide at 1,000 req/s: plaintext without auth, then TLS + tokens ==")
+            for mode in ("plain", "tls_auth"):
+                f = load["security"][mode]
+                print(
+                    f"{mode:<9} p50 {f['p50_ms']:.2f}  p99 {f['p99_ms']:.2f}  "
+                    f"p99.9 {f['p999_ms']:.2f} ms  errors {sum(f['errors'].values())}"
+                )
     print("\n== targets ==")
     for name, t in results["targets"].items():
         mark = "met    " if t["met"] else "NOT MET"

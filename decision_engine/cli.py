@@ -444,6 +444,33 @@ def tokens_add(path: Path, role: str, name: str) -> None:  # fmt: skip
     click.echo(token)
 
 
+@main.group()
+def tls() -> None:
+    """Certificates for trying TLS locally."""
+
+
+@tls.command("dev-certs")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    default=("localhost", "127.0.0.1"),
+    show_default=True,
+    help="Names and addresses the server certificate is for.",
+)
+def tls_dev_certs(directory: Path, hosts: tuple[str, ...]) -> None:  # fmt: skip
+    """Write a throwaway CA, a server and a client certificate (not for production)."""
+    from decision_engine.server.dev_pki import make_dev_pki
+
+    pki = make_dev_pki(directory, hosts=hosts)
+    click.echo(
+        f"serve --tls-cert {pki.server_cert} --tls-key {pki.server_key} "
+        f"--tls-client-ca {pki.ca}\n"
+        f"decide --tls-ca {pki.ca} --client-cert {pki.client_cert} --client-key {pki.client_key}"
+    )
+
+
 def _add_commands() -> None:
     from decision_engine.authoring.cases import test_command
     from decision_engine.authoring.check import check_command
