@@ -5,7 +5,8 @@ request itself (a message that does not parse is INVALID_ARGUMENT, counted, logg
 at debug, never a traceback), authenticates the caller and checks the permission
 the call needs. Health checks (and reflection, when on) need no credential; every
 other method does, and a method this table does not know needs `admin`: new RPCs
-are closed until someone says who may call them.
+are closed until someone says who may call them. Streaming methods, either way, pass
+the same checks.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ _REFLECTION_PREFIXES = (
 _UNEXPECTED_LOG_EVERY_S = 10.0
 
 Need = Callable[[Any], tuple[str, str]]
-"""Request → (permission, what the caller is trying to do)."""
+"""Request (None for a client stream) → (permission, what the caller is trying to do)."""
 
 NEEDS: dict[str, Need] = {
     _DECISION + "Decide": lambda r: (
@@ -102,42 +103,61 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         need = NEEDS.get(method, _ADMIN_NEED)
         name = method.rsplit("/", 1)[-1]
         replaced: dict[str, Any] = {"request_deserializer": _safe(handler.request_deserializer)}
-        for kind in ("unary_unary", "unary_stream"):
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             behavior = getattr(handler, kind)
             if behavior is not None:
                 replaced[kind] = self._guard(name, behavior, need, is_open, kind)
-        # Client-streaming methods get their checks when one is added (none today).
         return handler._replace(**replaced)
+
+    async def _check(
+        self, name: str, request: Any, need: Need, is_open: bool, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Abort unless `request` parsed (None: a stream, checked per message) and the
+        caller may make the call."""
+        if isinstance(request, _Malformed):
+            metrics.MALFORMED_REQUESTS.labels(name).inc()
+            log.debug("%s: request does not parse: %s", name, request.reason)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request: not a valid message for {name}: {request.reason}",
+            )
+        if is_open:
+            return
+        try:
+            caller = self._auth.caller(_authorization(context))
+            permission, what = need(request)
+            caller.require(permission, what)
+        except AccessError as exc:
+            metrics.AUTH_FAILURES.labels(name, exc.reason).inc()
+            code, message = status_for(exc)
+            await context.abort(code, message)
 
     def _guard(
         self, name: str, behavior: Any, need: Need, is_open: bool, kind: str
     ) -> Callable[..., Any]:
-        async def check(request: Any, context: grpc.aio.ServicerContext) -> None:
-            if isinstance(request, _Malformed):
-                metrics.MALFORMED_REQUESTS.labels(name).inc()
-                log.debug("%s: request does not parse: %s", name, request.reason)
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"request: not a valid message for {name}: {request.reason}",
-                )
-            if is_open:
-                return
-            try:
-                caller = self._auth.caller(_authorization(context))
-                permission, what = need(request)
-                caller.require(permission, what)
-            except AccessError as exc:
-                metrics.AUTH_FAILURES.labels(name, exc.reason).inc()
-                code, message = status_for(exc)
-                await context.abort(code, message)
+        check = self._check
+        streamed_in = kind.startswith("stream_")
+        # Answers by yielding (an async generator), or returns / writes with context.write.
+        yields = kind.endswith("_stream") and inspect.isasyncgenfunction(behavior)
+        call = behavior
+        if streamed_in:
+            # The caller is checked once, before the first message; then each message must
+            # parse. (A servicer reading with context.read() would bypass the latter.)
+            async def parsed(messages: Any, context: grpc.aio.ServicerContext) -> Any:
+                async for message in messages:
+                    if isinstance(message, _Malformed):
+                        await check(name, message, need, True, context)
+                    yield message
 
-        if kind == "unary_unary" or not inspect.isasyncgenfunction(behavior):
-            # Unary, or a streaming method that writes with context.write (health Watch).
+            def call(messages: Any, context: grpc.aio.ServicerContext) -> Any:
+                return behavior(parsed(messages, context), context)
+
+        if not yields:
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await check(request, context)
+                await check(name, None if streamed_in else request, need, is_open, context)
                 try:
-                    return await behavior(request, context)
+                    return await call(request, context)
                 except (grpc.aio.AbortError, grpc.aio.UsageError):
                     raise
                 except Exception:
@@ -147,8 +167,8 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return unary
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await check(request, context)
-            async for item in behavior(request, context):
+            await check(name, None if streamed_in else request, need, is_open, context)
+            async for item in call(request, context):
                 yield item
 
         return streaming

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
@@ -192,7 +193,7 @@ def mtls(
         tmp,
         "--rules", str(RULES), "--redis-url", redis_server.url,
         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-        "--tls-client-ca", str(pki.ca), "--auth-tokens", str(tokens),
+        "--tls-client-ca", str(pki.ca), "--auth-tokens", str(tokens), "--no-reflection",
         workers=1, tls=client,
     )  # fmt: skip
     yield server, tmp
@@ -287,3 +288,18 @@ def test_a_renewed_certificate_is_served_without_a_restart(
         assert "TLS certificate reloaded" in server.log()
     finally:
         assert server.stop() == 0, server.log()
+
+
+def _reflection(channel: grpc.Channel) -> grpc.StatusCode:
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    return _code(lambda: list(stub.ServerReflectionInfo(iter([request]), timeout=5)))[0]
+
+
+def test_reflection_is_open_or_off(
+    secured: tuple[Server, Path, JwtIssuer], mtls: tuple[Server, Path]
+) -> None:
+    with secured[0].channel() as channel:
+        assert _reflection(channel) == grpc.StatusCode.OK  # no token needed, like health
+    with mtls[0].channel() as channel:
+        assert _reflection(channel) == grpc.StatusCode.UNIMPLEMENTED  # --no-reflection
