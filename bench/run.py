@@ -149,7 +149,7 @@ def compact_aof(url: str) -> None:
             time.sleep(0.2)
 
 
-def server_under_load(quick: bool, work: Path) -> dict[str, Any]:
+def server_under_load(quick: bool, work: Path, *, only_security: bool = False) -> dict[str, Any]:
     """Redis + profiles + server + the load generator in its own process."""
     rules = work / "rules"
     write_ruleset(rules, offers=1000, routes=100)
@@ -162,10 +162,17 @@ def server_under_load(quick: bool, work: Path) -> dict[str, Any]:
             EmbeddedRedis(data_dir=work / "redis", port=0, fsync="everysec")
         )
         outcomes = stack.enter_context(EmbeddedRedis(data_dir=work / "outcomes", fsync="always"))
-        print(f"redis at {redis.url}; loading {profiles:,} profiles", flush=True)
+        print(f"redis at {redis.address}; loading {profiles:,} profiles", flush=True)
         imported = asyncio.run(load_profiles(redis.url, rules, profiles))
         print(f"  {imported['profiles']:,} profiles in {imported['seconds']} s", flush=True)
         compact_aof(redis.url)
+        if only_security:
+            return {
+                "import": imported,
+                "security": security_cost(
+                    rules, redis.url, outcomes.url, work, profiles=profiles, quick=quick
+                ),
+            }
         port, metrics_port = free_port(), free_port()
         server = start_server(rules, redis.url, port, log, outcomes.url, metrics_port)
         stack.callback(stop, server)
@@ -200,10 +207,14 @@ def server_under_load(quick: bool, work: Path) -> dict[str, Any]:
     return result
 
 
+SECURITY_RATES = (1000.0, 400.0)
+"""The target's rate, and one this 2-core host sustains with room to spare."""
+
+
 def security_cost(
     rules: Path, redis_url: str, outcomes_url: str, work: Path, *, profiles: int, quick: bool
 ) -> dict[str, Any]:
-    """Decide at 1,000 req/s on a plaintext server without auth, then on one with TLS and
+    """Decide at fixed rates on a plaintext server without auth and on one with TLS and
     bearer tokens, back to back (a fresh server each, the same Redis and profiles)."""
     from decision_engine.server.auth import hash_token
     from decision_engine.server.dev_pki import make_dev_pki
@@ -222,29 +233,35 @@ def security_cost(
     }  # fmt: skip
     timing = ["--warmup", "1", "--duration", "3"] if quick else []
     results: dict[str, Any] = {}
-    for mode, (server_args, client_args) in modes.items():
-        port = free_port()
-        server = start_server(
-            rules, redis_url, port, work / f"server-{mode}.log", outcomes_url, extra=server_args
-        )
-        try:
-            out = work / f"load-{mode}.json"
-            print(f"security A/B: {mode}", flush=True)
-            subprocess.run(
-                [sys.executable, "-m", "bench.load", "--target", f"127.0.0.1:{port}",
-                 "--out", str(out), "--customers", str(profiles), "--phases", "rate",
-                 "--wait", "60", *timing, *client_args],
-                check=True,
-            )  # fmt: skip
-            results[mode] = json.loads(out.read_text())["rate"]
-        finally:
-            stop(server)
-    plain, secured = results["plain"]["p99_ms"], results["tls_auth"]["p99_ms"]
-    results["p99_ratio"] = round(secured / plain, 3) if plain else None
+    for rate in SECURITY_RATES:
+        by_mode: dict[str, Any] = {}
+        for mode, (server_args, client_args) in modes.items():
+            port = free_port()
+            log = work / f"server-{mode}-{rate:g}.log"
+            server = start_server(rules, redis_url, port, log, outcomes_url, extra=server_args)
+            try:
+                target = f"127.0.0.1:{port}"
+                asyncio.run(wait_serving(target, timeout=60, tls_ca=str(pki.ca)
+                                         if client_args else ""))  # fmt: skip
+                pids = ",".join(map(str, child_pids(server.pid)))
+                out = work / f"load-{mode}-{rate:g}.json"
+                print(f"security A/B: {mode} at {rate:g} req/s", flush=True)
+                subprocess.run(
+                    [sys.executable, "-m", "bench.load", "--target", target, "--out", str(out),
+                     "--customers", str(profiles), "--phases", "rate", "--rate", str(rate),
+                     "--server-pids", pids, *timing, *client_args],
+                    check=True,
+                )  # fmt: skip
+                by_mode[mode] = json.loads(out.read_text())["rate"]
+            finally:
+                stop(server)
+        plain, secured = by_mode["plain"]["p99_ms"], by_mode["tls_auth"]["p99_ms"]
+        by_mode["p99_ratio"] = round(secured / plain, 3) if plain else None
+        results[f"{rate:g}"] = by_mode
     return results
 
 
-def targets(micro_result: dict[str, Any], load: dict[str, Any] | None) -> dict[str, Any]:
+def eval_targets(micro_result: dict[str, Any]) -> dict[str, Any]:
     rows = micro_result["by_rules"]
     at_1000 = next(r for r in rows if r["offers"] == 1000)["us_per_decision"]
     steps = [
@@ -255,7 +272,7 @@ def targets(micro_result: dict[str, Any], load: dict[str, Any] | None) -> dict[s
     exponent = math.log(last["us_per_decision"] / first["us_per_decision"]) / math.log(
         last["rules"] / first["rules"]
     )
-    out: dict[str, Any] = {
+    return {
         "eval_us_at_1000": {
             "target": f"<= {EVAL_TARGET_US:g} µs",
             "value": at_1000,
@@ -268,7 +285,13 @@ def targets(micro_result: dict[str, Any], load: dict[str, Any] | None) -> dict[s
             "met": all(t < r for t, r in steps),
         },
     }
-    if load is not None:
+
+
+def targets(micro_result: dict[str, Any] | None, load: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if micro_result is not None:
+        out.update(eval_targets(micro_result))
+    if load is not None and "decide" in load:
         fixed = load["decide"]["fixed_rate"]
         out["decide_p99_at_1000rps"] = {
             "target": f"<= {P99_TARGET_MS:g} ms at 1,000 req/s",
@@ -283,11 +306,11 @@ def targets(micro_result: dict[str, Any], load: dict[str, Any] | None) -> dict[s
         }
         if "overload" in load:
             out.update(overload_targets(load["overload"], fixed["p99_ms"]))
-        if "security" in load:
-            sec = load["security"]
-            out["tls_auth_p99_cost"] = {
+    if load is not None and "security" in load:
+        for rate, sec in load["security"].items():
+            out[f"tls_auth_p99_cost_at_{rate}rps"] = {
                 "target": f"p99 with TLS and tokens <= {1 + SECURITY_P99_BUDGET:.2f}x without, "
-                "at 1,000 req/s, back to back",
+                f"at {rate} req/s, back to back",
                 "value": f"{sec['tls_auth']['p99_ms']} vs {sec['plain']['p99_ms']} ms "
                 f"(x{sec['p99_ratio']})",
                 "met": sec["p99_ratio"] is not None and sec["p99_ratio"] <= 1 + SECURITY_P99_BUDGET,
@@ -360,24 +383,25 @@ def machine() -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> None:
-    print("\n== decide() evaluation (pure, no I/O) ==")
-    print(
-        f"{'offers':>7} {'rules':>6} {'µs/decision':>12} {'CPU µs':>7} {'candidates':>11}"
-        f" {'eligible':>9}"
-    )
-    for r in results["micro"]["by_rules"]:
+    if "micro" in results:
+        print("\n== decide() evaluation (pure, no I/O) ==")
         print(
-            f"{r['offers']:>7} {r['rules']:>6} {r['us_per_decision']:>12.1f}"
-            f" {r['cpu_us_per_decision']:>7.1f} {r['candidates_per_decision']:>11.1f}"
-            f" {r['eligible_per_decision']:>9.1f}"
+            f"{'offers':>7} {'rules':>6} {'µs/decision':>12} {'CPU µs':>7} {'candidates':>11}"
+            f" {'eligible':>9}"
         )
-    ex = results["micro"]["explain_1000"]
-    print(
-        f"explain at 1000 offers: {ex['us_per_decision_explain']:,.0f} µs vs "
-        f"{ex['us_per_decision']:,.1f} µs (x{ex['explain_factor']})"
-    )
+        for r in results["micro"]["by_rules"]:
+            print(
+                f"{r['offers']:>7} {r['rules']:>6} {r['us_per_decision']:>12.1f}"
+                f" {r['cpu_us_per_decision']:>7.1f} {r['candidates_per_decision']:>11.1f}"
+                f" {r['eligible_per_decision']:>9.1f}"
+            )
+        ex = results["micro"]["explain_1000"]
+        print(
+            f"explain at 1000 offers: {ex['us_per_decision_explain']:,.0f} µs vs "
+            f"{ex['us_per_decision']:,.1f} µs (x{ex['explain_factor']})"
+        )
     load = results.get("load")
-    if load:
+    if load and "decide" in load:
         print("\n== server under load (2 workers, same machine as the load generator) ==")
         print(f"{'rpc':<7} {'rate':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
               f"{'errors':>6} {'max req/s':>9} {'server CPU µs/req':>17}")  # fmt: skip
@@ -392,13 +416,15 @@ def report(results: dict[str, Any]) -> None:
         print(f"Decide/Ping throughput: {load['decide_over_ping']:.2f}")
         if "overload" in load:
             report_overload(load)
-        if "security" in load:
-            print("\n== Decide at 1,000 req/s: plaintext without auth, then TLS + tokens ==")
+    if load and "security" in load:
+        print("\n== Decide at fixed rates: plaintext without auth, then TLS + tokens ==")
+        for rate, sec in load["security"].items():
             for mode in ("plain", "tls_auth"):
-                f = load["security"][mode]
+                f = sec[mode]
                 print(
-                    f"{mode:<9} p50 {f['p50_ms']:.2f}  p99 {f['p99_ms']:.2f}  "
-                    f"p99.9 {f['p999_ms']:.2f} ms  errors {sum(f['errors'].values())}"
+                    f"{rate:>5} req/s {mode:<9} p50 {f['p50_ms']:.2f}  p99 {f['p99_ms']:.2f}  "
+                    f"p99.9 {f['p999_ms']:.2f} ms  errors {sum(f['errors'].values())}  "
+                    f"server CPU {f.get('server_cpu_us_per_req', '?')} µs/req"
                 )
     print("\n== targets ==")
     for name, t in results["targets"].items():
@@ -450,18 +476,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the benchmark suite.")
     parser.add_argument("--quick", action="store_true", help="short phases, 10k profiles")
     parser.add_argument("--no-server", action="store_true", help="micro-benchmarks only")
+    parser.add_argument(
+        "--security-only", action="store_true", help="only the TLS + auth A/B on the server"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {"quick": args.quick, "machine": machine()}
-    print("micro-benchmarks: decide() by rule count", flush=True)
-    results["micro"] = micro.run(quick=args.quick)
+    if not args.security_only:
+        print("micro-benchmarks: decide() by rule count", flush=True)
+        results["micro"] = micro.run(quick=args.quick)
     if not args.no_server:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
-            results["load"] = server_under_load(args.quick, Path(work))
-    results["targets"] = targets(results["micro"], results.get("load"))
+            results["load"] = server_under_load(
+                args.quick, Path(work), only_security=args.security_only
+            )
+    results["targets"] = targets(results.get("micro"), results.get("load"))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    written = RESULTS / ("security.json" if args.security_only else "latest.json")
+    written.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     report(results)
-    print(f"\nwritten: {RESULTS / 'latest.json'}")
+    print(f"\nwritten: {written}")
 
 
 if __name__ == "__main__":

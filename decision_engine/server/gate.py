@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from decision_engine.errors import AccessError
 from decision_engine.server import metrics
 from decision_engine.server.auth import ADMIN, DECIDE, EXPLAIN, OUTCOME, Authenticator
 from decision_engine.server.status import status_for
+from decision_engine.server.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._auth = authenticator
         self._open = _OPEN_PREFIXES + (_REFLECTION_PREFIXES if reflection_open else ())
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
-        self._last_unexpected = 0.0
+        self._unexpected_log = Throttle(every_s=_UNEXPECTED_LOG_EVERY_S)
 
     async def intercept_service(
         self,
@@ -176,9 +176,7 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _unexpected(self, name: str) -> None:
         """A bug, not a client error: log the traceback, but not once per request."""
         metrics.INTERNAL_ERRORS.labels(name).inc()
-        now = time.monotonic()
-        if now - self._last_unexpected >= _UNEXPECTED_LOG_EVERY_S:
-            self._last_unexpected = now
+        if self._unexpected_log.ready():
             log.exception("%s failed (logged at most every %gs)", name, _UNEXPECTED_LOG_EVERY_S)
 
 

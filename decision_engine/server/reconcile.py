@@ -12,7 +12,7 @@ import contextlib
 import logging
 
 from decision_engine.errors import StoreError
-from decision_engine.server.throttle import Throttle
+from decision_engine.server.throttle import Outage
 from decision_engine.store.connection import ReplyError
 from decision_engine.store.reconcile import Reconciler
 
@@ -24,8 +24,11 @@ _REDIS_ERRORS = (StoreError, ReplyError, OSError, TimeoutError)
 
 async def run_reconciler(reconciler: Reconciler, *, every_s: float = RECONCILE_EVERY_S) -> None:
     """On start, then every `every_s` while it holds the lease, until cancelled."""
-    warning = Throttle()
-    failures = 0
+    outage = Outage(
+        log,
+        failing=f"outcome reconciler failed (%s), %d time(s); retrying every {every_s:g} s",
+        back="outcome reconciler works again after %d failure(s)",
+    )
     try:
         while True:
             try:
@@ -37,16 +40,9 @@ async def run_reconciler(reconciler: Reconciler, *, every_s: float = RECONCILE_E
                             applied,
                         )
             except _REDIS_ERRORS as exc:
-                failures += 1
-                if warning.ready():
-                    log.warning(
-                        "outcome reconciler failed %d time(s) (%s); retrying every %g s",
-                        failures, str(exc) or type(exc).__name__, every_s,
-                    )  # fmt: skip
+                outage.failed(str(exc) or type(exc).__name__)
             else:
-                if failures:
-                    log.warning("outcome reconciler works again after %d failure(s)", failures)
-                    failures = 0
+                outage.recovered()
             await asyncio.sleep(every_s)
     finally:
         with contextlib.suppress(*_REDIS_ERRORS):

@@ -37,7 +37,7 @@ from decision_engine.server.convert import (
 )
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.status import status_for
-from decision_engine.server.throttle import Throttle
+from decision_engine.server.throttle import Outage
 from decision_engine.store.connection import Fate, Mark, PipelinedConnection, ReplyError
 from decision_engine.store.outcomes import (
     DEFAULT_OUTCOMES_TIMEOUT_S,
@@ -115,7 +115,12 @@ class LearnedState:
         self.timeout_s = timeout_s
         self.learned: Learned | None = None
         self.version = ""
-        self._warning = Throttle(every_s=10.0)
+        self._outage = Outage(
+            log,
+            failing="learned acceptance rates not refreshed (%s), %d attempt(s) so far; "
+            "serving the last ones",
+            back="learned acceptance rates refreshed again after %d failed attempt(s)",
+        )
 
     def for_ruleset(self, ruleset: CompiledRuleset) -> Learned | None:
         """Posteriors, if they were computed for this ruleset (not a previous one)."""
@@ -136,65 +141,24 @@ class LearnedState:
     async def run(self) -> None:
         """Refresh until cancelled; no Redis failure (loading, reset, slow, an error
         reply) ends the loop."""
-        failures = 0
         while True:
             try:
                 await self.refresh()
             except (StoreError, ReplyError, OSError, TimeoutError) as exc:
-                failures += 1
-                if self._warning.ready():
-                    log.warning(
-                        "learned acceptance rates not refreshed (%s), %d attempt(s) so far; "
-                        "serving the last ones",
-                        str(exc) or type(exc).__name__,
-                        failures,
-                    )
+                self._outage.failed(str(exc) or type(exc).__name__)
             else:
-                if failures:
-                    log.warning(
-                        "learned acceptance rates refreshed again after %d failed attempt(s)",
-                        failures,
-                    )
-                    failures = 0
+                self._outage.recovered()
             await asyncio.sleep(self.every_s)
 
 
-class OutageLog:
-    """Logs an outage when it starts, then at most every `every_s`, then its end.
-
-    At a thousand requests a second, a warning per degraded decision would bury
-    the log; the counts are in the redis_errors_total metric anyway.
-    """
-
-    def __init__(
-        self,
-        *,
-        what: str = "profile store unavailable",
-        over: str = "profile store is back",
-        every_s: float = 10.0,
-    ) -> None:
-        self.what = what
-        self.over = over
-        self.every_s = every_s
-        self.failures = 0
-        self.last_logged = 0.0
-
-    def failed(self, reason: str) -> None:
-        self.failures += 1
-        now = time.monotonic()
-        if self.failures == 1 or now - self.last_logged >= self.every_s:
-            log.warning(
-                "%s (%s); %d decision(s) made from context alone so far",
-                self.what,
-                reason,
-                self.failures,
-            )
-            self.last_logged = now
-
-    def recovered(self) -> None:
-        if self.failures:
-            log.warning("%s after %d decision(s) from context alone", self.over, self.failures)
-            self.failures = 0
+def outage_log(what: str = "profile store unavailable", over: str = "profile store is back"
+               ) -> Outage:  # fmt: skip
+    """Decisions made from context alone while the store (or the server) cannot help."""
+    return Outage(
+        log,
+        failing=what + " (%s); %d decision(s) made from context alone so far",
+        back=over + " after %d decision(s) from context alone",
+    )
 
 
 class SkipLog:
@@ -320,11 +284,10 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         self._outcomes_timeout_s = outcomes_timeout_s
         self._store_timeout_s = store_timeout_s
         self._ids = ids
-        self._outages = OutageLog()
+        self._outages = outage_log()
         self._skips = SkipLog()
-        self._overloads = OutageLog(
-            what="server overloaded, not the profile store",
-            over="server keeps up again",
+        self._overloads = outage_log(
+            "server overloaded, not the profile store", "server keeps up again"
         )
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 
@@ -18,3 +19,33 @@ class Throttle:
             return False
         self._last = now
         return True
+
+
+class Outage:
+    """A run of failures of a background loop or a dependency, logged when it starts, then
+    at most every `every_s`, then when it ends.
+
+    At a thousand requests a second (or a retry a second), a warning per failure would
+    bury the log; the counts are in metrics anyway. `failing` is a %-template of the
+    reason and the failures so far, `back` of the failures.
+    """
+
+    def __init__(
+        self, log: logging.Logger, *, failing: str, back: str, every_s: float = 10.0
+    ) -> None:
+        self._log = log
+        self.failing = failing
+        self.back = back
+        self.failures = 0
+        self._throttle = Throttle(every_s=every_s)
+
+    def failed(self, reason: str) -> None:
+        self.failures += 1
+        if self._throttle.ready():
+            self._log.warning(self.failing, reason, self.failures)
+
+    def recovered(self) -> None:
+        if self.failures:
+            self._log.warning(self.back, self.failures)
+            self.failures = 0
+            self._throttle = Throttle(every_s=self._throttle.every_s)
