@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from decision_engine.config import ENV_PREFIX, Settings
+from decision_engine.config import SettingOption, Settings, env_var, setting_options
 from decision_engine.decide.model import CHANNELS
 from decision_engine.errors import ConfigError
 
@@ -21,40 +21,61 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _env(name: str) -> str:
-    return ENV_PREFIX + name
+def _settings_options(command: F) -> F:
+    """`serve`'s options, one for each Settings field."""
+    for setting in reversed(setting_options()):
+        command = click.option(*_param_decls(setting), **_option_attrs(setting))(command)
+    return command
 
 
-def _file_option(flag: str, help: str) -> Callable[[F], F]:
-    name = flag.removeprefix("--").replace("-", "_").upper()
-    return click.option(
-        flag,
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        envvar=_env(name),
-        show_envvar=True,
-        help=help,
-    )
+def _param_decls(setting: SettingOption) -> tuple[str, ...]:
+    flag = setting.flag
+    if setting.annotation is bool and setting.default is True:
+        flag += "/--no-" + flag.removeprefix("--")  # on by default: it needs a way off
+    return (flag, setting.name)
+
+
+def _option_attrs(setting: SettingOption) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"envvar": setting.env, "show_envvar": True, "hidden": setting.hidden}
+    if setting.help:
+        attrs["help"] = setting.help
+    if setting.machine_default is not None:
+        attrs["help"] += f" [default: {setting.machine_default}]."
+        attrs["default"] = None  # unset: the field's default applies
+    elif setting.default is not None:
+        attrs["default"] = setting.default
+        if setting.default != "" and setting.default is not False:
+            attrs["show_default"] = True
+    annotation = setting.annotation
+    if annotation is bool:
+        attrs["is_flag"] = True
+    elif annotation in (Path, Path | None):
+        attrs["type"] = click.Path(path_type=Path, dir_okay=not setting.file)
+    elif annotation in (int, float):
+        attrs["type"] = annotation
+    elif annotation not in (str, str | None):
+        raise TypeError(f"Settings.{setting.name}: no CLI type for {annotation}")
+    return attrs
 
 
 def _client_options(command: F) -> F:
     """How the CLI reaches a server: address, TLS, bearer token."""
     for option in reversed(
         [
-            click.option("--target", default="localhost:50051", envvar=_env("TARGET"),
+            click.option("--target", default="localhost:50051", envvar=env_var("TARGET"),
                          show_default=True, show_envvar=True, help="Server address."),
             click.option("--tls-ca", type=click.Path(path_type=Path, dir_okay=False),
-                         envvar=_env("TLS_CA"), show_envvar=True,
+                         envvar=env_var("TLS_CA"), show_envvar=True,
                          help="Use TLS, trusting this CA (PEM)."),
-            click.option("--tls", "use_tls", is_flag=True, envvar=_env("TLS"), show_envvar=True,
+            click.option("--tls", "use_tls", is_flag=True, envvar=env_var("TLS"), show_envvar=True,
                          help="Use TLS with the system's trusted CAs."),
             click.option("--client-cert", type=click.Path(path_type=Path, dir_okay=False),
-                         envvar=_env("CLIENT_CERT"), show_envvar=True,
+                         envvar=env_var("CLIENT_CERT"), show_envvar=True,
                          help="Client certificate (PEM), for mTLS."),
             click.option("--client-key", type=click.Path(path_type=Path, dir_okay=False),
-                         envvar=_env("CLIENT_KEY"), show_envvar=True,
+                         envvar=env_var("CLIENT_KEY"), show_envvar=True,
                          help="Key of --client-cert (PEM)."),
-            click.option("--token", default="", envvar=_env("TOKEN"), show_envvar=True,
+            click.option("--token", default="", envvar=env_var("TOKEN"), show_envvar=True,
                          help="Bearer token (better from the environment than the command "
                          "line, which other users can see)."),
         ]
@@ -81,240 +102,13 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--rules",
-    "rules_dir",
-    type=click.Path(path_type=Path),
-    default=Path("rules"),
-    envvar=_env("RULES"),
-    show_default=True,
-    show_envvar=True,
-    help="Rules directory.",
-)
-@click.option(
-    "--redis-url",
-    envvar=_env("REDIS_URL"),
-    show_envvar=True,
-    help="Profile store. Without it an embedded Redis is started under --data-dir.",
-)
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    envvar=_env("HOST"),
-    show_default=True,
-    show_envvar=True,
-    help="gRPC interface; beyond loopback it needs TLS and auth (or --insecure).",
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    envvar=_env("METRICS_HOST"),
-    show_default=True,
-    show_envvar=True,
-    help="Interface of the Prometheus /metrics server.",
-)
-@click.option(
-    "--port",
-    type=int,
-    default=50051,
-    envvar=_env("PORT"),
-    show_default=True,
-    show_envvar=True,
-    help="gRPC port, shared by all workers.",
-)
-@click.option(
-    "--metrics-port",
-    type=int,
-    default=9464,
-    envvar=_env("METRICS_PORT"),
-    show_default=True,
-    show_envvar=True,
-    help="Prometheus /metrics port (0: off).",
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=None,
-    envvar=_env("WORKERS"),
-    show_envvar=True,
-    help="Worker processes [default: number of CPUs].",
-)
-@click.option(
-    "--redis-timeout-ms",
-    type=float,
-    default=50.0,
-    envvar=_env("REDIS_TIMEOUT_MS"),
-    show_default=True,
-    show_envvar=True,
-    help="Profile read budget; past it Decide answers from context (degraded).",
-)
-@click.option(
-    "--outcomes-timeout-ms",
-    type=float,
-    default=1000.0,
-    envvar=_env("OUTCOMES_TIMEOUT_MS"),
-    show_default=True,
-    show_envvar=True,
-    help="RecordOutcome's budget for writing the outcome; past it the answer is UNAVAILABLE.",
-)
-@click.option(
-    "--max-in-flight",
-    type=int,
-    default=128,
-    envvar=_env("MAX_IN_FLIGHT"),
-    show_default=True,
-    show_envvar=True,
-    help="Calls one worker serves at once; more are answered RESOURCE_EXHAUSTED at once.",
-)
-@click.option(
-    "--max-queued",
-    type=int,
-    default=64,
-    envvar=_env("MAX_QUEUED"),
-    show_default=True,
-    show_envvar=True,
-    help="Calls of one method a worker lets wait for its event loop; gRPC refuses more.",
-)
-@click.option(
-    "--min-deadline-ms",
-    type=float,
-    default=1.0,
-    envvar=_env("MIN_DEADLINE_MS"),
-    show_default=True,
-    show_envvar=True,
-    help="Calls reaching the server with less of their deadline left are not served.",
-)
-@click.option(
-    "--max-connection-age-s",
-    type=float,
-    default=300.0,
-    envvar=_env("MAX_CONNECTION_AGE_S"),
-    show_default=True,
-    show_envvar=True,
-    help="Close client connections (GOAWAY) after this long, so clients rebalance.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=Path("var"),
-    envvar=_env("DATA_DIR"),
-    show_default=True,
-    show_envvar=True,
-    help="Data of the embedded Redis.",
-)
-@click.option(
-    "--demo-profiles",
-    type=int,
-    default=1000,
-    envvar=_env("DEMO_PROFILES"),
-    show_default=True,
-    show_envvar=True,
-    help="Synthetic customers loaded on the embedded Redis's first start.",
-)
-@click.option(
-    "--log-level", default="INFO", envvar=_env("LOG_LEVEL"), show_default=True, show_envvar=True
-)
-@click.option(
-    "--challenger-rules",
-    type=click.Path(path_type=Path),
-    default=None,
-    envvar=_env("CHALLENGER_RULES"),
-    show_envvar=True,
-    help="Rules served to the challenger arm of a champion/challenger experiment.",
-)
-@click.option(
-    "--challenger-share",
-    type=float,
-    default=0.0,
-    envvar=_env("CHALLENGER_SHARE"),
-    show_default=True,
-    show_envvar=True,
-    help="Share of customers in the challenger arm.",
-)
-@click.option(
-    "--control-share",
-    type=float,
-    default=0.0,
-    envvar=_env("CONTROL_SHARE"),
-    show_default=True,
-    show_envvar=True,
-    help="Share of customers who get no offer (holdout for uplift).",
-)
-@click.option(
-    "--outcomes-redis-url",
-    envvar=_env("OUTCOMES_REDIS_URL"),
-    show_envvar=True,
-    help="Redis for the outcome log (durable: appendfsync always). Default: --redis-url, or "
-    "a second embedded Redis.",
-)
-@click.option(
-    "--decision-secret",
-    default="",
-    envvar=_env("DECISION_SECRET"),
-    show_envvar=True,
-    hidden=True,
-    help="Key that signs decision ids (default: one shared by all replicas through Redis).",
-)
-@click.option(
-    "--decision-ttl-days",
-    type=float,
-    default=7.0,
-    envvar=_env("DECISION_TTL_DAYS"),
-    show_default=True,
-    show_envvar=True,
-    help="How long decisions are kept for outcomes to be checked against them.",
-)
-@_file_option("--tls-cert", "Server certificate chain (PEM): gRPC over TLS.")
-@_file_option("--tls-key", "Private key of --tls-cert (PEM).")
-@_file_option("--tls-client-ca", "CA for client certificates: clients must show one (mTLS).")
-@_file_option("--auth-tokens", "File of token hashes and roles (see `tokens add`).")
-@_file_option("--jwt-key", "PEM public key or JWKS file to verify JWT bearer tokens.")
-@click.option(
-    "--jwt-audience",
-    default="",
-    envvar=_env("JWT_AUDIENCE"),
-    show_envvar=True,
-    help="The aud claim a JWT must carry.",
-)
-@click.option(
-    "--jwt-issuer",
-    default="",
-    envvar=_env("JWT_ISSUER"),
-    show_envvar=True,
-    help="The iss claim a JWT must carry.",
-)
-@click.option(
-    "--jwt-role-claim",
-    default="role",
-    envvar=_env("JWT_ROLE_CLAIM"),
-    show_default=True,
-    show_envvar=True,
-    help="JWT claim with the caller's role.",
-)
-@click.option(
-    "--reflection/--no-reflection",
-    default=True,
-    envvar=_env("REFLECTION"),
-    show_default=True,
-    show_envvar=True,
-    help="Serve gRPC reflection.",
-)
-@click.option(
-    "--insecure",
-    is_flag=True,
-    default=False,
-    envvar=_env("INSECURE"),
-    show_envvar=True,
-    help="Allow a non-loopback --host without TLS and authentication.",
-)
+@_settings_options
 def serve(**options: Any) -> None:  # fmt: skip
     """Serve Decide over gRPC (health, reflection, Prometheus metrics)."""
     from decision_engine.server.process import serve as run
 
-    if options["workers"] is None:
-        options.pop("workers")
-    try:
-        settings = Settings(**options)
+    try:  # an option left unset (None) leaves the field's default, e.g. --workers
+        settings = Settings(**{name: value for name, value in options.items() if value is not None})
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     logging.basicConfig(

@@ -4,86 +4,179 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
+from typing import TypeVar, get_type_hints
 
 from decision_engine.decide.experiment import Experiment
 from decision_engine.errors import ConfigError
 
 ENV_PREFIX = "DECISION_ENGINE_"
 
+T = TypeVar("T")
+
+_OPTION = "decision_engine.option"
+
+
+def env_var(name: str) -> str:
+    """The environment variable of a setting or a client option: DECISION_ENGINE_<NAME>."""
+    return ENV_PREFIX + name.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    help: str
+    flag: str | None
+    env: str | None
+    file: bool
+    hidden: bool
+    machine_default: str | None
+
+
+def setting(
+    default: T,
+    *,
+    help: str,
+    flag: str | None = None,
+    env: str | None = None,
+    file: bool = False,
+    hidden: bool = False,
+    secret: bool = False,
+    machine_default: str | None = None,
+) -> T:
+    """A Settings field with how it is given: `--field-name` and DECISION_ENGINE_FIELD_NAME
+    unless `flag` or `env` (the part after the prefix) say otherwise.
+
+    `file`: a path that must not be a directory. `secret`: kept out of repr. `hidden`: kept
+    out of `--help`. `machine_default`: the default depends on the machine (the text says
+    how); the CLI then passes nothing and the field's default applies.
+    """
+    declared = _Declared(help, flag, env, file, hidden, machine_default)
+    return field(default=default, repr=not secret, metadata={_OPTION: declared})
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """How one `serve` runs; every field has a flag and a DECISION_ENGINE_* variable."""
+    """How one `serve` runs; every field has a flag and a DECISION_ENGINE_* variable.
 
-    rules_dir: Path = Path("rules")
-    """Directory of rule files (RULES)."""
-    redis_url: str | None = None
-    """Profile store; None starts an embedded Redis under data_dir (REDIS_URL)."""
-    outcomes_redis_url: str | None = None
-    """Outcome log; None: the profile Redis, or a 2nd embedded one (OUTCOMES_REDIS_URL)."""
-    host: str = "127.0.0.1"
-    """Interface the gRPC server listens on (HOST); beyond loopback it needs TLS and auth."""
-    metrics_host: str = "127.0.0.1"
-    """Interface of the Prometheus metrics server (METRICS_HOST)."""
-    port: int = 50051
-    """gRPC port shared by all workers (PORT)."""
-    metrics_port: int = 9464
-    """Prometheus metrics HTTP port; 0 disables (METRICS_PORT)."""
-    workers: int = os.cpu_count() or 1
-    """Worker processes serving gRPC (WORKERS)."""
-    redis_timeout_ms: float = 50.0
-    """Profile read budget; past it, decide from context alone (REDIS_TIMEOUT_MS)."""
-    outcomes_timeout_ms: float = 1000.0
-    """RecordOutcome's budget for logging and applying; past it, UNAVAILABLE
-    (OUTCOMES_TIMEOUT_MS)."""
-    max_in_flight: int = 128
-    """Calls a worker serves at once; past it, RESOURCE_EXHAUSTED at once (MAX_IN_FLIGHT)."""
-    max_queued: int = 64
-    """Calls of one method a worker lets wait for its event loop; gRPC refuses more
-    (MAX_QUEUED)."""
-    min_deadline_ms: float = 1.0
-    """Calls reaching the server with less time left are not served (MIN_DEADLINE_MS)."""
-    max_connection_age_s: float = 300.0
+    Each field is declared once, with `setting(…)`; `setting_options()` derives the flags
+    and variables from it, and the CLI its `serve` options from those.
+    """
+
+    rules_dir: Path = setting(Path("rules"), flag="--rules", env="RULES", help="Rules directory.")
+    """Directory of rule files (the one exception to the naming: --rules, …_RULES)."""
+    redis_url: str | None = setting(
+        None, help="Profile store. Without it an embedded Redis is started under --data-dir."
+    )
+    """Profile store; None starts an embedded Redis under data_dir."""
+    outcomes_redis_url: str | None = setting(
+        None,
+        help="Redis for the outcome log (durable: appendfsync always). Default: --redis-url, "
+        "or a second embedded Redis.",
+    )
+    """Outcome log; None: the profile Redis, or a 2nd embedded one."""
+    host: str = setting(
+        "127.0.0.1",
+        help="gRPC interface; beyond loopback it needs TLS and auth (or --insecure).",
+    )
+    """Interface the gRPC server listens on; beyond loopback it needs TLS and auth."""
+    metrics_host: str = setting("127.0.0.1", help="Interface of the Prometheus /metrics server.")
+    """Interface of the Prometheus metrics server."""
+    port: int = setting(50051, help="gRPC port, shared by all workers.")
+    """gRPC port shared by all workers."""
+    metrics_port: int = setting(9464, help="Prometheus /metrics port (0: off).")
+    """Prometheus metrics HTTP port; 0 disables."""
+    workers: int = setting(
+        os.cpu_count() or 1, help="Worker processes", machine_default="number of CPUs"
+    )
+    """Worker processes serving gRPC."""
+    redis_timeout_ms: float = setting(
+        50.0, help="Profile read budget; past it Decide answers from context (degraded)."
+    )
+    """Profile read budget; past it, decide from context alone."""
+    outcomes_timeout_ms: float = setting(
+        1000.0,
+        help="RecordOutcome's budget for writing the outcome; past it the answer is UNAVAILABLE.",
+    )
+    """RecordOutcome's budget for logging and applying; past it, UNAVAILABLE."""
+    max_in_flight: int = setting(
+        128,
+        help="Calls one worker serves at once; more are answered RESOURCE_EXHAUSTED at once.",
+    )
+    """Calls a worker serves at once; past it, RESOURCE_EXHAUSTED at once."""
+    max_queued: int = setting(
+        64, help="Calls of one method a worker lets wait for its event loop; gRPC refuses more."
+    )
+    """Calls of one method a worker lets wait for its event loop; gRPC refuses more."""
+    min_deadline_ms: float = setting(
+        1.0, help="Calls reaching the server with less of their deadline left are not served."
+    )
+    """Calls reaching the server with less time left are not served."""
+    max_connection_age_s: float = setting(
+        300.0, help="Close client connections (GOAWAY) after this long, so clients rebalance."
+    )
     """A connection is closed (GOAWAY) after this long, so clients rebalance over the
-    workers and replicas (MAX_CONNECTION_AGE_S)."""
-    data_dir: Path = Path("var")
-    """Where the embedded Redis keeps its data (DATA_DIR)."""
-    demo_profiles: int = 1000
-    """Synthetic customers loaded on the embedded Redis's first start (DEMO_PROFILES)."""
-    log_level: str = "INFO"
-    """Logging level (LOG_LEVEL)."""
-    decision_ttl_days: float = 7.0
-    """How long decisions are kept to check outcomes against (DECISION_TTL_DAYS)."""
-    challenger_rules: Path | None = None
-    """A second rules directory served to a share of customers (CHALLENGER_RULES)."""
-    challenger_share: float = 0.0
-    """Share of customers decided by the challenger rules (CHALLENGER_SHARE)."""
-    control_share: float = 0.0
-    """Share of customers who get no offer, to measure uplift against (CONTROL_SHARE)."""
-    decision_secret: str = field(default="", repr=False)
-    """Key that signs decision ids; shared through Redis when empty (DECISION_SECRET)."""
-    tls_cert: Path | None = None
-    """Server certificate chain (PEM); with tls_key, gRPC speaks TLS only (TLS_CERT)."""
-    tls_key: Path | None = None
-    """Private key of tls_cert (PEM) (TLS_KEY)."""
-    tls_client_ca: Path | None = None
-    """CA that client certificates must be signed by; set, clients need one (TLS_CLIENT_CA)."""
-    auth_tokens: Path | None = None
-    """File of token hashes and roles; re-read when it changes (AUTH_TOKENS)."""
-    jwt_key: Path | None = None
-    """PEM public key or JWKS file that JWT bearer tokens are verified with (JWT_KEY)."""
-    jwt_audience: str = ""
-    """The `aud` a JWT must carry (JWT_AUDIENCE)."""
-    jwt_issuer: str = ""
-    """The `iss` a JWT must carry, when set (JWT_ISSUER)."""
-    jwt_role_claim: str = "role"
-    """The JWT claim that holds the caller's role (JWT_ROLE_CLAIM)."""
-    reflection: bool = True
-    """Serve gRPC reflection (REFLECTION)."""
-    insecure: bool = False
-    """Allow a non-loopback host without TLS and authentication (INSECURE)."""
+    workers and replicas."""
+    data_dir: Path = setting(Path("var"), help="Data of the embedded Redis.")
+    """Where the embedded Redis keeps its data."""
+    demo_profiles: int = setting(
+        1000, help="Synthetic customers loaded on the embedded Redis's first start."
+    )
+    """Synthetic customers loaded on the embedded Redis's first start."""
+    log_level: str = setting("INFO", help="")
+    """Logging level."""
+    decision_ttl_days: float = setting(
+        7.0, help="How long decisions are kept for outcomes to be checked against them."
+    )
+    """How long decisions are kept to check outcomes against."""
+    challenger_rules: Path | None = setting(
+        None, help="Rules served to the challenger arm of a champion/challenger experiment."
+    )
+    """A second rules directory served to a share of customers."""
+    challenger_share: float = setting(0.0, help="Share of customers in the challenger arm.")
+    """Share of customers decided by the challenger rules."""
+    control_share: float = setting(
+        0.0, help="Share of customers who get no offer (holdout for uplift)."
+    )
+    """Share of customers who get no offer, to measure uplift against."""
+    decision_secret: str = setting(
+        "",
+        secret=True,
+        hidden=True,
+        help="Key that signs decision ids (default: one shared by all replicas through Redis).",
+    )
+    """Key that signs decision ids; shared through Redis when empty."""
+    tls_cert: Path | None = setting(
+        None, file=True, help="Server certificate chain (PEM): gRPC over TLS."
+    )
+    """Server certificate chain (PEM); with tls_key, gRPC speaks TLS only."""
+    tls_key: Path | None = setting(None, file=True, help="Private key of --tls-cert (PEM).")
+    """Private key of tls_cert (PEM)."""
+    tls_client_ca: Path | None = setting(
+        None, file=True, help="CA for client certificates: clients must show one (mTLS)."
+    )
+    """CA that client certificates must be signed by; set, clients need one."""
+    auth_tokens: Path | None = setting(
+        None, file=True, help="File of token hashes and roles (see `tokens add`)."
+    )
+    """File of token hashes and roles; re-read when it changes."""
+    jwt_key: Path | None = setting(
+        None, file=True, help="PEM public key or JWKS file to verify JWT bearer tokens."
+    )
+    """PEM public key or JWKS file that JWT bearer tokens are verified with."""
+    jwt_audience: str = setting("", help="The aud claim a JWT must carry.")
+    """The `aud` a JWT must carry."""
+    jwt_issuer: str = setting("", help="The iss claim a JWT must carry.")
+    """The `iss` a JWT must carry, when set."""
+    jwt_role_claim: str = setting("role", help="JWT claim with the caller's role.")
+    """The JWT claim that holds the caller's role."""
+    reflection: bool = setting(True, help="Serve gRPC reflection.")
+    """Serve gRPC reflection (`--no-reflection` turns it off)."""
+    insecure: bool = setting(
+        False, help="Allow a non-loopback --host without TLS and authentication."
+    )
+    """Allow a non-loopback host without TLS and authentication."""
 
     @property
     def auth_enabled(self) -> bool:
@@ -178,3 +271,53 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: it may resolve to anything
+
+
+@dataclass(frozen=True, slots=True)
+class SettingOption:
+    """How one Settings field is given on the command line and in the environment."""
+
+    name: str
+    """The Settings field."""
+    flag: str
+    """`--rules`; a bool that defaults to True also has `--no-…`."""
+    env: str
+    """DECISION_ENGINE_RULES."""
+    help: str
+    default: object
+    annotation: object
+    """The field's type: Path, Path | None, int, float, str, str | None or bool."""
+    file: bool
+    hidden: bool
+    machine_default: str | None
+
+
+@cache
+def setting_options() -> tuple[SettingOption, ...]:
+    """Every Settings field's option, in field order."""
+    types = get_type_hints(Settings)
+    options = []
+    for f in fields(Settings):
+        declared = f.metadata[_OPTION]
+        options.append(
+            SettingOption(
+                name=f.name,
+                flag=declared.flag or "--" + f.name.replace("_", "-"),
+                env=env_var(declared.env or f.name),
+                help=declared.help,
+                default=f.default,
+                annotation=types[f.name],
+                file=declared.file,
+                hidden=declared.hidden,
+                machine_default=declared.machine_default,
+            )
+        )
+    return tuple(options)
+
+
+def setting_option(name: str) -> SettingOption:
+    """The option of one Settings field, e.g. for another command's `--rules`."""
+    for option in setting_options():
+        if option.name == name:
+            return option
+    raise KeyError(name)
