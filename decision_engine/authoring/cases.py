@@ -30,7 +30,7 @@ import click
 import yaml
 import yaml.constructor
 
-from decision_engine.config import ENV_PREFIX
+from decision_engine.config import setting_option
 from decision_engine.decide.engine import decide
 from decision_engine.decide.model import (
     CHANNELS,
@@ -889,7 +889,7 @@ def _problem_dict(problem: Problem) -> dict[str, Any]:
     "directory",
     type=click.Path(path_type=Path),
     default=Path("rules"),
-    envvar=ENV_PREFIX + "RULES",
+    envvar=setting_option("rules_dir").env,
 )
 @click.option(
     "--cases",

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from decision_engine.config import ENV_PREFIX
+from decision_engine.config import setting_option
 from decision_engine.decide.model import CHANNELS
 from decision_engine.errors import Problem, RulesetError
 from decision_engine.ruleset.compile import index_term
@@ -575,7 +575,7 @@ def format_json(report: CheckReport) -> str:
     "directory",
     type=click.Path(path_type=Path),
     default=Path("rules"),
-    envvar=ENV_PREFIX + "RULES",
+    envvar=setting_option("rules_dir").env,
 )
 @click.option(
     "--format",

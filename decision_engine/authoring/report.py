@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from decision_engine.config import setting_option
 from decision_engine.decide.experiment import CHALLENGER, CHAMPION, CONTROL
 from decision_engine.store.keys import ARM_STATS, OFFER_STATS
 
@@ -472,7 +473,7 @@ def read_counters(redis_url: str) -> Counters:
 @click.command("report")
 @click.option(
     "--redis-url",
-    envvar="DECISION_ENGINE_REDIS_URL",
+    envvar=setting_option("redis_url").env,
     required=True,
     show_envvar=True,
     help="Redis with the outcome counters (redis://…).",

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from decision_engine.config import setting_option
 from decision_engine.decide.engine import decide
 from decision_engine.decide.model import CHANNELS, Contact, Context, CustomerState
 from decision_engine.errors import ProfileImportError, RulesetError
@@ -1018,7 +1019,7 @@ def _run_with_progress(
     "--rules",
     type=click.Path(path_type=Path),
     default=Path("rules"),
-    envvar="DECISION_ENGINE_RULES",
+    envvar=setting_option("rules_dir").env,
     show_default=True,
     show_envvar=True,
     help="Rules directory to simulate.",

@@ -27,7 +27,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from decision_engine.config import Settings, is_loopback
+from decision_engine.config import Settings, is_loopback, setting_option
 from decision_engine.errors import ConfigError, RulesetError
 from decision_engine.ruleset.compiled import load_compiled
 from decision_engine.ruleset.load import load_schema
@@ -200,7 +200,8 @@ def _shared_secret(url: str) -> str:
     if not secret:
         log.warning(
             "signing decision ids with a key of this process only: outcomes for them will "
-            "be refused by other replicas and after a restart (set DECISION_ENGINE_DECISION_SECRET)"
+            "be refused by other replicas and after a restart (set %s)",
+            setting_option("decision_secret").env,
         )
         return new_secret()
     return str(secret)

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from decision_engine.config import setting_option
 from decision_engine.errors import ProfileImportError, RulesetError, StoreError
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.store.generate import generate_profiles
@@ -36,11 +37,13 @@ def profiles() -> None:
 
 @profiles.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--redis-url", envvar="DECISION_ENGINE_REDIS_URL", required=True, help="redis://…")
+@click.option(
+    "--redis-url", envvar=setting_option("redis_url").env, required=True, help="redis://…"
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the extension.")
 @click.option(
     "--rules",
-    envvar="DECISION_ENGINE_RULES",
+    envvar=setting_option("rules_dir").env,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=Path("rules"),
     show_default=True,
