@@ -298,7 +298,9 @@ def setting_options() -> tuple[SettingOption, ...]:
     types = get_type_hints(Settings)
     options = []
     for f in fields(Settings):
-        declared = f.metadata[_OPTION]
+        declared = f.metadata.get(_OPTION)
+        if not isinstance(declared, _Declared):
+            raise TypeError(f"Settings.{f.name} has no flag: declare it with setting(…)")
         options.append(
             SettingOption(
                 name=f.name,
