@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from decision_engine.config import ENV_PREFIX, Settings
-from decision_engine.decide.model import CHANNELS
 from decision_engine.errors import ConfigError
+from decision_engine.vocabulary import CHANNELS
 
 if TYPE_CHECKING:
     from decision_engine.client import Connection

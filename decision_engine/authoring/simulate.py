@@ -26,13 +26,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from decision_engine.decide.engine import decide
-from decision_engine.decide.model import CHANNELS, Contact, Context, CustomerState
+from decision_engine.decide.model import Contact, Context, CustomerState
 from decision_engine.errors import ProfileImportError, RulesetError
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.ruleset.fields import CONTACT_WINDOW_DAYS
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.store.generate import generate_profiles
 from decision_engine.store.importer import _csv, _jsonl, canonical_profile, detect_format
+from decision_engine.vocabulary import CHANNELS
 
 DEFAULT_COUNT = 10_000
 DECISION_ID = "simulation"

@@ -183,8 +183,8 @@ def load_compiled(directory: Path) -> CompiledRuleset:
 
 
 def _channel_term(offer: OfferSpec) -> Any:
-    from decision_engine.decide.model import CHANNELS
     from decision_engine.ruleset.expr import Field, Literal, Member
+    from decision_engine.vocabulary import CHANNELS
 
     if set(offer.channels) >= set(CHANNELS):
         return None
