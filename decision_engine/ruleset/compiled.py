@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from decision_engine.ruleset.compile import (
-    Checks,
-    Fn,
     RuleIndex,
     compile_all,
     compile_checks,
@@ -27,6 +25,7 @@ from decision_engine.ruleset.model import (
     RouteSpec,
     Ruleset,
 )
+from decision_engine.ruleset.runtime import Checks, Fn
 from decision_engine.ruleset.schema import FieldSpec
 
 Parser = Callable[[str], Any]
