@@ -65,8 +65,8 @@ def _client_options(command: F) -> F:
 
 def _connection(options: dict[str, Any]) -> Connection:
     """Pops the client options into a Connection."""
+    from decision_engine.channels import ClientTls
     from decision_engine.client import Connection
-    from decision_engine.server.tls import ClientTls
 
     ca, use_tls = options.pop("tls_ca"), options.pop("use_tls")
     cert, key = options.pop("client_cert"), options.pop("client_key")
