@@ -29,9 +29,11 @@ protos: $(STAMP)
 run: install
 	$(BIN)/decision-engine serve
 
+# lint-imports checks the layers written down in pyproject.toml ([tool.importlinter]).
 lint: install
 	$(BIN)/ruff check decision_engine tests bench
 	$(BIN)/ruff format --check decision_engine tests bench
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
@@ -49,4 +51,4 @@ bench: install
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) $(PROTO_OUT)/decision var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PROTO_OUT)/decision var .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -37,7 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.gen_rules import demo_schema_values
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
-from decision_engine.server.tls import ClientTls, aio_channel
+from decision_engine.channels import ClientTls, aio_channel
 
 INTENTS = demo_schema_values()[0]
 Call = Callable[[int], Awaitable[Any]]

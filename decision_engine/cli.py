@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from decision_engine.config import SettingOption, Settings, env_var, setting_options
-from decision_engine.decide.model import CHANNELS
 from decision_engine.errors import ConfigError
+from decision_engine.vocabulary import CHANNELS
 
 if TYPE_CHECKING:
     from decision_engine.client import Connection
@@ -86,8 +86,8 @@ def _client_options(command: F) -> F:
 
 def _connection(options: dict[str, Any]) -> Connection:
     """Pops the client options into a Connection."""
+    from decision_engine.channels import ClientTls
     from decision_engine.client import Connection
-    from decision_engine.server.tls import ClientTls
 
     ca, use_tls = options.pop("tls_ca"), options.pop("use_tls")
     cert, key = options.pop("client_cert"), options.pop("client_key")

@@ -15,10 +15,10 @@ from rich.table import Table
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.channels import ClientTls
+from decision_engine.channels import channel as tls_channel
 from decision_engine.errors import ConfigError
-from decision_engine.server.convert import channel_value
-from decision_engine.server.tls import ClientTls
-from decision_engine.server.tls import channel as tls_channel
+from decision_engine.wire import channel_value
 
 
 @dataclass(frozen=True, slots=True)

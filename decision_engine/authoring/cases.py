@@ -33,8 +33,6 @@ import yaml.constructor
 from decision_engine.config import setting_option
 from decision_engine.decide.engine import decide
 from decision_engine.decide.model import (
-    CHANNELS,
-    OFFER_OUTCOMES,
     Contact,
     Context,
     CustomerState,
@@ -49,6 +47,7 @@ from decision_engine.ruleset.model import Where
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.typecheck import did_you_mean
 from decision_engine.store.importer import ID_FIELD, canonical_profile
+from decision_engine.vocabulary import CHANNELS, OFFER_OUTCOMES
 
 CASES_SUBDIR = "tests"
 DEFAULT_ROUTE = "default"

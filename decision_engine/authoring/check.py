@@ -21,13 +21,13 @@ from typing import Any
 import click
 
 from decision_engine.config import setting_option
-from decision_engine.decide.model import CHANNELS
 from decision_engine.errors import Problem, RulesetError
 from decision_engine.ruleset.compile import index_term
 from decision_engine.ruleset.expr import Node, Not, conjuncts, render
 from decision_engine.ruleset.load import load_ruleset, rule_files
 from decision_engine.ruleset.model import Condition, OfferSpec, RouteSpec, Ruleset, Where
 from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.vocabulary import CHANNELS
 
 Scalar = float | str | bool
 Atom = tuple[tuple[str, str], Any]

@@ -24,12 +24,11 @@ from rich.table import Table
 from decision_engine.config import setting_option
 from decision_engine.decide.experiment import CHALLENGER, CHAMPION, CONTROL
 from decision_engine.store.keys import ARM_STATS, OFFER_STATS
+from decision_engine.vocabulary import INTERACTION_OUTCOMES, OFFER_OUTCOMES
 
 CONFIDENCE = 0.95
 Z_95 = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
 """Two-sided standard normal quantile of the confidence level (1.95996…)."""
-OFFER_OUTCOMES = ("presented", "accepted", "declined", "no_response")
-INTERACTION_OUTCOMES = ("resolved", "not_resolved")
 DECISIONS = "decisions"
 KNOWN_ARMS = (CHAMPION, CHALLENGER, CONTROL)
 UPLIFT_METHOD = "newcombe-hybrid-score"

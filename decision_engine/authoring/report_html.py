@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
-from decision_engine.authoring.simulate import Diff, Outcome, Report, Share
+from decision_engine.authoring.results import Diff, Outcome, Report, Share
 
 TOP_OFFERS = 30
 TOP_ROWS = 25

@@ -25,15 +25,28 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from decision_engine.authoring.report_html import render_html
+from decision_engine.authoring.results import (
+    BadLine,
+    Diff,
+    ListChange,
+    OfferDelta,
+    Outcome,
+    Report,
+    RuleDelta,
+    Share,
+    Transition,
+)
 from decision_engine.config import setting_option
 from decision_engine.decide.engine import decide
-from decision_engine.decide.model import CHANNELS, Contact, Context, CustomerState
+from decision_engine.decide.model import Contact, Context, CustomerState
 from decision_engine.errors import ProfileImportError, RulesetError
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.ruleset.fields import CONTACT_WINDOW_DAYS
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.store.generate import generate_profiles
 from decision_engine.store.importer import _csv, _jsonl, canonical_profile, detect_format
+from decision_engine.vocabulary import CHANNELS
 
 DEFAULT_COUNT = 10_000
 DECISION_ID = "simulation"
@@ -76,18 +89,6 @@ ProgressCallback = Callable[[str, int], None]
 
 
 # --- inputs -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BadLine:
-    """A line of an input file that was skipped, and why."""
-
-    file: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,49 +436,6 @@ def run(
 # --- summarizing --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Share:
-    """How many customers got something, and their share of the population."""
-
-    key: str
-    count: int
-    share: float
-    title: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One ruleset over the population, in figures."""
-
-    rules_dir: str
-    version: str
-    label: str
-    decisions: int
-    seconds: float
-    queues: tuple[Share, ...]
-    """Queues reached, most customers first."""
-    routing_rules: tuple[Share, ...]
-    """Every routing rule in precedence order (those that never won too), then default."""
-    offers: tuple[Share, ...]
-    """Every offer, most shown first (those never shown too)."""
-    no_offer: int
-    first_offer_ev: float
-    all_offers_ev: float
-
-    @property
-    def decisions_per_second(self) -> float:
-        return self.decisions / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def first_offer_ev_mean(self) -> float:
-        """Per customer: one without an offer counts as zero."""
-        return self.first_offer_ev / self.decisions if self.decisions else 0.0
-
-    @property
-    def all_offers_ev_mean(self) -> float:
-        return self.all_offers_ev / self.decisions if self.decisions else 0.0
-
-
 def summarize(ruleset: CompiledRuleset, result: Run, rules_dir: str) -> Outcome:
     """Counts and shares of one run."""
     total = len(result.queues)
@@ -509,65 +467,6 @@ def _share(key: str, count: int, total: int, title: str = "") -> Share:
 
 def _by_count(counts: Mapping[str, int]) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """Customers whose routing queue went from one queue to another."""
-
-    before: str
-    after: str
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class OfferDelta:
-    """An offer shown in the baseline vs the new ruleset, and to whom it changed."""
-
-    offer_id: str
-    title: str
-    baseline: int
-    new: int
-    gained: int
-    """Customers who see it now and did not before."""
-    lost: int
-
-
-@dataclass(frozen=True, slots=True)
-class ListChange:
-    """Customers whose ordered offer list went from one list to another."""
-
-    before: tuple[str, ...]
-    after: tuple[str, ...]
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class RuleDelta:
-    """How often a routing rule won, before and after."""
-
-    rule_id: str
-    baseline: int
-    new: int
-
-
-@dataclass(frozen=True, slots=True)
-class Diff:
-    """What changes for the population when the new ruleset replaces the baseline."""
-
-    changed_customers: tuple[str, ...]
-    """Customers whose routing queue or ordered offer ids differ, in population order."""
-    routing_changed: int
-    offers_changed: int
-    transitions: tuple[Transition, ...]
-    offers: tuple[OfferDelta, ...]
-    """Offers shown in either run, biggest change first."""
-    top_changes: tuple[ListChange, ...]
-    routing_rules: tuple[RuleDelta, ...]
-
-    @property
-    def changed(self) -> int:
-        return len(self.changed_customers)
 
 
 def compare(
@@ -639,20 +538,6 @@ def _rule_deltas(
     ids += [r.id for r in old_rules.routes if r.id not in known]
     ids.append("default")
     return tuple(RuleDelta(r, before[r], after[r]) for r in ids)
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """Everything a simulation found."""
-
-    now: float
-    population: str
-    customers: int
-    bad_lines: tuple[BadLine, ...]
-    warnings: tuple[str, ...]
-    new: Outcome
-    baseline: Outcome | None = None
-    diff: Diff | None = None
 
 
 def simulate(
@@ -1071,7 +956,5 @@ def simulate_command(**options: Any) -> None:
     else:
         print_report(report, Console())
     if options["html"] is not None:
-        from decision_engine.authoring.report_html import render_html
-
         options["html"].write_text(render_html(report), encoding="utf-8")
         click.echo(f"wrote {options['html']}", err=True)

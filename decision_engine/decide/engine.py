@@ -19,9 +19,9 @@ from decision_engine.decide.model import (
     RankedOffer,
     Routing,
 )
-from decision_engine.ruleset.compile import first_failure, set_bits
 from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset
 from decision_engine.ruleset.model import OfferSpec
+from decision_engine.ruleset.runtime import first_failure, set_bits
 
 
 def decide(

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from decision_engine.decide.model import Context, CustomerState
-from decision_engine.ruleset.compile import TODAY
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.ruleset.fields import CONTACT_WINDOW_DAYS
+from decision_engine.ruleset.runtime import TODAY
 
 _DAY = 86_400.0
 

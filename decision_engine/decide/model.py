@@ -2,29 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-CHANNELS = ("voice", "chat", "email", "sms", "web", "app", "social")
-
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@/+=-]+")
-"""What customer, interaction and offer ids are made of. Ids are stored inside
-`|`- and `;`-separated entries and inside Redis keys whose hash tag is `{customer}`,
-so the separators, braces, spaces and control characters can never be part of one."""
-ID_CHARACTERS = "ASCII letters, digits and - _ . : @ / + ="
-MAX_ID_LENGTH = 128
-
-
-def id_problem(value: str, *, limit: int = MAX_ID_LENGTH) -> str | None:
-    """Why `value` cannot be an id, or None when it can."""
-    if len(value) > limit:
-        return f"at most {limit} characters, got {len(value)}"
-    if ID_PATTERN.fullmatch(value) is None:
-        bad = next((c for c in value if ID_PATTERN.fullmatch(c) is None), "")
-        found = f"; found {bad!r}" if bad else ""
-        return f"may contain only {ID_CHARACTERS}{found}"
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +17,6 @@ class Contact:
     """Epoch seconds."""
 
 
-OFFER_OUTCOMES = ("presented", "accepted", "declined", "no_response")
-INTERACTION_OUTCOMES = ("resolved", "not_resolved")
-
-
 @dataclass(frozen=True, slots=True)
 class OfferEvent:
     """Something that happened to an offer shown to this customer."""
@@ -49,7 +24,7 @@ class OfferEvent:
     at: float
     """Epoch seconds."""
     outcome: str
-    """One of OFFER_OUTCOMES."""
+    """One of vocabulary.OFFER_OUTCOMES."""
     interaction_id: str = ""
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import operator
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +32,7 @@ from decision_engine.ruleset.expr import (
     conjuncts,
     render,
 )
-
-Facts = Mapping[str, Any]
-"""Typed field values of one request; an absent key is an absent value. Dates are ordinals."""
-Fn = Callable[[Facts], Any]
-
-TODAY = "@today"
-"""Facts key holding today's date ordinal (set by the caller: the core reads no clock)."""
+from decision_engine.ruleset.runtime import TODAY, Checks, Facts, Fn, first_failure, set_bits
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
@@ -269,23 +263,11 @@ def compile_all(conditions: Sequence[Node]) -> Fn | None:
 # -- explanations ------------------------------------------------------------------------
 
 
-Checks = tuple[tuple[Fn, Callable[[Facts], str]], ...]
-"""Every top-level `and` term of a rule: its test, and how to say why it failed."""
-
-
 def compile_checks(terms: Sequence[Node]) -> Checks:
     """Compiled once per ruleset, so an explanation costs evaluations, not compilation."""
     return tuple(
         (compile_node(part), describer(part)) for term in terms for part in conjuncts(term)
     )
-
-
-def first_failure(checks: Checks, facts: Facts) -> str | None:
-    """The first term that is not true, with the actual values; None when all hold."""
-    for test, describe in checks:
-        if test(facts) is not True:
-            return describe(facts)
-    return None
 
 
 def describer(node: Node) -> Callable[[Facts], str]:
@@ -516,17 +498,6 @@ class RuleIndex:
     def explain(self, i: int, facts: Facts) -> str | None:
         """Why rule i does not apply (None when it does)."""
         return first_failure(self.rules[i].checks, facts)
-
-
-def set_bits(mask: int) -> Iterator[int]:
-    """Positions of the set bits, lowest first."""
-    # One C-level conversion, then str.find per bit: far cheaper than big-int
-    # arithmetic per bit on a mask of a thousand rules.
-    bits = bin(mask)[:1:-1]
-    i = bits.find("1")
-    while i >= 0:
-        yield i
-        i = bits.find("1", i + 1)
 
 
 def _new_family(key: tuple[str, str]) -> _Family:

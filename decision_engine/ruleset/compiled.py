@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from decision_engine.ruleset.compile import (
-    Checks,
-    Fn,
     RuleIndex,
     compile_all,
     compile_checks,
@@ -27,6 +25,7 @@ from decision_engine.ruleset.model import (
     RouteSpec,
     Ruleset,
 )
+from decision_engine.ruleset.runtime import Checks, Fn
 from decision_engine.ruleset.schema import FieldSpec
 
 Parser = Callable[[str], Any]
@@ -183,8 +182,8 @@ def load_compiled(directory: Path) -> CompiledRuleset:
 
 
 def _channel_term(offer: OfferSpec) -> Any:
-    from decision_engine.decide.model import CHANNELS
     from decision_engine.ruleset.expr import Field, Literal, Member
+    from decision_engine.vocabulary import CHANNELS
 
     if set(offer.channels) >= set(CHANNELS):
         return None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from decision_engine.decide.model import CHANNELS
 from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.vocabulary import CHANNELS
 
 CONTACT_WINDOW_DAYS = 7
 

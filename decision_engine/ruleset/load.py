@@ -14,7 +14,6 @@ from typing import TypeVar
 
 import yaml
 
-from decision_engine.decide.model import CHANNELS, id_problem
 from decision_engine.errors import Problem, RulesetError
 from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.fields import builtin_fields
@@ -34,6 +33,7 @@ from decision_engine.ruleset.model import (
 from decision_engine.ruleset.schema import KINDS, FieldSpec
 from decision_engine.ruleset.template import Template, TemplateError, parse_template
 from decision_engine.ruleset.typecheck import check, did_you_mean
+from decision_engine.vocabulary import CHANNELS, id_problem
 
 # libyaml's parser keeps line marks and parses large rulesets about twice as fast.
 YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -8,17 +8,12 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
-from decision_engine.decide.model import (
-    CHANNELS,
-    MAX_ID_LENGTH,
-    OFFER_OUTCOMES,
-    Context,
-    Decision,
-    id_problem,
-)
+from decision_engine.decide.model import Context, Decision
 from decision_engine.errors import InvalidRequestError
 from decision_engine.ruleset.load import MAX_OFFERS_LIMIT
 from decision_engine.store.outcomes import DecisionRecord
+from decision_engine.vocabulary import MAX_ID_LENGTH, OFFER_OUTCOMES, id_problem
+from decision_engine.wire import CHANNEL_NAMES, OUTCOME_NAMES
 
 MAX_DECISION_ID = 4096
 """Decision ids carry the decision (customer, offers, ...), signed."""
@@ -26,21 +21,11 @@ MAX_TEXT_LENGTH = 256
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_KEY = 64
 
-_CHANNEL_NAMES = {pb.Channel.Value(f"CHANNEL_{name.upper()}"): name for name in CHANNELS}
-_CHANNEL_VALUES = {name: value for value, name in _CHANNEL_NAMES.items()}
 _KIND = {
     "offer": pb.RuleExplanation.KIND_OFFER,
     "routing": pb.RuleExplanation.KIND_ROUTING,
     "policy": pb.RuleExplanation.KIND_POLICY,
 }
-
-
-def channel_value(name: str) -> int:
-    """The proto enum value of a channel name (for clients)."""
-    try:
-        return _CHANNEL_VALUES[name]
-    except KeyError:
-        raise InvalidRequestError("channel", f"unknown channel {name!r}") from None
 
 
 def request_context(request: pb.DecideRequest) -> Context:
@@ -52,7 +37,7 @@ def request_context(request: pb.DecideRequest) -> Context:
             "max_offers", f"must be 0..{MAX_OFFERS_LIMIT}, got {request.max_offers}"
         )
     ctx = request.context
-    channel = _CHANNEL_NAMES.get(ctx.channel)
+    channel = CHANNEL_NAMES.get(ctx.channel)
     if channel is None:
         if ctx.channel == pb.CHANNEL_UNSPECIFIED:
             raise InvalidRequestError("context.channel", "is required (voice, chat, email, ...)")
@@ -140,14 +125,6 @@ def decision_response(decision: Decision) -> pb.DecideResponse:
     )
 
 
-_OUTCOMES = {
-    pb.OUTCOME_PRESENTED: "presented",
-    pb.OUTCOME_ACCEPTED: "accepted",
-    pb.OUTCOME_DECLINED: "declined",
-    pb.OUTCOME_NO_RESPONSE: "no_response",
-    pb.OUTCOME_RESOLVED: "resolved",
-    pb.OUTCOME_NOT_RESOLVED: "not_resolved",
-}
 MAX_CLOCK_SKEW_S = 300.0
 """How far ahead of our clock (or before its decision) an outcome may be stamped."""
 OLDEST_OUTCOME_S = 946_684_800
@@ -169,7 +146,7 @@ class OutcomeRequest:
 def outcome_request(request: pb.RecordOutcomeRequest, *, now: float) -> OutcomeRequest:
     """Check a RecordOutcomeRequest; InvalidRequestError names the first field that is wrong."""
     _identifier("decision_id", request.decision_id, required=True, limit=MAX_DECISION_ID)
-    outcome = _OUTCOMES.get(request.outcome)
+    outcome = OUTCOME_NAMES.get(request.outcome)
     if outcome is None:
         raise InvalidRequestError(
             "outcome",
@@ -185,7 +162,7 @@ def outcome_request(request: pb.RecordOutcomeRequest, *, now: float) -> OutcomeR
         )
     channel = ""
     if request.channel != pb.CHANNEL_UNSPECIFIED:
-        channel = _CHANNEL_NAMES.get(request.channel, "")
+        channel = CHANNEL_NAMES.get(request.channel, "")
         if not channel:
             raise InvalidRequestError("channel", f"unknown channel value {request.channel}")
     _text("reason", request.reason)

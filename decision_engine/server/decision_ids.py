@@ -21,9 +21,9 @@ import math
 import os
 import secrets
 
-from decision_engine.decide.model import id_problem
 from decision_engine.errors import DecisionNotFoundError
 from decision_engine.store.outcomes import DecisionRecord
+from decision_engine.vocabulary import id_problem
 
 SECRET_KEY = "nba:decision-secret"
 _SIGNATURE_BYTES = 16

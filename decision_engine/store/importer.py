@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from decision_engine.decide.model import id_problem
 from decision_engine.errors import ProfileImportError
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.store.profiles import ProfileStore
+from decision_engine.vocabulary import id_problem
 
 FORMATS = ("jsonl", "csv")
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}

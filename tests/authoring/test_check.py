@@ -17,7 +17,7 @@ from decision_engine.authoring.check import (
     format_json,
     format_text,
 )
-from decision_engine.decide.model import CHANNELS
+from decision_engine.vocabulary import CHANNELS
 
 DEMO = Path(__file__).resolve().parents[2] / "rules"
 

@@ -11,9 +11,10 @@ import pytest
 from decision_engine.decide.engine import decide
 from decision_engine.decide.facts import build_facts
 from decision_engine.decide.learning import Learned, learned_from
-from decision_engine.decide.model import CHANNELS, Context, CustomerState
+from decision_engine.decide.model import Context, CustomerState
 from decision_engine.ruleset.compile import compile_all
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
+from decision_engine.vocabulary import CHANNELS
 
 NOW = 1_750_000_000.0
 INTENTS = ["cancel", "billing_dispute", "lost_card", "complaint", "upgrade"]

@@ -20,9 +20,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.channels import ClientTls
+from decision_engine.channels import channel as tls_channel
 from decision_engine.ruleset.load import load_schema
-from decision_engine.server.tls import ClientTls
-from decision_engine.server.tls import channel as tls_channel
 from decision_engine.store.demo import ensure_demo_data
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.profiles import ProfileStore

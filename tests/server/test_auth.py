@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
-from decision_engine.server.tls import ClientTls
+from decision_engine.channels import ClientTls
 from decision_engine.store.embedded import EmbeddedRedis
 from tests.server.conftest import RULES, Server, load_demo, start_server
 from tests.server.credentials import (
