@@ -266,9 +266,9 @@ def tls_dev_certs(directory: Path, hosts: tuple[str, ...]) -> None:  # fmt: skip
 
 
 def _add_commands() -> None:
+    from decision_engine.analytics.report import report_command
     from decision_engine.authoring.cases import test_command
     from decision_engine.authoring.check import check_command
-    from decision_engine.authoring.report import report_command
     from decision_engine.authoring.simulate import simulate_command
     from decision_engine.store.commands import profiles
 

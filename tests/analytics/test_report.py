@@ -10,7 +10,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from decision_engine.authoring.report import (
+from decision_engine.analytics.report import (
     NO_OUTCOMES,
     ArmCounts,
     Interval,

@@ -1,0 +1,1 @@
+"""What happened live: acceptance and resolution per experiment arm and offer, from Redis."""
