@@ -269,7 +269,7 @@ def _add_commands() -> None:
     from decision_engine.analytics.report import report_command
     from decision_engine.authoring.cases import test_command
     from decision_engine.authoring.check import check_command
-    from decision_engine.authoring.simulate import simulate_command
+    from decision_engine.authoring.simulate_command import simulate_command
     from decision_engine.store.commands import profiles
 
     rules.add_command(check_command)

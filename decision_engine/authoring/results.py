@@ -1,5 +1,6 @@
-"""What a simulation found, as plain data: `simulate.py` computes it; the terminal, JSON
-and HTML reports (`report_html.py`) render it."""
+"""What a simulation found, as plain data: `simulation.py` and `diff.py` compute it; the
+terminal (`render_text.py`), JSON (`render_json.py`) and HTML (`render_html.py`) reports
+render it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,19 @@ class BadLine:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Per-customer results of one ruleset over a population, in population order."""
+
+    queues: tuple[str, ...]
+    rule_ids: tuple[str, ...]
+    offer_ids: tuple[tuple[str, ...], ...]
+    first_offer_ev: float
+    all_offers_ev: float
+    seconds: float
+    """Time spent in the decision loop only."""
 
 
 @dataclass(frozen=True, slots=True)

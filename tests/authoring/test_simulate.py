@@ -11,22 +11,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from decision_engine.authoring.report_html import render_html
-from decision_engine.authoring.simulate import (
+from decision_engine.authoring.contexts import read_contexts
+from decision_engine.authoring.population import (
     Population,
-    Report,
     build_population,
     declared_intents,
     generated_profiles,
-    parse_now,
     profile_schema,
-    read_contexts,
     read_profiles,
-    report_json,
-    run,
-    simulate,
-    simulate_command,
 )
+from decision_engine.authoring.render_html import render_html
+from decision_engine.authoring.render_json import report_json
+from decision_engine.authoring.results import Report
+from decision_engine.authoring.simulate_command import parse_now, simulate_command
+from decision_engine.authoring.simulation import run, simulate
 from decision_engine.decide.engine import decide
 from decision_engine.decide.model import Decision
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled

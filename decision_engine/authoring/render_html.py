@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
+from decision_engine.authoring.figures import money, offer_list, signed
 from decision_engine.authoring.results import Diff, Outcome, Report, Share
 
 TOP_OFFERS = 30
@@ -121,22 +122,22 @@ def _cards(report: Report) -> str:
     cards += [
         _card(
             "Expected value, first offer",
-            _money(new.first_offer_ev),
-            _was(_money(base.first_offer_ev), _money(new.first_offer_ev - base.first_offer_ev))
+            money(new.first_offer_ev),
+            _was(money(base.first_offer_ev), money(new.first_offer_ev - base.first_offer_ev))
             if base
             else "",
         ),
         _card(
             "Expected value, all offers shown",
-            _money(new.all_offers_ev),
-            _was(_money(base.all_offers_ev), _money(new.all_offers_ev - base.all_offers_ev))
+            money(new.all_offers_ev),
+            _was(money(base.all_offers_ev), money(new.all_offers_ev - base.all_offers_ev))
             if base
             else "",
         ),
         _card(
             "Customers with no offer",
             f"{new.no_offer:,}",
-            _was(f"{base.no_offer:,}", _delta(new.no_offer - base.no_offer)) if base else "",
+            _was(f"{base.no_offer:,}", signed(new.no_offer - base.no_offer)) if base else "",
         ),
     ]
     return '<section class="cards">' + "".join(cards) + "</section>"
@@ -152,14 +153,6 @@ def _card(key: str, value: str, note: str = "") -> str:
 
 def _was(text: str, change: str) -> str:
     return f"baseline {text} · change {change}"
-
-
-def _delta(n: int) -> str:
-    return f"{n:+,}" if n else "0"
-
-
-def _money(value: float) -> str:
-    return f"EUR {value:,.0f}" if value >= 0 else f"-EUR {-value:,.0f}"
 
 
 def _queue_bars(new: Outcome, base: Outcome | None) -> list[_Bar]:
@@ -230,7 +223,7 @@ def _chart_row(bar: _Bar, peak: float) -> str:
         trend = "up" if delta > 0 else "down" if delta < 0 else ""
         value = (
             f'{bar.new.share:.1%} <small>was {bar.base.share:.1%} · <span class="{trend}">'
-            f"{_delta(delta)}</span></small>"
+            f"{signed(delta)}</span></small>"
         )
     bars += f'<div class="bar new" style="width:{width(bar.new.share)}"></div>'
     detail = f"<small>{escape(bar.detail)}</small>" if bar.detail else ""
@@ -264,7 +257,7 @@ def _changes(diff: Diff, customers: int) -> str:
             _table(
                 ("offer", "baseline", "new", "gained", "lost"),
                 (
-                    (d.offer_id, f"{d.baseline:,}", f"{d.new:,}", _delta(d.gained), _delta(-d.lost))
+                    (d.offer_id, f"{d.baseline:,}", f"{d.new:,}", signed(d.gained), signed(-d.lost))
                     for d in moved
                 ),
                 text_columns=1,
@@ -275,7 +268,10 @@ def _changes(diff: Diff, customers: int) -> str:
         parts.append(
             _table(
                 ("baseline offers", "new offers", "customers"),
-                ((_ids(c.before), _ids(c.after), f"{c.count:,}") for c in diff.top_changes),
+                (
+                    (offer_list(c.before), offer_list(c.after), f"{c.count:,}")
+                    for c in diff.top_changes
+                ),
                 text_columns=2,
             )
         )
@@ -288,7 +284,7 @@ def _rules(report: Report) -> str:
         body = _table(
             ("routing rule", "baseline", "new", "change"),
             (
-                (r.rule_id, f"{r.baseline:,}", f"{r.new:,}", _delta(r.new - r.baseline))
+                (r.rule_id, f"{r.baseline:,}", f"{r.new:,}", signed(r.new - r.baseline))
                 for r in report.diff.routing_rules
             ),
             text_columns=1,
@@ -301,10 +297,6 @@ def _rules(report: Report) -> str:
         )
     note = "A rule with no customers never wins for this population."
     return f'<section><h2>Routing rule that won</h2>{body}<p class="note">{note}</p></section>'
-
-
-def _ids(ids: Iterable[str]) -> str:
-    return ", ".join(ids) or "(none)"
 
 
 def _table(headings: Sequence[str], rows: Iterable[Sequence[str]], *, text_columns: int) -> str:
