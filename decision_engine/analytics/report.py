@@ -1,18 +1,16 @@
 """`report`: acceptance and resolution per experiment arm and offer, from the outcome counters.
 
 Reads the hashes the outcome script and the server keep in Redis (`nba:offer-stats`,
-`nba:arm-stats`). Parsing and the statistics are pure functions; only `read_counters`
-and the command touch Redis or the terminal.
+`nba:arm-stats`). The counters are read and typed in `counters.py`, the
+intervals computed in `stats.py`; this module builds the rows and prints them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
 import click
@@ -21,175 +19,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from decision_engine.analytics.counters import (
+    ArmCounts,
+    Counters,
+    OfferCounts,
+    read_counters,
+)
+from decision_engine.analytics.stats import CONFIDENCE, Difference, Rate, difference, rate
 from decision_engine.config import setting_option
 from decision_engine.decide.experiment import CHALLENGER, CHAMPION, CONTROL
-from decision_engine.store.keys import ARM_STATS, OFFER_STATS
-from decision_engine.vocabulary import INTERACTION_OUTCOMES, OFFER_OUTCOMES
 
-CONFIDENCE = 0.95
-Z_95 = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
-"""Two-sided standard normal quantile of the confidence level (1.95996…)."""
-DECISIONS = "decisions"
 KNOWN_ARMS = (CHAMPION, CHALLENGER, CONTROL)
 UPLIFT_METHOD = "newcombe-hybrid-score"
 NO_OUTCOMES = "no outcomes recorded yet"
-CONNECT_TIMEOUT_S = 5.0
-
-
-# --- statistics ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """A confidence interval."""
-
-    low: float
-    high: float
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """A proportion with its 95% Wilson score interval."""
-
-    successes: int
-    trials: int
-    value: float
-    interval: Interval
-
-
-@dataclass(frozen=True, slots=True)
-class Difference:
-    """A difference of two proportions with its 95% confidence interval."""
-
-    value: float
-    interval: Interval
-
-
-def wilson_interval(successes: int, trials: int, z: float = Z_95) -> Interval:
-    """Wilson score interval of successes / trials (no continuity correction)."""
-    if trials <= 0 or not 0 <= successes <= trials:
-        raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes}/{trials}")
-    p = successes / trials
-    z2 = z * z
-    denominator = 1 + z2 / trials
-    centre = (p + z2 / (2 * trials)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
-    # Exact at 0 and 1 (the formula gives them up to rounding).
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == trials else min(1.0, centre + half)
-    return Interval(low, high)
-
-
-def rate(successes: int, trials: int) -> Rate | None:
-    """successes / trials with its interval; None without trials or when successes > trials."""
-    if trials <= 0 or not 0 <= successes <= trials:
-        return None
-    return Rate(successes, trials, successes / trials, wilson_interval(successes, trials))
-
-
-def difference(a: Rate, b: Rate) -> Difference:
-    """a − b with Newcombe's hybrid score interval (his method 10, 1998), built from the
-    two Wilson intervals: better coverage than the normal approximation at small counts
-    or rates near 0 or 1, and it never leaves [-1, 1]."""
-    d = a.value - b.value
-    below = math.hypot(a.value - a.interval.low, b.interval.high - b.value)
-    above = math.hypot(a.interval.high - a.value, b.value - b.interval.low)
-    return Difference(d, Interval(max(-1.0, d - below), min(1.0, d + above)))
-
-
-# --- parsing ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OfferCounts:
-    """Offer outcomes of one offer (in one arm, or in all)."""
-
-    presented: int = 0
-    accepted: int = 0
-    declined: int = 0
-    no_response: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ArmCounts:
-    """Decisions and interaction outcomes of one arm."""
-
-    decisions: int = 0
-    resolved: int = 0
-    not_resolved: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Counters:
-    """The two hashes, typed."""
-
-    arms: Mapping[str, ArmCounts]
-    by_arm_offer: Mapping[tuple[str, str], OfferCounts]
-    """(arm, offer) → counts, from the `arm|offer|outcome` fields."""
-    by_offer: Mapping[str, OfferCounts]
-    """offer → counts over all arms, from the `offer|outcome` fields."""
-    ignored: tuple[str, ...] = ()
-    """Fields not understood (unknown outcome, bad shape or value), in hash order."""
-
-    @property
-    def has_outcomes(self) -> bool:
-        """Any offer or interaction outcome at all (decisions alone are not outcomes)."""
-        offers = [*self.by_offer.values(), *self.by_arm_offer.values()]
-        interactions = (c.resolved + c.not_resolved for c in self.arms.values())
-        return any(_total(c) for c in offers) or any(interactions)
-
-
-def _total(counts: OfferCounts) -> int:
-    return counts.presented + counts.accepted + counts.declined + counts.no_response
-
-
-def _count(value: str) -> int | None:
-    try:
-        n = int(value)
-    except ValueError:
-        return None
-    return n if n >= 0 else None
-
-
-def parse_counters(offer_stats: Mapping[str, str], arm_stats: Mapping[str, str]) -> Counters:
-    """Type the fields of `nba:offer-stats` and `nba:arm-stats` (offer ids have no "|")."""
-    ignored: list[str] = []
-    arm_fields: dict[str, Counter[str]] = {}
-    for field, value in arm_stats.items():
-        arm, sep, what = field.rpartition("|")
-        n = _count(value)
-        if not sep or what not in (DECISIONS, *INTERACTION_OUTCOMES) or n is None:
-            ignored.append(f"{ARM_STATS} {field}")
-            continue
-        arm_fields.setdefault(arm, Counter())[what] += n
-    per_arm: dict[tuple[str, str], Counter[str]] = {}
-    per_offer: dict[str, Counter[str]] = {}
-    for field, value in offer_stats.items():
-        parts = field.split("|")
-        n = _count(value)
-        if len(parts) not in (2, 3) or parts[-1] not in OFFER_OUTCOMES or n is None:
-            ignored.append(f"{OFFER_STATS} {field}")
-            continue
-        if len(parts) == 3:
-            per_arm.setdefault((parts[0], parts[1]), Counter())[parts[2]] += n
-        else:
-            per_offer.setdefault(parts[0], Counter())[parts[1]] += n
-    return Counters(
-        arms={
-            arm: ArmCounts(c[DECISIONS], c["resolved"], c["not_resolved"])
-            for arm, c in arm_fields.items()
-        },
-        by_arm_offer={key: _offer_counts(c) for key, c in per_arm.items()},
-        by_offer={offer: _offer_counts(c) for offer, c in per_offer.items()},
-        ignored=tuple(ignored),
-    )
-
-
-def _offer_counts(c: Mapping[str, int]) -> OfferCounts:
-    return OfferCounts(c["presented"], c["accepted"], c["declined"], c["no_response"])
-
-
-# --- report -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +87,7 @@ def build_report(counters: Counters) -> Report:
     """Rates, intervals and uplift from the typed counters."""
     arms = sorted(set(counters.arms) | {arm for arm, _ in counters.by_arm_offer}, key=arm_order)
     offers = sorted(
-        (
-            _offer_row(arm, offer, c)
-            for (arm, offer), c in counters.by_arm_offer.items()
-            if _total(c)
-        ),
+        (_offer_row(arm, offer, c) for (arm, offer), c in counters.by_arm_offer.items() if c.total),
         key=lambda r: (arm_order(r.arm), -r.presented, r.offer),
     )
     control_counts = counters.arms.get(CONTROL, ArmCounts())
@@ -449,24 +287,7 @@ def print_report(report: Report, console: Console) -> None:
         console.print(f"[yellow]warning:[/] {len(report.ignored):,} unrecognised field(s) ignored")
 
 
-# --- I/O and command ----------------------------------------------------------------------
-
-
-def read_counters(redis_url: str) -> Counters:
-    """Both hashes, read in one transaction so that they agree; redis.RedisError or
-    ValueError (a bad URL) when Redis cannot be read."""
-    client = redis.Redis.from_url(
-        redis_url,
-        decode_responses=True,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=CONNECT_TIMEOUT_S,
-    )
-    with client:
-        pipe = client.pipeline(transaction=True)
-        pipe.hgetall(OFFER_STATS)
-        pipe.hgetall(ARM_STATS)
-        offer_stats, arm_stats = pipe.execute()
-    return parse_counters(offer_stats, arm_stats)
+# --- command ------------------------------------------------------------------------------
 
 
 @click.command("report")

@@ -10,18 +10,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from decision_engine.analytics.report import (
-    NO_OUTCOMES,
-    ArmCounts,
-    Interval,
-    OfferCounts,
-    build_report,
-    difference,
-    parse_counters,
-    rate,
-    report_command,
-    wilson_interval,
-)
+from decision_engine.analytics.counters import ArmCounts, OfferCounts, parse_counters
+from decision_engine.analytics.report import NO_OUTCOMES, build_report, report_command
+from decision_engine.analytics.stats import Interval, difference, rate, wilson_interval
 from decision_engine.store.keys import ARM_STATS, OFFER_STATS
 
 Z = 1.959963984540054
