@@ -40,10 +40,9 @@ from decision_engine.decide.model import (
     Explanation,
     OfferEvent,
 )
-from decision_engine.errors import Problem, RulesetError
+from decision_engine.errors import Problem, RulesetError, Where
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.ruleset.load import MAX_OFFERS_LIMIT, YAML_LOADER
-from decision_engine.ruleset.model import Where
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.typecheck import did_you_mean
 from decision_engine.store.importer import ID_FIELD, canonical_profile
@@ -270,7 +269,7 @@ def run_cases(rules_dir: Path, *, cases_dir: Path | None = None) -> CaseReport:
 
 def _unreadable(path: Path, message: str) -> CaseResult:
     return CaseResult(
-        path.name, Where(str(path), 0, 0), problems=(Problem(str(path), 0, 0, message),)
+        path.name, Where(str(path), 0, 0), problems=(Problem.at(str(path), 0, 0, message),)
     )
 
 
@@ -452,7 +451,7 @@ class _CaseFile:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-            self.problems.append(Problem(self.file, line, col, f"YAML syntax: {exc.problem}"))
+            self.problems.append(Problem.at(self.file, line, col, f"YAML syntax: {exc.problem}"))
             yield self.file_error()
             return
         if root is None:
@@ -492,7 +491,7 @@ class _CaseFile:
 
     def error(self, node: yaml.Node | None, message: str) -> None:
         w = self.where(node) if node is not None else Where(self.file, 0, 0)
-        self.problems.append(Problem(w.file, w.line, w.column, message))
+        self.problems.append(Problem(w, message))
 
     def required(self, spec: dict[str, yaml.Node], key: str, node: yaml.Node, what: str) -> None:
         if key not in spec:

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import yaml
 
-from decision_engine.errors import Problem, RulesetError
+from decision_engine.errors import Problem, RulesetError, Where
 from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.fields import builtin_fields
 from decision_engine.ruleset.model import (
@@ -28,7 +28,6 @@ from decision_engine.ruleset.model import (
     RouteSpec,
     Ruleset,
     Weight,
-    Where,
 )
 from decision_engine.ruleset.schema import KINDS, FieldSpec
 from decision_engine.ruleset.template import Template, TemplateError, parse_template
@@ -67,10 +66,10 @@ def load_ruleset(directory: Path) -> Ruleset:
     """Parse and check every rule file; RulesetError lists all problems found."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise RulesetError([Problem(str(directory), 0, 0, "rules directory not found")])
+        raise RulesetError([Problem.at(str(directory), 0, 0, "rules directory not found")])
     files = rule_files(directory)
     if not files:
-        raise RulesetError([Problem(str(directory), 0, 0, "no .yaml rule files in directory")])
+        raise RulesetError([Problem.at(str(directory), 0, 0, "no .yaml rule files in directory")])
     reader = _Reader()
     docs: list[tuple[str, yaml.MappingNode]] = []
     for path in files:
@@ -116,10 +115,10 @@ class _Reader:
 
     def error(self, node: yaml.Node | None, message: str) -> None:
         if node is None:
-            self.problems.append(Problem(self.file, 0, 0, message))
+            self.problems.append(Problem.at(self.file, 0, 0, message))
             return
         w = self.where(node)
-        self.problems.append(Problem(w.file, w.line, w.column, message))
+        self.problems.append(Problem(w, message))
 
     def compose(self, name: str, text: str) -> yaml.MappingNode | None:
         self.file = name
@@ -129,7 +128,7 @@ class _Reader:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-            self.problems.append(Problem(name, line, col, f"YAML syntax: {exc.problem}"))
+            self.problems.append(Problem.at(name, line, col, f"YAML syntax: {exc.problem}"))
             return None
         if node is None:
             return None
@@ -260,7 +259,7 @@ class _Reader:
         except ExprError as exc:
             assert isinstance(node, yaml.ScalarNode)
             line, col = self.locate(node, exc.col - 1)
-            self.problems.append(Problem(self.file, line, col, f"{what}: {exc.message}"))
+            self.problems.append(Problem.at(self.file, line, col, f"{what}: {exc.message}"))
             return None
         return Condition(raw.strip(), tree, where)
 
@@ -420,9 +419,7 @@ class _Reader:
                 w = item.where
                 self.problems.append(
                     Problem(
-                        w.file,
-                        w.line,
-                        w.column,
+                        w,
                         f"duplicate {what} id {item.id!r} (first at {seen[item.id]})",
                     )
                 )
@@ -456,7 +453,9 @@ class _Reader:
         for field_name, spec in declared.items():
             if field_name in fields:
                 self.problems.append(
-                    Problem(self.file, 0, 0, f"field {field_name!r} is built in; pick another name")
+                    Problem.at(
+                        self.file, 0, 0, f"field {field_name!r} is built in; pick another name"
+                    )
                 )
             fields[field_name] = spec
         return fields, intents
