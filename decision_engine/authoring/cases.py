@@ -42,9 +42,10 @@ from decision_engine.decide.model import (
 )
 from decision_engine.errors import Problem, RulesetError, Where
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
-from decision_engine.ruleset.load import MAX_OFFERS_LIMIT, YAML_LOADER
 from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.ruleset.sections import MAX_OFFERS_LIMIT
 from decision_engine.ruleset.typecheck import did_you_mean
+from decision_engine.ruleset.yaml_nodes import YAML_LOADER
 from decision_engine.store.importer import ID_FIELD, canonical_profile
 from decision_engine.vocabulary import CHANNELS, OFFER_OUTCOMES
 
