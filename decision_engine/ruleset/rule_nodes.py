@@ -22,8 +22,11 @@ class RuleNodes(NodeReader):
     # -- typed scalars ----------------------------------------------------------------
 
     def mapping(
-        self, node: yaml.Node, what: str, allowed: tuple[str, ...] | None = None
+        self, node: yaml.Node | None, what: str, allowed: tuple[str, ...] | None = None
     ) -> dict[str, yaml.Node]:
+        """A mapping's values by key; {} when absent, and {} with a problem when wrong."""
+        if node is None:
+            return {}
         return self.entries(node, what, allowed) or {}
 
     def scalar(self, node: yaml.Node, what: str) -> str | None:
