@@ -26,17 +26,44 @@ class DecisionEngineError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a rule file, located for the person who will fix it."""
+class Where:
+    """A place in a rule or case file (1-based; line 0 is the file as a whole)."""
 
     file: str
     line: int
-    column: int
+    column: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a rule file, located for the person who will fix it."""
+
+    where: Where
     message: str
     severity: str = "error"
 
+    @classmethod
+    def at(cls, file: str, line: int, column: int, message: str) -> Problem:
+        """A problem at file:line:column (0, 0 for the file as a whole)."""
+        return cls(Where(file, line, column), message)
+
+    @property
+    def file(self) -> str:
+        return self.where.file
+
+    @property
+    def line(self) -> int:
+        return self.where.line
+
+    @property
+    def column(self) -> int:
+        return self.where.column
+
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+        return f"{self.where}: {self.severity}: {self.message}"
 
 
 class RulesetError(DecisionEngineError):

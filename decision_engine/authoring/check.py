@@ -21,11 +21,11 @@ from typing import Any
 import click
 
 from decision_engine.config import setting_option
-from decision_engine.errors import Problem, RulesetError
+from decision_engine.errors import Problem, RulesetError, Where
 from decision_engine.ruleset.compile import index_term
 from decision_engine.ruleset.expr import Node, Not, conjuncts, render
 from decision_engine.ruleset.load import load_ruleset, rule_files
-from decision_engine.ruleset.model import Condition, OfferSpec, RouteSpec, Ruleset, Where
+from decision_engine.ruleset.model import Condition, OfferSpec, RouteSpec, Ruleset
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.vocabulary import CHANNELS
 
@@ -94,7 +94,9 @@ def _undecodable(directory: Path) -> list[Problem]:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
-            problems.append(Problem(str(path), line, 1, "not UTF-8 text; save the file as UTF-8"))
+            problems.append(
+                Problem.at(str(path), line, 1, "not UTF-8 text; save the file as UTF-8")
+            )
     return problems
 
 
@@ -376,7 +378,7 @@ def analyse(ruleset: Ruleset) -> list[Problem]:
 
 
 def _warning(where: Where, message: str) -> Problem:
-    return Problem(where.file, where.line, where.column, message, severity="warning")
+    return Problem(where, message, severity="warning")
 
 
 def _contradiction(rule: _Rule, specs: Mapping[str, FieldSpec]) -> str | None:

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from decision_engine.errors import Where
 from decision_engine.ruleset.expr import Node
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.template import Template
-
-
-@dataclass(frozen=True, slots=True)
-class Where:
-    """A place in a rule file (1-based)."""
-
-    file: str
-    line: int
-    column: int = 1
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
 
 
 @dataclass(frozen=True, slots=True)

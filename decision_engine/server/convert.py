@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine.decide.model import Context, Decision
 from decision_engine.errors import InvalidRequestError
-from decision_engine.ruleset.load import MAX_OFFERS_LIMIT
+from decision_engine.ruleset.sections import MAX_OFFERS_LIMIT
 from decision_engine.store.outcomes import DecisionRecord
 from decision_engine.vocabulary import MAX_ID_LENGTH, OFFER_OUTCOMES, id_problem
 from decision_engine.wire import CHANNEL_NAMES, OUTCOME_NAMES

@@ -12,6 +12,8 @@ from click.testing import CliRunner, Result
 
 # The module, not the command: pytest would try to collect a name starting with "test".
 from decision_engine.authoring import cases
+from decision_engine.authoring.case_report import format_text
+from decision_engine.authoring.case_run import run_cases
 from decision_engine.errors import RulesetError
 
 DEMO = Path(__file__).resolve().parents[2] / "rules"
@@ -57,7 +59,7 @@ cases:
 
 class TestDemoCases:
     def test_every_demo_case_passes_and_covers_every_rule(self) -> None:
-        report = cases.run_cases(DEMO)
+        report = run_cases(DEMO)
         failed = [(r.name, r.failures, r.problems) for r in report.results if not r.passed]
         assert failed == []
         assert report.passed >= 20
@@ -65,7 +67,7 @@ class TestDemoCases:
         assert report.coverage.percent == 100.0
 
     def test_each_demo_situation_has_a_case(self) -> None:
-        names = [r.name for r in cases.run_cases(DEMO).results]
+        names = [r.name for r in run_cases(DEMO).results]
         for situation in range(1, 8):
             assert any(n.startswith(f"{situation} ") for n in names), situation
         assert any("unknown caller" in n for n in names)
@@ -243,8 +245,8 @@ cases:
       script_contains: {renewal-personalized: "ends on 2025-04-02"}
 """,
         )
-        report = cases.run_cases(rules)
-        assert report.failed == 0, cases.format_text(report)
+        report = run_cases(rules)
+        assert report.failed == 0, format_text(report)
 
     def test_a_case_sets_its_own_clock_and_cases_can_live_elsewhere(self, tmp_path: Path) -> None:
         (tmp_path / "clock.yaml").write_text(
@@ -259,7 +261,7 @@ cases:
 """,
             encoding="utf-8",
         )
-        report = cases.run_cases(DEMO, cases_dir=tmp_path)
+        report = run_cases(DEMO, cases_dir=tmp_path)
         assert (report.passed, report.failed) == (1, 0)
 
 
@@ -281,7 +283,7 @@ class TestCoverage:
         assert found is not None
         exercised, total, percent = (int(g) for g in found.groups())
         assert exercised == total - 1 and percent == 100 * exercised // total
-        report = cases.run_cases(rules)
+        report = run_cases(rules)
         assert [u.rule_id for u in report.coverage.unexercised] == ["paperless-billing"]
 
     def test_without_cases_nothing_but_rules_is_listed(self, rules: Path, tmp_path: Path) -> None:
@@ -292,7 +294,7 @@ class TestCoverage:
             "intent: lost_card}\n    expect: {routing: {queue: card_security}}\n",
             encoding="utf-8",
         )
-        report = cases.run_cases(rules, cases_dir=empty)
+        report = run_cases(rules, cases_dir=empty)
         missed = {(u.kind, u.rule_id) for u in report.coverage.unexercised}
         assert ("routing", "card-security") not in missed
         assert ("offer", "card-replacement-express") not in missed
@@ -314,4 +316,4 @@ class TestBrokenRuleset:
         assert "unknown field 'clvv'" in result.output
         assert "cannot go live" in result.output
         with pytest.raises(RulesetError):
-            cases.run_cases(rules)
+            run_cases(rules)

@@ -1,0 +1,410 @@
+"""Read rule test case files into Cases, or CaseResults carrying located problems."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+import yaml.constructor
+
+from decision_engine.authoring.case_model import (
+    DEFAULT_ROUTE,
+    Case,
+    CaseResult,
+    Expectation,
+    OffersExpectation,
+    RoutingExpectation,
+)
+from decision_engine.decide.model import Contact, Context, CustomerState, OfferEvent
+from decision_engine.errors import Where
+from decision_engine.ruleset.compiled import CompiledRuleset
+from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.ruleset.sections import MAX_OFFERS_LIMIT
+from decision_engine.ruleset.typecheck import did_you_mean
+from decision_engine.ruleset.yaml_nodes import NodeReader, yaml_files
+from decision_engine.store.importer import ID_FIELD, canonical_profile
+from decision_engine.vocabulary import CHANNELS, OFFER_OUTCOMES
+
+_DAY = 86_400.0
+_FILE_KEYS = ("now", "description", "cases")
+_CASE_KEYS = (
+    "name", "description", "now", "profile", "contacts", "history", "caps_spent", "context",
+    "interaction_id", "max_offers", "degraded", "expect",
+)  # fmt: skip
+_HISTORY_KEYS = ("offer", "outcome", "days_ago", "at", "interaction_id")
+_CONTACT_KEYS = ("days_ago", "at", "channel", "intent", "interaction_id")
+_CONTEXT_KEYS = ("channel", "intent", "queue", "agent_id", "sentiment", "ivr_path", "attributes")
+_EXPECT_KEYS = ("routing", "offers", "script_contains", "profile_found", "degraded")
+_ROUTING_KEYS = ("queue", "priority", "skip_ivr", "rule")
+_OFFERS_KEYS = ("include", "exclude", "first", "order", "count", "categories_exclude")
+
+
+def case_files(directory: Path) -> list[Path]:
+    """The case files of a directory, in name order (hidden files are skipped)."""
+    if not directory.is_dir():
+        return []
+    return yaml_files(directory)
+
+
+def read_cases(
+    path: Path, text: str, ruleset: CompiledRuleset, names: dict[str, Where]
+) -> Iterator[Case | CaseResult]:
+    """Each case of one file, or a CaseResult carrying the problems that keep it from running.
+
+    `names` holds the case names seen so far in any file: a name identifies a case.
+    """
+    return _CaseFile(str(path), ruleset, names).read(text)
+
+
+class _CaseFile(NodeReader):
+    """Reads one case file from YAML nodes, which keep line and column for every problem.
+
+    Readers take the node of an optional key (None when the key is absent) and return
+    None both when it is absent and when it is wrong; a wrong value is also a problem.
+    """
+
+    def __init__(self, file: str, ruleset: CompiledRuleset, names: dict[str, Where]) -> None:
+        super().__init__(file, [])
+        self.names = names
+        """Case names seen so far in any file: a name identifies a case in reports."""
+        self.constructor = yaml.constructor.SafeConstructor()
+        fields = ruleset.source.fields
+        self.profile_fields = {n: s for n, s in fields.items() if s.source == "profile"}
+        self.attribute_fields = {n: s for n, s in fields.items() if s.source == "attribute"}
+        intent = fields.get("intent")
+        self.intents = intent.values if intent is not None and intent.kind == "enum" else ()
+        # Names in expectations are checked against the ruleset: a misspelt id in
+        # `exclude` would otherwise pass for ever without testing anything.
+        self.offer_ids = [o.spec.id for o in ruleset.offers]
+        self.categories = sorted({o.spec.category for o in ruleset.offers})
+        self.route_ids = [DEFAULT_ROUTE, *(r.id for r in ruleset.routes)]
+        source = ruleset.source
+        self.queues = sorted({source.default_route.queue, *(r.queue for r in source.routes)})
+
+    def read(self, text: str) -> Iterator[Case | CaseResult]:
+        """Each case, or a CaseResult carrying the problems that keep it from running."""
+        root = self.compose(text)
+        if root is None:
+            if not self.problems:  # else it is not YAML, and says where
+                self.error(None, "the file is empty; it needs `now:` and `cases:`")
+            yield self.file_error()
+            return
+        top = self.mapping(root, "a case file", _FILE_KEYS) or {}
+        now = self.moment(top.get("now"), "now")
+        items = self.sequence(top["cases"], "cases") if "cases" in top else []
+        if "cases" not in top:
+            self.error(root, "a case file has a `cases:` list")
+        elif not items and not self.problems:
+            self.error(top["cases"], "`cases:` is empty")
+        if self.problems:
+            # Without a readable top level no case can run; report the file once.
+            yield self.file_error()
+            return
+        for node in items:
+            start = len(self.problems)
+            case = self.case(node, now)
+            problems = tuple(sorted(self.problems[start:], key=lambda p: (p.line, p.column)))
+            if case is not None and not problems:
+                yield case
+            else:
+                yield CaseResult(self.case_name(node), self.where(node), problems=problems)
+
+    # -- locating and reporting ------------------------------------------------------
+
+    def file_error(self) -> CaseResult:
+        """The whole file as one result, named after it, at its first problem."""
+        first = min(self.problems, key=lambda p: (p.line, p.column))
+        where = Where(self.file, first.line, first.column)
+        return CaseResult(Path(self.file).name, where, problems=tuple(self.problems))
+
+    def required(self, spec: dict[str, yaml.Node], key: str, node: yaml.Node, what: str) -> None:
+        if key not in spec:
+            self.error(node, f"{what} has no `{key}`")
+
+    # -- shapes and scalars ----------------------------------------------------------
+
+    def mapping(
+        self, node: yaml.Node | None, what: str, allowed: tuple[str, ...] | None = None
+    ) -> dict[str, yaml.Node] | None:
+        if node is None:
+            return None
+        return self.entries(node, what, allowed, list_known=True)
+
+    def value(self, node: yaml.Node) -> Any:
+        """A scalar as YAML types it (number, bool, date, text or None); None otherwise."""
+        if not isinstance(node, yaml.ScalarNode):
+            return None
+        return self.constructor.construct_object(node)
+
+    def text(self, node: yaml.Node | None, what: str) -> str | None:
+        if node is None:
+            return None
+        if not isinstance(node, yaml.ScalarNode) or self.value(node) is None:
+            self.error(node, f"{what} must be a single value")
+            return None
+        # The text as written: `queue: 007` stays "007", not 7.
+        return str(node.value)
+
+    def number(self, node: yaml.Node | None, what: str, low: float, high: float) -> float | None:
+        if node is None:
+            return None
+        value = self.value(node)
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            self.error(node, f"{what} must be a number")
+            return None
+        if not low <= value <= high:
+            self.error(node, f"{what} must be between {low:g} and {high:g}, got {value:g}")
+            return None
+        return float(value)
+
+    def integer(self, node: yaml.Node | None, what: str, low: int, high: int) -> int | None:
+        value = self.number(node, what, low, high)
+        if node is not None and value is not None and not value.is_integer():
+            self.error(node, f"{what} must be a whole number")
+            return None
+        return None if value is None else int(value)
+
+    def boolean(self, node: yaml.Node | None, what: str) -> bool | None:
+        if node is None:
+            return None
+        value = self.value(node)
+        if not isinstance(value, bool):
+            self.error(node, f"{what} must be true or false")
+            return None
+        return value
+
+    def moment(self, node: yaml.Node | None, what: str) -> float | None:
+        """An ISO datetime or date, UTC unless it says otherwise, as epoch seconds."""
+        raw = self.text(node, what)
+        if node is None or raw is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            self.error(node, f"{what}: {raw!r} is not an ISO date or datetime (UTC)")
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+
+    def choice(self, node: yaml.Node | None, what: str, known: Collection[str]) -> str | None:
+        """A name that must be one of `known` (any name when `known` is empty)."""
+        name = self.text(node, what)
+        if node is not None and name is not None and known and name not in known:
+            hint = did_you_mean(name, list(known)) or f" (known: {', '.join(known)})"
+            self.error(node, f"{what}: unknown {name!r}{hint}")
+            return None
+        return name
+
+    def choices(
+        self, node: yaml.Node | None, what: str, known: Collection[str]
+    ) -> tuple[str, ...] | None:
+        """One name or a list of names; None when the key is absent."""
+        if node is None:
+            return None
+        items = [node] if isinstance(node, yaml.ScalarNode) else self.sequence(node, what)
+        return tuple(n for item in items if (n := self.choice(item, what, known)) is not None)
+
+    def typed(self, node: yaml.Node, where: str, spec: FieldSpec) -> str | None:
+        """A schema-declared value in the canonical text the store would hold."""
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(node, f"{where}: {spec.name} must be a single value")
+            return None
+        try:
+            # The importer's own canonicalisation: a case sees exactly what an import stores.
+            record = {ID_FIELD: "case", spec.name: self.value(node)}
+            _, fields = canonical_profile(record, {spec.name: spec})
+        except ValueError as exc:
+            # The schema's message names the field already.
+            self.error(node, f"{where}: {exc}")
+            return None
+        return fields.get(spec.name)
+
+    # -- a case ----------------------------------------------------------------------
+
+    def case_name(self, node: yaml.Node) -> str:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == "name" and isinstance(value, yaml.ScalarNode) and value.value:
+                    return str(value.value)
+        return f"case at line {node.start_mark.line + 1}"
+
+    def case(self, node: yaml.Node, file_now: float | None) -> Case | None:
+        spec = self.mapping(node, "a case", _CASE_KEYS)
+        if spec is None:
+            return None
+        for key in ("name", "context", "expect"):
+            self.required(spec, key, node, "a case")
+        name = self.text(spec.get("name"), "name")
+        if name is not None and name in self.names:
+            self.error(spec["name"], f"duplicate case name {name!r} (first at {self.names[name]})")
+        elif name is not None:
+            self.names[name] = self.where(node)
+        now = self.moment(spec["now"], "now") if "now" in spec else file_now
+        if "now" not in spec and file_now is None:
+            self.error(node, "no `now`: set it at the top of the file or in the case")
+        degraded = self.boolean(spec.get("degraded"), "degraded") is True
+        if degraded and ("profile" in spec or "contacts" in spec):
+            self.error(node, "a degraded case has no profile or contacts: the store is down")
+        profile = self.profile(spec["profile"]) if "profile" in spec else None
+        contacts = self.contacts(spec.get("contacts"), now) if now is not None else ()
+        history = self.history(spec.get("history"), now) if now is not None else {}
+        caps_spent = self.choices(spec.get("caps_spent"), "caps_spent", self.offer_ids) or ()
+        context = self.context(spec["context"]) if "context" in spec else None
+        interaction_id = self.text(spec.get("interaction_id"), "interaction_id") or ""
+        max_offers = self.integer(spec.get("max_offers"), "max_offers", 1, MAX_OFFERS_LIMIT)
+        expect = self.expect(spec["expect"]) if "expect" in spec else None
+        if name is None or now is None or context is None or expect is None:
+            return None
+        return Case(
+            name=name,
+            where=self.where(node),
+            now=now,
+            state=CustomerState(profile, contacts, history),
+            context=context,
+            interaction_id=interaction_id,
+            max_offers=max_offers or 0,
+            degraded=degraded,
+            expect=expect,
+            caps_spent=frozenset(caps_spent),
+        )
+
+    def history(self, node: yaml.Node | None, now: float) -> dict[str, tuple[OfferEvent, ...]]:
+        """Earlier outcomes of offers: `{offer, outcome, days_ago | at, interaction_id}`."""
+        out: dict[str, list[OfferEvent]] = {}
+        for item in self.sequence(node, "history"):
+            spec = self.mapping(item, "a history event", _HISTORY_KEYS)
+            if spec is None:
+                continue
+            self.required(spec, "offer", item, "a history event")
+            self.required(spec, "outcome", item, "a history event")
+            if ("days_ago" in spec) == ("at" in spec):
+                self.error(item, "a history event has either `days_ago` or `at`")
+            days = self.number(spec.get("days_ago"), "days_ago", 0, 3650)
+            at = self.moment(spec.get("at"), "at") if days is None else now - days * _DAY
+            offer = self.choice(spec.get("offer"), "offer", self.offer_ids)
+            outcome = self.choice(spec.get("outcome"), "outcome", OFFER_OUTCOMES)
+            interaction_id = self.text(spec.get("interaction_id"), "interaction_id") or ""
+            if at is not None and offer is not None and outcome is not None:
+                out.setdefault(offer, []).append(OfferEvent(at, outcome, interaction_id))
+        return {offer: tuple(sorted(events, key=lambda e: e.at)) for offer, events in out.items()}
+
+    def profile(self, node: yaml.Node) -> dict[str, str] | None:
+        """None (unknown customer) for `profile: null`; else the stored text of each field."""
+        if isinstance(node, yaml.ScalarNode) and self.value(node) is None:
+            return None
+        out: dict[str, str] = {}
+        for key, value_node in (self.mapping(node, "profile") or {}).items():
+            field_spec = self.profile_fields.get(key)
+            if field_spec is None:
+                # The import would keep it, but no rule can read it: most likely a typo.
+                hint = did_you_mean(key, list(self.profile_fields))
+                self.error(value_node, f"profile: {key!r} is not a profile field{hint}")
+            elif (text := self.typed(value_node, "profile", field_spec)) is not None:
+                out[key] = text
+        return out
+
+    def contacts(self, node: yaml.Node | None, now: float) -> tuple[Contact, ...]:
+        out: list[Contact] = []
+        for n, item in enumerate(self.sequence(node, "contacts"), start=1):
+            spec = self.mapping(item, "a contact", _CONTACT_KEYS)
+            if spec is None:
+                continue
+            self.required(spec, "channel", item, "a contact")
+            if ("days_ago" in spec) == ("at" in spec):
+                self.error(item, "a contact has either `days_ago` or `at`")
+            days = self.number(spec.get("days_ago"), "days_ago", 0, 3650)
+            at = self.moment(spec.get("at"), "at") if days is None else now - days * _DAY
+            channel = self.choice(spec.get("channel"), "channel", CHANNELS)
+            intent = self.choice(spec.get("intent"), "intent", self.intents) or ""
+            contact_id = self.text(spec.get("interaction_id"), "interaction_id")
+            if at is not None and channel is not None:
+                out.append(Contact(contact_id or f"case-contact-{n}", channel, intent, at))
+        return tuple(out)
+
+    def context(self, node: yaml.Node) -> Context | None:
+        spec = self.mapping(node, "context", _CONTEXT_KEYS)
+        if spec is None:
+            return None
+        self.required(spec, "channel", node, "context")
+        channel = self.choice(spec.get("channel"), "channel", CHANNELS)
+        attributes: dict[str, str] = {}
+        for key, value_node in (self.mapping(spec.get("attributes"), "attributes") or {}).items():
+            attr = self.attribute_fields.get(key)
+            if attr is None:
+                # The server would pass it on, but no rule can read it: most likely a typo.
+                hint = did_you_mean(key, list(self.attribute_fields))
+                self.error(value_node, f"attributes: {key!r} is not a declared attribute{hint}")
+            elif (text := self.typed(value_node, "attributes", attr)) is not None:
+                attributes[key] = text
+        # Every key is read before giving up, so one run reports all of its problems.
+        context = Context(
+            channel=channel or "",
+            intent=self.choice(spec.get("intent"), "intent", self.intents) or "",
+            queue=self.text(spec.get("queue"), "queue") or "",
+            agent_id=self.text(spec.get("agent_id"), "agent_id") or "",
+            sentiment=self.number(spec.get("sentiment"), "sentiment", -1, 1),
+            ivr_path=self.text(spec.get("ivr_path"), "ivr_path") or "",
+            attributes=attributes,
+        )
+        return context if channel is not None else None
+
+    def expect(self, node: yaml.Node) -> Expectation | None:
+        spec = self.mapping(node, "expect", _EXPECT_KEYS)
+        if spec is None:
+            return None
+        if isinstance(node, yaml.MappingNode) and not node.value:
+            self.error(node, "expect says nothing: add routing, offers, script_contains, ...")
+            return None
+        scripts: list[tuple[str, tuple[str, ...]]] = []
+        for key, value in (
+            self.mapping(spec.get("script_contains"), "script_contains") or {}
+        ).items():
+            if key not in self.offer_ids:
+                hint = did_you_mean(key, self.offer_ids)
+                self.error(value, f"script_contains: unknown offer {key!r}{hint}")
+                continue
+            items = [value] if isinstance(value, yaml.ScalarNode) else self.sequence(value, key)
+            scripts.append((key, tuple(t for i in items if (t := self.text(i, key)) is not None)))
+        return Expectation(
+            routing=self.routing(spec.get("routing")),
+            offers=self.offers(spec.get("offers")),
+            script_contains=tuple(scripts),
+            profile_found=self.boolean(spec.get("profile_found"), "profile_found"),
+            degraded=self.boolean(spec.get("degraded"), "degraded"),
+        )
+
+    def routing(self, node: yaml.Node | None) -> RoutingExpectation | None:
+        spec = self.mapping(node, "expect routing", _ROUTING_KEYS)
+        if spec is None:
+            return None
+        return RoutingExpectation(
+            queue=self.choice(spec.get("queue"), "routing queue", self.queues),
+            priority=self.integer(spec.get("priority"), "routing priority", 1, 10),
+            skip_ivr=self.boolean(spec.get("skip_ivr"), "skip_ivr"),
+            rule=self.choice(spec.get("rule"), "routing rule", self.route_ids),
+        )
+
+    def offers(self, node: yaml.Node | None) -> OffersExpectation | None:
+        spec = self.mapping(node, "expect offers", _OFFERS_KEYS)
+        if spec is None:
+            return None
+
+        def ids(key: str) -> tuple[str, ...] | None:
+            return self.choices(spec.get(key), f"offers {key}", self.offer_ids)
+
+        categories = self.choices(
+            spec.get("categories_exclude"), "categories_exclude", self.categories
+        )
+        return OffersExpectation(
+            include=ids("include") or (),
+            exclude=ids("exclude") or (),
+            first=self.choice(spec.get("first"), "offers first", self.offer_ids),
+            order=ids("order"),
+            count=self.integer(spec.get("count"), "offers count", 0, MAX_OFFERS_LIMIT),
+            categories_exclude=categories or (),
+        )

@@ -1,0 +1,129 @@
+"""Typed values of rule files: the getters the section builders read a ruleset with.
+
+A wrong value is a located problem and the getter returns a default, so one run
+reports every problem in the rules.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from decision_engine.errors import Problem
+from decision_engine.ruleset.expr import ExprError, parse
+from decision_engine.ruleset.model import Condition
+from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.ruleset.typecheck import check
+from decision_engine.ruleset.yaml_nodes import NodeReader
+
+
+class RuleNodes(NodeReader):
+    """Reads the nodes of one rule file."""
+
+    # -- typed scalars ----------------------------------------------------------------
+
+    def mapping(
+        self, node: yaml.Node | None, what: str, allowed: tuple[str, ...] | None = None
+    ) -> dict[str, yaml.Node]:
+        """A mapping's values by key; {} when absent, and {} with a problem when wrong."""
+        if node is None:
+            return {}
+        return self.entries(node, what, allowed) or {}
+
+    def scalar(self, node: yaml.Node, what: str) -> str | None:
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(node, f"{what} must be a single value")
+            return None
+        return str(node.value)
+
+    def text(self, node: yaml.Node | None, what: str, default: str | None = None) -> str:
+        if node is None:
+            if default is None:
+                return ""
+            return default
+        value = self.scalar(node, what)
+        if value is not None and value.strip() == "" and default is None:
+            self.error(node, f"{what} must not be empty")
+        return value or ""
+
+    def number(
+        self,
+        node: yaml.Node | None,
+        what: str,
+        default: float,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> float:
+        if node is None:
+            return default
+        raw = self.scalar(node, what)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.error(node, f"{what} must be a number, got {raw!r}")
+            return default
+        if low is not None and high is not None and not low <= value <= high:
+            self.error(node, f"{what} must be between {low:g} and {high:g}, got {raw}")
+        elif low is not None and value < low:
+            self.error(node, f"{what} must be at least {low:g}, got {raw}")
+        elif high is not None and value > high:
+            self.error(node, f"{what} must be at most {high:g}, got {raw}")
+        return value
+
+    def integer(self, node: yaml.Node | None, what: str, default: int, low: int, high: int) -> int:
+        value = self.number(node, what, default, low, high)
+        if node is not None and not float(value).is_integer():
+            self.error(node, f"{what} must be a whole number")
+        return int(value)
+
+    def boolean(self, node: yaml.Node | None, what: str) -> bool:
+        if node is None:
+            return False
+        raw = self.scalar(node, what)
+        if raw in ("true", "false"):
+            return raw == "true"
+        self.error(node, f"{what} must be true or false")
+        return False
+
+    def names(self, node: yaml.Node | None, what: str) -> tuple[str, ...]:
+        if node is None:
+            return ()
+        if isinstance(node, yaml.ScalarNode):
+            return (str(node.value),)
+        return tuple(
+            v for item in self.sequence(node, what) if (v := self.scalar(item, what)) is not None
+        )
+
+    # -- conditions and templates -----------------------------------------------------
+
+    def conditions(
+        self, node: yaml.Node | None, what: str, fields: dict[str, FieldSpec]
+    ) -> tuple[Condition, ...]:
+        """`when:` as one condition or a list of conditions that must all hold."""
+        if node is None:
+            return ()
+        items = [node] if isinstance(node, yaml.ScalarNode) else self.sequence(node, what)
+        out = []
+        for item in items:
+            cond = self.expression(item, what, fields, want="bool")
+            if cond is not None:
+                out.append(cond)
+        return tuple(out)
+
+    def expression(
+        self, node: yaml.Node, what: str, fields: dict[str, FieldSpec], *, want: str
+    ) -> Condition | None:
+        raw = self.scalar(node, what)
+        if raw is None:
+            return None
+        where = self.where(node)
+        try:
+            tree = parse(raw)
+            check(tree, fields, want=want)
+        except ExprError as exc:
+            assert isinstance(node, yaml.ScalarNode)
+            line, col = self.locate(node, exc.col - 1)
+            self.problems.append(Problem.at(self.file, line, col, f"{what}: {exc.message}"))
+            return None
+        return Condition(raw.strip(), tree, where)

@@ -1,0 +1,327 @@
+"""Build a Ruleset from the sections of rule files, collecting every located problem.
+
+Any file may hold any of the top-level sections; a section's items may be spread
+over several files (offers in one, routing in another).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import yaml
+
+from decision_engine.errors import Problem, Where
+from decision_engine.ruleset.fields import builtin_fields
+from decision_engine.ruleset.model import (
+    ContactPolicy,
+    DefaultRoute,
+    Learning,
+    OfferSpec,
+    PolicySpec,
+    RouteSpec,
+    Ruleset,
+)
+from decision_engine.ruleset.offer_section import category_policy, offer
+from decision_engine.ruleset.rule_nodes import RuleNodes
+from decision_engine.ruleset.schema import KINDS, FieldSpec
+from decision_engine.ruleset.typecheck import did_you_mean
+from decision_engine.vocabulary import CHANNELS
+
+SECTIONS = ("ruleset", "schema", "offers", "routing", "arbitration")
+MAX_OFFERS_LIMIT = 20
+T = TypeVar("T")
+
+
+def build_ruleset(
+    docs: list[tuple[RuleNodes, yaml.MappingNode]], version: str, problems: list[Problem]
+) -> Ruleset | None:
+    """The ruleset the files' root mappings declare; None when there are problems."""
+    return _Builder(problems).build(docs, version)
+
+
+@dataclass
+class _Sections:
+    label: str = ""
+    schema: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
+    offers: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
+    routing: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
+    arbitration: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
+
+
+class _Builder:
+    """Builds each section with the reader of the file it is in."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        self.offer_contact_policies: list[ContactPolicy] = []
+
+    def build(self, docs: list[tuple[RuleNodes, yaml.MappingNode]], version: str) -> Ruleset | None:
+        sections = _Sections()
+        for r, doc in docs:
+            for key, value in r.mapping(doc, "a rule file", SECTIONS).items():
+                if key == "ruleset":
+                    meta = r.mapping(value, "ruleset", ("label", "description"))
+                    sections.label = r.text(meta.get("label"), "ruleset label", "")
+                else:
+                    getattr(sections, key).append((r, value))
+        fields, intents = self._schema(sections.schema)
+        offers = list(
+            self._each(
+                sections.offers,
+                "offers",
+                lambda r, n: offer(r, n, fields, self.offer_contact_policies),
+            )
+        )
+        routes: list[RouteSpec] = []
+        default: DefaultRoute | None = None
+        for r, node in sections.routing:
+            section = r.mapping(node, "routing", ("default", "rules"))
+            if "default" in section:
+                if default is not None:
+                    r.error(section["default"], f"a second default route (first: {default.where})")
+                default = self._default_route(r, section["default"])
+            if "rules" in section:
+                routes.extend(
+                    route
+                    for item in r.sequence(section["rules"], "routing rules")
+                    if (route := self._route(r, item, fields)) is not None
+                )
+        max_offers, policies = 3, []
+        category_policies: list[ContactPolicy] = []
+        channel_limits: dict[str, int] = {}
+        per_interaction: int | None = None
+        learning = Learning()
+        for r, node in sections.arbitration[:1]:
+            keys = (
+                "max_offers", "policies", "contact_policies", "channel_limits",
+                "max_offers_per_interaction", "learning",
+            )  # fmt: skip
+            section = r.mapping(node, "arbitration", keys)
+            max_offers = r.integer(section.get("max_offers"), "max_offers", 3, 1, MAX_OFFERS_LIMIT)
+            policies = [
+                p
+                for item in r.sequence(section.get("policies"), "policies")
+                if (p := self._policy(r, item, fields)) is not None
+            ]
+            for item in r.sequence(section.get("contact_policies"), "contact_policies"):
+                policy = category_policy(r, item, {o.category for o in offers})
+                if policy is not None:
+                    category_policies.append(policy)
+            for channel, limit_node in r.mapping(
+                section.get("channel_limits"), "channel_limits"
+            ).items():
+                if channel not in CHANNELS:
+                    r.error(
+                        limit_node,
+                        f"unknown channel {channel!r}{did_you_mean(channel, list(CHANNELS))}",
+                    )
+                channel_limits[channel] = r.integer(
+                    limit_node, "channel limit", 1, 0, MAX_OFFERS_LIMIT
+                )
+            if "learning" in section:
+                learning = self._learning(r, section["learning"], fields)
+            if "max_offers_per_interaction" in section:
+                per_interaction = r.integer(
+                    section["max_offers_per_interaction"], "max_offers_per_interaction", 1, 0, 1000
+                )
+        for r, node in sections.arbitration[1:]:
+            r.error(node, "arbitration is declared twice; keep it in one file")
+        self._unique("offer", offers)
+        self._unique("routing rule", routes)
+        self._unique("policy", policies)
+        self._unique("contact policy", [*self.offer_contact_policies, *category_policies])
+        if default is None:
+            file = docs[0][0].file if docs else ""
+            message = "no default route: add routing: default: {queue: ..., priority: ...}"
+            self.problems.append(Problem.at(file, 0, 0, message))
+            return None
+        if self.problems:
+            return None
+        del intents
+        return Ruleset(
+            version=version,
+            label=sections.label,
+            fields=fields,
+            offers=tuple(offers),
+            routes=tuple(sorted(routes, key=lambda r: r.precedence)),
+            default_route=default,
+            policies=tuple(policies),
+            max_offers=max_offers,
+            files=tuple(r.file for r, _ in docs),
+            contact_policies=(*self.offer_contact_policies, *category_policies),
+            channel_limits=channel_limits,
+            max_offers_per_interaction=per_interaction,
+            learning=learning,
+        )
+
+    def _each(
+        self,
+        parts: list[tuple[RuleNodes, yaml.Node]],
+        what: str,
+        build: Callable[[RuleNodes, yaml.Node], T | None],
+    ) -> Iterator[T]:
+        for r, node in parts:
+            for item in r.sequence(node, what):
+                built = build(r, item)
+                if built is not None:
+                    yield built
+
+    def _unique(
+        self,
+        what: str,
+        items: list[OfferSpec] | list[RouteSpec] | list[PolicySpec] | list[ContactPolicy],
+    ) -> None:
+        seen: dict[str, Where] = {}
+        for item in items:
+            if item.id in seen:
+                w = item.where
+                self.problems.append(
+                    Problem(
+                        w,
+                        f"duplicate {what} id {item.id!r} (first at {seen[item.id]})",
+                    )
+                )
+            else:
+                seen[item.id] = item.where
+
+    def _schema(
+        self, parts: list[tuple[RuleNodes, yaml.Node]]
+    ) -> tuple[dict[str, FieldSpec], tuple[str, ...]]:
+        declared: dict[str, FieldSpec] = {}
+        intents: tuple[str, ...] = ()
+        file = ""
+        for r, node in parts:
+            file = r.file
+            section = r.mapping(node, "schema", ("profile", "attributes", "intents"))
+            for source in ("profile", "attributes"):
+                for field_name, spec_node in r.mapping(
+                    section.get(source), f"schema {source}"
+                ).items():
+                    spec = self._field(
+                        r,
+                        field_name,
+                        spec_node,
+                        "attribute" if source == "attributes" else "profile",
+                    )
+                    if spec is None:
+                        continue
+                    if field_name in declared:
+                        r.error(spec_node, f"field {field_name!r} is declared twice")
+                    declared[field_name] = spec
+            if "intents" in section:
+                intents = r.names(section["intents"], "intents")
+        has_contract_end = declared.get("contract_end", FieldSpec("", "string")).kind == "date"
+        fields = builtin_fields(intents, has_contract_end=has_contract_end)
+        for field_name, spec in declared.items():
+            if field_name in fields:
+                self.problems.append(
+                    Problem.at(file, 0, 0, f"field {field_name!r} is built in; pick another name")
+                )
+            fields[field_name] = spec
+        return fields, intents
+
+    def _field(self, r: RuleNodes, name: str, node: yaml.Node, source: str) -> FieldSpec | None:
+        spec = r.mapping(node, f"field {name}", ("type", "values", "min", "max", "description"))
+        kind = r.text(spec.get("type"), f"{name} type", "")
+        if kind not in KINDS:
+            r.error(
+                spec.get("type", node),
+                f"field {name}: type must be one of {', '.join(KINDS)}"
+                + did_you_mean(kind, list(KINDS)),
+            )
+            return None
+        values = r.names(spec.get("values"), f"{name} values")
+        if kind == "enum" and not values:
+            r.error(node, f"field {name}: an enum lists its values")
+        low = r.number(spec.get("min"), f"{name} min", float("nan")) if "min" in spec else None
+        high = r.number(spec.get("max"), f"{name} max", float("nan")) if "max" in spec else None
+        return FieldSpec(
+            name,
+            kind,
+            values,
+            low,
+            high,
+            source=source,
+            description=r.text(spec.get("description"), "description", ""),
+        )
+
+    def _route(
+        self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec]
+    ) -> RouteSpec | None:
+        keys = (
+            "id",
+            "when",
+            "queue",
+            "priority",
+            "reason",
+            "skip_ivr",
+            "precedence",
+            "description",
+        )
+        if not isinstance(node, yaml.MappingNode):
+            r.error(node, "a routing rule must be a mapping (id, when, queue, ...)")
+            return None
+        spec = r.mapping(node, "routing rule", keys)
+        for required in ("id", "when", "queue"):
+            if required not in spec:
+                r.error(node, f"routing rule has no {required}")
+                return None
+        rule_id = r.text(spec["id"], "routing rule id")
+        return RouteSpec(
+            id=rule_id,
+            when=r.conditions(spec["when"], f"routing {rule_id}", fields),
+            queue=r.text(spec["queue"], "queue"),
+            priority=r.integer(spec.get("priority"), "priority", 5, 1, 10),
+            reason=r.text(spec.get("reason"), "reason", rule_id),
+            skip_ivr=r.boolean(spec.get("skip_ivr"), "skip_ivr"),
+            precedence=r.integer(spec.get("precedence"), "precedence", 100, 0, 1_000_000),
+            where=r.where(node),
+        )
+
+    def _default_route(self, r: RuleNodes, node: yaml.Node) -> DefaultRoute:
+        spec = r.mapping(node, "default route", ("queue", "priority", "reason"))
+        if "queue" not in spec:
+            r.error(node, "the default route has no queue")
+        return DefaultRoute(
+            queue=r.text(spec.get("queue"), "queue", "general"),
+            priority=r.integer(spec.get("priority"), "priority", 5, 1, 10),
+            reason=r.text(spec.get("reason"), "reason", "default route"),
+            where=r.where(node),
+        )
+
+    def _learning(self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec]) -> Learning:
+        keys = ("enabled", "prior_strength", "half_life_days", "by", "exploration")
+        spec = r.mapping(node, "learning", keys)
+        by = r.text(spec.get("by"), "learning by", "") or None
+        if by is not None:
+            field = fields.get(by)
+            if field is None or field.kind != "enum" or field.source != "profile":
+                r.error(spec["by"], f"learning by: {by!r} is not an enum profile field")
+                by = None
+        return Learning(
+            enabled=r.boolean(spec.get("enabled"), "learning enabled")
+            if "enabled" in spec
+            else True,
+            prior_strength=r.number(spec.get("prior_strength"), "prior_strength", 20, 1, 1e6),
+            half_life_days=r.number(spec.get("half_life_days"), "half_life_days", 30, 0, 3650),
+            by=by,
+            exploration=r.number(spec.get("exploration"), "exploration", 0, 0, 1),
+        )
+
+    def _policy(
+        self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec]
+    ) -> PolicySpec | None:
+        spec = r.mapping(node, "policy", ("id", "when", "first", "suppress", "description"))
+        if "id" not in spec or "when" not in spec:
+            r.error(node, "a policy has an id and a `when`")
+            return None
+        policy_id = r.text(spec["id"], "policy id")
+        return PolicySpec(
+            id=policy_id,
+            when=r.conditions(spec["when"], f"policy {policy_id}", fields),
+            first=r.names(spec.get("first"), "first"),
+            suppress=r.names(spec.get("suppress"), "suppress"),
+            where=r.where(node),
+        )
