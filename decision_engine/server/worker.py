@@ -5,8 +5,9 @@ the server, the Redis connections, the background tasks (learning refresh, and o
 worker 0 the outcome reconciler). It swaps in new rules on SIGHUP, stops on SIGTERM,
 and asks the kernel for SIGTERM when the supervisor dies.
 
-The server modules are imported inside the functions: they create the metrics,
-which must wait for the multiprocess directory (bootstrap.py) to be set.
+The metrics are made here, first thing (`init_metrics`), so they go to the
+multiprocess directory the supervisor serves. The gRPC modules are imported inside
+the functions, so that the supervisor, which imports this module, loads no gRPC.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from decision_engine.config import Settings
 from decision_engine.errors import RulesetError
 from decision_engine.ruleset.compiled import load_compiled
+from decision_engine.server import metrics
 from decision_engine.server.bootstrap import authenticator, server_tls
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     from decision_engine.store.connection import PipelinedConnection
     from decision_engine.store.profiles import ProfileStore
 
+    metrics.init_metrics()
     ruleset = load_compiled(settings.rules_dir)
     rules = ActiveRuleset(ruleset, loaded_at=time.time())
     served = [(settings.rules_dir, rules)]
@@ -138,7 +141,6 @@ async def _reconcile(
     settings: Settings, redis_url: str, outcomes_url: str, rules: ActiveRuleset
 ) -> None:
     """Apply what reached the outcome log but not the decision Redis (store/reconcile.py)."""
-    from decision_engine.server import metrics
     from decision_engine.server.reconcile import run_reconciler
     from decision_engine.store.connection import PipelinedConnection
     from decision_engine.store.reconcile import Reconciler
@@ -172,8 +174,6 @@ async def _reload_on_signal(
     served: list[tuple[Path, ActiveRuleset]], wanted: asyncio.Event, index: int
 ) -> None:
     """Swap in the checked rulesets the supervisor announced; compile in a thread."""
-    from decision_engine.server import metrics
-
     while True:
         await wanted.wait()
         wanted.clear()
