@@ -1,105 +1,181 @@
 """Prometheus metrics, in multiprocess mode so every worker is counted.
 
-Import this module only after `PROMETHEUS_MULTIPROC_DIR` is set (process.py does),
-since prometheus_client picks its storage when a metric is created. Label values
-are bounded by the ruleset (queues, offer ids) or by the code (fields); never
-customer ids.
+The metrics are made by `init_metrics()`, not at import: prometheus_client picks
+where a metric keeps its values (memory, or the multiprocess directory the
+supervisor serves /metrics from) when the metric is created. A worker calls it
+first thing, once `PROMETHEUS_MULTIPROC_DIR` is set (bootstrap.py sets it before the
+fork); anything else gets them on first use. Callers write `metrics.DECISIONS`,
+looked up in the one `Metrics` of the process. Label values are bounded by the
+ruleset (queues, offer ids) or by the code (fields); never customer ids.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram, values
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
 
-DECISION_LATENCY = Histogram(
-    "decision_latency_seconds",
-    "Time to answer Decide, from request to response, in seconds.",
-    buckets=LATENCY_BUCKETS,
-)
-DECISIONS = Counter("decisions_total", "Decisions made, by routing queue.", ["queue", "degraded"])
-OFFERS_RETURNED = Counter("offers_returned_total", "Offers returned, by offer id.", ["offer_id"])
-PROFILE_MISSES = Counter("profile_misses_total", "Decide calls for customers without a profile.")
-REDIS_ERRORS = Counter(
-    "redis_errors_total",
-    "Profile reads that failed (error), ran out of time (timeout), or ran out of time "
-    "because the worker was too busy to run them (overloaded: not a Redis problem).",
-    ["kind"],
-)
-INVALID_REQUESTS = Counter(
-    "invalid_requests_total", "Requests rejected with INVALID_ARGUMENT, by field.", ["field"]
-)
-RULESET_INFO = Gauge(
-    "ruleset_info",
-    "The ruleset version being served (1) by the workers.",
-    ["version", "label"],
-    multiprocess_mode="livemax",
-)
-RULES_LOADED = Gauge(
-    "ruleset_rules",
-    "Rules in the ruleset being served, per experiment arm.",
-    ["arm", "kind"],
-    multiprocess_mode="livemax",
-)
-RELOADS = Counter("ruleset_reloads_total", "Rule changes that went live (per worker).")
-RELOAD_FAILURES = Counter(
-    "ruleset_reload_failures_total", "Rule changes rejected because they did not check."
-)
-OUTCOMES = Counter(
-    "outcomes_total", "Outcomes recorded, by offer and outcome.", ["offer_id", "outcome"]
-)
-SUPPRESSIONS = Counter(
-    "suppressions_total",
-    "Decisions where a contact policy or cap kept a candidate offer out, by policy.",
-    ["policy"],
-)
-STORED_ENTRIES_SKIPPED = Counter(
-    "stored_entries_skipped_total",
-    "Stored entries that do not parse, left out of decisions, by kind.",
-    ["kind"],
-)
-CONTACTS_NOT_RECORDED = Counter(
-    "contacts_not_recorded_total",
-    "Interactions not recorded because the customer reached the daily contact limit.",
-)
-CAP_EXHAUSTED = Counter(
-    "cap_exhausted_total",
-    "Capped offers not returned because the day's budget was spent.",
-    ["offer_id"],
-)
-OFFER_PROPENSITY = Gauge(
-    "offer_propensity",
-    "Learned acceptance rate (posterior mean) per offer, when the ruleset learns.",
-    ["offer_id"],
-    multiprocess_mode="livemax",
-)
-DECISIONS_BY_ARM = Counter("decisions_by_arm_total", "Decisions by experiment arm.", ["arm"])
-OUTCOMES_BY_ARM = Counter(
-    "outcomes_by_arm_total", "Outcomes recorded, by experiment arm and outcome.", ["arm", "outcome"]
-)
-AUTH_FAILURES = Counter(
-    "auth_failures_total",
-    "Calls refused for their credential (UNAUTHENTICATED, PERMISSION_DENIED), by method "
-    "and reason; never by token.",
-    ["method", "reason"],
-)
-MALFORMED_REQUESTS = Counter(
-    "malformed_requests_total",
-    "Requests whose message did not parse (answered INVALID_ARGUMENT), by method.",
-    ["method"],
-)
-INTERNAL_ERRORS = Counter(
-    "internal_errors_total", "Calls that failed on a bug (INTERNAL), by method.", ["method"]
-)
-OUTCOMES_RECONCILED = Counter(
-    "outcomes_reconciled_total",
-    "Outcomes applied by the reconciler: logged, but not applied when they were recorded.",
-)
-REQUESTS_SHED = Counter(
-    "requests_shed_total",
-    "Calls answered at once without being served: RESOURCE_EXHAUSTED (reason in_flight: "
-    "the worker is full) or DEADLINE_EXCEEDED (reason deadline: the caller gave up).",
-    ["method", "reason"],
-)
+
+class Metrics:
+    """Every metric the server keeps; one per process, made by `init_metrics`."""
+
+    def __init__(self) -> None:
+        self.DECISION_LATENCY = Histogram(
+            "decision_latency_seconds",
+            "Time to answer Decide, from request to response, in seconds.",
+            buckets=LATENCY_BUCKETS,
+        )
+        self.DECISIONS = Counter(
+            "decisions_total", "Decisions made, by routing queue.", ["queue", "degraded"]
+        )
+        self.OFFERS_RETURNED = Counter(
+            "offers_returned_total", "Offers returned, by offer id.", ["offer_id"]
+        )
+        self.PROFILE_MISSES = Counter(
+            "profile_misses_total", "Decide calls for customers without a profile."
+        )
+        self.REDIS_ERRORS = Counter(
+            "redis_errors_total",
+            "Profile reads that failed (error), ran out of time (timeout), or ran out of time "
+            "because the worker was too busy to run them (overloaded: not a Redis problem).",
+            ["kind"],
+        )
+        self.INVALID_REQUESTS = Counter(
+            "invalid_requests_total",
+            "Requests rejected with INVALID_ARGUMENT, by field.",
+            ["field"],
+        )
+        self.RULESET_INFO = Gauge(
+            "ruleset_info",
+            "The ruleset version being served (1) by the workers.",
+            ["version", "label"],
+            multiprocess_mode="livemax",
+        )
+        self.RULES_LOADED = Gauge(
+            "ruleset_rules",
+            "Rules in the ruleset being served, per experiment arm.",
+            ["arm", "kind"],
+            multiprocess_mode="livemax",
+        )
+        self.RELOADS = Counter("ruleset_reloads_total", "Rule changes that went live (per worker).")
+        self.RELOAD_FAILURES = Counter(
+            "ruleset_reload_failures_total", "Rule changes rejected because they did not check."
+        )
+        self.OUTCOMES = Counter(
+            "outcomes_total", "Outcomes recorded, by offer and outcome.", ["offer_id", "outcome"]
+        )
+        self.SUPPRESSIONS = Counter(
+            "suppressions_total",
+            "Decisions where a contact policy or cap kept a candidate offer out, by policy.",
+            ["policy"],
+        )
+        self.STORED_ENTRIES_SKIPPED = Counter(
+            "stored_entries_skipped_total",
+            "Stored entries that do not parse, left out of decisions, by kind.",
+            ["kind"],
+        )
+        self.CONTACTS_NOT_RECORDED = Counter(
+            "contacts_not_recorded_total",
+            "Interactions not recorded because the customer reached the daily contact limit.",
+        )
+        self.CAP_EXHAUSTED = Counter(
+            "cap_exhausted_total",
+            "Capped offers not returned because the day's budget was spent.",
+            ["offer_id"],
+        )
+        self.OFFER_PROPENSITY = Gauge(
+            "offer_propensity",
+            "Learned acceptance rate (posterior mean) per offer, when the ruleset learns.",
+            ["offer_id"],
+            multiprocess_mode="livemax",
+        )
+        self.DECISIONS_BY_ARM = Counter(
+            "decisions_by_arm_total", "Decisions by experiment arm.", ["arm"]
+        )
+        self.OUTCOMES_BY_ARM = Counter(
+            "outcomes_by_arm_total",
+            "Outcomes recorded, by experiment arm and outcome.",
+            ["arm", "outcome"],
+        )
+        self.AUTH_FAILURES = Counter(
+            "auth_failures_total",
+            "Calls refused for their credential (UNAUTHENTICATED, PERMISSION_DENIED), by method "
+            "and reason; never by token.",
+            ["method", "reason"],
+        )
+        self.MALFORMED_REQUESTS = Counter(
+            "malformed_requests_total",
+            "Requests whose message did not parse (answered INVALID_ARGUMENT), by method.",
+            ["method"],
+        )
+        self.INTERNAL_ERRORS = Counter(
+            "internal_errors_total", "Calls that failed on a bug (INTERNAL), by method.", ["method"]
+        )
+        self.OUTCOMES_RECONCILED = Counter(
+            "outcomes_reconciled_total",
+            "Outcomes applied by the reconciler: logged, but not applied when they were recorded.",
+        )
+        self.REQUESTS_SHED = Counter(
+            "requests_shed_total",
+            "Calls answered at once without being served: RESOURCE_EXHAUSTED (reason in_flight: "
+            "the worker is full) or DEADLINE_EXCEEDED (reason deadline: the caller gave up).",
+            ["method", "reason"],
+        )
+
+
+_metrics: Metrics | None = None
+_lock = threading.Lock()
+
+
+def init_metrics() -> Metrics:
+    """The process's metrics, made on the first call (in multiprocess mode when
+    `PROMETHEUS_MULTIPROC_DIR` is set by then, whenever prometheus_client was imported)."""
+    global _metrics
+    with _lock:
+        if _metrics is None:
+            multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+            if multiprocess == (values.ValueClass is values.MutexValue):
+                # prometheus_client chose at its import, before the directory was set.
+                values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+            _metrics = Metrics()
+        return _metrics
+
+
+if TYPE_CHECKING:
+    # What `__getattr__` gives, for the type checker.
+    DECISION_LATENCY: Histogram
+    DECISIONS: Counter
+    OFFERS_RETURNED: Counter
+    PROFILE_MISSES: Counter
+    REDIS_ERRORS: Counter
+    INVALID_REQUESTS: Counter
+    RULESET_INFO: Gauge
+    RULES_LOADED: Gauge
+    RELOADS: Counter
+    RELOAD_FAILURES: Counter
+    OUTCOMES: Counter
+    SUPPRESSIONS: Counter
+    STORED_ENTRIES_SKIPPED: Counter
+    CONTACTS_NOT_RECORDED: Counter
+    CAP_EXHAUSTED: Counter
+    OFFER_PROPENSITY: Gauge
+    DECISIONS_BY_ARM: Counter
+    OUTCOMES_BY_ARM: Counter
+    AUTH_FAILURES: Counter
+    MALFORMED_REQUESTS: Counter
+    INTERNAL_ERRORS: Counter
+    OUTCOMES_RECONCILED: Counter
+    REQUESTS_SHED: Counter
+else:
+
+    def __getattr__(name: str) -> object:
+        """`metrics.DECISIONS`: the attribute of the process's `Metrics`."""
+        if name.isupper():
+            return getattr(init_metrics(), name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

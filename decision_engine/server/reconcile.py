@@ -1,6 +1,6 @@
 """The outcome reconciler in the background of a worker (see store/reconcile.py).
 
-process.py runs it in worker 0 of every replica; the reconciler's lease in Redis lets
+worker.py runs it in worker 0 of every replica; the reconciler's lease in Redis lets
 one of them work at a time, and another take over within the lease (30 s) when that
 one stops.
 """

@@ -15,6 +15,7 @@ from pathlib import Path
 from decision_engine.errors import RulesetError
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.ruleset.load import rule_files
+from decision_engine.server import metrics
 
 log = logging.getLogger("decision_engine.reload")
 
@@ -63,8 +64,6 @@ class RulesWatcher:
         return self._load()
 
     def _load(self) -> CompiledRuleset | None:
-        from decision_engine.server import metrics
-
         try:
             ruleset = load_compiled(self.directory)
         except RulesetError as exc:

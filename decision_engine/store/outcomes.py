@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,17 +51,31 @@ HISTORY_EVENTS = 50
 CAP_TTL_S = 2 * 86_400
 """Cap counters are named by their UTC day; the expiry only clears them once it is over."""
 
+_SCRIPT_KEYS = {
+    "STREAM": OUTCOME_STREAM,
+    "STATS": OFFER_STATS,
+    "LEARNING": LEARNING,
+    "ARMS": ARM_STATS,
+}
+"""The fixed keys the scripts below name as @NAME@."""
+
+
+def _with_keys(lua: str) -> str:
+    """The script with each @NAME@ replaced by its key (KeyError for an unknown name)."""
+    return re.sub(r"@([A-Z]+)@", lambda match: _SCRIPT_KEYS[match[1]], lua)
+
+
 # The outcome log, on the durable Redis. KEYS: the outcome's dedupe marker.
 # ARGV: decision id, customer, offer ("" for an interaction outcome), outcome, channel,
 # reason, at, stream maxlen, marker ttl (ms), arm, ruleset version, interaction id.
-_LOG_LUA = """
+_LOG_LUA = _with_keys("""
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[9]) then return {'duplicate'} end
 local id = redis.call('XADD', '@STREAM@', 'MAXLEN', '~', ARGV[8], '*',
   'decision', ARGV[1], 'customer', ARGV[2], 'offer', ARGV[3], 'outcome', ARGV[4],
   'channel', ARGV[5], 'reason', ARGV[6], 'at', ARGV[7], 'arm', ARGV[10],
   'ruleset', ARGV[11], 'interaction', ARGV[12])
 return {'ok', id}
-"""
+""")
 
 # What decisions read, on the decision path's Redis: idempotent on its own marker, so
 # running it again after a failure (or for a retried outcome) applies an outcome once.
@@ -68,7 +83,7 @@ return {'ok', id}
 # history, the customer's profile. ARGV: offer, outcome, at, marker ttl (ms), history
 # days, history events, learning half-life in seconds ("" when not learning), the
 # profile field learned by, arm, interaction id.
-_APPLY_LUA = """
+_APPLY_LUA = _with_keys("""
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[4]) then return 0 end
 local offer, outcome, arm = ARGV[1], ARGV[2], ARGV[9]
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then
@@ -124,12 +139,7 @@ for _, field in ipairs(fields) do
   redis.call('HSET', '@LEARNING@', field, counts)
 end
 return 1
-"""
-for _name, _key in (("STREAM", OUTCOME_STREAM), ("STATS", OFFER_STATS), ("LEARNING", LEARNING),
-                    ("ARMS", ARM_STATS)):  # fmt: skip
-    _LOG_LUA = _LOG_LUA.replace(f"@{_name}@", _key)
-    _APPLY_LUA = _APPLY_LUA.replace(f"@{_name}@", _key)
-
+""")
 # KEYS: the customer's capped-offer counts of the day, then the day's counter of each
 # offer to reserve. ARGV: ttl (s), then per offer: offer id, cap, cap per customer.
 # All or nothing per offer: both counters are taken, or neither. The reply per offer:
