@@ -78,7 +78,6 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             challenger=challenger,
             experiment=experiment,
         )
-        self._rules = rules
         self._store = store
         self._outcomes = outcomes or store.connection
         """The outcome log's Redis (the profile store's unless configured apart)."""
@@ -188,7 +187,8 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         entry = logged_outcome(
             decision, offer_id=outcome.offer_id, outcome=outcome.outcome, at=outcome.at
         )
-        learning = self._rules.current.source.learning
+        # Applied as the arm the decision was made in learns (the counters are shared).
+        learning = self._session.ruleset_for(decision.arm).source.learning
         budget = self._outcome_budget(caller_deadline)
         later = "the outcome is logged and will be applied by the reconciler"
         try:

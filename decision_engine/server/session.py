@@ -113,6 +113,12 @@ class DecisionSession:
         self._store = store
         self._learned = learned
         self._challenger = challenger
+        # The challenger learns from the same counters, with its own ruleset's settings.
+        self._challenger_learned = (
+            learned.alongside(challenger)
+            if learned is not None and challenger is not None
+            else None
+        )
         self._experiment = experiment or Experiment()
         self._store_timeout_s = store_timeout_s
         self._ids = ids
@@ -127,6 +133,11 @@ class DecisionSession:
         if arm == CHALLENGER and self._challenger is not None:
             return self._challenger.current
         return self._rules.current
+
+    def _learning_for(self, arm: str) -> LearnedState | None:
+        if arm == CHALLENGER and self._challenger is not None:
+            return self._challenger_learned
+        return self._learned
 
     async def decide(
         self,
@@ -154,7 +165,8 @@ class DecisionSession:
         loaded, degraded = await self._load(
             customer_id, interaction, now, ruleset.daily_caps, time_remaining
         )
-        learned = self._learned.for_ruleset(ruleset) if self._learned is not None else None
+        learning = self._learning_for(arm)
+        learned = learning.for_ruleset(ruleset) if learning is not None else None
         sample_seed = None
         if learned is not None and random.random() < ruleset.source.learning.exploration:
             sample_seed = random.getrandbits(64)
