@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from decision_engine.decide.engine import decide
+from decision_engine.decide.engine import Prepared, decide, prepare
 from decision_engine.decide.experiment import CHALLENGER, CONTROL, Experiment
 from decision_engine.decide.learning import Learned
 from decision_engine.decide.model import Contact, Context, CustomerState, Decision
@@ -93,6 +93,8 @@ class _Inputs:
     learned: Learned | None
     sample_seed: int | None
     """Set when this decision explores (Thompson sampling); the same over cap retries."""
+    prepared: Prepared
+    """The facts, routing, policies and candidates: built once, however often it decides."""
 
 
 class DecisionSession:
@@ -170,9 +172,10 @@ class DecisionSession:
         sample_seed = None
         if learned is not None and random.random() < ruleset.source.learning.exploration:
             sample_seed = random.getrandbits(64)
+        state = None if degraded else loaded.state
         inputs = _Inputs(
             ruleset,
-            None if degraded else loaded.state,
+            state,
             context,
             now,
             customer_id,
@@ -184,6 +187,7 @@ class DecisionSession:
             degraded,
             learned,
             sample_seed,
+            prepare(ruleset, state=state, context=context, now=now, interaction_id=interaction_id),
         )
         if arm == CONTROL:
             # The holdout is routed like everyone else but hears no offer.
@@ -228,6 +232,7 @@ class DecisionSession:
             customer_spent=customer_spent,
             learned=inputs.learned,
             sample_seed=inputs.sample_seed,
+            prepared=inputs.prepared,
         )
 
     async def _decide_within_caps(self, inputs: _Inputs) -> Decision:
