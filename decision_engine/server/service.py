@@ -1,7 +1,8 @@
 """The DecisionService servicer: convert the request, run the session, count, answer.
 
-The decision itself (arm, store read, learning, caps) is session.py's; the rulesets
-being served are rulesets.py's and the learned posteriors learning.py's.
+The decision itself (arm, store read, learning, caps) is session.py's, recording an
+outcome recording.py's; the rulesets being served are rulesets.py's and the learned
+posteriors learning.py's.
 """
 
 from __future__ import annotations
@@ -16,34 +17,18 @@ from prometheus_client import Counter
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.experiment import Experiment
-from decision_engine.errors import (
-    DecisionEngineError,
-    InvalidRequestError,
-    OutcomeLogUnavailableError,
-    StoreUnavailableError,
-)
+from decision_engine.errors import DecisionEngineError, InvalidRequestError
 from decision_engine.server import metrics
-from decision_engine.server.convert import (
-    OutcomeRequest,
-    check_against_decision,
-    decision_response,
-    outcome_request,
-    request_context,
-)
+from decision_engine.server.convert import decision_response, outcome_request, request_context
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.learning import LearnedState
 from decision_engine.server.read_watch import ReadWatch
+from decision_engine.server.recording import OutcomeRecorder
 from decision_engine.server.rulesets import ActiveRuleset
 from decision_engine.server.session import DecisionSession
 from decision_engine.server.status import status_for
 from decision_engine.store.connection import PipelinedConnection
-from decision_engine.store.outcomes import (
-    DEFAULT_OUTCOMES_TIMEOUT_S,
-    Recorded,
-    apply_outcome,
-    log_outcome,
-    logged_outcome,
-)
+from decision_engine.store.outcomes import DEFAULT_OUTCOMES_TIMEOUT_S
 from decision_engine.store.profiles import ProfileStore
 
 __all__ = ["ActiveRuleset", "AdminService", "DecisionService", "LearnedState", "ReadWatch"]
@@ -78,11 +63,9 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
             challenger=challenger,
             experiment=experiment,
         )
-        self._store = store
-        self._outcomes = outcomes or store.connection
-        """The outcome log's Redis (the profile store's unless configured apart)."""
-        self._outcomes_timeout_s = outcomes_timeout_s
-        self._ids = ids
+        self._recorder = OutcomeRecorder(
+            self._session, store, ids=ids, outcomes=outcomes, timeout_s=outcomes_timeout_s
+        )
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}
 
@@ -142,7 +125,7 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
                 if remaining is None
                 else asyncio.get_running_loop().time() + remaining * _DEADLINE_SHARE_FOR_OUTCOME
             )
-            recorded, arm = await self._record(outcome, caller_deadline=caller_deadline)
+            recorded, arm = await self._recorder.record(outcome, caller_deadline=caller_deadline)
         except DecisionEngineError as exc:
             if isinstance(exc, InvalidRequestError):
                 metrics.INVALID_REQUESTS.labels(exc.field).inc()
@@ -154,61 +137,6 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
         return pb.RecordOutcomeResponse(
             duplicate=recorded.status == "duplicate", outcome_id=recorded.outcome_id
         )
-
-    async def _record(
-        self, outcome: OutcomeRequest, *, caller_deadline: float | None
-    ) -> tuple[Recorded, str]:
-        """Log the outcome, then apply it; (what the log said, the decision's arm).
-
-        Each step has the outcome timeout (within the caller's deadline), so a failure
-        names the Redis that did not answer. An outcome logged but not applied is
-        applied later by the reconciler.
-        """
-        decision = self._ids.verify(outcome.decision_id, now=time.time())
-        check_against_decision(outcome, decision)
-        budget = self._outcome_budget(caller_deadline)
-        try:
-            async with asyncio.timeout(budget):
-                recorded = await log_outcome(
-                    self._outcomes,
-                    decision=decision,
-                    offer_id=outcome.offer_id,
-                    outcome=outcome.outcome,
-                    channel=outcome.channel,
-                    reason=outcome.reason,
-                    at=outcome.at,
-                    decision_ttl_s=self._ids.ttl_s,
-                )
-        except TimeoutError:
-            raise OutcomeLogUnavailableError(f"no answer within {budget * 1e3:.0f} ms") from None
-        except StoreUnavailableError as exc:
-            raise OutcomeLogUnavailableError(str(exc)) from exc
-        # Also for a duplicate: if an earlier attempt was logged but not applied, this applies it.
-        entry = logged_outcome(
-            decision, offer_id=outcome.offer_id, outcome=outcome.outcome, at=outcome.at
-        )
-        # Applied as the arm the decision was made in learns (the counters are shared).
-        learning = self._session.ruleset_for(decision.arm).source.learning
-        budget = self._outcome_budget(caller_deadline)
-        later = "the outcome is logged and will be applied by the reconciler"
-        try:
-            async with asyncio.timeout(budget):
-                await apply_outcome(
-                    self._store.connection, entry, decision_ttl_s=self._ids.ttl_s, learning=learning
-                )
-        except TimeoutError:
-            raise StoreUnavailableError(
-                f"no answer within {budget * 1e3:.0f} ms; {later}"
-            ) from None
-        except StoreUnavailableError as exc:
-            raise StoreUnavailableError(f"{exc}; {later}") from exc
-        return recorded, decision.arm
-
-    def _outcome_budget(self, caller_deadline: float | None) -> float:
-        if caller_deadline is None:
-            return self._outcomes_timeout_s
-        left = caller_deadline - asyncio.get_running_loop().time()
-        return min(self._outcomes_timeout_s, max(left, 0.001))
 
     async def Ping(
         self, request: pb.PingRequest, context: grpc.aio.ServicerContext
