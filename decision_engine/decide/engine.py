@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -24,6 +25,48 @@ from decision_engine.ruleset.model import OfferSpec
 from decision_engine.ruleset.runtime import first_failure, set_bits
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a decision takes from the customer and the context alone, before caps and
+    contact policies: the same however often one interaction is decided (cap retries)."""
+
+    facts: dict[str, Any]
+    """Never written to once prepared, so decisions can share it."""
+    unparsed: tuple[str, ...]
+    routing: Routing
+    first: dict[str, int]
+    """Category -> tier of the first applicable policy that puts it first."""
+    suppress: dict[str, str]
+    """Category -> the first applicable policy that suppresses it."""
+    candidates: int
+    """The offers whose indexed conditions the facts meet (a bit per offer)."""
+
+
+def prepare(
+    ruleset: CompiledRuleset,
+    *,
+    state: CustomerState | None,
+    context: Context,
+    now: float,
+    interaction_id: str = "",
+) -> Prepared:
+    """Pure: the facts, routing, applicable policies and candidate offers."""
+    facts, unparsed = typed_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
+    routing = _route(ruleset, facts)
+    # A category's tier is the position of the first applicable policy that puts it
+    # first, so earlier policies win (security before retention on a stolen-card cancel).
+    first: dict[str, int] = {}
+    suppress: dict[str, str] = {}
+    for tier, policy in enumerate(ruleset.policies):
+        if policy.test(facts) is True:
+            for category in policy.first:
+                first.setdefault(category, tier)
+            for category in policy.suppress:
+                suppress.setdefault(category, policy.spec.id)
+    candidates = ruleset.offer_index.candidates(facts)
+    return Prepared(facts, unparsed, routing, first, suppress, candidates)
+
+
 def decide(
     ruleset: CompiledRuleset,
     *,
@@ -39,27 +82,23 @@ def decide(
     customer_spent: frozenset[str] = frozenset(),
     learned: Learned | None = None,
     sample_seed: int | None = None,
+    prepared: Prepared | None = None,
 ) -> Decision:
     """Pure: same inputs, same decision. `state` None means the store could not be read.
 
     `exhausted` lists capped offers whose budget for the day is spent, `customer_spent`
     those this customer has had their daily share of. With `learned`,
     propensities are the posterior means, or draws from the posteriors (Thompson
-    sampling, seeded by `sample_seed`) when exploring.
+    sampling, seeded by `sample_seed`) when exploring. `prepared`, from `prepare` with
+    the same ruleset, state, context, now and interaction id, saves computing it again
+    when one interaction is decided more than once; the decision is the same.
     """
-    facts, unparsed = typed_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
-    routing = _route(ruleset, facts)
-    # A category's tier is the position of the first applicable policy that puts it
-    # first, so earlier policies win (security before retention on a stolen-card cancel).
-    first: dict[str, int] = {}
-    suppress: dict[str, str] = {}
-    for tier, policy in enumerate(ruleset.policies):
-        if policy.test(facts) is True:
-            for category in policy.first:
-                first.setdefault(category, tier)
-            for category in policy.suppress:
-                suppress.setdefault(category, policy.spec.id)
-
+    if prepared is None:
+        prepared = prepare(
+            ruleset, state=state, context=context, now=now, interaction_id=interaction_id
+        )
+    facts, routing = prepared.facts, prepared.routing
+    first, suppress, candidates = prepared.first, prepared.suppress, prepared.candidates
     blocked, presented_here = blocked_offers(
         ruleset,
         state.history if state is not None else {},
@@ -75,7 +114,6 @@ def decide(
         if bit is not None:
             blocked_mask |= 1 << bit
     propensity, ratio = _propensities(learned, facts, sample_seed)
-    candidates = ruleset.offer_index.candidates(facts)
     ranked = (
         _ranked(
             ruleset, facts, limit, first, suppress, candidates & ~blocked_mask, propensity, ratio
@@ -115,7 +153,7 @@ def decide(
         degraded=degraded,
         explanations=explanations,
         suppressed_by=suppressed_by,
-        unparsed_fields=unparsed,
+        unparsed_fields=prepared.unparsed,
     )
 
 

@@ -85,7 +85,8 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         # One candidate per replica; the reconciler's lease picks one in the deployment.
         background.append(
             asyncio.create_task(
-                _reconcile(settings, redis_url, outcomes_url, rules), name="outcome reconciler"
+                _reconcile(settings, redis_url, outcomes_url, rules, challenger),
+                name="outcome reconciler",
             )
         )
     for task in background:
@@ -138,9 +139,14 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
 
 
 async def _reconcile(
-    settings: Settings, redis_url: str, outcomes_url: str, rules: ActiveRuleset
+    settings: Settings,
+    redis_url: str,
+    outcomes_url: str,
+    rules: ActiveRuleset,
+    challenger: ActiveRuleset | None,
 ) -> None:
     """Apply what reached the outcome log but not the decision Redis (store/reconcile.py)."""
+    from decision_engine.decide.experiment import CHALLENGER
     from decision_engine.server.reconcile import run_reconciler
     from decision_engine.store.connection import PipelinedConnection
     from decision_engine.store.reconcile import Reconciler
@@ -151,7 +157,13 @@ async def _reconcile(
     reconciler = Reconciler(
         log_connection,
         apply_connection,
-        learning=lambda: rules.current.source.learning,
+        # Applied with the learning settings of the arm the decision was made in, as
+        # RecordOutcome does.
+        learning=lambda arm: (
+            (
+                challenger if arm == CHALLENGER and challenger is not None else rules
+            ).current.source.learning
+        ),
         decision_ttl_s=settings.decision_ttl_days * 86_400,
         # Younger entries are still being applied by their own call.
         settle_s=settings.outcomes_timeout_ms / 1000 + 1.0,

@@ -57,7 +57,7 @@ class Reconciler:
         log: PipelinedConnection,
         apply: PipelinedConnection,
         *,
-        learning: Callable[[], Learning | None],
+        learning: Callable[[str], Learning | None],
         decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
         settle_s: float = 2.0,
         timeout_s: float = 5.0,
@@ -68,7 +68,8 @@ class Reconciler:
         self._log = log
         self._apply = apply
         self._learning = learning
-        """The active ruleset's learning parameters, as RecordOutcome applies them."""
+        """An arm's learning parameters (of its active ruleset), as RecordOutcome applies
+        them."""
         self._ttl_ms = int(decision_ttl_s * 1000)
         self._decision_ttl_s = decision_ttl_s
         self._settle_ms = int(settle_s * 1000)
@@ -118,14 +119,16 @@ class Reconciler:
                 return total
 
     async def _apply_all(self, entries: Sequence[Any]) -> int:
-        learning = self._learning()
         outcomes = [o for o in (_entry(entry_id, flat) for entry_id, flat in entries) if o]
         async with asyncio.timeout(self._timeout_s):
             # Concurrently: the connection pipelines them into one write.
             results = await asyncio.gather(
                 *(
                     apply_outcome(
-                        self._apply, o, decision_ttl_s=self._decision_ttl_s, learning=learning
+                        self._apply,
+                        o,
+                        decision_ttl_s=self._decision_ttl_s,
+                        learning=self._learning(o.arm),
                     )
                     for o in outcomes
                 ),

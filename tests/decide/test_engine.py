@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from decision_engine.decide.engine import decide
+from decision_engine.decide.engine import decide, prepare
 from decision_engine.decide.model import Contact, Context, CustomerState, Decision
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 
@@ -453,3 +453,33 @@ def test_an_offer_this_customer_had_their_share_of_today_is_kept_out(
     assert f"{device}/daily-cap-per-customer" in d.suppressed_by
     (why,) = [e.detail for e in d.explanations if e.rule_id == device]
     assert "at most 1 per customer per day" in why
+
+
+def test_a_prepared_decision_is_the_same_decision(ruleset: CompiledRuleset) -> None:
+    """Cap retries prepare the facts once: deciding from them changes nothing."""
+    state = CustomerState(ORDINARY)
+    context = Context(channel="voice", intent="general_inquiry", sentiment=None, attributes={})
+    prepared = prepare(ruleset, state=state, context=context, now=NOW, interaction_id="i-1")
+
+    def both(exhausted: frozenset[str]) -> tuple[Decision, Decision]:
+        fresh, again = (
+            decide(
+                ruleset,
+                state=state,
+                context=context,
+                now=NOW,
+                decision_id="d-1",
+                interaction_id="i-1",
+                explain=True,
+                exhausted=exhausted,
+                prepared=reuse,
+            )
+            for reuse in (None, prepared)
+        )
+        return fresh, again
+
+    fresh, again = both(frozenset())
+    assert fresh == again and fresh.offers
+    for exhausted in (frozenset(ids(fresh)[:1]), frozenset(o.spec.id for o in ruleset.offers)):
+        fresh, again = both(exhausted)
+        assert fresh == again

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import grpc
+import pytest
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.decide.experiment import Experiment
+from decision_engine.decide.learning import learned_from
 from decision_engine.store.embedded import EmbeddedRedis
+from decision_engine.store.outcomes import load_learning
 from tests.server.conftest import RULES, start_server
+from tests.server.in_process import in_process_server
 
 
 def decide(target: str, customer: str) -> pb.DecideResponse:
@@ -96,3 +102,61 @@ def test_arms_are_stable_and_the_control_group_gets_no_offer(
         assert by_arm["challenger"]["uplift_over_control"] is not None
     finally:
         server.stop()
+
+
+def test_the_challenger_learns_with_its_own_settings_from_the_shared_counters(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The champion does not learn, the challenger does: an outcome of a challenger
+    decision updates the per-offer counters (as the challenger learns), and the
+    challenger's decisions use the posteriors its own ruleset makes of them."""
+    champion = tmp_path / "champion"
+    shutil.copytree(RULES, champion, ignore=shutil.ignore_patterns("tests"))
+    arbitration = champion / "arbitration.yaml"
+    text = arbitration.read_text()
+    arbitration.write_text(text.replace("  learning:\n", "  learning:\n    enabled: false\n"))
+    challenger = tmp_path / "challenger"
+    shutil.copytree(RULES, challenger, ignore=shutil.ignore_patterns("tests"))
+    # No exploration: the challenger ranks by the posterior means.
+    (challenger / "arbitration.yaml").write_text(
+        text.replace("exploration: 0.05", "exploration: 0")
+    )
+    everyone = Experiment(challenger_share=1.0)
+
+    async def scenario() -> None:
+        async with in_process_server(
+            redis_url, rules=champion, challenger=challenger, experiment=everyone
+        ) as served:
+            assert served.challenger is not None
+            context = pb.InteractionContext(channel=pb.CHANNEL_VOICE, intent="cancel")
+            request = pb.DecideRequest(customer_id="C-x1", context=context)
+            first = await served.stub.Decide(request, timeout=5)
+            assert first.arm == "challenger"
+            offer = first.offers[0]
+            spec = next(
+                o.spec for o in served.challenger.current.offers if o.spec.id == offer.offer_id
+            )
+            assert offer.propensity == pytest.approx(spec.propensity)
+            for _ in range(5):
+                decided = await served.stub.Decide(request, timeout=5)
+                await served.stub.RecordOutcome(
+                    pb.RecordOutcomeRequest(
+                        decision_id=decided.decision_id,
+                        offer_id=offer.offer_id,
+                        outcome=pb.OUTCOME_ACCEPTED,
+                    ),
+                    timeout=5,
+                )
+            # Applied as the challenger learns, though the champion does not.
+            stored = await load_learning(served.store.connection)
+            assert offer.offer_id in stored
+            await served.learned.refresh()
+            assert served.learned.learned is None  # the champion does not learn
+            expected = learned_from(stored, served.challenger.current, now=time.time())
+            mean = expected.overall[offer.offer_id].mean
+            assert mean > spec.propensity
+            after = await served.stub.Decide(request, timeout=5)
+            learned_offer = next(o for o in after.offers if o.offer_id == offer.offer_id)
+            assert learned_offer.propensity == pytest.approx(mean, rel=1e-3)
+
+    asyncio.run(scenario())

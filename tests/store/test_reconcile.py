@@ -58,7 +58,7 @@ def reconciler(
     return Reconciler(
         connection,
         connection,
-        learning=lambda: LEARNING,
+        learning=lambda arm: LEARNING,
         settle_s=settle_s,
         decision_ttl_s=decision_ttl_s,
         batch=4,  # several batches per run
@@ -150,3 +150,35 @@ def test_an_entry_that_is_not_an_outcome_is_skipped(
 
     assert with_connection(redis_url, scenario) == 1
     assert "is not an outcome; skipped" in caplog.text
+
+
+def test_each_outcome_is_applied_with_its_arms_learning(redis_url: str) -> None:
+    """As RecordOutcome does: the challenger's outcomes with the challenger's settings."""
+
+    def arm_decision(n: int, arm: str) -> DecisionRecord:
+        return DecisionRecord(f"d-{arm}-{n}", f"C-{n}", ("a",), "", "voice", "v1", arm, 0)
+
+    async def scenario(connection: PipelinedConnection) -> list[str]:
+        now = time.time()
+        for arm in ("champion", "challenger"):
+            await log_outcome(
+                connection, decision=arm_decision(1, arm), offer_id="a", outcome="accepted",
+                channel="", reason="", at=now,
+            )  # fmt: skip
+        seen: list[str] = []
+
+        def learning(arm: str) -> Learning | None:
+            seen.append(arm)
+            return LEARNING if arm == "challenger" else None
+
+        r = Reconciler(connection, connection, learning=learning, settle_s=0,
+                       decision_ttl_s=86_400)  # fmt: skip
+        await r.run_once()
+        return seen
+
+    seen = with_connection(redis_url, scenario)
+    assert sorted(seen) == ["challenger", "champion"]
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        # Only the challenger learns; both outcomes are counted.
+        assert client.hget("nba:learning", "a") is not None
+        assert client.hget(OFFER_STATS, "a|accepted") == "2"

@@ -1,0 +1,97 @@
+"""The learned posteriors each worker keeps, refreshed from Redis in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from decision_engine.decide.learning import Learned, learned_from
+from decision_engine.errors import StoreError
+from decision_engine.ruleset.compiled import CompiledRuleset
+from decision_engine.server import metrics
+from decision_engine.server.rulesets import ActiveRuleset
+from decision_engine.server.throttle import Outage
+from decision_engine.store.connection import ReplyError
+from decision_engine.store.outcomes import load_learning
+from decision_engine.store.profiles import ProfileStore
+
+# The name log lines have always carried (filters and alerts match it).
+log = logging.getLogger("decision_engine.server.service")
+
+
+class LearnedState:
+    """The posteriors of the active ruleset, refreshed from Redis every second.
+
+    Reading them per request would put every offer's counts on the request path;
+    they change only with outcomes, so a worker keeps a copy a second old at most.
+    While Redis cannot answer, the last posteriors stay in use.
+
+    The counts in Redis are per offer (and segment), not per arm: every arm's outcomes
+    add to the same counters, so the posteriors are shared by offer id. Each arm turns
+    them into posteriors with its own ruleset (its priors, prior strength, half-life,
+    `by`), in its own LearnedState: `alongside` makes one for another arm's ruleset,
+    refreshed by this one's loop from the same single read.
+    """
+
+    def __init__(
+        self,
+        rules: ActiveRuleset,
+        store: ProfileStore,
+        *,
+        every_s: float = 1.0,
+        timeout_s: float = 1.0,
+    ) -> None:
+        self._rules = rules
+        self._store = store
+        self.every_s = every_s
+        self.timeout_s = timeout_s
+        self.learned: Learned | None = None
+        self.version = ""
+        self._alongside: list[LearnedState] = []
+        self._outage = Outage(
+            log,
+            failing="learned acceptance rates not refreshed (%s), %d attempt(s) so far; "
+            "serving the last ones",
+            back="learned acceptance rates refreshed again after %d failed attempt(s)",
+        )
+
+    def for_ruleset(self, ruleset: CompiledRuleset) -> Learned | None:
+        """Posteriors, if they were computed for this ruleset (not a previous one)."""
+        return self.learned if self.version == ruleset.version else None
+
+    def alongside(self, rules: ActiveRuleset) -> LearnedState:
+        """The posteriors of another arm's ruleset (the challenger's), refreshed with these."""
+        other = LearnedState(rules, self._store, every_s=self.every_s, timeout_s=self.timeout_s)
+        self._alongside.append(other)
+        return other
+
+    async def refresh(self) -> None:
+        """One read of the counters, turned into posteriors for each ruleset that learns."""
+        stored: dict[str, str] | None = None
+        for state in (self, *self._alongside):
+            ruleset = state._rules.current
+            if not ruleset.source.learning.enabled:
+                state.learned, state.version = None, ruleset.version
+                continue
+            if stored is None:
+                async with asyncio.timeout(self.timeout_s):
+                    stored = await load_learning(self._store.connection)
+            learned = learned_from(stored, ruleset, now=time.time())
+            state.learned, state.version = learned, ruleset.version
+            if state is self:
+                # The gauge shows this (the champion's) posteriors, as it always has.
+                for offer_id, posterior in learned.overall.items():
+                    metrics.OFFER_PROPENSITY.labels(offer_id).set(posterior.mean)
+
+    async def run(self) -> None:
+        """Refresh until cancelled; no Redis failure (loading, reset, slow, an error
+        reply) ends the loop."""
+        while True:
+            try:
+                await self.refresh()
+            except (StoreError, ReplyError, OSError, TimeoutError) as exc:
+                self._outage.failed(str(exc) or type(exc).__name__)
+            else:
+                self._outage.recovered()
+            await asyncio.sleep(self.every_s)
