@@ -52,7 +52,7 @@ from typing import Any
 from bench.run import machine
 from decision_engine.decide.engine import decide
 from decision_engine.decide.learning import Learned, decayed, learned_from
-from decision_engine.decide.model import Context, CustomerState
+from decision_engine.decide.values import Context, CustomerState
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.keys import LEARNING

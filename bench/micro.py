@@ -18,7 +18,7 @@ from typing import Any
 from bench.gen_rules import demo_schema_values, write_ruleset
 from decision_engine.decide.engine import decide
 from decision_engine.decide.facts import build_facts
-from decision_engine.decide.model import Contact, Context, CustomerState
+from decision_engine.decide.values import Contact, Context, CustomerState
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.store.generate import generate_profiles
 from decision_engine.vocabulary import CHANNELS

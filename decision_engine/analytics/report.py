@@ -65,7 +65,7 @@ class OfferRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Report:
+class OutcomeReport:
     """Everything the command prints."""
 
     arms: tuple[ArmRow, ...]
@@ -83,7 +83,7 @@ def arm_order(arm: str) -> tuple[int, str]:
     return (KNOWN_ARMS.index(arm) if arm in KNOWN_ARMS else len(KNOWN_ARMS), arm)
 
 
-def build_report(counters: Counters) -> Report:
+def build_report(counters: Counters) -> OutcomeReport:
     """Rates, intervals and uplift from the typed counters."""
     arms = sorted(set(counters.arms) | {arm for arm, _ in counters.by_arm_offer}, key=arm_order)
     offers = sorted(
@@ -95,7 +95,7 @@ def build_report(counters: Counters) -> Report:
     rows = tuple(_arm_row(arm, counters, offers, control) for arm in arms)
     inconsistent = [f"arm {r.arm}" for r in rows if r.accepted > r.presented]
     inconsistent += [f"offer {r.offer} in arm {r.arm}" for r in offers if r.accepted > r.presented]
-    return Report(
+    return OutcomeReport(
         arms=rows,
         offers=tuple(offers),
         has_outcomes=counters.has_outcomes,
@@ -160,7 +160,7 @@ def _rate_json(r: Rate | None) -> dict[str, float] | None:
     return None if r is None else {"rate": r.value, "low": r.interval.low, "high": r.interval.high}
 
 
-def report_json(report: Report) -> dict[str, Any]:
+def report_json(report: OutcomeReport) -> dict[str, Any]:
     """The report as plain data: rates are fractions, intervals are 95%."""
     data: dict[str, Any] = {
         "confidence": CONFIDENCE,
@@ -228,7 +228,7 @@ def _uplift_cell(row: ArmRow) -> str:
     return f"{d * 100:+.1f} [dim]({i.low * 100:+.1f} to {i.high * 100:+.1f})[/]"
 
 
-def _acceptance_table(report: Report) -> Table:
+def _acceptance_table(report: OutcomeReport) -> Table:
     table = Table(title="Acceptance by arm (95% intervals)", title_justify="left")
     table.add_column("arm")
     for name in ("decisions", "presented", "accepted", "acceptance", "accepted / decision"):
@@ -242,7 +242,7 @@ def _acceptance_table(report: Report) -> Table:
     return table
 
 
-def _resolution_table(report: Report) -> Table:
+def _resolution_table(report: OutcomeReport) -> Table:
     table = Table(title="Resolution by arm (95% intervals)", title_justify="left")
     table.add_column("arm")
     for name in ("resolved", "not resolved", "resolution", "uplift vs control (pp)"):
@@ -256,7 +256,7 @@ def _resolution_table(report: Report) -> Table:
     return table
 
 
-def _offer_table(report: Report) -> Table:
+def _offer_table(report: OutcomeReport) -> Table:
     table = Table(title="Acceptance by arm and offer (95% intervals)", title_justify="left")
     table.add_column("arm", overflow="fold")
     table.add_column("offer", overflow="fold")
@@ -275,7 +275,7 @@ def _offer_table(report: Report) -> Table:
     return table
 
 
-def print_report(report: Report, console: Console) -> None:
+def print_report(report: OutcomeReport, console: Console) -> None:
     """Readable tables: per arm, then per arm and offer."""
     console.print(_acceptance_table(report))
     console.print(_resolution_table(report))

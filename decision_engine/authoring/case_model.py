@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from decision_engine.decide.model import Context, CustomerState
+from decision_engine.decide.values import Context, CustomerState
 from decision_engine.errors import Problem, Where
 
 CASES_SUBDIR = "tests"

@@ -19,7 +19,7 @@ from decision_engine.authoring.case_model import (
     OffersExpectation,
     RoutingExpectation,
 )
-from decision_engine.decide.model import Contact, Context, CustomerState, OfferEvent
+from decision_engine.decide.values import Contact, Context, CustomerState, OfferEvent
 from decision_engine.errors import Where
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.ruleset.schema import FieldSpec

@@ -20,7 +20,7 @@ from decision_engine.authoring.case_model import (
 )
 from decision_engine.authoring.case_read import case_files, read_cases
 from decision_engine.decide.engine import decide
-from decision_engine.decide.model import Decision, Explanation
+from decision_engine.decide.values import Decision, Explanation
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 

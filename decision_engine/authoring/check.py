@@ -31,8 +31,8 @@ from decision_engine.config import setting_option
 from decision_engine.errors import Problem, RulesetError, Where
 from decision_engine.ruleset.expr import conjuncts, render
 from decision_engine.ruleset.load import load_ruleset, rule_files
-from decision_engine.ruleset.model import Condition, OfferSpec, RouteSpec, Ruleset
 from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.ruleset.spec import Condition, OfferSpec, RouteSpec, Ruleset
 from decision_engine.vocabulary import CHANNELS
 
 # -- the report ----------------------------------------------------------------------------
@@ -107,7 +107,7 @@ class _Term:
 
 
 @dataclass(frozen=True, slots=True)
-class _Rule:
+class _CheckedRule:
     """One offer, routing rule or policy, reduced to what we can reason about."""
 
     what: str
@@ -124,7 +124,7 @@ class _Rule:
         return not self.terms and not self.unknown
 
 
-def _rule(what: str, verb: str, where: Where, conditions: Sequence[Condition]) -> _Rule:
+def _rule(what: str, verb: str, where: Where, conditions: Sequence[Condition]) -> _CheckedRule:
     terms, unknown = [], set()
     for term in (t for cond in conditions for t in conjuncts(cond.node)):
         atom = atom_of(term)
@@ -132,10 +132,10 @@ def _rule(what: str, verb: str, where: Where, conditions: Sequence[Condition]) -
             unknown.add(_shape(term))
         else:
             terms.append(_Term(atom[0][0], atom, render(term)))
-    return _with_domains(_Rule(what, verb, where, tuple(terms), frozenset(unknown)))
+    return _with_domains(_CheckedRule(what, verb, where, tuple(terms), frozenset(unknown)))
 
 
-def _with_domains(rule: _Rule) -> _Rule:
+def _with_domains(rule: _CheckedRule) -> _CheckedRule:
     domains: dict[str, Domain] = {}
     for term in rule.terms:
         domains[term.field] = domains.get(term.field, ANY).meet(domain_of(term.atom))
@@ -153,7 +153,7 @@ def _shape(node: object) -> object:
     return (type(node).__name__, node)
 
 
-def _offer_rule(offer: OfferSpec) -> _Rule:
+def _offer_rule(offer: OfferSpec) -> _CheckedRule:
     rule = _rule(f"offer {offer.id}", "be eligible", offer.where, offer.when)
     if not offer.channels or set(offer.channels) >= set(CHANNELS):
         return rule
@@ -197,7 +197,7 @@ def _warning(where: Where, message: str) -> Problem:
     return Problem(where, message, severity="warning")
 
 
-def _contradiction(rule: _Rule, specs: Mapping[str, FieldSpec]) -> str | None:
+def _contradiction(rule: _CheckedRule, specs: Mapping[str, FieldSpec]) -> str | None:
     """Why the rule's terms can never all hold, from the first field that shows it."""
     for name, domain in rule.domains.items():
         spec = specs[name]
@@ -222,7 +222,7 @@ def _no_channel(offer_id: str, where: Where) -> Problem:
 
 
 def _shadowed(
-    routes: Sequence[tuple[RouteSpec, _Rule]], specs: Mapping[str, FieldSpec]
+    routes: Sequence[tuple[RouteSpec, _CheckedRule]], specs: Mapping[str, FieldSpec]
 ) -> dict[str, Problem]:
     """Routing rules that never win: an earlier rule holds whenever they do."""
     found: dict[str, Problem] = {}
@@ -236,7 +236,7 @@ def _shadowed(
     return found
 
 
-def _shadow_message(spec: RouteSpec, earlier_spec: RouteSpec, earlier: _Rule) -> str:
+def _shadow_message(spec: RouteSpec, earlier_spec: RouteSpec, earlier: _CheckedRule) -> str:
     if earlier_spec.precedence < spec.precedence:
         wins = f"its precedence {earlier_spec.precedence} is lower than {spec.precedence}"
     else:
@@ -253,7 +253,7 @@ def _shadow_message(spec: RouteSpec, earlier_spec: RouteSpec, earlier: _Rule) ->
     )
 
 
-def _implies(rule: _Rule, other: _Rule, specs: Mapping[str, FieldSpec]) -> bool:
+def _implies(rule: _CheckedRule, other: _CheckedRule, specs: Mapping[str, FieldSpec]) -> bool:
     """Whenever `rule` holds, `other` holds too (every term of `other` follows)."""
     if not other.unknown <= rule.unknown:
         return False  # a term we cannot read follows only when written identically
@@ -272,7 +272,7 @@ def _follows(domain: Domain, atom: Atom, spec: FieldSpec) -> bool:
 
 
 def _overlaps(
-    routes: Sequence[tuple[RouteSpec, _Rule]], specs: Mapping[str, FieldSpec]
+    routes: Sequence[tuple[RouteSpec, _CheckedRule]], specs: Mapping[str, FieldSpec]
 ) -> list[Problem]:
     """Rules of equal precedence that may both apply: only file order decides between them."""
     problems = []
@@ -291,13 +291,15 @@ def _overlaps(
     return problems
 
 
-def _disjoint(a: _Rule, b: _Rule, specs: Mapping[str, FieldSpec]) -> bool:
+def _disjoint(a: _CheckedRule, b: _CheckedRule, specs: Mapping[str, FieldSpec]) -> bool:
     """No interaction satisfies both: some field has no value (or absence) they share."""
     shared = a.domains.keys() & b.domains.keys()
     return any(is_empty(a.domains[n].meet(b.domains[n]), specs[n]) for n in shared)
 
 
-def _uncovered_values(offers: Sequence[_Rule], specs: Mapping[str, FieldSpec]) -> list[Problem]:
+def _uncovered_values(
+    offers: Sequence[_CheckedRule], specs: Mapping[str, FieldSpec]
+) -> list[Problem]:
     """Per enum field some offer constrains: the values for which no offer can be eligible."""
     problems = []
     for name, spec in specs.items():
@@ -320,7 +322,7 @@ def _uncovered_values(offers: Sequence[_Rule], specs: Mapping[str, FieldSpec]) -
     return problems
 
 
-def _excludes(offer: _Rule, name: str, value: str, spec: FieldSpec) -> bool:
+def _excludes(offer: _CheckedRule, name: str, value: str, spec: FieldSpec) -> bool:
     domain = offer.domains.get(name)
     if domain is None:
         return False

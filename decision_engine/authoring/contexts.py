@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from decision_engine.authoring.results import BadLine
-from decision_engine.decide.model import Contact, Context
+from decision_engine.decide.values import Contact, Context
 from decision_engine.errors import ProfileImportError
 from decision_engine.store.importer import _jsonl
 from decision_engine.vocabulary import CHANNELS

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from decision_engine.ruleset.compile import index_term
 from decision_engine.ruleset.expr import Node, Not
+from decision_engine.ruleset.rule_index import index_term
 from decision_engine.ruleset.schema import FieldSpec
 
 Scalar = float | str | bool

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from decision_engine.authoring.contexts import DAY, Contexts, Interaction
 from decision_engine.authoring.results import BadLine
-from decision_engine.decide.model import Contact, Context, CustomerState
+from decision_engine.decide.values import Contact, Context, CustomerState
 from decision_engine.errors import ProfileImportError
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.ruleset.fields import CONTACT_WINDOW_DAYS

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from decision_engine.authoring.figures import money, offer_list, signed
-from decision_engine.authoring.results import Diff, Outcome, Report, Share
+from decision_engine.authoring.results import Diff, RunSummary, Share, SimulationReport
 
 TOP_OFFERS = 30
 TOP_ROWS = 25
@@ -65,7 +65,7 @@ class _Bar:
     base: Share | None
 
 
-def render_html(report: Report) -> str:
+def render_html(report: SimulationReport) -> str:
     """The whole page."""
     new, base = report.new, report.baseline
     title = f"What-if simulation: {new.label or new.rules_dir} ({new.version})"
@@ -96,7 +96,7 @@ def render_html(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _subtitle(report: Report) -> str:
+def _subtitle(report: SimulationReport) -> str:
     moment = datetime.fromtimestamp(report.now, UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = f"{report.customers:,} customers, {report.population}; decided as at {moment}"
     if report.baseline is not None:
@@ -104,14 +104,14 @@ def _subtitle(report: Report) -> str:
     return text
 
 
-def _speed(report: Report) -> str:
+def _speed(report: SimulationReport) -> str:
     runs = [("new", report.new), ("baseline", report.baseline)]
     return "Simulated through the live decision core: " + ", ".join(
         f"{name} {o.decisions_per_second:,.0f} decisions/s" for name, o in runs if o is not None
     )
 
 
-def _cards(report: Report) -> str:
+def _cards(report: SimulationReport) -> str:
     new, base = report.new, report.baseline
     cards = [_card("Customers", f"{report.customers:,}")]
     if report.diff is not None:
@@ -155,14 +155,14 @@ def _was(text: str, change: str) -> str:
     return f"baseline {text} · change {change}"
 
 
-def _queue_bars(new: Outcome, base: Outcome | None) -> list[_Bar]:
+def _queue_bars(new: RunSummary, base: RunSummary | None) -> list[_Bar]:
     after = {s.key: s for s in new.queues}
     before = {s.key: s for s in base.queues} if base else {}
     keys = list(after) + [k for k in before if k not in after]
     return [_bar(k, "", after, before, base is not None) for k in keys]
 
 
-def _offer_bars(new: Outcome, base: Outcome | None) -> list[_Bar]:
+def _offer_bars(new: RunSummary, base: RunSummary | None) -> list[_Bar]:
     after = {s.key: s for s in new.offers if s.count}
     before = {s.key: s for s in base.offers if s.count} if base else {}
     keys = sorted(
@@ -185,7 +185,7 @@ def _bar(
     return _Bar(key, detail, after.get(key, empty), before.get(key, empty) if comparing else None)
 
 
-def _offer_note(new: Outcome) -> str:
+def _offer_note(new: RunSummary) -> str:
     shown = sum(1 for s in new.offers if s.count)
     never = len(new.offers) - shown
     note = f"{shown:,} of {len(new.offers):,} offers are shown to at least one customer"
@@ -279,7 +279,7 @@ def _changes(diff: Diff, customers: int) -> str:
     return "".join(parts)
 
 
-def _rules(report: Report) -> str:
+def _rules(report: SimulationReport) -> str:
     if report.diff is not None:
         body = _table(
             ("routing rule", "baseline", "new", "change"),

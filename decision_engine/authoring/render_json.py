@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from decision_engine.authoring.figures import iso_instant
-from decision_engine.authoring.results import Diff, Outcome, Report, Share
+from decision_engine.authoring.results import Diff, RunSummary, Share, SimulationReport
 
 
-def report_json(report: Report) -> dict[str, Any]:
+def report_json(report: SimulationReport) -> dict[str, Any]:
     """The report as plain JSON-ready data."""
     out: dict[str, Any] = {
         "now": iso_instant(report.now),
@@ -27,7 +27,7 @@ def report_json(report: Report) -> dict[str, Any]:
     return out
 
 
-def _outcome_json(outcome: Outcome) -> dict[str, Any]:
+def _outcome_json(outcome: RunSummary) -> dict[str, Any]:
     return {
         "rules_dir": outcome.rules_dir,
         "version": outcome.version,

@@ -9,10 +9,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from decision_engine.authoring.figures import iso_instant, money, offer_list, pct, signed
-from decision_engine.authoring.results import Diff, Outcome, Report, Share
+from decision_engine.authoring.results import Diff, RunSummary, Share, SimulationReport
 
 
-def print_report(report: Report, console: Console, *, top: int = 25) -> None:
+def print_report(report: SimulationReport, console: Console, *, top: int = 25) -> None:
     """Readable tables: routing, rules, offers, value, and the changes."""
     new, old = report.new, report.baseline
     console.print(_heading(report))
@@ -24,7 +24,7 @@ def print_report(report: Report, console: Console, *, top: int = 25) -> None:
         _print_diff(report.diff, report.customers, console, top)
 
 
-def _heading(report: Report) -> str:
+def _heading(report: SimulationReport) -> str:
     lines = [
         f"[bold]Simulation[/] at {iso_instant(report.now)}: {report.customers:,} customers, "
         f"{escape(report.population)}"
@@ -39,7 +39,7 @@ def _heading(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _queue_table(new: Outcome, old: Outcome | None) -> Table:
+def _queue_table(new: RunSummary, old: RunSummary | None) -> Table:
     table = Table(title="Routing queue", title_justify="left")
     table.add_column("queue")
     before = {s.key: s for s in old.queues} if old else {}
@@ -64,7 +64,7 @@ def _queue_table(new: Outcome, old: Outcome | None) -> Table:
     return table
 
 
-def _rule_table(report: Report) -> Table:
+def _rule_table(report: SimulationReport) -> Table:
     table = Table(title="Routing rule that won", title_justify="left")
     table.add_column("rule")
     if report.diff is not None:
@@ -81,7 +81,7 @@ def _rule_table(report: Report) -> Table:
     return table
 
 
-def _offer_table(report: Report, top: int) -> Table:
+def _offer_table(report: SimulationReport, top: int) -> Table:
     new, diff = report.new, report.diff
     table = Table(title="Offers shown (customers who see the offer)", title_justify="left")
     table.add_column("offer")
@@ -110,13 +110,13 @@ def _offer_table(report: Report, top: int) -> Table:
     return table
 
 
-def _value_table(new: Outcome, old: Outcome | None) -> Table:
+def _value_table(new: RunSummary, old: RunSummary | None) -> Table:
     table = Table(title="Expected value (mean is per customer)", title_justify="left")
     table.add_column("")
     columns = [("baseline", old), ("new", new)] if old else [("new", new)]
     for name, _ in columns:
         table.add_column(name, justify="right")
-    rows: list[tuple[str, Callable[[Outcome], str]]] = [
+    rows: list[tuple[str, Callable[[RunSummary], str]]] = [
         ("first offer, total", lambda o: money(o.first_offer_ev)),
         ("first offer, mean", lambda o: money(o.first_offer_ev_mean)),
         ("all offers shown, total", lambda o: money(o.all_offers_ev)),

@@ -43,7 +43,7 @@ class Share:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RunSummary:
     """One ruleset over the population, in figures."""
 
     rules_dir: str
@@ -135,7 +135,7 @@ class Diff:
 
 
 @dataclass(frozen=True, slots=True)
-class Report:
+class SimulationReport:
     """Everything a simulation found."""
 
     now: float
@@ -143,6 +143,6 @@ class Report:
     customers: int
     bad_lines: tuple[BadLine, ...]
     warnings: tuple[str, ...]
-    new: Outcome
-    baseline: Outcome | None = None
+    new: RunSummary
+    baseline: RunSummary | None = None
     diff: Diff | None = None

@@ -27,7 +27,7 @@ from decision_engine.authoring.population import (
 from decision_engine.authoring.render_html import render_html
 from decision_engine.authoring.render_json import report_json
 from decision_engine.authoring.render_text import print_report
-from decision_engine.authoring.results import Report
+from decision_engine.authoring.results import SimulationReport
 from decision_engine.authoring.simulation import simulate
 from decision_engine.config import setting_option
 from decision_engine.errors import ProfileImportError, RulesetError
@@ -101,7 +101,7 @@ def _run_with_progress(
     population: Population,
     now: float,
     options: Mapping[str, Any],
-) -> Report:
+) -> SimulationReport:
     with Progress(
         TextColumn("{task.description:>8}"),
         BarColumn(),

@@ -13,7 +13,7 @@ from itertools import chain
 
 from decision_engine.authoring.diff import compare
 from decision_engine.authoring.population import Population
-from decision_engine.authoring.results import Diff, Outcome, Report, Run, Share
+from decision_engine.authoring.results import Diff, Run, RunSummary, Share, SimulationReport
 from decision_engine.decide.engine import decide
 from decision_engine.ruleset.compiled import CompiledRuleset
 
@@ -64,7 +64,7 @@ def run(
     return Run(tuple(queues), tuple(rule_ids), tuple(offer_ids), first_ev, all_ev, seconds)
 
 
-def summarize(ruleset: CompiledRuleset, result: Run, rules_dir: str) -> Outcome:
+def summarize(ruleset: CompiledRuleset, result: Run, rules_dir: str) -> RunSummary:
     """Counts and shares of one run."""
     total = len(result.queues)
     queue_counts = Counter(result.queues)
@@ -72,7 +72,7 @@ def summarize(ruleset: CompiledRuleset, result: Run, rules_dir: str) -> Outcome:
     offer_counts = Counter(chain.from_iterable(result.offer_ids))
     route_ids = [r.id for r in ruleset.routes] + ["default"]
     offers = sorted(ruleset.offers, key=lambda o: -offer_counts[o.spec.id])  # stable: file order
-    return Outcome(
+    return RunSummary(
         rules_dir=rules_dir,
         version=ruleset.version,
         label=ruleset.source.label,
@@ -106,11 +106,11 @@ def simulate(
     baseline: CompiledRuleset | None = None,
     baseline_dir: str = "",
     progress: ProgressCallback | None = None,
-) -> Report:
+) -> SimulationReport:
     """Run the population through the new ruleset (and the baseline) and compare."""
     new_run = run(ruleset, population, now=now, label="new", progress=progress)
     new = summarize(ruleset, new_run, rules_dir)
-    old: Outcome | None = None
+    old: RunSummary | None = None
     diff: Diff | None = None
     if baseline is not None:
         old_run = run(baseline, population, now=now, label="baseline", progress=progress)
@@ -118,7 +118,7 @@ def simulate(
         diff = compare(
             old_run, new_run, population.customer_ids, old_rules=baseline, new_rules=ruleset
         )
-    return Report(
+    return SimulationReport(
         now=now,
         population=population.source,
         customers=len(population),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from decision_engine.decide.model import OfferEvent
+from decision_engine.decide.values import OfferEvent
 from decision_engine.ruleset.compiled import CompiledRuleset
-from decision_engine.ruleset.model import ContactPolicy
+from decision_engine.ruleset.spec import ContactPolicy
 
 _DAY = 86_400.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from decision_engine.decide.model import Context, CustomerState
+from decision_engine.decide.values import Context, CustomerState
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.ruleset.fields import CONTACT_WINDOW_DAYS
 from decision_engine.ruleset.runtime import TODAY

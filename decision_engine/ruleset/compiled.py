@@ -8,16 +8,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from decision_engine.ruleset.compile import (
-    RuleIndex,
-    compile_all,
-    compile_checks,
-    compile_node,
-    constant,
-)
+from decision_engine.ruleset.closures import compile_all, compile_checks, compile_node, constant
 from decision_engine.ruleset.expr import Arith, Field, Literal, Logic, Node, render
 from decision_engine.ruleset.load import load_ruleset
-from decision_engine.ruleset.model import (
+from decision_engine.ruleset.rule_index import RuleIndex
+from decision_engine.ruleset.runtime import Checks, Fn
+from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.ruleset.spec import (
     Condition,
     ContactPolicy,
     OfferSpec,
@@ -25,8 +22,6 @@ from decision_engine.ruleset.model import (
     RouteSpec,
     Ruleset,
 )
-from decision_engine.ruleset.runtime import Checks, Fn
-from decision_engine.ruleset.schema import FieldSpec
 
 Parser = Callable[[str], Any]
 

@@ -12,7 +12,7 @@
     atom      := number | string | "true" | "false" | field | name "(" args ")" | "(" condition ")"
 
 Nothing here is ever handed to Python's eval: the AST is type-checked and
-compiled into closures by ruleset/compile.py.
+compiled into closures by ruleset/closures.py.
 """
 
 from __future__ import annotations

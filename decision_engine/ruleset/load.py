@@ -13,10 +13,10 @@ from pathlib import Path
 import yaml
 
 from decision_engine.errors import Problem, RulesetError
-from decision_engine.ruleset.model import Ruleset
 from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.sections import SECTIONS, build_ruleset
+from decision_engine.ruleset.spec import Ruleset
 from decision_engine.ruleset.yaml_nodes import yaml_files
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import yaml
 
-from decision_engine.ruleset.model import Condition, ContactPolicy, Limit, OfferSpec, Weight
 from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.ruleset.spec import Condition, ContactPolicy, Limit, OfferSpec, Weight
 from decision_engine.ruleset.template import Template, TemplateError, parse_template
 from decision_engine.ruleset.typecheck import did_you_mean
 from decision_engine.vocabulary import CHANNELS, id_problem

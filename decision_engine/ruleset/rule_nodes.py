@@ -10,8 +10,8 @@ import yaml
 
 from decision_engine.errors import Problem
 from decision_engine.ruleset.expr import ExprError, parse
-from decision_engine.ruleset.model import Condition
 from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.ruleset.spec import Condition
 from decision_engine.ruleset.typecheck import check
 from decision_engine.ruleset.yaml_nodes import NodeReader
 

@@ -14,7 +14,10 @@ import yaml
 
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.fields import builtin_fields
-from decision_engine.ruleset.model import (
+from decision_engine.ruleset.offer_section import category_policy, offer
+from decision_engine.ruleset.rule_nodes import RuleNodes
+from decision_engine.ruleset.schema import KINDS, FieldSpec
+from decision_engine.ruleset.spec import (
     ContactPolicy,
     DefaultRoute,
     Learning,
@@ -23,9 +26,6 @@ from decision_engine.ruleset.model import (
     RouteSpec,
     Ruleset,
 )
-from decision_engine.ruleset.offer_section import category_policy, offer
-from decision_engine.ruleset.rule_nodes import RuleNodes
-from decision_engine.ruleset.schema import KINDS, FieldSpec
 from decision_engine.ruleset.typecheck import did_you_mean
 from decision_engine.vocabulary import CHANNELS
 

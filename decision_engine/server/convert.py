@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
-from decision_engine.decide.model import Context, Decision
+from decision_engine.decide.values import Context, Decision
 from decision_engine.errors import InvalidRequestError
 from decision_engine.ruleset.sections import MAX_OFFERS_LIMIT
 from decision_engine.store.outcomes import DecisionRecord

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decision_engine.decide.engine import Prepared, decide, prepare
 from decision_engine.decide.experiment import CHALLENGER, CONTROL, Experiment
 from decision_engine.decide.learning import Learned
-from decision_engine.decide.model import Contact, Context, CustomerState, Decision
+from decision_engine.decide.values import Contact, Context, CustomerState, Decision
 from decision_engine.errors import StoreUnavailableError
 from decision_engine.ruleset.compiled import CompiledRuleset, DailyCap
 from decision_engine.server import metrics

@@ -12,7 +12,7 @@ from itertools import chain
 
 from redis.exceptions import RedisError
 
-from decision_engine.decide.model import Contact
+from decision_engine.decide.values import Contact
 from decision_engine.errors import ConfigError, StoreUnavailableError
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.store.generate import generate_profiles

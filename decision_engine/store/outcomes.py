@@ -25,7 +25,7 @@ from typing import Any
 
 from decision_engine.errors import StoreUnavailableError
 from decision_engine.ruleset.compiled import DailyCap
-from decision_engine.ruleset.model import Learning
+from decision_engine.ruleset.spec import Learning
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import (
     ARM_STATS,

@@ -15,7 +15,7 @@ from itertools import islice
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from decision_engine.decide.model import Contact, CustomerState, OfferEvent
+from decision_engine.decide.values import Contact, CustomerState, OfferEvent
 from decision_engine.errors import StoreUnavailableError
 from decision_engine.ruleset.compiled import DailyCap
 from decision_engine.store.connection import PipelinedConnection, Script

@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from decision_engine.ruleset.model import Learning
+from decision_engine.ruleset.spec import Learning
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import APPLIED_CURSOR, OUTCOME_STREAM, RECONCILER_LEASE
 from decision_engine.store.outcomes import DEFAULT_DECISION_TTL_S, LoggedOutcome, apply_outcome

@@ -22,11 +22,11 @@ from decision_engine.authoring.population import (
 )
 from decision_engine.authoring.render_html import render_html
 from decision_engine.authoring.render_json import report_json
-from decision_engine.authoring.results import Report
+from decision_engine.authoring.results import SimulationReport
 from decision_engine.authoring.simulate_command import parse_now, simulate_command
 from decision_engine.authoring.simulation import run, simulate
 from decision_engine.decide.engine import decide
-from decision_engine.decide.model import Decision
+from decision_engine.decide.values import Decision
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 
 DEMO = Path(__file__).resolve().parents[2] / "rules"
@@ -376,7 +376,7 @@ def test_html_report_is_written_and_self_contained(tmp_path: Path, stricter_rule
 
 def test_html_escapes_names(demo: CompiledRuleset, population: Population) -> None:
     report = simulate(demo, population, now=NOW, rules_dir="<rules>")
-    odd = Report(
+    odd = SimulationReport(
         now=report.now,
         population="<b>file</b>",
         customers=report.customers,

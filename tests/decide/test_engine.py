@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from decision_engine.decide.engine import decide, prepare
-from decision_engine.decide.model import Contact, Context, CustomerState, Decision
+from decision_engine.decide.values import Contact, Context, CustomerState, Decision
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 
 RULES = Path(__file__).resolve().parents[2] / "rules"

@@ -12,7 +12,7 @@ import pytest
 
 from decision_engine.decide.engine import decide
 from decision_engine.decide.learning import Learned, Posterior, decayed, learned_from
-from decision_engine.decide.model import Context, CustomerState, Decision
+from decision_engine.decide.values import Context, CustomerState, Decision
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.store.keys import LEARNING
 from decision_engine.store.outcomes import (

@@ -11,8 +11,8 @@ import pytest
 from decision_engine.decide.engine import decide
 from decision_engine.decide.facts import build_facts
 from decision_engine.decide.learning import Learned, learned_from
-from decision_engine.decide.model import Context, CustomerState
-from decision_engine.ruleset.compile import compile_all
+from decision_engine.decide.values import Context, CustomerState
+from decision_engine.ruleset.closures import compile_all
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.vocabulary import CHANNELS
 

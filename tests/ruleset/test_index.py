@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from decision_engine.ruleset.compile import RuleIndex, compile_all, compile_node
+from decision_engine.ruleset.closures import compile_all, compile_node
 from decision_engine.ruleset.expr import Node, parse
+from decision_engine.ruleset.rule_index import RuleIndex
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.typecheck import check
 

@@ -7,7 +7,7 @@ from contextlib import aclosing
 import pytest
 import redis
 
-from decision_engine.decide.model import Contact, OfferEvent
+from decision_engine.decide.values import Contact, OfferEvent
 from decision_engine.errors import StoreUnavailableError
 from decision_engine.store.keys import contacts_key, history_key, profile_key
 from decision_engine.store.profiles import (

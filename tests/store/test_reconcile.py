@@ -11,7 +11,7 @@ from typing import TypeVar
 import pytest
 import redis
 
-from decision_engine.ruleset.model import Learning
+from decision_engine.ruleset.spec import Learning
 from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.keys import APPLIED_CURSOR, OFFER_STATS, OUTCOME_STREAM, history_key
 from decision_engine.store.outcomes import DecisionRecord, log_outcome, record_outcome

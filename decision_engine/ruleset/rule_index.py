@@ -1,0 +1,208 @@
+"""Index rules so that a request only evaluates its candidates.
+
+The index turns every top-level `and` term of the form `field <op> literal`,
+`field in [...]` or `exists(field)` into bitmasks over the rules: per request
+each indexed (field, operator) family costs one dict lookup or one bisect, and
+the AND of the masks leaves the candidates. Only their remaining terms are evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from decision_engine.ruleset.closures import compile_all, compile_checks
+from decision_engine.ruleset.expr import Call, Compare, Field, Literal, Member, Node, Not, conjuncts
+from decision_engine.ruleset.runtime import Checks, Facts, Fn, first_failure, set_bits
+
+_FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+class _Family:
+    """Rules constraining one field in one way; `mask(value)` = rules this value lets through."""
+
+    field: str
+    free: int
+    """Rules of the index that this family does not constrain."""
+
+    def mask(self, value: Any) -> int:
+        raise NotImplementedError
+
+
+class _Categorical(_Family):
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.free = 0
+        self.accept: dict[Any, int] = {}
+        self.excluders = 0
+        self.exclude: dict[Any, int] = {}
+
+    def add(self, bit: int, values: frozenset[Any], negated: bool) -> None:
+        table = self.exclude if negated else self.accept
+        if negated:
+            self.excluders |= bit
+        for value in values:
+            table[value] = table.get(value, 0) | bit
+
+    def mask(self, value: Any) -> int:
+        if value is None:
+            return self.free
+        return (
+            self.free | self.accept.get(value, 0) | (self.excluders & ~self.exclude.get(value, 0))
+        )
+
+
+class _Threshold(_Family):
+    def __init__(self, field: str, op: str) -> None:
+        self.field = field
+        self.op = op
+        self.free = 0
+        self.entries: list[tuple[float, int]] = []
+        self.thresholds: list[float] = []
+        self.cumulative: list[int] = []
+
+    def add(self, bit: int, threshold: float) -> None:
+        self.entries.append((threshold, bit))
+
+    def seal(self) -> None:
+        self.entries.sort()
+        self.thresholds = [t for t, _ in self.entries]
+        masks = [bit for _, bit in self.entries]
+        acc, running = [0], 0
+        if self.op in (">", ">="):
+            # value > t holds for the first k thresholds: prefix masks
+            for bit in masks:
+                running |= bit
+                acc.append(running)
+        else:
+            # value < t holds for thresholds from k on: suffix masks
+            acc = [0] * (len(masks) + 1)
+            for i in range(len(masks) - 1, -1, -1):
+                running |= masks[i]
+                acc[i] = running
+        self.cumulative = acc
+
+    def mask(self, value: Any) -> int:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return self.free
+        if self.op == ">":
+            k = bisect_left(self.thresholds, value)
+        elif self.op == ">=" or self.op == "<":
+            k = bisect_right(self.thresholds, value)
+        else:
+            k = bisect_left(self.thresholds, value)
+        return self.free | self.cumulative[k]
+
+
+class _Exists(_Family):
+    def __init__(self, field: str, present: bool) -> None:
+        self.field = field
+        self.present = present
+        self.free = 0
+        self.members = 0
+
+    def mask(self, value: Any) -> int:
+        return self.free | (self.members if (value is not None) == self.present else 0)
+
+
+def index_term(term: Node) -> tuple[tuple[str, str], Any] | None:
+    """(family key, payload) for a term the index can decide, else None."""
+    if isinstance(term, Compare):
+        left, right, op = term.left, term.right, term.op
+        if isinstance(left, Literal) and isinstance(right, Field):
+            left, right, op = right, left, _FLIP[op]
+        if not (isinstance(left, Field) and isinstance(right, Literal)):
+            return None
+        if op in ("==", "!="):
+            return (left.name, "cat"), (frozenset({right.value}), op == "!=")
+        if isinstance(right.value, float):
+            return (left.name, op), right.value
+        return None
+    if isinstance(term, Member) and isinstance(term.left, Field):
+        return (term.left.name, "cat"), (frozenset(i.value for i in term.items), term.negated)
+    if isinstance(term, Call) and term.function == "exists":
+        assert isinstance(term.args[0], Field)
+        return (term.args[0].name, "exists+"), None
+    negated_call = term.operand if isinstance(term, Not) else None
+    if isinstance(negated_call, Call) and negated_call.function == "exists":
+        assert isinstance(negated_call.args[0], Field)
+        return (negated_call.args[0].name, "exists-"), None
+    if isinstance(term, Field):
+        return (term.name, "cat"), (frozenset({True}), False)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _IndexedRule:
+    residual: Fn | None
+    checks: Checks
+
+
+class RuleIndex:
+    """Rules in bit order; `matches` yields, in that order, the ones whose condition is True."""
+
+    def __init__(self, rules: Sequence[Sequence[Node]]) -> None:
+        self.size = len(rules)
+        self.all = (1 << self.size) - 1
+        families: dict[tuple[str, str], _Family] = {}
+        members: dict[tuple[str, str], int] = {}
+        compiled: list[_IndexedRule] = []
+        for i, terms in enumerate(rules):
+            bit = 1 << i
+            residual: list[Node] = []
+            for term in (t for cond in terms for t in conjuncts(cond)):
+                found = index_term(term)
+                if found is None or members.get(found[0], 0) & bit:
+                    residual.append(term)
+                    continue
+                key, payload = found
+                family = families.get(key)
+                if family is None:
+                    family = families[key] = _new_family(key)
+                members[key] = members.get(key, 0) | bit
+                if isinstance(family, _Categorical):
+                    family.add(bit, *payload)
+                elif isinstance(family, _Threshold):
+                    family.add(bit, payload)
+                elif isinstance(family, _Exists):
+                    family.members |= bit
+            compiled.append(_IndexedRule(compile_all(residual), compile_checks(terms)))
+        for key, family in families.items():
+            family.free = self.all & ~members[key]
+            if isinstance(family, _Threshold):
+                family.seal()
+        # Families that exclude the most rules first, so the AND empties early.
+        self.families = sorted(families.values(), key=lambda f: f.free.bit_count())
+        self.rules = tuple(compiled)
+        self.residuals = tuple(rule.residual for rule in compiled)
+
+    def candidates(self, facts: Facts) -> int:
+        mask = self.all
+        for family in self.families:
+            mask &= family.mask(facts.get(family.field))
+            if not mask:
+                break
+        return mask
+
+    def matches(self, facts: Facts) -> Iterator[int]:
+        residuals = self.residuals
+        for i in set_bits(self.candidates(facts)):
+            residual = residuals[i]
+            if residual is None or residual(facts) is True:
+                yield i
+
+    def explain(self, i: int, facts: Facts) -> str | None:
+        """Why rule i does not apply (None when it does)."""
+        return first_failure(self.rules[i].checks, facts)
+
+
+def _new_family(key: tuple[str, str]) -> _Family:
+    name, kind = key
+    if kind == "cat":
+        return _Categorical(name)
+    if kind.startswith("exists"):
+        return _Exists(name, kind == "exists+")
+    return _Threshold(name, kind)
