@@ -1,0 +1,1 @@
+"""Live guidance: moments detected in one interaction's event stream (on durable_rules)."""
