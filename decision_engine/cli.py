@@ -217,7 +217,9 @@ def tokens() -> None:
     required=True,
     help="Token file (created 0600 if missing).",
 )
-@click.option("--role", type=click.Choice(["desktop", "analyst", "admin"]), required=True)
+@click.option(
+    "--role", type=click.Choice(["publisher", "desktop", "analyst", "admin"]), required=True
+)
 @click.option("--name", required=True, help="Who holds it (kept in the file, not logged).")
 def tokens_add(path: Path, role: str, name: str) -> None:  # fmt: skip
     """Create a token, append its hash to the file and print the token (shown once).
