@@ -194,6 +194,8 @@ class GuidanceService(pb_grpc.GuidanceServiceServicer):
         self.watches += 1
         metrics.WATCHES_OPEN.inc()
         try:
+            # The watch is open: the client knows it before any guidance exists.
+            await context.send_initial_metadata(())
             yield
         finally:
             self.watches -= 1

@@ -269,6 +269,7 @@ class MomentLoop:
         await acknowledge(self._conn, items)
 
     def _begin(self, interaction_id: str) -> _Live:
+        self._follow_reloads()
         generation = self._generations[-1]
         generation.interactions += 1
         live = _Live(interaction_id, generation)

@@ -120,7 +120,7 @@ async def trim_acknowledged(connection: PipelinedConnection, shard: int) -> None
                 oldest = str(info.get("last-delivered-id", ""))
         if not oldest or oldest == "0-0":
             return
-    await connection.call("XTRIM", key, "MINID", "~", oldest)
+    await connection.call("XTRIM", key, "MINID", oldest)
 
 
 async def pending_count(connection: PipelinedConnection, shard: int) -> int:
