@@ -109,6 +109,8 @@ class GuidanceFollower:
             subs.discard(subscription)
             if not subs:
                 del self._subs[subscription.key]
+        if not self._subs and self._task is not None:
+            self._task.cancel()  # no watch left: stop reading (and close the connection)
 
     async def _run(self) -> None:
         try:
@@ -157,9 +159,9 @@ class GuidanceFollower:
 
     async def _connect(self) -> PipelinedConnection:
         if self._connection is None:
-            connection = PipelinedConnection(self._url)
+            # Kept before its first call, so that it is closed however that call ends.
+            self._connection = connection = PipelinedConnection(self._url)
             self._client_id = int(await connection.call("CLIENT", "ID"))
-            self._connection = connection
         return self._connection
 
     async def _disconnect(self) -> None:
