@@ -123,7 +123,7 @@ def test_a_killed_moment_process_loses_nothing_and_repeats_nothing(
                 break
             time.sleep(0.05)
         assert pending == 0, "work left unacknowledged"
-    assert "moment process 0 (pid %d) exited with -9; restarting" % first in server.log()
+    assert f"moment process 0 (pid {first}) exited with -9; restarting" in server.log()
     assert second != first
     text = server.metrics()
     assert metric(text, "moment_process_restarts_total") == 1
