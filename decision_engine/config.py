@@ -129,8 +129,8 @@ class Settings:
     shards the interactions are spread over."""
     moment_detector: str = setting(
         DEFAULT_MOMENT_DETECTOR,
-        hidden=True,
-        help="The moment detector's factory, module:attribute (for tests).",
+        help="What moment processes detect moments with: module:attribute, a callable of the "
+        "compiled ruleset.",
     )
     """What the moment processes detect moments with: a callable taking the compiled
     ruleset (server/detector.py says what it must do)."""

@@ -2,8 +2,8 @@
 
 The moment process (moment_loop.py) depends on this Protocol only: the moment engine
 (decision_engine.moments.engine.MomentEngine) fits it, and so does any small detector a
-test defines. `serve --moment-detector module:name` names the factory (hidden; the
-engine by default): a callable taking the compiled ruleset, such as the class itself.
+test defines. `serve --moment-detector module:name` names the factory (the engine by
+default): a callable taking the compiled ruleset, such as the class itself.
 """
 
 from __future__ import annotations
