@@ -77,7 +77,7 @@ def test_moment_workers_are_bounded_by_the_shards() -> None:
 
     assert MAX_MOMENT_WORKERS == MOMENT_SHARDS  # each moment process owns a shard at least
     assert Settings(rules_dir=RULES).moment_workers == 1
-    with pytest.raises(ConfigError, match="moment_workers must be 0..16"):
+    with pytest.raises(ConfigError, match=r"moment_workers must be 0\.\.16"):
         Settings(rules_dir=RULES, moment_workers=17)
     with pytest.raises(ConfigError, match="max_watches"):
         Settings(rules_dir=RULES, max_watches=0)
