@@ -39,7 +39,7 @@ def guided(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
         load_demo(store.url)
         server = start_server(
             tmp, "--rules", str(RULES), "--redis-url", store.url, "--moment-detector", DETECTOR,
-            "--moment-workers", "1", workers=1, env={"PYTHONPATH": str(ROOT)},
+            workers=1, moment_workers=1, env={"PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         try:
             yield server, store.url
@@ -219,3 +219,14 @@ def test_health_and_reflection_name_the_guidance_service(guided: tuple[Server, s
         with pytest.raises(grpc.RpcError) as error:
             pb_grpc.GuidanceServiceStub(channel).PublishEvents(pb.PublishEventsRequest(), timeout=5)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_moment_detector_that_does_not_import_stops_serve_at_start(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="serve exited with 2") as error:
+        start_server(
+            tmp_path, "--rules", str(RULES), "--redis-url", "redis://127.0.0.1:1/0",
+            "--moment-detector", "no_such_module:Detector", workers=1, moment_workers=1,
+        )  # fmt: skip
+    assert "moment detector 'no_such_module:Detector': cannot import no_such_module" in str(
+        error.value
+    )
