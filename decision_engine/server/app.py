@@ -14,12 +14,14 @@ from decision_engine.server.auth import Authenticator
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.gate import Gate
 from decision_engine.server.limits import DEFAULT_LIMITS, ServerLimits
+from decision_engine.server.recording import OutcomeRecorder
 from decision_engine.server.service import (
     ActiveRuleset,
     AdminService,
     DecisionService,
     LearnedState,
 )
+from decision_engine.server.session import DecisionSession
 from decision_engine.server.tls import ServerTls
 from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.outcomes import DEFAULT_OUTCOMES_TIMEOUT_S
@@ -65,20 +67,19 @@ async def create_server(
         interceptors=[admission, gate],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.grpc_options()],
     )
-    pb_grpc.add_DecisionServiceServicer_to_server(
-        DecisionService(
-            rules,
-            store,
-            store_timeout_s=store_timeout_s,
-            ids=ids,
-            learned=learned,
-            challenger=challenger,
-            experiment=experiment,
-            outcomes=outcomes,
-            outcomes_timeout_s=outcomes_timeout_s,
-        ),
-        server,
+    session = DecisionSession(
+        rules,
+        store,
+        store_timeout_s=store_timeout_s,
+        ids=ids,
+        learned=learned,
+        challenger=challenger,
+        experiment=experiment,
     )
+    recorder = OutcomeRecorder(
+        session, store, ids=ids, outcomes=outcomes, timeout_s=outcomes_timeout_s
+    )
+    pb_grpc.add_DecisionServiceServicer_to_server(DecisionService(session, recorder), server)
     pb_grpc.add_AdminServiceServicer_to_server(AdminService(rules, rules_dir=rules_dir), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
