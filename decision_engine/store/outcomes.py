@@ -124,16 +124,21 @@ end
 for _, field in ipairs(fields) do
   local a, b, stamp, weight = 0, 0, now, 1
   local stored = redis.call('HGET', '@LEARNING@', field)
+  local sa, sb, st
   if stored then
-    local sa, sb, st = string.match(stored, '^([^,]+),([^,]+),([^,]+)$')
-    st = tonumber(st)
+    sa, sb, st = string.match(stored, '^([^,]+),([^,]+),([^,]+)$')
+    sa, sb, st = tonumber(sa), tonumber(sb), tonumber(st)
+  end
+  -- Counts that do not parse (another tool's) are as if absent, as decisions read them:
+  -- an error here would come after the markers are set, and lose the outcome.
+  if sa and sb and st then
     local decay = 1
     if half_life > 0 and now > st then decay = 0.5 ^ ((now - st) / half_life) end
     if half_life > 0 and now < st then
       -- A late (backdated) outcome: the counts keep their time, the outcome weighs less.
       weight, stamp = 0.5 ^ ((st - now) / half_life), st
     end
-    a, b = tonumber(sa) * decay, tonumber(sb) * decay
+    a, b = sa * decay, sb * decay
   end
   local counts = string.format('%.6f,%.6f,%.3f', a + success * weight, b + failure * weight, stamp)
   redis.call('HSET', '@LEARNING@', field, counts)

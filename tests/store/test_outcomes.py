@@ -371,6 +371,32 @@ def test_counts_decay_by_half_each_half_life_and_a_late_outcome_weighs_less(
     assert client.hget(LEARNING, "b") == f"4.000000,2.500000,{NOW:.3f}"
 
 
+@pytest.mark.parametrize("stored", ["garbage", "1,2", "x,y,z", "1,2,", ",,", "1;2;3"])
+def test_learned_counts_that_do_not_parse_are_started_afresh(
+    redis_url: str, client: redis.Redis, stored: str
+) -> None:
+    """Regression: the script failed on them (`attempt to compare nil with number`)
+    after setting its markers. The outcome was answered UNAVAILABLE although its history
+    and counters were written, the retry was a no-op, and every later success or failure
+    of the offer failed the same way. Decisions read such counts as absent; so does this."""
+    client.hset(LEARNING, "a", stored)
+    assert run(redis_url, lambda c: apply(c, "a", "declined", learning=LEARN))
+    assert client.hget(LEARNING, "a") == f"0.000000,1.000000,{NOW:.3f}"
+    assert history(client) == [f"{NOW:.3f}|declined|call-7"]
+
+
+def test_a_segments_counts_that_do_not_parse_leave_the_offers_alone(
+    redis_url: str, client: redis.Redis
+) -> None:
+    client.hset(profile_key("C-1"), "segment", "gold")
+    client.hset(LEARNING, mapping={"a": f"2.000000,0.000000,{NOW:.3f}", "a|gold": "?"})
+    run(redis_url, lambda c: apply(c, "a", "accepted", learning=BY_SEGMENT))
+    assert client.hgetall(LEARNING) == {
+        "a": f"3.000000,0.000000,{NOW:.3f}",
+        "a|gold": f"1.000000,0.000000,{NOW:.3f}",
+    }
+
+
 # --- recording: log, then apply ----------------------------------------------------------
 
 
