@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import TypeVar, get_type_hints
+from typing import Any, TypeVar, get_type_hints
+
+import click
 
 from decision_engine.decide.experiment import Experiment
 from decision_engine.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 ENV_PREFIX = "DECISION_ENGINE_"
 
@@ -351,3 +356,14 @@ def setting_option(name: str) -> SettingOption:
         if option.name == name:
             return option
     raise KeyError(name)
+
+
+def rules_dir_argument() -> Callable[[F], F]:
+    """The rules directory as `rules check` and `rules test` take it: an argument with the
+    serve default and environment variable."""
+    return click.argument(
+        "directory",
+        type=click.Path(path_type=Path),
+        default=Path("rules"),
+        envvar=setting_option("rules_dir").env,
+    )

@@ -25,17 +25,12 @@ import click
 
 from decision_engine.authoring.case_report import format_text, problem_dict, report_dict
 from decision_engine.authoring.case_run import run_cases
-from decision_engine.config import setting_option
+from decision_engine.config import rules_dir_argument
 from decision_engine.errors import RulesetError
 
 
 @click.command(name="test")
-@click.argument(
-    "directory",
-    type=click.Path(path_type=Path),
-    default=Path("rules"),
-    envvar=setting_option("rules_dir").env,
-)
+@rules_dir_argument()
 @click.option(
     "--cases",
     "cases_dir",

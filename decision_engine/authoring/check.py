@@ -27,7 +27,7 @@ from decision_engine.authoring.domains import (
     is_empty,
     negate,
 )
-from decision_engine.config import setting_option
+from decision_engine.config import rules_dir_argument
 from decision_engine.errors import Problem, RulesetError, Where
 from decision_engine.ruleset.expr import conjuncts, render
 from decision_engine.ruleset.load import load_ruleset, rule_files
@@ -78,7 +78,8 @@ def check_rules(directory: Path) -> CheckReport:
 
 
 def _undecodable(directory: Path) -> list[Problem]:
-    """Files that are not UTF-8: the loader would raise on them without saying where."""
+    """Files that are not UTF-8, reported alone: the loader reports them too, along with
+    every problem that follows from their rules missing."""
     problems = []
     for path in rule_files(directory):
         data = path.read_bytes()
@@ -391,12 +392,7 @@ def format_json(report: CheckReport) -> str:
 
 
 @click.command(name="check")
-@click.argument(
-    "directory",
-    type=click.Path(path_type=Path),
-    default=Path("rules"),
-    envvar=setting_option("rules_dir").env,
-)
+@rules_dir_argument()
 @click.option(
     "--format",
     "output",

@@ -73,25 +73,7 @@ def compile_node(node: Node) -> Fn:
 
 
 def _compile_compare(node: Compare) -> Fn:
-    test = _COMPARE[node.op]
-    if isinstance(node.left, Field) and isinstance(node.right, Literal):
-        name, literal = node.left.name, node.right.value
-
-        def field_vs_literal(facts: Facts) -> bool | None:
-            value = facts.get(name)
-            return None if value is None else test(value, literal)
-
-        return field_vs_literal
-    left, right = compile_node(node.left), compile_node(node.right)
-
-    def general(facts: Facts) -> bool | None:
-        a = left(facts)
-        if a is None:
-            return None
-        b = right(facts)
-        return None if b is None else test(a, b)
-
-    return general
+    return _binary(node.left, node.right, _COMPARE[node.op])
 
 
 def _compile_member(node: Member) -> Fn:
@@ -162,20 +144,27 @@ def _compile_arith(node: Arith) -> Fn:
     folded = constant(node)
     if folded is not None:
         return lambda facts: folded
-    apply = _ARITH[node.op]
-    # The common shapes of offer values (`clv * 0.1`) get closures without nested calls.
-    if isinstance(node.left, Field) and isinstance(node.right, Literal):
-        name, literal = node.left.name, node.right.value
+    return _binary(node.left, node.right, _ARITH[node.op])
 
-        def field_literal(facts: Facts) -> float | None:
+
+def _binary(left_node: Node, right_node: Node, apply: Callable[[Any, Any], Any]) -> Fn:
+    """`apply(left, right)`, unknown when either side is; comparisons and arithmetic alike.
+
+    The common shapes (`clv > 5000`, `clv * 0.1`, `balance - credit_limit`) get closures
+    without nested calls: these run once per candidate rule per request.
+    """
+    if isinstance(left_node, Field) and isinstance(right_node, Literal):
+        name, literal = left_node.name, right_node.value
+
+        def field_literal(facts: Facts) -> Any:
             value = facts.get(name)
             return None if value is None else apply(value, literal)
 
         return field_literal
-    if isinstance(node.left, Field) and isinstance(node.right, Field):
-        left_name, right_name = node.left.name, node.right.name
+    if isinstance(left_node, Field) and isinstance(right_node, Field):
+        left_name, right_name = left_node.name, right_node.name
 
-        def field_field(facts: Facts) -> float | None:
+        def field_field(facts: Facts) -> Any:
             a = facts.get(left_name)
             if a is None:
                 return None
@@ -183,16 +172,16 @@ def _compile_arith(node: Arith) -> Fn:
             return None if b is None else apply(a, b)
 
         return field_field
-    left, right = compile_node(node.left), compile_node(node.right)
+    left, right = compile_node(left_node), compile_node(right_node)
 
-    def arith(facts: Facts) -> float | None:
+    def general(facts: Facts) -> Any:
         a = left(facts)
         if a is None:
             return None
         b = right(facts)
         return None if b is None else apply(a, b)
 
-    return arith
+    return general
 
 
 def _compile_call(node: Call) -> Fn:

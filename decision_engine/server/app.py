@@ -16,12 +16,14 @@ from decision_engine.server.gate import Gate
 from decision_engine.server.guidance_follow import GuidanceFollower
 from decision_engine.server.guidance_service import GuidanceService
 from decision_engine.server.limits import DEFAULT_LIMITS, ServerLimits
+from decision_engine.server.recording import OutcomeRecorder
 from decision_engine.server.service import (
     ActiveRuleset,
     AdminService,
     DecisionService,
     LearnedState,
 )
+from decision_engine.server.session import DecisionSession
 from decision_engine.server.tls import ServerTls
 from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.outcomes import DEFAULT_OUTCOMES_TIMEOUT_S
@@ -69,20 +71,19 @@ async def create_server(
         interceptors=[admission, gate],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.grpc_options()],
     )
-    pb_grpc.add_DecisionServiceServicer_to_server(
-        DecisionService(
-            rules,
-            store,
-            store_timeout_s=store_timeout_s,
-            ids=ids,
-            learned=learned,
-            challenger=challenger,
-            experiment=experiment,
-            outcomes=outcomes,
-            outcomes_timeout_s=outcomes_timeout_s,
-        ),
-        server,
+    session = DecisionSession(
+        rules,
+        store,
+        store_timeout_s=store_timeout_s,
+        ids=ids,
+        learned=learned,
+        challenger=challenger,
+        experiment=experiment,
     )
+    recorder = OutcomeRecorder(
+        session, store, ids=ids, outcomes=outcomes, timeout_s=outcomes_timeout_s
+    )
+    pb_grpc.add_DecisionServiceServicer_to_server(DecisionService(session, recorder), server)
     # Live guidance on the same Redis: events in, guidance out (the moment processes,
     # apart from this server, detect the moments).
     pb_grpc.add_GuidanceServiceServicer_to_server(

@@ -16,20 +16,15 @@ from prometheus_client import Counter
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
-from decision_engine.decide.experiment import Experiment
 from decision_engine.errors import DecisionEngineError, InvalidRequestError
 from decision_engine.server import metrics
 from decision_engine.server.convert import decision_response, outcome_request, request_context
-from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.learning import LearnedState
 from decision_engine.server.read_watch import ReadWatch
 from decision_engine.server.recording import OutcomeRecorder
 from decision_engine.server.rulesets import ActiveRuleset
 from decision_engine.server.session import DecisionSession
 from decision_engine.server.status import status_for
-from decision_engine.store.connection import PipelinedConnection
-from decision_engine.store.outcomes import DEFAULT_OUTCOMES_TIMEOUT_S
-from decision_engine.store.profiles import ProfileStore
 
 __all__ = ["ActiveRuleset", "AdminService", "DecisionService", "LearnedState", "ReadWatch"]
 
@@ -41,31 +36,9 @@ _DEADLINE_SHARE_FOR_OUTCOME = 0.9
 class DecisionService(pb_grpc.DecisionServiceServicer):
     """Answers Decide from the active ruleset and one profile-store round trip."""
 
-    def __init__(
-        self,
-        rules: ActiveRuleset,
-        store: ProfileStore,
-        *,
-        store_timeout_s: float,
-        ids: DecisionIds,
-        learned: LearnedState | None = None,
-        challenger: ActiveRuleset | None = None,
-        experiment: Experiment | None = None,
-        outcomes: PipelinedConnection | None = None,
-        outcomes_timeout_s: float = DEFAULT_OUTCOMES_TIMEOUT_S,
-    ) -> None:
-        self._session = DecisionSession(
-            rules,
-            store,
-            store_timeout_s=store_timeout_s,
-            ids=ids,
-            learned=learned,
-            challenger=challenger,
-            experiment=experiment,
-        )
-        self._recorder = OutcomeRecorder(
-            self._session, store, ids=ids, outcomes=outcomes, timeout_s=outcomes_timeout_s
-        )
+    def __init__(self, session: DecisionSession, recorder: OutcomeRecorder) -> None:
+        self._session = session
+        self._recorder = recorder
         self._decisions: dict[tuple[str, bool], Counter] = {}
         self._offers: dict[str, Counter] = {}
 
