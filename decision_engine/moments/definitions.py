@@ -170,8 +170,11 @@ def _rules(index: int, spec: MomentSpec, tags: Mapping[tuple[str, ...], str]) ->
     assert pattern.shape == ABSENCE
     anchor, missing = pattern.steps
     anchor_plan = StepPlan("a", anchor.kind, test(anchor))
+    anchor_ref: Test = {"anchor": {"a": "seq"}}
     deadline = StepPlan(
-        "d", DEADLINE, {"$and": [{"kind": DEADLINE}, {"rule": name}, {"anchor": {"a": "seq"}}]}
+        "d",
+        DEADLINE,
+        {"$and": [{"kind": DEADLINE}, {"rule": name}, anchor_ref, _implied(anchor_ref)]},
     )
     absent = StepPlan(
         "n", missing.kind, test(missing, _after("a"), _within("a", pattern.within)), negated=True
@@ -182,16 +185,41 @@ def _rules(index: int, spec: MomentSpec, tags: Mapping[tuple[str, ...], str]) ->
     ]
 
 
-def step_test(step: Step, tags: Mapping[tuple[str, ...], str], *extra: Test) -> Test:
-    """One flat `$and` chain: the kind first (one shared node per kind at the root), the
-    step's own tests, its `says` tag, then the references to earlier facts."""
+def step_test(step: Step, tags: Mapping[tuple[str, ...], str], *references: Test) -> Test:
+    """One flat `$and` chain for a step, in an order durable_rules evaluates correctly.
+
+    durable_rules checks a step's references to earlier facts (`seq > e0.seq`) as a
+    sequence of expressions, with two bugs in 2.0.28 (events.c, reduceExpressionSequence;
+    found with an AddressSanitizer build): a nested `and`/`or` group ends the sequence
+    early (every reference after it goes unchecked), and when the last expression of a
+    group fails, the scan for the group's end runs past it, through memory it does not
+    own (a crash, depending on what lies there). So the chain is:
+
+        kind, the step's plain tests, its `says` tag,     (alpha tests only)
+        the references, one reference implied by the first (never false when reached),
+        the step's `or` groups                             (literal tests: no expressions)
+    """
     parts: list[Test] = [{"kind": step.kind}]
+    groups: list[Test] = []
     if step.where is not None:
-        parts.extend(conjuncts(durable_test(step.where.node)))
+        for part in conjuncts(durable_test(step.where.node)):
+            (groups if {"$or", "$and"} & part.keys() else parts).append(part)
     if step.says:
         parts.append({"$iany": {"says": {"$i": tags[step.says]}}})
-    parts.extend(extra)
-    return {"$and": parts}
+    if references:
+        parts.extend(references)
+        parts.append(_implied(references[0]))
+    return {"$and": [*parts, *groups]}
+
+
+def _implied(reference: Test) -> Test:
+    """`x >= ref` from `x > ref` or `x == ref`: true whenever the first reference is."""
+    ((op, body),) = reference.items()
+    if op == "$gt":
+        ((name, ref),) = body.items()
+        return {"$gte": {name: ref}}
+    assert isinstance(body, dict) and not op.startswith("$"), reference
+    return {"$gte": {op: body}}
 
 
 def _after(alias: str) -> Test:
