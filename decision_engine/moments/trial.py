@@ -20,8 +20,9 @@ The child tells the parent which moment it is exercising on stderr (`moment`, it
 file:line:col and its id, tab-separated), so a crash names the moment that caused it.
 
 Test hook: with DECISION_ENGINE_TRIAL_CRASH=segfault in its environment the child kills
-itself with SIGSEGV before doing anything, so the parent's handling of a crash can be
-tested without a real durable_rules crash. Nothing else reads that variable.
+itself with SIGSEGV before doing anything (with `moment:<id>`, when it starts exercising
+that moment), so the parent's handling of a crash can be tested without a real
+durable_rules crash. Nothing else reads that variable.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def _report(stdout: str) -> dict[str, object]:
 
 
 def _child(directory: Path) -> int:
-    if os.environ.get(CRASH_HOOK) == "segfault":
+    hook = os.environ.get(CRASH_HOOK, "")
+    if hook == "segfault":
         os.kill(os.getpid(), signal.SIGSEGV)
     # Imported here: the parent needs none of this (nor durable_rules) to supervise.
     from decision_engine.moments.engine import MomentEngine
@@ -133,6 +135,8 @@ def _child(directory: Path) -> int:
         synth = Synthesizer(ruleset)
         for index, spec in enumerate(ruleset.source.moments):
             print(f"{_MOMENT}{spec.where}\t{spec.id}", file=sys.stderr, flush=True)
+            if hook == f"moment:{spec.id}":
+                os.kill(os.getpid(), signal.SIGSEGV)
             profile = synth.profile((spec,))
             for event in synth.interaction(f"trial-{index}", 1_750_000_000.0 + index, (spec,)):
                 detected.update(d.moment_id for d in engine.feed(event, profile))

@@ -20,7 +20,7 @@ T0 = 1_741_000_000.0
 def rules_dir(tmp_path: Path, moments: str) -> Path:
     """The demo's schema, offers and routing, with `moments` as its moments file."""
     target = tmp_path / "rules"
-    target.mkdir(exist_ok=True)
+    target.mkdir(parents=True, exist_ok=True)
     for name in ("ruleset.yaml", "routing.yaml", "offers.yaml", "arbitration.yaml"):
         shutil.copy(DEMO / name, target / name)
     (target / "moments.yaml").write_text(textwrap.dedent(moments).lstrip("\n"), encoding="utf-8")

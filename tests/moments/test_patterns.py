@@ -143,7 +143,7 @@ class TestSequence:
         moment = one(
             "\n      sequence:\n"
             "        - {event: hold_ended}\n"
-            "        - {event: sentiment, where: value < -0.3 or speaker == \"agent\", within: 60s}"
+            '        - {event: sentiment, where: value < -0.3 or speaker == "agent", within: 60s}'
         )
         call = Call(engine(tmp_path, moment))
         call.start()
