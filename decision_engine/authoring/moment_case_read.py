@@ -101,7 +101,7 @@ class MomentCaseReader:
                 continue
             if name not in EVENT_FIELDS[kind]:
                 known = ", ".join(EVENT_FIELDS[kind]) or "none"
-                r.error(value_node, f"a {kind} event has no field {name!r} (its fields: {known})")
+                r.error(value_node, f"{kind} events have no field {name!r} (their fields: {known})")
                 return None
             value = self.field(name, value_node)
             if value is None:

@@ -79,7 +79,7 @@ def limit_problems(program: MomentProgram) -> list[Problem]:
                 problems.append(
                     Problem(
                         m.where,
-                        f"moment {m.id}: a {step.kind} step needs {used} "
+                        f"moment {m.id}: one {step.kind} step needs {used} "
                         f"durable_rules expressions; at most {STEP_EXPRESSIONS} (fewer "
                         "`and`/`or` in its where)",
                     )
@@ -125,7 +125,7 @@ def _per_kind(
                 problems.append(
                     Problem(
                         m.where,
-                        f"moment {m.id}: a {kind} event could need {total} {what}"
+                        f"moment {m.id}: one {kind} event could need {total} {what}"
                         f", more than durable_rules' {limit}; the moments waiting for {kind} "
                         f"events use {costs}: merge some, or give them fewer tests",
                     )
