@@ -28,6 +28,7 @@ free slot; `max_live` bounds them all (MomentCapacityError beyond).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -42,6 +43,7 @@ from decision_engine.moments.limits import limit_problems
 from decision_engine.moments.model import Detection, EventValue, InteractionEvent
 from decision_engine.moments.phrases import matched_tags
 from decision_engine.ruleset.compiled import CompiledRuleset
+from decision_engine.ruleset.moment_fields import event_fields
 from decision_engine.ruleset.spec import ABSENCE
 
 ENDED_REMEMBERED = 4096
@@ -73,6 +75,10 @@ class MomentEngine:
         )
         self._max_held = max_held
         self._tags = self.program.phrase_sets
+        self._types = {
+            kind: {n: spec.kind for n, spec in event_fields(kind, ()).items()}
+            for kind in self.program.carried
+        }
         self._live: dict[str, Interaction] = {}
         self._held: dict[str, list[InteractionEvent]] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
@@ -193,10 +199,11 @@ class MomentEngine:
             "seq": seq,
             "t": now,
         }
+        types = self._types[event.kind]
         for name in carried:
-            value = event.data.get(name)
+            value = _plain(event.data.get(name), types[name])
             if value is not None:
-                fact[name] = _plain(value)
+                fact[name] = value
         if event.kind == "utterance":
             tags = matched_tags(self._tags, event.data)
             if tags:
@@ -269,10 +276,12 @@ class MomentEngine:
         self._matches.append((rule_index, matched))
 
 
-def _plain(value: EventValue) -> EventValue | list[str]:
-    """A data value as durable_rules compares it: numbers as floats, lists as lists."""
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+def _plain(value: EventValue | None, kind: str) -> str | float | bool | None:
+    """A data value as durable_rules compares it (numbers as finite floats), or None, as
+    if absent, when it is not of its field's type: durable_rules would compare anything."""
+    if kind == "bool":
+        return value if isinstance(value, bool) else None
+    if kind in ("number", "integer"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok and math.isfinite(value) else None  # type: ignore[arg-type]
+    return value if isinstance(value, str) else None

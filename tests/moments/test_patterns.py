@@ -47,6 +47,17 @@ class TestOneEvent:
         assert call.at(5, "sentiment", value=-0.2) == []
         assert call.at(6, "sentiment", value=-0.2, speaker="customer") == ["m"]
 
+    def test_a_value_of_the_wrong_type_is_an_absent_one(self, tmp_path: Path) -> None:
+        e = engine(
+            tmp_path, one("{event: sentiment, where: value < 0}", "    repeat: {cooldown: 1s}\n")
+        )
+        call = Call(e)
+        call.start()
+        assert call.at(5, "sentiment", value="-0.9") == []
+        assert call.at(6, "sentiment", value=float("nan")) == []
+        assert call.at(7, "sentiment", value=True) == []
+        assert call.at(8, "sentiment", value=-1) == ["m"]
+
     def test_or_and_in_complete_once_per_event(self, tmp_path: Path) -> None:
         where = 'action in ["offer_declined", "guidance_dismissed"] or offer_id == "x"'
         e = engine(
