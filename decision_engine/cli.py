@@ -205,6 +205,48 @@ def rules_show(as_json: bool, **options: Any) -> None:  # fmt: skip
 
 
 @main.group()
+def interaction() -> None:
+    """Live guidance: replay a recorded interaction, watch one's guidance."""
+
+
+@interaction.command("replay")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--fast", is_flag=True, help="Send every event at once (the last one now).")
+@click.option(
+    "--as",
+    "interaction_id",
+    default="",
+    help="Interaction id to replay as [default: the recorded one, with -r<time>].",
+)
+@_client_options
+def interaction_replay(path: Path, fast: bool, interaction_id: str, **options: Any) -> None:
+    """Send a recorded interaction's events (JSON Lines of InteractionEvent), timed as
+    recorded from now on, and print the guidance timeline as the agent sees it."""
+    import time
+
+    from decision_engine.client.interaction import read_recording, replay
+
+    try:
+        recorded = read_recording(path)[0].interaction_id
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    as_id = interaction_id or f"{recorded}-r{int(time.time())}"
+    guidance = replay(_connection(options), path, fast=fast, interaction_id=as_id)
+    click.echo(f"{len(guidance)} guidance item(s); interaction {as_id} ended")
+
+
+@interaction.command("watch")
+@click.argument("interaction_id")
+@click.option("--after", "after_seq", type=int, default=0, help="Only guidance after this seq.")
+@_client_options
+def interaction_watch(interaction_id: str, after_seq: int, **options: Any) -> None:  # fmt: skip
+    """Print an interaction's guidance (what it has, then live) until it ends."""
+    from decision_engine.client.interaction import follow
+
+    follow(_connection(options), interaction_id, after_seq=after_seq)
+
+
+@main.group()
 def tokens() -> None:
     """Bearer tokens for --auth-tokens files."""
 
@@ -217,7 +259,9 @@ def tokens() -> None:
     required=True,
     help="Token file (created 0600 if missing).",
 )
-@click.option("--role", type=click.Choice(["desktop", "analyst", "admin"]), required=True)
+@click.option(
+    "--role", type=click.Choice(["publisher", "desktop", "analyst", "admin"]), required=True
+)
 @click.option("--name", required=True, help="Who holds it (kept in the file, not logged).")
 def tokens_add(path: Path, role: str, name: str) -> None:  # fmt: skip
     """Create a token, append its hash to the file and print the token (shown once).

@@ -22,6 +22,9 @@ ENV_PREFIX = "DECISION_ENGINE_"
 T = TypeVar("T")
 
 _OPTION = "decision_engine.option"
+DEFAULT_MOMENT_DETECTOR = "decision_engine.moments.engine:MomentEngine"
+MAX_MOMENT_WORKERS = 16
+"""One shard each at least: store/interactions.py MOMENT_SHARDS (a test keeps them equal)."""
 
 
 def env_var(name: str) -> str:
@@ -123,6 +126,25 @@ class Settings:
     )
     """A connection is closed (GOAWAY) after this long, so clients rebalance over the
     workers and replicas."""
+    moment_workers: int = setting(
+        1,
+        help="Moment processes (live guidance), apart from the gRPC workers; 0: none here.",
+    )
+    """Moment processes detecting moments in live interactions; each owns some of the
+    shards the interactions are spread over."""
+    moment_detector: str = setting(
+        DEFAULT_MOMENT_DETECTOR,
+        help="What moment processes detect moments with: module:attribute, a callable of the "
+        "compiled ruleset.",
+    )
+    """What the moment processes detect moments with: a callable taking the compiled
+    ruleset (server/detector.py says what it must do)."""
+    max_watches: int = setting(
+        1000,
+        help="Guidance streams (WatchGuidance, Guide) one worker keeps open; more are "
+        "answered RESOURCE_EXHAUSTED.",
+    )
+    """Guidance streams a worker keeps open at once."""
     data_dir: Path = setting(Path("var"), help="Data of the embedded Redis.")
     """Where the embedded Redis keeps its data."""
     demo_profiles: int = setting(
@@ -210,6 +232,12 @@ class Settings:
             raise ConfigError(
                 f"outcomes_timeout_ms must be in (0, 60000], got {self.outcomes_timeout_ms}"
             )
+        if not 0 <= self.moment_workers <= MAX_MOMENT_WORKERS:
+            raise ConfigError(
+                f"moment_workers must be 0..{MAX_MOMENT_WORKERS}, got {self.moment_workers}"
+            )
+        if not 1 <= self.max_watches <= 100_000:
+            raise ConfigError(f"max_watches must be 1..100000, got {self.max_watches}")
         if not 1 <= self.max_in_flight <= 100_000:
             raise ConfigError(f"max_in_flight must be 1..100000, got {self.max_in_flight}")
         if not 2 <= self.max_queued <= 100_000:

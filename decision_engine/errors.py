@@ -4,6 +4,8 @@
     ├── RulesetError              a rule file is wrong; carries every problem found
     ├── InvalidRequestError       a client sent something we cannot decide on
     ├── DecisionNotFoundError     an outcome names a decision we do not have
+    ├── InteractionStateError     an event its interaction cannot take now (ended, stale
+    │                             seq, too many or too old before `started`)
     ├── StoreError                a Redis store failed; `store` names which
     │   └── StoreUnavailableError  …slow or down: decide from context alone
     │       └── OutcomeLogUnavailableError  …the outcome log's Redis
@@ -87,6 +89,17 @@ class InvalidRequestError(DecisionEngineError):
 
 class DecisionNotFoundError(DecisionEngineError):
     """An outcome names a decision that is unknown or has expired."""
+
+
+class InteractionStateError(DecisionEngineError):
+    """An event the interaction's state refuses; `field` names it (`events[3]`), `reason`
+    is a short metric label (`ended`, `stale_seq`, `held_full`, `held_too_long`,
+    `restarted`)."""
+
+    def __init__(self, field: str, reason: str, message: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {message}")
 
 
 class StoreError(DecisionEngineError):

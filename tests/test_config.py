@@ -69,3 +69,15 @@ def test_a_bad_token_file_stops_serve_at_start(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert f"{tokens}: line 1: a sha256 hash has 64 hex digits" in result.stderr
+
+
+def test_moment_workers_are_bounded_by_the_shards() -> None:
+    from decision_engine.config import MAX_MOMENT_WORKERS
+    from decision_engine.store.interactions import MOMENT_SHARDS
+
+    assert MAX_MOMENT_WORKERS == MOMENT_SHARDS  # each moment process owns a shard at least
+    assert Settings(rules_dir=RULES).moment_workers == 1
+    with pytest.raises(ConfigError, match=r"moment_workers must be 0\.\.16"):
+        Settings(rules_dir=RULES, moment_workers=17)
+    with pytest.raises(ConfigError, match="max_watches"):
+        Settings(rules_dir=RULES, max_watches=0)

@@ -95,7 +95,8 @@ def check_rules(directory: Path, *, trial_moments: bool = False) -> CheckReport:
 
 
 def _undecodable(directory: Path) -> list[Problem]:
-    """Files that are not UTF-8: the loader would raise on them without saying where."""
+    """Files that are not UTF-8, reported alone: the loader reports them too, along with
+    every problem that follows from their rules missing."""
     problems = []
     for path in rule_files(directory):
         data = path.read_bytes()

@@ -25,15 +25,33 @@ def rule_files(directory: Path) -> list[Path]:
     return yaml_files(directory)
 
 
-def content_version(files: list[Path], base: Path) -> str:
+def content_version(contents: list[tuple[Path, bytes]], base: Path) -> str:
     """A short hash of the rule files' names and bytes: equal content, equal version."""
     digest = hashlib.sha256()
-    for path in files:
+    for path, data in contents:
         digest.update(str(path.relative_to(base)).encode())
         digest.update(b"\0")
-        digest.update(path.read_bytes())
+        digest.update(data)
         digest.update(b"\0")
     return digest.hexdigest()[:12]
+
+
+def _read(path: Path, problems: list[Problem]) -> tuple[bytes, str | None]:
+    """A rule file's bytes and text; the text is None (and a problem added) when the file
+    cannot be read or is not UTF-8, so a bad save is a rejected ruleset, not a crash."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        problems.append(Problem.at(str(path), 0, 0, f"cannot be read: {exc.strerror or exc}"))
+        return b"", None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problems.append(Problem.at(str(path), line, 1, "not UTF-8 text; save the file as UTF-8"))
+        return data, None
+    # As reading in text mode does: \r\n and \r are line ends.
+    return data, text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def load_ruleset(directory: Path) -> Ruleset:
@@ -46,16 +64,22 @@ def load_ruleset(directory: Path) -> Ruleset:
         raise RulesetError([Problem.at(str(directory), 0, 0, "no .yaml rule files in directory")])
     problems: list[Problem] = []
     docs: list[tuple[RuleNodes, yaml.MappingNode]] = []
+    contents: list[tuple[Path, bytes]] = []
     for path in files:
+        # Read once: the version is the hash of the very bytes that were checked.
+        data, text = _read(path, problems)
+        contents.append((path, data))
+        if text is None:
+            continue
         reader = RuleNodes(str(path), problems)
-        node = reader.compose(path.read_text(encoding="utf-8"))
+        node = reader.compose(text)
         if node is None:
             continue
         if not isinstance(node, yaml.MappingNode):
             reader.error(node, f"a rule file is a mapping of sections ({', '.join(SECTIONS)})")
             continue
         docs.append((reader, node))
-    ruleset = build_ruleset(docs, content_version(files, directory), problems)
+    ruleset = build_ruleset(docs, content_version(contents, directory), problems)
     if problems:
         raise RulesetError(problems)
     assert ruleset is not None

@@ -10,13 +10,14 @@ keep a worker's latency flat instead (figures in README, "Under load"):
   before any Python runs. The core refuses calls beyond `ServerLimits.max_queued`
   (per method) itself, within milliseconds, without costing the loop anything; it
   answers them CANCELLED (limits.py sets it up).
-- calls being served: `Admission` below lets at most `max_in_flight` calls of the
-  guarded services (DecisionService) run at once in this process and answers the next
-  one RESOURCE_EXHAUSTED with a message, counted in requests_shed_total{reason=
+- calls being served: `Admission` below lets at most `max_in_flight` unary calls of
+  the guarded services (DecisionService, GuidanceService) run at once in this process
+  and answers the next one RESOURCE_EXHAUSTED with a message, counted in requests_shed_total{reason=
   "in_flight"}; that bound is reached when calls wait on I/O (Redis slow), not on CPU.
   A call that reaches the servicer with less than `min_deadline_s` left (its caller
   has given up, or is about to) is not served either: DEADLINE_EXCEEDED, counted with
-  reason "deadline".
+  reason "deadline". Streams (a guidance watch lasts as long as its interaction) pass
+  the deadline check only; their own bound is the worker's watches.
 
 Health checks, reflection and the admin service are never shed here: they are how
 operators and load balancers see an overloaded worker.
@@ -28,6 +29,7 @@ loop has taken, so alone it does nothing against CPU overload.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -63,7 +65,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         known = self._admitted.get(id(handler))
         if known is not None:
@@ -71,9 +73,43 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if not method.startswith(self._prefixes):
             return handler
-        admitted = handler._replace(unary_unary=self._admit(method, handler.unary_unary))
+        if handler.unary_unary is not None:
+            admitted = handler._replace(unary_unary=self._admit(method, handler.unary_unary))
+        elif handler.unary_stream is not None:
+            admitted = handler._replace(
+                unary_stream=self._admit_stream(method, handler.unary_stream)
+            )
+        elif handler.stream_stream is not None:
+            admitted = handler._replace(
+                stream_stream=self._admit_stream(method, handler.stream_stream)
+            )
+        else:
+            return handler
         if len(self._admitted) < 256:  # bounded even if handlers were made per call
             self._admitted[id(handler)] = (handler, admitted)
+        return admitted
+
+    def _admit_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        """A streaming `behaviour` behind the deadline check only: a watch lasts as long as
+        its interaction, so streams are bounded by their own count (guidance_service.py),
+        not by the calls in flight."""
+        if not inspect.isasyncgenfunction(behaviour):
+            return behaviour  # answers with context.write: not ours to wrap
+        name = method.rsplit("/", 1)[-1]
+        shed_deadline = metrics.REQUESTS_SHED.labels(name, DEADLINE)
+
+        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining < self.min_deadline_s:
+                shed_deadline.inc()
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"not served: {max(remaining, 0.0) * 1e3:.1f} ms of the deadline left "
+                    "when the server got to the call",
+                )
+            async for item in behaviour(request, context):
+                yield item
+
         return admitted
 
     def _admit(self, method: str, behaviour: Behaviour) -> Behaviour:

@@ -13,6 +13,8 @@ from decision_engine.server.admission import Admission
 from decision_engine.server.auth import Authenticator
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.gate import Gate
+from decision_engine.server.guidance_follow import GuidanceFollower
+from decision_engine.server.guidance_service import GuidanceService
 from decision_engine.server.limits import DEFAULT_LIMITS, ServerLimits
 from decision_engine.server.recording import OutcomeRecorder
 from decision_engine.server.service import (
@@ -29,6 +31,8 @@ from decision_engine.store.profiles import ProfileStore
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+GUIDANCE_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuidanceService"].full_name
+_SERVING = ("", SERVICE_NAME, GUIDANCE_SERVICE_NAME)
 
 
 async def create_server(
@@ -60,7 +64,7 @@ async def create_server(
     admission = Admission(
         max_in_flight=limits.max_in_flight,
         min_deadline_s=limits.min_deadline_s,
-        services=(SERVICE_NAME,),
+        services=(SERVICE_NAME, GUIDANCE_SERVICE_NAME),
     )
     gate = Gate(authenticator or Authenticator(), reflection_open=reflection_on)
     server = grpc.aio.server(
@@ -80,14 +84,30 @@ async def create_server(
         session, store, ids=ids, outcomes=outcomes, timeout_s=outcomes_timeout_s
     )
     pb_grpc.add_DecisionServiceServicer_to_server(DecisionService(session, recorder), server)
+    # Live guidance on the same Redis: events in, guidance out (the moment processes,
+    # apart from this server, detect the moments).
+    pb_grpc.add_GuidanceServiceServicer_to_server(
+        GuidanceService(
+            store.connection,
+            GuidanceFollower(store.url, store.connection),
+            max_watches=limits.max_watches,
+        ),
+        server,
+    )
     pb_grpc.add_AdminServiceServicer_to_server(AdminService(rules, rules_dir=rules_dir), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
+    for name in _SERVING:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     if reflection_on:
         reflection.enable_server_reflection(
-            (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                GUIDANCE_SERVICE_NAME,
+                ADMIN_SERVICE_NAME,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
     if tls is None:
@@ -99,5 +119,5 @@ async def create_server(
 
 async def mark_serving(health_servicer: health.aio.HealthServicer) -> None:
     """Rules are loaded and the server started: tell load balancers."""
-    for name in ("", SERVICE_NAME):
+    for name in _SERVING:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

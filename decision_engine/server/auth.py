@@ -34,11 +34,18 @@ OUTCOME = "outcome"
 EXPLAIN = "explain"
 """Explanations show raw profile values ("clv 48000 is not < 1000")."""
 ADMIN = "admin"
+PUBLISH = "publish"
+"""Publish interaction events (live guidance)."""
+WATCH = "watch"
+"""Watch an interaction's guidance (it carries decisions: offers, scripts, routing).
+Every role that may watch may publish, so Guide, which does both, needs `watch`."""
 
 ROLES: Mapping[str, frozenset[str]] = {
-    "desktop": frozenset({DECIDE, OUTCOME}),
-    "analyst": frozenset({DECIDE, OUTCOME, EXPLAIN}),
-    "admin": frozenset({DECIDE, OUTCOME, EXPLAIN, ADMIN}),
+    # A connector (CTI, speech analytics) that feeds events and sees nothing back.
+    "publisher": frozenset({PUBLISH}),
+    "desktop": frozenset({DECIDE, OUTCOME, PUBLISH, WATCH}),
+    "analyst": frozenset({DECIDE, OUTCOME, EXPLAIN, PUBLISH, WATCH}),
+    "admin": frozenset({DECIDE, OUTCOME, EXPLAIN, PUBLISH, WATCH, ADMIN}),
 }
 _HASH_PREFIX = "sha256:"
 _RELOAD_CHECK_S = 1.0

@@ -60,6 +60,28 @@ def check_credentials(settings: Settings) -> None:
         log.warning("--insecure: serving %s beyond loopback as configured above", where)
 
 
+def moment_processes(settings: Settings) -> int:
+    """How many moment processes to start: `--moment-workers`, once the detector they
+    need imports. Without the moment engine installed, none (events are still stored and
+    queued, and are replayed once moment processes run); a detector named with
+    `--moment-detector` that does not import is a ConfigError."""
+    from decision_engine.server.detector import DEFAULT_DETECTOR, load_factory
+
+    if settings.moment_workers == 0:
+        log.info("live guidance: no moment process here (--moment-workers 0)")
+        return 0
+    try:
+        load_factory(settings.moment_detector)
+    except ConfigError as exc:
+        if settings.moment_detector != DEFAULT_DETECTOR:
+            raise
+        log.warning(
+            "live guidance: %s; no moment process started (events are stored and queued)", exc
+        )
+        return 0
+    return settings.moment_workers
+
+
 def load_rulesets(settings: Settings) -> CompiledRuleset:
     """The champion ruleset (and the challenger, checked); RulesetError if one does not
     check."""

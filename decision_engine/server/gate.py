@@ -21,13 +21,22 @@ from google.protobuf.message import DecodeError
 
 from decision_engine.errors import AccessError
 from decision_engine.server import metrics
-from decision_engine.server.auth import ADMIN, DECIDE, EXPLAIN, OUTCOME, Authenticator
+from decision_engine.server.auth import (
+    ADMIN,
+    DECIDE,
+    EXPLAIN,
+    OUTCOME,
+    PUBLISH,
+    WATCH,
+    Authenticator,
+)
 from decision_engine.server.status import status_for
 from decision_engine.server.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
 _DECISION = "/decision.v1.DecisionService/"
+_GUIDANCE = "/decision.v1.GuidanceService/"
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 _REFLECTION_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -46,6 +55,10 @@ NEEDS: dict[str, Need] = {
     ),
     _DECISION + "RecordOutcome": lambda _: (OUTCOME, "record outcomes"),
     _DECISION + "Ping": lambda _: (DECIDE, "call Ping"),
+    _GUIDANCE + "PublishEvents": lambda _: (PUBLISH, "publish interaction events"),
+    _GUIDANCE + "WatchGuidance": lambda _: (WATCH, "watch guidance"),
+    # Publishes and watches: every role with `watch` also has `publish` (auth.py).
+    _GUIDANCE + "Guide": lambda _: (WATCH, "publish events and watch guidance (Guide)"),
 }
 _ADMIN_NEED: Need = lambda _: (ADMIN, "call admin methods")  # noqa: E731
 

@@ -25,6 +25,9 @@ class ServerLimits:
     (CANCELLED), some from half of it, all from there on."""
     min_deadline_s: float = 0.001
     """A call reaching the servicer with less time left than this is not served."""
+    max_watches: int = 1000
+    """Guidance streams (WatchGuidance, Guide) open at once in a worker; more are
+    RESOURCE_EXHAUSTED. They share one blocked Redis read (guidance_follow.py)."""
     max_concurrent_streams: int = 100
     """Streams open at once on one connection (HTTP/2 SETTINGS); more are refused."""
     max_receive_message_bytes: int = 1 * MIB

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram, values
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
+GUIDANCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
@@ -127,6 +128,48 @@ class Metrics:
             "the worker is full) or DEADLINE_EXCEEDED (reason deadline: the caller gave up).",
             ["method", "reason"],
         )
+        self._live_guidance()
+
+    def _live_guidance(self) -> None:
+        """Live guidance: events in, moment processes, guidance out, watches. Labelled by
+        event kind and moment id, never by interaction or customer."""
+        self.EVENTS_RECEIVED = Counter(
+            "interaction_events_total",
+            "Interaction events stored (duplicates not counted), by kind.",
+            ["kind"],
+        )
+        self.EVENTS_REFUSED = Counter(
+            "interaction_events_refused_total",
+            "Events refused for their interaction's state (FAILED_PRECONDITION), by reason: "
+            "ended, stale_seq, restarted, held_full, held_too_long.",
+            ["reason"],
+        )
+        self.GUIDANCE_WRITTEN = Counter(
+            "guidance_written_total", "Guidance items written, by moment.", ["moment_id"]
+        )
+        self.GUIDANCE_LATENCY = Histogram(
+            "guidance_latency_seconds",
+            "From an event's publication to the guidance it caused being written, in seconds "
+            "(not for deadlines, nor on replay).",
+            buckets=GUIDANCE_BUCKETS,
+        )
+        self.LIVE_INTERACTIONS = Gauge(
+            "live_interactions",
+            "Interactions the moment processes are following.",
+            multiprocess_mode="livesum",
+        )
+        self.MOMENT_RESTARTS = Counter(
+            "moment_process_restarts_total", "Moment processes restarted after they died."
+        )
+        self.MOMENT_REPLAYS = Counter(
+            "moment_replays_total",
+            "Interactions replayed from their event stream when a moment process (re)started.",
+        )
+        self.WATCHES_OPEN = Gauge(
+            "guidance_watches_open",
+            "WatchGuidance and Guide streams open.",
+            multiprocess_mode="livesum",
+        )
 
 
 _metrics: Metrics | None = None
@@ -172,6 +215,14 @@ if TYPE_CHECKING:
     INTERNAL_ERRORS: Counter
     OUTCOMES_RECONCILED: Counter
     REQUESTS_SHED: Counter
+    EVENTS_RECEIVED: Counter
+    EVENTS_REFUSED: Counter
+    GUIDANCE_WRITTEN: Counter
+    GUIDANCE_LATENCY: Histogram
+    LIVE_INTERACTIONS: Gauge
+    MOMENT_RESTARTS: Counter
+    MOMENT_REPLAYS: Counter
+    WATCHES_OPEN: Gauge
 else:
 
     def __getattr__(name: str) -> object:

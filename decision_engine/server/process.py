@@ -14,7 +14,12 @@ import logging
 
 from decision_engine.config import Settings
 from decision_engine.errors import ConfigError, RulesetError
-from decision_engine.server.bootstrap import check_credentials, load_rulesets, prepared
+from decision_engine.server.bootstrap import (
+    check_credentials,
+    load_rulesets,
+    moment_processes,
+    prepared,
+)
 from decision_engine.server.supervisor import reserved_port, supervise
 
 log = logging.getLogger("decision_engine.serve")
@@ -24,6 +29,7 @@ def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     try:
         check_credentials(settings)
+        moment_workers = moment_processes(settings)
     except ConfigError as exc:
         log.error("%s; not starting", exc)
         return 2
@@ -38,4 +44,4 @@ def serve(settings: Settings) -> int:
         prepared(settings) as (ready, redis_url),
         reserved_port(ready.host, ready.port) as port,
     ):
-        return supervise(ready, redis_url, port, ruleset.version)
+        return supervise(ready, redis_url, port, ruleset.version, moment_workers=moment_workers)

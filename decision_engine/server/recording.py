@@ -5,18 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from decision_engine.errors import OutcomeLogUnavailableError, StoreUnavailableError
 from decision_engine.server.convert import OutcomeRequest, check_against_decision
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.session import DecisionSession
 from decision_engine.store.connection import PipelinedConnection
-from decision_engine.store.outcomes import (
-    DEFAULT_OUTCOMES_TIMEOUT_S,
-    Recorded,
-    apply_outcome,
-    log_outcome,
-    logged_outcome,
-)
+from decision_engine.store.outcomes import DEFAULT_OUTCOMES_TIMEOUT_S, Recorded, record_outcome
 from decision_engine.store.profiles import ProfileStore
 
 
@@ -50,42 +43,20 @@ class OutcomeRecorder:
         """
         decision = self._ids.verify(outcome.decision_id, now=time.time())
         check_against_decision(outcome, decision)
-        budget = self._outcome_budget(caller_deadline)
-        try:
-            async with asyncio.timeout(budget):
-                recorded = await log_outcome(
-                    self._outcomes,
-                    decision=decision,
-                    offer_id=outcome.offer_id,
-                    outcome=outcome.outcome,
-                    channel=outcome.channel,
-                    reason=outcome.reason,
-                    at=outcome.at,
-                    decision_ttl_s=self._ids.ttl_s,
-                )
-        except TimeoutError:
-            raise OutcomeLogUnavailableError(f"no answer within {budget * 1e3:.0f} ms") from None
-        except StoreUnavailableError as exc:
-            raise OutcomeLogUnavailableError(str(exc)) from exc
-        # Also for a duplicate: if an earlier attempt was logged but not applied, this applies it.
-        entry = logged_outcome(
-            decision, offer_id=outcome.offer_id, outcome=outcome.outcome, at=outcome.at
+        recorded = await record_outcome(
+            self._outcomes,
+            self._store.connection,
+            decision=decision,
+            offer_id=outcome.offer_id,
+            outcome=outcome.outcome,
+            channel=outcome.channel,
+            reason=outcome.reason,
+            at=outcome.at,
+            decision_ttl_s=self._ids.ttl_s,
+            # Applied as the arm the decision was made in learns (the counters are shared).
+            learning=self._session.ruleset_for(decision.arm).source.learning,
+            budget=lambda: self._outcome_budget(caller_deadline),
         )
-        # Applied as the arm the decision was made in learns (the counters are shared).
-        learning = self._session.ruleset_for(decision.arm).source.learning
-        budget = self._outcome_budget(caller_deadline)
-        later = "the outcome is logged and will be applied by the reconciler"
-        try:
-            async with asyncio.timeout(budget):
-                await apply_outcome(
-                    self._store.connection, entry, decision_ttl_s=self._ids.ttl_s, learning=learning
-                )
-        except TimeoutError:
-            raise StoreUnavailableError(
-                f"no answer within {budget * 1e3:.0f} ms; {later}"
-            ) from None
-        except StoreUnavailableError as exc:
-            raise StoreUnavailableError(f"{exc}; {later}") from exc
         return recorded, decision.arm
 
     def _outcome_budget(self, caller_deadline: float | None) -> float:

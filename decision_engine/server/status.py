@@ -7,6 +7,7 @@ import grpc
 from decision_engine.errors import (
     DecisionEngineError,
     DecisionNotFoundError,
+    InteractionStateError,
     InvalidRequestError,
     PermissionDeniedError,
     StoreError,
@@ -20,6 +21,8 @@ def status_for(exc: DecisionEngineError) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, DecisionNotFoundError):
         return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, InteractionStateError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, UnauthenticatedError):
         return grpc.StatusCode.UNAUTHENTICATED, str(exc)
     if isinstance(exc, PermissionDeniedError):

@@ -1,11 +1,15 @@
-"""The supervisor: N forked workers sharing one port, kept running.
+"""The supervisor: N forked workers sharing one port, and the moment processes, kept
+running.
 
 gRPC Python cannot fork once a server or channel exists, so the supervisor never
 makes one: it holds the port with SO_REUSEPORT (which also resolves port 0), forks
 the workers (worker.py), each of which builds its own server on that port, and the
-kernel spreads connections over them. It then restarts a worker that dies, tells
-them all (SIGHUP) when the rules on disk change and check, serves /metrics for all
-of them from the multiprocess directory, and stops them on SIGINT/SIGTERM.
+kernel spreads connections over them; and it forks `--moment-workers` moment processes
+(moment_worker.py), which detect the moments of live interactions apart from any gRPC
+worker. It then restarts a worker or a moment process that dies (a restarted moment
+process replays its live interactions), tells them all (SIGHUP) when the rules on disk
+change and check, serves /metrics for all of them from the multiprocess directory, and
+stops them on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from multiprocessing.process import BaseProcess
 
 from decision_engine.config import Settings
 from decision_engine.ruleset.compiled import load_compiled
+from decision_engine.server import metrics
+from decision_engine.server.moment_worker import moment_worker_main
 from decision_engine.server.reload import RulesWatcher
 from decision_engine.server.worker import worker_main
 
@@ -45,8 +51,11 @@ def reserved_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-def supervise(settings: Settings, redis_url: str, port: int, version: str) -> int:
-    """Fork the workers and keep them serving until SIGINT/SIGTERM; the exit code."""
+def supervise(
+    settings: Settings, redis_url: str, port: int, version: str, *, moment_workers: int = 0
+) -> int:
+    """Fork the workers (and `moment_workers` moment processes) and keep them running
+    until SIGINT/SIGTERM; the exit code."""
     from prometheus_client import multiprocess
 
     ctx = multiprocessing.get_context("fork")
@@ -62,7 +71,18 @@ def supervise(settings: Settings, redis_url: str, port: int, version: str) -> in
         process.start()
         return process
 
+    def spawn_moments(index: int) -> BaseProcess:
+        process = ctx.Process(
+            target=moment_worker_main,
+            args=(settings, redis_url, index, os.getpid()),
+            name=f"decision-engine-moments-{index}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
     workers = [spawn(i) for i in range(settings.workers)]
+    moments = [spawn_moments(i) for i in range(moment_workers)]
     if settings.metrics_port:
         _serve_metrics(settings.metrics_host, settings.metrics_port)
     log.info(
@@ -76,6 +96,8 @@ def supervise(settings: Settings, redis_url: str, port: int, version: str) -> in
         else "plaintext",
         len(workers),
     )
+    if moments:
+        log.info("live guidance: %d moment process(es)", len(moments))
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -92,7 +114,7 @@ def supervise(settings: Settings, redis_url: str, port: int, version: str) -> in
         time.sleep(_POLL_S)
         # Every watcher polls each time (no short-circuit), so none misses a change.
         if [w for w in watchers if w.poll() is not None]:
-            for process in workers:
+            for process in [*workers, *moments]:
                 if process.is_alive() and process.pid is not None:
                     os.kill(process.pid, signal.SIGHUP)
         for i, process in enumerate(workers):
@@ -104,7 +126,21 @@ def supervise(settings: Settings, redis_url: str, port: int, version: str) -> in
             multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
             time.sleep(_RESTART_BACKOFF_S)
             workers[i] = spawn(i)
-    _stop(workers)
+        for i, process in enumerate(moments):
+            if process.is_alive() or stopping:
+                continue
+            log.error(
+                "moment process %d (pid %s) exited with %s; restarting (it replays its live "
+                "interactions)",
+                i,
+                process.pid,
+                process.exitcode,
+            )
+            metrics.MOMENT_RESTARTS.inc()
+            multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+            time.sleep(_RESTART_BACKOFF_S)
+            moments[i] = spawn_moments(i)
+    _stop([*workers, *moments])
     return 0
 
 

@@ -210,12 +210,18 @@ class PipelinedConnection:
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     if self._path:
-                        _, protocol = await loop.create_unix_connection(_Protocol, self._path)
+                        transport, protocol = await loop.create_unix_connection(
+                            _Protocol, self._path
+                        )
                     else:
-                        _, protocol = await loop.create_connection(
+                        transport, protocol = await loop.create_connection(
                             _Protocol, self._host, self._port, ssl=self._ssl
                         )
-                    await self._handshake(protocol)
+                    try:
+                        await self._handshake(protocol)
+                    except BaseException:
+                        transport.close()  # failed or cancelled: not ours to keep
+                        raise
             except (OSError, TimeoutError, _ReplyError) as exc:
                 raise StoreUnavailableError(f"unreachable: {exc!r}") from exc
             self._protocol = protocol

@@ -1,7 +1,9 @@
 """Redis key names.
 
 Every key of one customer carries the same hash tag (`{customer_id}`), so in Redis
-Cluster they live in one slot and the load script may touch them together.
+Cluster they live in one slot and the load script may touch them together; so do the
+keys of one interaction (`{interaction_id}`, after `interaction:` so that they never
+share a name with a customer's).
 """
 
 from __future__ import annotations
@@ -46,3 +48,43 @@ APPLIED_CURSOR = f"{PREFIX}:outcomes:applied-cursor"
 """The id of the outcome log entry up to which every outcome is applied (decision Redis)."""
 RECONCILER_LEASE = f"{PREFIX}:outcomes:reconciler"
 """Held by the one reconciler working at a time (decision Redis)."""
+
+
+def interaction_state_key(interaction_id: str) -> str:
+    """Hash of one interaction's state: last event seq, guidance seq, started/ended, the
+    customer, events held before `started`."""
+    return f"{PREFIX}:interaction:{{{interaction_id}}}:state"
+
+
+def interaction_events_key(interaction_id: str) -> str:
+    """Stream of the interaction's events in the order they are fed to moments: the
+    source of truth that a moment process replays after a restart."""
+    return f"{PREFIX}:interaction:{{{interaction_id}}}:events"
+
+
+def interaction_event_ids_key(interaction_id: str) -> str:
+    """Hash event id → seq: an event id counts once."""
+    return f"{PREFIX}:interaction:{{{interaction_id}}}:event-ids"
+
+
+def guidance_key(interaction_id: str) -> str:
+    """Stream of the interaction's guidance; entry id `<seq>-0`, the end marker
+    `<last seq>-1`."""
+    return f"{PREFIX}:interaction:{{{interaction_id}}}:guidance"
+
+
+def guidance_ids_key(interaction_id: str) -> str:
+    """Hash guidance id → seq: a guidance item is written once."""
+    return f"{PREFIX}:interaction:{{{interaction_id}}}:guidance-ids"
+
+
+def moment_work_key(shard: int) -> str:
+    """Stream of work for the moment process owning `shard` (consumer group `moments`):
+    `interaction`, `seq` of each event released to moments."""
+    return f"{PREFIX}:moments:work:{shard}"
+
+
+def moment_live_key(shard: int) -> str:
+    """Set of the shard's interactions started and not yet done: what a moment process
+    replays when it starts."""
+    return f"{PREFIX}:moments:live:{shard}"

@@ -19,11 +19,11 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from decision_engine.errors import StoreUnavailableError
+from decision_engine.errors import OutcomeLogUnavailableError, StoreUnavailableError
 from decision_engine.ruleset.compiled import DailyCap
 from decision_engine.ruleset.spec import Learning
 from decision_engine.store.connection import PipelinedConnection, Script
@@ -124,16 +124,21 @@ end
 for _, field in ipairs(fields) do
   local a, b, stamp, weight = 0, 0, now, 1
   local stored = redis.call('HGET', '@LEARNING@', field)
+  local sa, sb, st
   if stored then
-    local sa, sb, st = string.match(stored, '^([^,]+),([^,]+),([^,]+)$')
-    st = tonumber(st)
+    sa, sb, st = string.match(stored, '^([^,]+),([^,]+),([^,]+)$')
+    sa, sb, st = tonumber(sa), tonumber(sb), tonumber(st)
+  end
+  -- Counts that do not parse (another tool's) are as if absent, as decisions read them:
+  -- an error here would come after the markers are set, and lose the outcome.
+  if sa and sb and st then
     local decay = 1
     if half_life > 0 and now > st then decay = 0.5 ^ ((now - st) / half_life) end
     if half_life > 0 and now < st then
       -- A late (backdated) outcome: the counts keep their time, the outcome weighs less.
       weight, stamp = 0.5 ^ ((st - now) / half_life), st
     end
-    a, b = tonumber(sa) * decay, tonumber(sb) * decay
+    a, b = sa * decay, sb * decay
   end
   local counts = string.format('%.6f,%.6f,%.3f', a + success * weight, b + failure * weight, stamp)
   redis.call('HSET', '@LEARNING@', field, counts)
@@ -280,28 +285,50 @@ async def record_outcome(
     decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
     learning: Learning | None = None,
+    budget: Callable[[], float] | None = None,
 ) -> Recorded:
     """Write an outcome to the durable log, then apply it to what decisions read. The
-    caller has checked that the decision returned `offer_id`. The two Redis may be one."""
-    recorded = await log_outcome(
-        log,
-        decision=decision,
-        offer_id=offer_id,
-        outcome=outcome,
-        channel=channel,
-        reason=reason,
-        at=at,
-        decision_ttl_s=decision_ttl_s,
-        stream_maxlen=stream_maxlen,
-    )
+    caller has checked that the decision returned `offer_id`. The two Redis may be one.
+
+    `budget` gives the seconds each of the two steps may take, asked as the step starts
+    (None: no limit of ours). A failure names the Redis that did not answer:
+    OutcomeLogUnavailableError for the log; StoreUnavailableError for what decisions
+    read, once the outcome is logged (the reconciler applies it later).
+    """
+    limit = None if budget is None else budget()
+    try:
+        async with asyncio.timeout(limit):
+            recorded = await log_outcome(
+                log,
+                decision=decision,
+                offer_id=offer_id,
+                outcome=outcome,
+                channel=channel,
+                reason=reason,
+                at=at,
+                decision_ttl_s=decision_ttl_s,
+                stream_maxlen=stream_maxlen,
+            )
+    except TimeoutError:
+        raise OutcomeLogUnavailableError(_no_answer(limit)) from None
+    except StoreUnavailableError as exc:
+        raise OutcomeLogUnavailableError(str(exc)) from exc
     # Also for a duplicate: if an earlier attempt was logged but not applied, this applies it.
-    await apply_outcome(
-        apply,
-        logged_outcome(decision, offer_id=offer_id, outcome=outcome, at=at),
-        decision_ttl_s=decision_ttl_s,
-        learning=learning,
-    )
+    entry = logged_outcome(decision, offer_id=offer_id, outcome=outcome, at=at)
+    limit = None if budget is None else budget()
+    later = "the outcome is logged and will be applied by the reconciler"
+    try:
+        async with asyncio.timeout(limit):
+            await apply_outcome(apply, entry, decision_ttl_s=decision_ttl_s, learning=learning)
+    except TimeoutError:
+        raise StoreUnavailableError(f"{_no_answer(limit)}; {later}") from None
+    except StoreUnavailableError as exc:
+        raise StoreUnavailableError(f"{exc}; {later}") from exc
     return recorded
+
+
+def _no_answer(limit: float | None) -> str:
+    return "no answer" if limit is None else f"no answer within {limit * 1e3:.0f} ms"
 
 
 def logged_outcome(

@@ -110,9 +110,11 @@ class Loaded:
 class ProfileStore:
     """Async access to profiles and contact history over one connection pool."""
 
-    def __init__(self, client: aioredis.Redis, fast: PipelinedConnection) -> None:
+    def __init__(self, client: aioredis.Redis, fast: PipelinedConnection, *, url: str = "") -> None:
         self._redis = client
         self._fast = fast
+        self.url = url
+        """Where it is (from_url's), for connections of their own (blocking reads)."""
 
     @classmethod
     def from_url(
@@ -125,7 +127,9 @@ class ProfileStore:
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
         )
-        return cls(client, PipelinedConnection(url, connect_timeout=socket_connect_timeout))
+        return cls(
+            client, PipelinedConnection(url, connect_timeout=socket_connect_timeout), url=url
+        )
 
     @property
     def client(self) -> aioredis.Redis:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import textwrap
 from pathlib import Path
@@ -647,3 +648,37 @@ def test_an_offer_id_outside_the_id_alphabet_is_located(tmp_path: Path, offer_id
     (problem,) = problems(tmp_path)
     where = at(bad, f'"{offer_id}"')
     assert problem.startswith(f"{where}: error: offer id {offer_id!r}: may contain only"), problem
+
+
+def test_a_file_that_is_not_utf8_is_a_problem_at_its_line(tmp_path: Path) -> None:
+    """Regression: the loader raised UnicodeDecodeError, which no caller expects (the
+    rules watcher, and with it the server, went down on a file saved as Latin-1)."""
+    base(tmp_path)
+    path = tmp_path / "offers.yaml"
+    path.write_bytes("# offers\noffers: []\n# révisé\n".encode("latin-1"))
+    assert problems(tmp_path) == [f"{path}:3:1: error: not UTF-8 text; save the file as UTF-8"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_a_file_that_cannot_be_read_is_a_problem(tmp_path: Path) -> None:
+    """A rule file whose read fails (here: a link to /proc/self/mem, whose offset 0 is
+    unmapped, so reading it is an I/O error even for root)."""
+    base(tmp_path)
+    link = tmp_path / "zz.yaml"
+    link.symlink_to("/proc/self/mem")
+    assert problems(tmp_path) == [f"{link}:0:0: error: cannot be read: Input/output error"]
+
+
+def test_line_ends_do_not_change_the_rules_only_the_version(tmp_path: Path) -> None:
+    unix, windows = tmp_path / "unix", tmp_path / "windows"
+    shutil.copytree(DEMO_RULES, unix, ignore=shutil.ignore_patterns("tests"))
+    shutil.copytree(DEMO_RULES, windows, ignore=shutil.ignore_patterns("tests"))
+    for path in windows.glob("*.yaml"):
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    lf, crlf = load_ruleset(unix), load_ruleset(windows)
+    assert crlf.version != lf.version
+    assert "\r" not in repr(crlf)
+    # Everything else, down to each rule's file:line:col, is the same.
+    assert repr(dataclasses.replace(crlf, version="")).replace(str(windows), "<dir>") == repr(
+        dataclasses.replace(lf, version="")
+    ).replace(str(unix), "<dir>")

@@ -39,20 +39,28 @@ def propensity(server: Server, offer_id: str) -> float:
 
 def accept_until_it_moves(server: Server, stub: Stub, offer_id: str, *, above: float) -> float:
     """Accepted outcomes, one new decision each, until the served rate rises past `above`."""
-    deadline = time.monotonic() + 30
+    # Generous: on a busy machine (a clean-clone run beside other test runs) 30 s was once
+    # not enough; the message says which step did not happen.
+    deadline = time.monotonic() + 120
+    seen = {"degraded": 0, "offer absent": 0, "accepted": 0}
     while True:
         d = decide(stub)
-        if not d.degraded and offer_id in [o.offer_id for o in d.offers]:
+        if d.degraded:
+            seen["degraded"] += 1
+        elif offer_id not in [o.offer_id for o in d.offers]:
+            seen["offer absent"] += 1
+        else:
             stub.RecordOutcome(
                 pb.RecordOutcomeRequest(
                     decision_id=d.decision_id, offer_id=offer_id, outcome=pb.OUTCOME_ACCEPTED
                 ),
                 timeout=5,
             )
+            seen["accepted"] += 1
         now = propensity(server, offer_id)
         if now > above:
             return now
-        assert time.monotonic() < deadline, f"the learned rate of {offer_id} stays at {now}"
+        assert time.monotonic() < deadline, f"the learned rate of {offer_id} stays at {now}: {seen}"
         time.sleep(0.2)
 
 

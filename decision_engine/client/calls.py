@@ -1,4 +1,4 @@
-"""A small gRPC client for humans: the CLI's `decide` command."""
+"""Unary calls for the CLI: `decide`, `outcome`, `rules show`."""
 
 from __future__ import annotations
 

@@ -1,0 +1,23 @@
+"""Small gRPC clients for humans: the CLI's `decide`, `outcome`, `rules show`
+(calls.py) and `interaction replay` / `interaction watch` (interaction.py).
+
+Protobuf over a channel, never the server's modules: a client speaks the protocol only.
+"""
+
+from __future__ import annotations
+
+from decision_engine.client.calls import (
+    Connection,
+    call_decide,
+    call_record_outcome,
+    call_ruleset_status,
+    print_decision,
+)
+
+__all__ = [
+    "Connection",
+    "call_decide",
+    "call_record_outcome",
+    "call_ruleset_status",
+    "print_decision",
+]

@@ -1,0 +1,129 @@
+"""The moment processes' work: one Redis stream per shard, read through a consumer group.
+
+The publish script (interactions.py) appends `interaction seq` to the shard's stream for
+every event released to moments. The moment process that owns the shard reads it as
+consumer `moments-<index>` of the group `moments`; an entry stays pending until the
+process acknowledges it, after the guidance the event caused is written. So a process
+that dies leaves its entries pending, and when it (or whoever owns the shard next)
+starts, it claims them and reads them first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from decision_engine.store.connection import PipelinedConnection, ReplyError
+from decision_engine.store.keys import moment_work_key
+
+GROUP = "moments"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One entry of a shard's work stream: an event released to moments."""
+
+    shard: int
+    entry_id: str
+    interaction_id: str
+    """Empty when the entry was trimmed while pending (its event is in the events stream)."""
+    seq: int
+
+
+def consumer_name(index: int) -> str:
+    return f"moments-{index}"
+
+
+async def ensure_groups(connection: PipelinedConnection, shards: Iterable[int]) -> None:
+    """The consumer group on each shard's stream, made once (from the stream's start, so
+    entries added before it existed are read too)."""
+    for shard in shards:
+        try:
+            await connection.call(
+                "XGROUP", "CREATE", moment_work_key(shard), GROUP, "0", "MKSTREAM"
+            )
+        except ReplyError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+
+
+async def claim_pending(connection: PipelinedConnection, shard: int, consumer: str) -> int:
+    """Take over every pending entry of the shard (this process owns it now, whoever read
+    them before); returns how many."""
+    cursor, claimed = "0-0", 0
+    while True:
+        reply = await connection.call(
+            "XAUTOCLAIM", moment_work_key(shard), GROUP, consumer, 0, cursor, "COUNT", 1000,
+            "JUSTID",
+        )  # fmt: skip
+        cursor, ids = reply[0], reply[1]
+        claimed += len(ids)
+        if cursor == "0-0":
+            return claimed
+
+
+async def read_work(
+    connection: PipelinedConnection,
+    shards: Sequence[int],
+    consumer: str,
+    *,
+    pending: bool,
+    count: int = 200,
+    block_ms: int | None = None,
+) -> list[WorkItem]:
+    """This consumer's pending entries (`pending`), or new ones (waiting up to
+    `block_ms`, on a connection of its own: a blocked read holds the connection)."""
+    keys = [moment_work_key(shard) for shard in shards]
+    block: list[str | float] = [] if block_ms is None or pending else ["BLOCK", max(1, block_ms)]
+    reply = await connection.call(
+        "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, *block,
+        "STREAMS", *keys, *(["0"] if pending else [">"]) * len(keys),
+    )  # fmt: skip
+    by_key = {key: shard for key, shard in zip(keys, shards, strict=True)}
+    items = []
+    for key, entries in reply or ():
+        for entry_id, flat in entries or ():
+            fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+            items.append(
+                WorkItem(
+                    by_key[key],
+                    entry_id,
+                    fields.get("interaction", ""),
+                    int(fields.get("seq", "0") or 0),
+                )
+            )
+    return items
+
+
+async def acknowledge(connection: PipelinedConnection, items: Iterable[WorkItem]) -> None:
+    """Done with these entries: they leave the pending list."""
+    by_shard: dict[int, list[str]] = {}
+    for item in items:
+        by_shard.setdefault(item.shard, []).append(item.entry_id)
+    for shard, ids in by_shard.items():
+        await connection.call("XACK", moment_work_key(shard), GROUP, *ids)
+
+
+async def trim_acknowledged(connection: PipelinedConnection, shard: int) -> None:
+    """Drop the entries every consumer is done with (before the oldest pending one, or up
+    to the last delivered when none is pending)."""
+    key = moment_work_key(shard)
+    summary = await connection.call("XPENDING", key, GROUP)
+    if summary and int(summary[0]) > 0:
+        oldest = str(summary[1])
+    else:
+        groups = await connection.call("XINFO", "GROUPS", key)
+        oldest = ""
+        for group in groups or ():
+            info = dict(zip(group[::2], group[1::2], strict=True))
+            if info.get("name") == GROUP:
+                oldest = str(info.get("last-delivered-id", ""))
+        if not oldest or oldest == "0-0":
+            return
+    await connection.call("XTRIM", key, "MINID", oldest)
+
+
+async def pending_count(connection: PipelinedConnection, shard: int) -> int:
+    """Entries of the shard read and not acknowledged (for tests and operators)."""
+    summary = await connection.call("XPENDING", moment_work_key(shard), GROUP)
+    return int(summary[0]) if summary else 0
