@@ -7,8 +7,13 @@ What this module relies on (durable_rules 2.0.28, read in its source and measure
   ruleset (its timers and queued actions) from other threads. The C core is not thread
   safe and this engine uses neither durable timers nor queued actions, so `_QuietHost`
   starts nothing. Actions are pumped by the call that makes them due: `assert_fact` and
-  `retract_fact` without a callback run `do_actions` for the session, which starts each
-  action, runs it, and asks the C core for the next one until none is left.
+  `retract_fact` without a callback run `do_actions` for that session
+  (`start_action_for_state`), which starts each action, runs it, and asks the C core for
+  the next one of the session until none is left (none ever is, measured).
+- Nothing here calls `start_action` or `assert_timers` (what that dispatcher calls): they
+  walk every session of the ruleset through an index that `delete_state` leaves
+  pointing at freed memory (a use-after-free, found with an AddressSanitizer build), so
+  once a session has been deleted, they read freed memory and crash.
 - A ruleset holds at most 1,023 live sessions (then MemoryError, for good); a session's
   slot is free again after `delete_state`. Sessions are named by slot (`s0` … `s1022`),
   never by interaction id: the C core tells sids apart by a 32-bit FNV-1a hash, and the

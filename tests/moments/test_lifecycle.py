@@ -164,3 +164,26 @@ def test_an_engine_without_moments_takes_events_and_detects_nothing(tmp_path: Pa
     call = Call(e)
     call.start()
     assert call.says(1, "cancel") == [] and e.live == 1
+
+
+def test_the_engine_never_calls_the_dispatchers_entry_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # durable_rules' start_action / assert_timers read deleted sessions' freed memory
+    # (host.py); the engine pumps each session's actions through the call that made them.
+    import durable_rules_engine
+
+    from decision_engine.moments.synthetic import stream
+    from tests.moments.support import DEMO
+
+    def refused(*args: object) -> None:
+        raise AssertionError("durable_rules' dispatcher entry point called")
+
+    monkeypatch.setattr(durable_rules_engine, "start_action", refused)
+    monkeypatch.setattr(durable_rules_engine, "assert_timers", refused)
+    ruleset = compiled(tmp_path, (DEMO / "moments.yaml").read_text(encoding="utf-8"))
+    e = MomentEngine(ruleset)
+    found = 0
+    for event, profile in stream(ruleset, interactions=40, seed=9):
+        found += len(e.advance(event.occurred_at)) + len(e.feed(event, profile))
+    assert found > 20 and e.live == 0
