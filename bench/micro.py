@@ -1,4 +1,5 @@
-"""Pure evaluation micro-benchmark: decide() over a population, no I/O.
+"""Pure evaluation micro-benchmarks, no I/O: decide() over a population, and the moment
+engine's cost per interaction event.
 
 python -m bench.micro [--quick]
 """
@@ -15,10 +16,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.gen_moments import DEMO_RULES, write_moments
 from bench.gen_rules import demo_schema_values, write_ruleset
 from decision_engine.decide.engine import decide
 from decision_engine.decide.facts import build_facts
 from decision_engine.decide.values import Contact, Context, CustomerState
+from decision_engine.moments.engine import MomentEngine
+from decision_engine.moments.model import InteractionEvent
+from decision_engine.moments.synthetic import stream
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.store.generate import generate_profiles
 from decision_engine.vocabulary import CHANNELS
@@ -83,6 +88,57 @@ def selectivity(ruleset: CompiledRuleset, cases: list[Case]) -> dict[str, float]
     }
 
 
+Arrival = tuple[InteractionEvent, Any]
+
+
+def time_moments(ruleset: CompiledRuleset, arrivals: list[Arrival], rounds: int) -> dict[str, Any]:
+    """µs per event fed to a fresh MomentEngine (deadlines advanced as events arrive), by
+    wall clock and CPU time; building the engine is outside the timing."""
+    wall, cpu, detections = [], [], 0
+    for _ in range(rounds):
+        engine = MomentEngine(ruleset)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        found = 0
+        for event, profile in arrivals:
+            found += len(engine.advance(event.occurred_at))
+            found += len(engine.feed(event, profile))
+        wall.append((time.perf_counter() - start) / len(arrivals) * 1e6)
+        cpu.append((time.process_time() - start_cpu) / len(arrivals) * 1e6)
+        engine.close()
+        detections = found
+    return {
+        "moments": len(ruleset.source.moments),
+        "events": len(arrivals),
+        "interactions": len({e.interaction_id for e, _ in arrivals}),
+        "detections": detections,
+        "us_per_event": round(statistics.median(wall), 2),
+        "us_per_event_rounds": [round(x, 2) for x in wall],
+        "cpu_us_per_event": round(statistics.median(cpu), 2),
+    }
+
+
+def moment_costs(*, quick: bool = False) -> list[dict[str, Any]]:
+    """The moment engine per event: the demo's moments, and synthetic sets of 10 and 100."""
+    rounds, interactions = (3, 100) if quick else (7, 400)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-moments-") as tmp:
+        sets = [("demo", DEMO_RULES)]
+        for count in (10, 100):
+            sets.append(
+                (f"synthetic {count}", write_moments(Path(tmp) / str(count), moments=count))
+            )
+        for label, directory in sets:
+            ruleset = load_compiled(directory)
+            arrivals = list(stream(ruleset, interactions=interactions, seed=23))
+            row = {"set": label, **time_moments(ruleset, arrivals, rounds)}
+            rows.append(row)
+            print(
+                f"  {label:>13}: {row['moments']:>3} moments, {row['us_per_event']:7.1f} µs/event "
+                f"({row['cpu_us_per_event']:.1f} CPU) over {row['events']} events"
+            )
+    return rows
+
+
 def run(*, quick: bool = False, size: int = 2000) -> dict[str, Any]:
     rounds = 3 if quick else 7
     cases = population(size // 4 if quick else size, demo_schema_values()[0])
@@ -124,6 +180,7 @@ def run(*, quick: bool = False, size: int = 2000) -> dict[str, Any]:
                     "explain_factor": round(explained / plain, 1),
                 }
                 print(f"  explain=True at 1000 offers: {explained:,.0f} µs/decision")
+    results["moments"] = moment_costs(quick=quick)
     return results
 
 

@@ -400,6 +400,14 @@ def report(results: dict[str, Any]) -> None:
             f"explain at 1000 offers: {ex['us_per_decision_explain']:,.0f} µs vs "
             f"{ex['us_per_decision']:,.1f} µs (x{ex['explain_factor']})"
         )
+        if "moments" in results["micro"]:
+            print("\n== moment engine per interaction event (pure, no I/O; median) ==")
+            print(f"{'set':>14} {'moments':>8} {'µs/event':>9} {'CPU µs':>7} {'events':>7}")
+            for m in results["micro"]["moments"]:
+                print(
+                    f"{m['set']:>14} {m['moments']:>8} {m['us_per_event']:>9.1f}"
+                    f" {m['cpu_us_per_event']:>7.1f} {m['events']:>7}"
+                )
     load = results.get("load")
     if load and "decide" in load:
         print("\n== server under load (2 workers, same machine as the load generator) ==")

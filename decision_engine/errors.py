@@ -11,6 +11,8 @@
     │       └── OutcomeLogUnavailableError  …the outcome log's Redis
     ├── ProfileImportError        an import file cannot be read at all
     ├── ConfigError               bad flags or environment at start
+    ├── MomentError               the moment engine cannot take an event (durable_rules failed)
+    │   └── MomentCapacityError    …it holds as many interactions (or held events) as it may
     └── AccessError               a caller may not make this call
         ├── UnauthenticatedError   …no credential, or one we do not accept
         └── PermissionDeniedError  …a good credential whose role does not allow it
@@ -123,6 +125,14 @@ class ProfileImportError(DecisionEngineError):
 
 class ConfigError(DecisionEngineError):
     """A setting is invalid."""
+
+
+class MomentError(DecisionEngineError):
+    """The moment engine cannot take an event: durable_rules reported an error."""
+
+
+class MomentCapacityError(MomentError):
+    """As many interactions are live (or waiting for their `started`) as the engine takes."""
 
 
 class AccessError(DecisionEngineError):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from decision_engine.decide.values import Context, CustomerState
 from decision_engine.errors import Problem, Where
+from decision_engine.moments.model import EventValue
 
 CASES_SUBDIR = "tests"
 DEFAULT_ROUTE = "default"
@@ -68,6 +70,64 @@ class Case:
     """Capped offers whose budget for the day is spent."""
 
 
+# -- what a moment case says (live guidance) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CaseEvent:
+    """One event of a moment case, `at` seconds after the interaction started."""
+
+    at: float
+    kind: str
+    data: Mapping[str, EventValue]
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class GuidanceExpectation:
+    """One expected detection; None (or empty) means "not checked"."""
+
+    moment: str
+    where: Where
+    kind: str | None = None
+    severity: str | None = None
+    title_contains: tuple[str, ...] = ()
+    text_contains: tuple[str, ...] = ()
+    route_queue: str | None = None
+    route_priority: int | None = None
+    decide: bool | None = None
+    context: tuple[tuple[str, str], ...] = ()
+    """`set:` updates the detection must carry (field, text)."""
+    at: float | None = None
+    """Seconds after the start at which it is detected."""
+
+
+@dataclass(frozen=True, slots=True)
+class MomentExpectation:
+    """What a moment case checks: the exact guidance in order, and moments that never fire."""
+
+    guidance: tuple[GuidanceExpectation, ...] | None
+    """None: not checked (only `none`)."""
+    none: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MomentCase:
+    """A live interaction: its customer, a timed list of events, the guidance expected."""
+
+    name: str
+    where: Where
+    now: float
+    """When the interaction starts (its `started` event, from `context`)."""
+    state: CustomerState
+    context: Context
+    interaction_id: str
+    events: tuple[CaseEvent, ...]
+    until: float | None
+    """Let the clock run to this many seconds after the start (deadlines due by then fire)."""
+    expect: MomentExpectation
+
+
 # -- what running says ---------------------------------------------------------------------
 
 
@@ -111,7 +171,7 @@ class Unexercised:
     """A rule that no case made apply."""
 
     kind: str
-    """"offer", "routing" or "policy", as in explanations."""
+    """"offer", "routing", "policy", "contact policy" or "moment"."""
     rule_id: str
     where: Where
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import yaml
 import yaml.constructor
@@ -16,17 +13,18 @@ from decision_engine.authoring.case_model import (
     Case,
     CaseResult,
     Expectation,
+    MomentCase,
     OffersExpectation,
     RoutingExpectation,
 )
+from decision_engine.authoring.case_nodes import CaseNodes
+from decision_engine.authoring.moment_case_read import MAX_AT, MomentCaseReader
 from decision_engine.decide.values import Contact, Context, CustomerState, OfferEvent
 from decision_engine.errors import Where
 from decision_engine.ruleset.compiled import CompiledRuleset
-from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.sections import MAX_OFFERS_LIMIT
 from decision_engine.ruleset.typecheck import did_you_mean
-from decision_engine.ruleset.yaml_nodes import NodeReader, yaml_files
-from decision_engine.store.importer import ID_FIELD, canonical_profile
+from decision_engine.ruleset.yaml_nodes import yaml_files
 from decision_engine.vocabulary import CHANNELS, OFFER_OUTCOMES
 
 _DAY = 86_400.0
@@ -35,6 +33,11 @@ _CASE_KEYS = (
     "name", "description", "now", "profile", "contacts", "history", "caps_spent", "context",
     "interaction_id", "max_offers", "degraded", "expect",
 )  # fmt: skip
+_MOMENT_CASE_KEYS = (
+    "name", "description", "now", "profile", "contacts", "context", "interaction_id", "events",
+    "until", "expect",
+)  # fmt: skip
+"""A case with `events:` is a moment case (moment_case_read.py)."""
 _HISTORY_KEYS = ("offer", "outcome", "days_ago", "at", "interaction_id")
 _CONTACT_KEYS = ("days_ago", "at", "channel", "intent", "interaction_id")
 _CONTEXT_KEYS = ("channel", "intent", "queue", "agent_id", "sentiment", "ivr_path", "attributes")
@@ -52,7 +55,7 @@ def case_files(directory: Path) -> list[Path]:
 
 def read_cases(
     path: Path, text: str, ruleset: CompiledRuleset, names: dict[str, Where]
-) -> Iterator[Case | CaseResult]:
+) -> Iterator[Case | MomentCase | CaseResult]:
     """Each case of one file, or a CaseResult carrying the problems that keep it from running.
 
     `names` holds the case names seen so far in any file: a name identifies a case.
@@ -60,7 +63,7 @@ def read_cases(
     return _CaseFile(str(path), ruleset, names).read(text)
 
 
-class _CaseFile(NodeReader):
+class _CaseFile(CaseNodes):
     """Reads one case file from YAML nodes, which keep line and column for every problem.
 
     Readers take the node of an optional key (None when the key is absent) and return
@@ -68,10 +71,9 @@ class _CaseFile(NodeReader):
     """
 
     def __init__(self, file: str, ruleset: CompiledRuleset, names: dict[str, Where]) -> None:
-        super().__init__(file, [])
+        super().__init__(file)
         self.names = names
         """Case names seen so far in any file: a name identifies a case in reports."""
-        self.constructor = yaml.constructor.SafeConstructor()
         fields = ruleset.source.fields
         self.profile_fields = {n: s for n, s in fields.items() if s.source == "profile"}
         self.attribute_fields = {n: s for n, s in fields.items() if s.source == "attribute"}
@@ -84,8 +86,9 @@ class _CaseFile(NodeReader):
         self.route_ids = [DEFAULT_ROUTE, *(r.id for r in ruleset.routes)]
         source = ruleset.source
         self.queues = sorted({source.default_route.queue, *(r.queue for r in source.routes)})
+        self.moment_reader = MomentCaseReader(self, ruleset, self.intents)
 
-    def read(self, text: str) -> Iterator[Case | CaseResult]:
+    def read(self, text: str) -> Iterator[Case | MomentCase | CaseResult]:
         """Each case, or a CaseResult carrying the problems that keep it from running."""
         root = self.compose(text)
         if root is None:
@@ -121,109 +124,6 @@ class _CaseFile(NodeReader):
         where = Where(self.file, first.line, first.column)
         return CaseResult(Path(self.file).name, where, problems=tuple(self.problems))
 
-    def required(self, spec: dict[str, yaml.Node], key: str, node: yaml.Node, what: str) -> None:
-        if key not in spec:
-            self.error(node, f"{what} has no `{key}`")
-
-    # -- shapes and scalars ----------------------------------------------------------
-
-    def mapping(
-        self, node: yaml.Node | None, what: str, allowed: tuple[str, ...] | None = None
-    ) -> dict[str, yaml.Node] | None:
-        if node is None:
-            return None
-        return self.entries(node, what, allowed, list_known=True)
-
-    def value(self, node: yaml.Node) -> Any:
-        """A scalar as YAML types it (number, bool, date, text or None); None otherwise."""
-        if not isinstance(node, yaml.ScalarNode):
-            return None
-        return self.constructor.construct_object(node)
-
-    def text(self, node: yaml.Node | None, what: str) -> str | None:
-        if node is None:
-            return None
-        if not isinstance(node, yaml.ScalarNode) or self.value(node) is None:
-            self.error(node, f"{what} must be a single value")
-            return None
-        # The text as written: `queue: 007` stays "007", not 7.
-        return str(node.value)
-
-    def number(self, node: yaml.Node | None, what: str, low: float, high: float) -> float | None:
-        if node is None:
-            return None
-        value = self.value(node)
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            self.error(node, f"{what} must be a number")
-            return None
-        if not low <= value <= high:
-            self.error(node, f"{what} must be between {low:g} and {high:g}, got {value:g}")
-            return None
-        return float(value)
-
-    def integer(self, node: yaml.Node | None, what: str, low: int, high: int) -> int | None:
-        value = self.number(node, what, low, high)
-        if node is not None and value is not None and not value.is_integer():
-            self.error(node, f"{what} must be a whole number")
-            return None
-        return None if value is None else int(value)
-
-    def boolean(self, node: yaml.Node | None, what: str) -> bool | None:
-        if node is None:
-            return None
-        value = self.value(node)
-        if not isinstance(value, bool):
-            self.error(node, f"{what} must be true or false")
-            return None
-        return value
-
-    def moment(self, node: yaml.Node | None, what: str) -> float | None:
-        """An ISO datetime or date, UTC unless it says otherwise, as epoch seconds."""
-        raw = self.text(node, what)
-        if node is None or raw is None:
-            return None
-        try:
-            moment = datetime.fromisoformat(raw.strip())
-        except ValueError:
-            self.error(node, f"{what}: {raw!r} is not an ISO date or datetime (UTC)")
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
-
-    def choice(self, node: yaml.Node | None, what: str, known: Collection[str]) -> str | None:
-        """A name that must be one of `known` (any name when `known` is empty)."""
-        name = self.text(node, what)
-        if node is not None and name is not None and known and name not in known:
-            hint = did_you_mean(name, list(known)) or f" (known: {', '.join(known)})"
-            self.error(node, f"{what}: unknown {name!r}{hint}")
-            return None
-        return name
-
-    def choices(
-        self, node: yaml.Node | None, what: str, known: Collection[str]
-    ) -> tuple[str, ...] | None:
-        """One name or a list of names; None when the key is absent."""
-        if node is None:
-            return None
-        items = [node] if isinstance(node, yaml.ScalarNode) else self.sequence(node, what)
-        return tuple(n for item in items if (n := self.choice(item, what, known)) is not None)
-
-    def typed(self, node: yaml.Node, where: str, spec: FieldSpec) -> str | None:
-        """A schema-declared value in the canonical text the store would hold."""
-        if not isinstance(node, yaml.ScalarNode):
-            self.error(node, f"{where}: {spec.name} must be a single value")
-            return None
-        try:
-            # The importer's own canonicalisation: a case sees exactly what an import stores.
-            record = {ID_FIELD: "case", spec.name: self.value(node)}
-            _, fields = canonical_profile(record, {spec.name: spec})
-        except ValueError as exc:
-            # The schema's message names the field already.
-            self.error(node, f"{where}: {exc}")
-            return None
-        return fields.get(spec.name)
-
     # -- a case ----------------------------------------------------------------------
 
     def case_name(self, node: yaml.Node) -> str:
@@ -233,8 +133,11 @@ class _CaseFile(NodeReader):
                     return str(value.value)
         return f"case at line {node.start_mark.line + 1}"
 
-    def case(self, node: yaml.Node, file_now: float | None) -> Case | None:
-        spec = self.mapping(node, "a case", _CASE_KEYS)
+    def case(self, node: yaml.Node, file_now: float | None) -> Case | MomentCase | None:
+        is_moment = isinstance(node, yaml.MappingNode) and any(
+            k.value == "events" for k, _ in node.value
+        )
+        spec = self.mapping(node, "a case", _MOMENT_CASE_KEYS if is_moment else _CASE_KEYS)
         if spec is None:
             return None
         for key in ("name", "context", "expect"):
@@ -247,6 +150,8 @@ class _CaseFile(NodeReader):
         now = self.moment(spec["now"], "now") if "now" in spec else file_now
         if "now" not in spec and file_now is None:
             self.error(node, "no `now`: set it at the top of the file or in the case")
+        if is_moment:
+            return self.moment_case(node, spec, name, now)
         degraded = self.boolean(spec.get("degraded"), "degraded") is True
         if degraded and ("profile" in spec or "contacts" in spec):
             self.error(node, "a degraded case has no profile or contacts: the store is down")
@@ -271,6 +176,36 @@ class _CaseFile(NodeReader):
             degraded=degraded,
             expect=expect,
             caps_spent=frozenset(caps_spent),
+        )
+
+    def moment_case(
+        self, node: yaml.Node, spec: dict[str, yaml.Node], name: str | None, now: float | None
+    ) -> MomentCase | None:
+        if not self.moment_reader.moment_ids:
+            self.error(spec["events"], "the ruleset has no moments for `events:` to test")
+            return None
+        profile = self.profile(spec["profile"]) if "profile" in spec else None
+        contacts = self.contacts(spec.get("contacts"), now) if now is not None else ()
+        context = self.context(spec["context"]) if "context" in spec else None
+        events = self.moment_reader.events(spec["events"])
+        until = self.number(spec.get("until"), "until", 0.0, MAX_AT)
+        if until is not None and events and until < events[-1].at:
+            self.error(
+                spec["until"], f"until {until:g} is before the last event ({events[-1].at:g})"
+            )
+        expect = self.moment_reader.expect(spec["expect"]) if "expect" in spec else None
+        if name is None or now is None or context is None or events is None or expect is None:
+            return None
+        return MomentCase(
+            name=name,
+            where=self.where(node),
+            now=now,
+            state=CustomerState(profile, contacts),
+            context=context,
+            interaction_id=self.text(spec.get("interaction_id"), "interaction_id") or "",
+            events=events,
+            until=until,
+            expect=expect,
         )
 
     def history(self, node: yaml.Node | None, now: float) -> dict[str, tuple[OfferEvent, ...]]:

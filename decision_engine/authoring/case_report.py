@@ -13,6 +13,7 @@ _KIND_LABELS = {
     "offer": "offer",
     "policy": "policy",
     "contact policy": "contact policy",
+    "moment": "moment",
 }
 
 

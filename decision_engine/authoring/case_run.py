@@ -14,11 +14,13 @@ from decision_engine.authoring.case_model import (
     Coverage,
     Expectation,
     Failure,
+    MomentCase,
     OffersExpectation,
     RoutingExpectation,
     Unexercised,
 )
 from decision_engine.authoring.case_read import case_files, read_cases
+from decision_engine.authoring.moment_case_run import check_guidance, run_moment_case
 from decision_engine.decide.engine import decide
 from decision_engine.decide.values import Decision, Explanation
 from decision_engine.errors import Problem, Where
@@ -35,6 +37,7 @@ def run_cases(rules_dir: Path, *, cases_dir: Path | None = None) -> CaseReport:
     cases_dir = cases_dir if cases_dir is not None else rules_dir / CASES_SUBDIR
     results: list[CaseResult] = []
     decisions: list[Decision] = []
+    detected: set[str] = set()
     files = case_files(cases_dir)
     if not files:
         # A rule change "proven" by no case at all must not look like a pass.
@@ -50,6 +53,12 @@ def run_cases(rules_dir: Path, *, cases_dir: Path | None = None) -> CaseReport:
         for item in read_cases(path, text, ruleset, names):
             if isinstance(item, CaseResult):
                 results.append(item)
+                continue
+            if isinstance(item, MomentCase):
+                found = run_moment_case(ruleset, item)
+                detected.update(d.moment_id for d in found)
+                failures = tuple(check_guidance(item.expect, found, item.now))
+                results.append(CaseResult(item.name, item.where, failures))
                 continue
             decision = decide(
                 ruleset,
@@ -71,7 +80,7 @@ def run_cases(rules_dir: Path, *, cases_dir: Path | None = None) -> CaseReport:
         ruleset_label=ruleset.source.label,
         cases_dir=cases_dir,
         results=tuple(results),
-        coverage=_coverage(ruleset, decisions),
+        coverage=_coverage(ruleset, decisions, detected),
     )
 
 
@@ -81,14 +90,16 @@ def _unreadable(path: Path, message: str) -> CaseResult:
     )
 
 
-def _coverage(ruleset: CompiledRuleset, decisions: list[Decision]) -> Coverage:
-    """Exercised: applied (eligible, for an offer) in at least one case's explanation."""
+def _coverage(ruleset: CompiledRuleset, decisions: list[Decision], detected: set[str]) -> Coverage:
+    """Exercised: applied (eligible, for an offer) in at least one case's explanation;
+    a moment: detected in at least one moment case."""
     hit = {(e.kind, e.rule_id) for d in decisions for e in d.explanations if e.matched}
     # The default route has no explanation of its own; being routed to it exercises it.
     if any(d.routing.rule_id == DEFAULT_ROUTE for d in decisions):
         hit.add(("routing", DEFAULT_ROUTE))
     # A contact policy (or cap) is exercised when it kept a candidate offer out.
     hit |= {("contact policy", policy_id) for d in decisions for policy_id in d.suppressed_by}
+    hit |= {("moment", moment_id) for moment_id in detected}
     source = ruleset.source
     every = [("routing", DEFAULT_ROUTE, source.default_route.where)]
     # Routes are held in precedence order; list them as they read in the files.
@@ -97,6 +108,7 @@ def _coverage(ruleset: CompiledRuleset, decisions: list[Decision]) -> Coverage:
     every += [("offer", o.id, o.where) for o in source.offers]
     every += [("policy", p.id, p.where) for p in source.policies]
     every += [("contact policy", p.id, p.where) for p in source.contact_policies]
+    every += [("moment", m.id, m.where) for m in source.moments]
     missed = tuple(Unexercised(k, i, w) for k, i, w in every if (k, i) not in hit)
     return Coverage(len(every), missed)
 

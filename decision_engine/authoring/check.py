@@ -29,6 +29,9 @@ from decision_engine.authoring.domains import (
 )
 from decision_engine.config import rules_dir_argument
 from decision_engine.errors import Problem, RulesetError, Where
+from decision_engine.moments.definitions import compile_moments
+from decision_engine.moments.limits import limit_problems
+from decision_engine.moments.trial import trial
 from decision_engine.ruleset.expr import conjuncts, render
 from decision_engine.ruleset.load import load_ruleset, rule_files
 from decision_engine.ruleset.schema import FieldSpec
@@ -56,8 +59,12 @@ class CheckReport:
         return tuple(p for p in self.problems if p.severity == "warning")
 
 
-def check_rules(directory: Path) -> CheckReport:
+def check_rules(directory: Path, *, trial_moments: bool = False) -> CheckReport:
     """Load and analyse a rules directory.
+
+    Moments are checked against durable_rules' C limits (moments/limits.py) and, with
+    `trial_moments`, exercised in a throwaway process (moments/trial.py), since a crash
+    there cannot be caught.
 
     Raises FileNotFoundError / NotADirectoryError (or another OSError) when the
     directory cannot be read at all: then there is nothing to report on.
@@ -74,7 +81,17 @@ def check_rules(directory: Path) -> CheckReport:
         ruleset = load_ruleset(directory)
     except RulesetError as exc:
         return CheckReport(_in_file_order(exc.problems), None)
-    return CheckReport(_in_file_order(analyse(ruleset)), ruleset)
+    problems = analyse(ruleset)
+    if ruleset.moments:
+        limits = limit_problems(compile_moments(ruleset.moments))
+        if limits:
+            return CheckReport(_in_file_order([*problems, *limits]), None)
+        if trial_moments:
+            try:
+                trial(directory)
+            except RulesetError as exc:
+                return CheckReport(_in_file_order([*problems, *exc.problems]), None)
+    return CheckReport(_in_file_order(problems), ruleset)
 
 
 def _undecodable(directory: Path) -> list[Problem]:
@@ -361,6 +378,7 @@ def format_text(report: CheckReport) -> str:
         summary = (
             f"ok: ruleset {rs.version} ({rs.label or 'no label'}): {len(rs.offers)} offers, "
             f"{len(rs.routes)} routing rules, {len(rs.policies)} policies"
+            + (f", {len(rs.moments)} moments" if rs.moments else "")
         )
         lines.append(summary + (f"; {warnings}" if report.warnings else ""))
     return "\n".join(lines)
@@ -401,13 +419,20 @@ def format_json(report: CheckReport) -> str:
     show_default=True,
     help="json is for editors and CI.",
 )
-def check_command(directory: Path, output: str) -> None:
+@click.option(
+    "--trial/--no-trial",
+    "trial_moments",
+    default=True,
+    show_default=True,
+    help="Exercise the moments in a throwaway process (a durable_rules crash cannot be caught).",
+)
+def check_command(directory: Path, output: str, trial_moments: bool) -> None:
     """Check a rules directory: errors (exit 1) stop it going live; warnings do not.
 
     Exit 2 when the directory cannot be read at all.
     """
     try:
-        report = check_rules(directory)
+        report = check_rules(directory, trial_moments=trial_moments)
     except OSError as exc:
         click.echo(f"error: cannot check the rules: {exc}", err=True)
         sys.exit(2)

@@ -6,7 +6,6 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from decision_engine.decide.contact import Blocked, blocked_offers
@@ -23,6 +22,7 @@ from decision_engine.decide.values import (
 from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset
 from decision_engine.ruleset.runtime import first_failure, set_bits
 from decision_engine.ruleset.spec import OfferSpec
+from decision_engine.ruleset.template import display
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +332,9 @@ def _present(
     if promoted_by:
         reasons.append(f"{spec.category} first: policy {promoted_by}")
     script = spec.script.render(
-        lambda name: _text(params[name] if name in params else facts.get(name), name in date_fields)
+        lambda name: display(
+            params[name] if name in params else facts.get(name), name in date_fields
+        )
     )
     return RankedOffer(
         offer_id=spec.id,
@@ -346,19 +348,6 @@ def _present(
         rule_ids=(spec.id, promoted_by) if promoted_by else (spec.id,),
         reasons=tuple(reasons),
     )
-
-
-def _text(value: Any, is_date: bool) -> str | None:
-    """How a value reads in a script: whole numbers without decimals, money with two."""
-    if value is None:
-        return None
-    if is_date and isinstance(value, int):
-        return date.fromordinal(value).isoformat()
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
-    return str(value)
 
 
 def _explain(

@@ -9,36 +9,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# The event vocabulary is shared with the rule files' reader (ruleset/, a layer below),
+# so it lives in vocabulary.py; it is re-exported here, where the values that use it are.
+from decision_engine.vocabulary import (
+    AGENT_ACTIONS,
+    EVENT_FIELDS,
+    EVENT_KINDS,
+    GUIDANCE_KINDS,
+    SEVERITIES,
+    SPEAKERS,
+)
+
 EventValue = str | float | bool | tuple[str, ...]
 
-EVENT_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "started": ("customer_id", "channel", "intent", "queue", "agent_id"),
-    "utterance": ("speaker", "text", "keywords", "phrases"),
-    "sentiment": ("value", "speaker"),
-    "hold_started": (),
-    "hold_ended": ("duration_s",),
-    "silence": ("duration_s",),
-    "ivr_step": ("step",),
-    "intent_changed": ("intent",),
-    "agent_action": ("action", "offer_id"),
-    "ended": ("resolved",),
-}
-"""Every event kind and the fields its `data` may hold (all flat, so a durable_rules
-event stays far below its 255-property limit)."""
-
-EVENT_KINDS = tuple(EVENT_FIELDS)
-SPEAKERS = ("customer", "agent")
-AGENT_ACTIONS = (
-    "offer_presented",
-    "offer_accepted",
-    "offer_declined",
-    "disclosure_read",
-    "transfer_requested",
-    "guidance_used",
-    "guidance_dismissed",
-)
-GUIDANCE_KINDS = ("offer", "route", "compliance", "coaching", "knowledge", "survey")
-SEVERITIES = ("info", "warning", "critical")
+__all__ = [
+    "AGENT_ACTIONS",
+    "EVENT_FIELDS",
+    "EVENT_KINDS",
+    "GUIDANCE_KINDS",
+    "SEVERITIES",
+    "SPEAKERS",
+    "Detection",
+    "EventValue",
+    "InteractionEvent",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import yaml
 
 from decision_engine.errors import Problem
+from decision_engine.ruleset.durations import DurationError, format_duration, parse_duration
 from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.spec import Condition
@@ -85,6 +86,27 @@ class RuleNodes(NodeReader):
             return raw == "true"
         self.error(node, f"{what} must be true or false")
         return False
+
+    def duration(self, node: yaml.Node | None, what: str, low: float, high: float) -> float | None:
+        """Seconds of a `45s` / `3m` / `2h` duration; None when absent or wrong."""
+        if node is None:
+            return None
+        raw = self.scalar(node, what)
+        if raw is None:
+            return None
+        try:
+            seconds = parse_duration(raw)
+        except DurationError as exc:
+            self.error(node, f"{what}: {exc}")
+            return None
+        if not low <= seconds <= high:
+            self.error(
+                node,
+                f"{what} must be between {format_duration(low)} and {format_duration(high)}, "
+                f"got {raw}",
+            )
+            return None
+        return seconds
 
     def names(self, node: yaml.Node | None, what: str) -> tuple[str, ...]:
         if node is None:

@@ -14,6 +14,7 @@ import yaml
 
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.fields import builtin_fields
+from decision_engine.ruleset.moment_section import MomentScope, check_moments, moment
 from decision_engine.ruleset.offer_section import category_policy, offer
 from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import KINDS, FieldSpec
@@ -21,6 +22,7 @@ from decision_engine.ruleset.spec import (
     ContactPolicy,
     DefaultRoute,
     Learning,
+    MomentSpec,
     OfferSpec,
     PolicySpec,
     RouteSpec,
@@ -29,7 +31,7 @@ from decision_engine.ruleset.spec import (
 from decision_engine.ruleset.typecheck import did_you_mean
 from decision_engine.vocabulary import CHANNELS
 
-SECTIONS = ("ruleset", "schema", "offers", "routing", "arbitration")
+SECTIONS = ("ruleset", "schema", "offers", "routing", "arbitration", "moments")
 MAX_OFFERS_LIMIT = 20
 T = TypeVar("T")
 
@@ -48,6 +50,7 @@ class _Sections:
     offers: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
     routing: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
     arbitration: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
+    moments: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
 
 
 class _Builder:
@@ -128,10 +131,16 @@ class _Builder:
                 )
         for r, node in sections.arbitration[1:]:
             r.error(node, "arbitration is declared twice; keep it in one file")
+        first = () if default is None else (default.queue,)
+        queues = tuple(dict.fromkeys([*first, *(route.queue for route in routes)]))
+        scope = MomentScope(fields, intents, queues)
+        moments = list(self._each(sections.moments, "moments", lambda r, n: moment(r, n, scope)))
+        check_moments(moments, self.problems)
         self._unique("offer", offers)
         self._unique("routing rule", routes)
         self._unique("policy", policies)
         self._unique("contact policy", [*self.offer_contact_policies, *category_policies])
+        self._unique("moment", moments)
         if default is None:
             file = docs[0][0].file if docs else ""
             message = "no default route: add routing: default: {queue: ..., priority: ...}"
@@ -139,7 +148,6 @@ class _Builder:
             return None
         if self.problems:
             return None
-        del intents
         return Ruleset(
             version=version,
             label=sections.label,
@@ -154,6 +162,7 @@ class _Builder:
             channel_limits=channel_limits,
             max_offers_per_interaction=per_interaction,
             learning=learning,
+            moments=tuple(moments),
         )
 
     def _each(
@@ -171,7 +180,13 @@ class _Builder:
     def _unique(
         self,
         what: str,
-        items: list[OfferSpec] | list[RouteSpec] | list[PolicySpec] | list[ContactPolicy],
+        items: (
+            list[OfferSpec]
+            | list[RouteSpec]
+            | list[PolicySpec]
+            | list[ContactPolicy]
+            | list[MomentSpec]
+        ),
     ) -> None:
         seen: dict[str, Where] = {}
         for item in items:

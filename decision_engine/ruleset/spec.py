@@ -124,6 +124,101 @@ class Learning:
     """Share of decisions that sample propensities (Thompson sampling) instead of the mean."""
 
 
+# -- moments (live guidance) ---------------------------------------------------------------
+
+EVENT, COUNT, SEQUENCE, ABSENCE = "event", "count", "sequence", "absence"
+SHAPES = (EVENT, COUNT, SEQUENCE, ABSENCE)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One event a pattern waits for: its kind and the tests on its fields."""
+
+    kind: str
+    where: Condition | None
+    """Tests on the event's own fields (comparisons with values, `in`, `and`, `or`)."""
+    says: tuple[str, ...]
+    """Words or phrases (lower case), any of which an utterance must contain."""
+    within: float | None
+    """In a sequence: at most this many seconds after the previous step (None for the first)."""
+    where_at: Where
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """What a moment waits for.
+
+    event:    steps = (the event,)
+    count:    steps = (the event,), `count` of them less than `within` s apart (first to last)
+    sequence: steps in order, each less than its `within` after the previous one
+    absence:  steps = (anchor, missing): no `missing` event less than `within` s after
+              the anchor (detected when the deadline passes)
+    """
+
+    shape: str
+    steps: tuple[Step, ...]
+    count: int = 1
+    within: float = 0.0
+    where: Where = field(default=Where("", 0))
+
+    @property
+    def trigger(self) -> Step:
+        """The step whose event the guidance is about: the last one, or the anchor."""
+        return self.steps[0] if self.shape == ABSENCE else self.steps[-1]
+
+    @property
+    def span(self) -> float:
+        """How many seconds of events the pattern looks back over (0 for one event)."""
+        if self.shape in (COUNT, ABSENCE):
+            return self.within
+        if self.shape == SEQUENCE:
+            return sum(s.within or 0.0 for s in self.steps)
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Guidance:
+    """What the agent sees when the moment is detected."""
+
+    kind: str
+    """One of GUIDANCE_KINDS."""
+    title: Template
+    text: Template
+    severity: str
+    """One of SEVERITIES."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Where the interaction goes when the moment is detected."""
+
+    queue: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class MomentSpec:
+    """One moment of the `moments:` section."""
+
+    id: str
+    pattern: Pattern
+    when: tuple[Condition, ...]
+    """Over the profile, the context and the interaction's state, when the pattern completes."""
+    once: bool
+    """At most once per interaction (the default); otherwise at most once per `cooldown`."""
+    cooldown: float
+    supersedes: tuple[str, ...]
+    """Moments whose guidance this one replaces; they are not detected after it."""
+    guidance: Guidance
+    context: tuple[tuple[str, str], ...]
+    """`set:` updates to the interaction's context (field, canonical text), in file order."""
+    decide: bool
+    """Ask for a re-decision (with the updated context)."""
+    transfer: Transfer | None
+    where: Where
+    description: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Ruleset:
     """Everything the rule files declare, checked and ready to compile."""
@@ -143,3 +238,5 @@ class Ruleset:
     max_offers_per_interaction: int | None = None
     """At most this many offers presented over all the decisions of one interaction."""
     learning: Learning = field(default_factory=Learning)
+    moments: tuple[MomentSpec, ...] = ()
+    """Live guidance: patterns in an interaction's events (none without a `moments:` section)."""

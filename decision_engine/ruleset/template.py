@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}|]*)(?:\|([^{}]*))?\}|[{}]")
 
@@ -72,3 +74,21 @@ def parse_template(text: str) -> Template:
     if "".join(literal):
         parts.append("".join(literal))
     return Template(tuple(parts))
+
+
+def display(value: Any, is_date: bool) -> str | None:
+    """How a value reads in a script: whole numbers without decimals, money with two.
+
+    Shared by offer scripts (decide/) and guidance texts (moments/), so both read alike.
+    """
+    if value is None:
+        return None
+    if is_date and isinstance(value, int):
+        return date.fromordinal(value).isoformat()
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
