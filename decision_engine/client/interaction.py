@@ -78,7 +78,7 @@ def guidance_lines(item: pb.Guidance, elapsed: float) -> list[str]:
     kind = GUIDANCE_KIND_NAMES.get(item.kind, "?")
     severity = SEVERITY_NAMES.get(item.severity, "?")
     lines = [
-        f"← {elapsed:+7.1f}s  #{item.seq} [{severity}] {kind}: {item.title} — {item.text}"
+        f"← {_clock(elapsed)}  #{item.seq} [{severity}] {kind}: {item.title} — {item.text}"
         f"  ({item.moment_id})"
     ]
     if item.supersedes:
@@ -104,7 +104,23 @@ def _event_line(event: pb.InteractionEvent, elapsed: float) -> str:
         detail = f" {speaker}: {event.utterance.text}"
     elif kind == "started":
         detail = f" {event.started.customer_id} {event.started.intent}".rstrip()
-    return f"→ {elapsed:+7.1f}s  {kind}{detail}"
+    elif kind == "sentiment":
+        speaker = pb.Speaker.Name(event.sentiment.speaker).removeprefix("SPEAKER_").lower()
+        detail = f" {speaker} {event.sentiment.value:+.2f}"
+    elif kind == "intent_changed":
+        detail = f" {event.intent_changed.intent}"
+    elif kind == "agent_action":
+        action = pb.AgentAction.Name(event.agent_action.action).removeprefix("AGENT_ACTION_")
+        detail = f" {action.lower()} {event.agent_action.offer_id}".rstrip()
+    elif kind == "ended":
+        detail = " resolved" if event.ended.resolved else " unresolved"
+    return f"→ {_clock(elapsed)}  {kind}{detail}"
+
+
+def _clock(seconds: float) -> str:
+    """A point in the interaction as the agent counts it: minutes and seconds in."""
+    minutes, rest = divmod(max(0.0, seconds), 60)
+    return f"{int(minutes):3d}:{rest:04.1f}"
 
 
 def follow(
@@ -113,11 +129,13 @@ def follow(
     *,
     after_seq: int = 0,
     timeout: float | None = None,
-    started: float | None = None,
+    origin: float | None = None,
     echo: Echo = click.echo,
+    echo_at: Callable[[str, float], None] | None = None,
 ) -> list[pb.Guidance]:
-    """WatchGuidance until the interaction's guidance ends; prints each item."""
-    begin = time.monotonic() if started is None else started
+    """WatchGuidance until the interaction's guidance ends; prints each item, timed by
+    event time from `origin` (the interaction's first event), else from now."""
+    begin = time.monotonic()
     with _channel(connection) as channel:
         stub = pb_grpc.GuidanceServiceStub(channel)
         request = pb.WatchGuidanceRequest(interaction_id=interaction_id, after_seq=after_seq)
@@ -125,8 +143,12 @@ def follow(
         try:
             for item in stub.WatchGuidance(request, timeout=timeout, metadata=connection.metadata):
                 items.append(item)
-                for line in guidance_lines(item, time.monotonic() - begin):
-                    echo(line)
+                at = time.monotonic() - begin if origin is None else _seconds(item.at) - origin
+                for line in guidance_lines(item, at):
+                    if echo_at is None:
+                        echo(line)
+                    else:
+                        echo_at(line, at)
         except grpc.RpcError as exc:
             _fail(exc)
     return items
@@ -141,11 +163,20 @@ def replay(
     )
     echo(f"replaying {len(events)} events of {path} as interaction {interaction_id}")
     lock = threading.Lock()
+    # At once (--fast), guidance can arrive before the line of an event sent earlier:
+    # the timeline is printed at the end, in the call's own order.
+    timeline: list[tuple[float, int, int, str]] = []
 
-    def say(line: str) -> None:
+    def say(line: str, at: float | None = None, rank: int = 1) -> None:
         with lock:
-            echo(line)
+            if fast and at is not None:
+                timeline.append((at, rank, len(timeline), line))
+            else:
+                echo(line)
 
+    # The timeline is in the interaction's own time (event time), so a --fast replay reads
+    # the same as the call did.
+    origin = _seconds(events[0][1].occurred_at)
     begin = time.monotonic()
     watched: list[pb.Guidance] = []
     failure: list[BaseException] = []
@@ -158,8 +189,8 @@ def replay(
                     connection,
                     interaction_id,
                     timeout=last + _WATCH_AFTER_LAST_S,
-                    started=begin,
-                    echo=say,
+                    origin=origin,
+                    echo_at=say,
                 )
             )
         except SystemExit as exc:
@@ -181,8 +212,12 @@ def replay(
                 )
             except grpc.RpcError as exc:
                 _fail(exc)
-            say(_event_line(event, time.monotonic() - begin))
+            at = _seconds(event.occurred_at) - origin
+            say(_event_line(event, at), at, rank=0)
     watcher.join()
+    # Events sort before the guidance they caused (they were said first, at the same time).
+    for *_, line in sorted(timeline):
+        echo(line)
     if failure:
         raise failure[0]
     return watched

@@ -175,6 +175,7 @@ class MomentEngine:
         while (deadline := self._deadlines.pop_for(iid, event.occurred_at)) is not None:
             out += self._fire(interaction, deadline)
         now = interaction.tick(event.occurred_at)
+        event = interaction.completed(event)
         interaction.apply(event)
         self._expire(interaction, now)
         candidates = self._assert_event(interaction, event, now)

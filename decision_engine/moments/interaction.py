@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +48,8 @@ class Interaction:
     last_at: dict[int, float] = field(default_factory=dict)
     silenced: set[int] = field(default_factory=set)
     """Moments superseded by one already detected: not detected again."""
+    hold_since: float | None = None
+    """Event time of the `hold_started` not yet ended."""
 
     @classmethod
     def begin(
@@ -66,6 +68,18 @@ class Interaction:
         self.clock = max(self.clock, now)
         self.facts["elapsed_s"] = self.clock - self.start
         return self.clock
+
+    def completed(self, event: InteractionEvent) -> InteractionEvent:
+        """The event with what the interaction knows added: a `hold_ended` without its
+        duration (many telephony systems send none) lasted since its `hold_started`."""
+        if event.kind == "hold_started":
+            self.hold_since = self.clock
+        elif event.kind == "hold_ended":
+            since, self.hold_since = self.hold_since, None
+            if since is not None and not _number(event.data.get("duration_s")):
+                data = {**event.data, "duration_s": max(0.0, self.clock - since)}
+                return replace(event, data=data)
+        return event
 
     def apply(self, event: InteractionEvent) -> None:
         """What the event changes in the state `when` and guidance texts read."""

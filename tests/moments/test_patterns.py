@@ -40,6 +40,23 @@ class TestOneEvent:
         assert call.at(100, "hold_ended", duration_s=179.9) == []
         assert call.at(400, "hold_ended", duration_s=180) == ["m"]
 
+    def test_a_hold_ended_without_its_duration_lasted_since_its_hold_started(
+        self, tmp_path: Path
+    ) -> None:
+        e = engine(tmp_path, one("{event: hold_ended, where: duration_s >= 180}"))
+        call = Call(e)
+        call.start()
+        call.at(10, "hold_started")
+        assert call.at(100, "hold_ended") == []  # 90 s
+        call.at(200, "hold_started")
+        assert call.at(390, "hold_ended") == ["m"]  # 190 s
+        # A duration the publisher gives wins over the one the engine would work out.
+        e2 = engine(tmp_path / "2", one("{event: hold_ended, where: duration_s >= 180}"))
+        call2 = Call(e2)
+        call2.start()
+        call2.at(10, "hold_started")
+        assert call2.at(500, "hold_ended", duration_s=30) == []
+
     def test_an_absent_field_fails_every_test(self, tmp_path: Path) -> None:
         e = engine(tmp_path, one('{event: sentiment, where: speaker != "agent"}'))
         call = Call(e)
