@@ -157,7 +157,11 @@ async def _interaction(
             tally.publish_errors[code] = tally.publish_errors.get(code, 0) + 1
         next_at += opts.event_interval_s
         await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-    await watcher
+    # The watch ends with the interaction; one whose `ended` was lost would wait forever.
+    try:
+        await asyncio.wait_for(watcher, timeout=15)
+    except TimeoutError:
+        tally.watch_errors["not ended in 15 s"] = tally.watch_errors.get("not ended in 15 s", 0) + 1
     for n in range(len(events)):
         tally.sent_at.pop(f"{name}-e{n}", None)
     tally.interactions += 1

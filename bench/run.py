@@ -39,6 +39,8 @@ from decision_engine.store.importer import canonical_profile
 from decision_engine.store.profiles import ProfileStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
+"""The demo rules, with the moments live guidance runs."""
 BIN = Path(sys.executable).parent
 EVAL_TARGET_US = 50.0
 P99_TARGET_MS = 5.0
@@ -82,6 +84,7 @@ def start_server(
     outcomes_url: str | None = None,
     metrics_port: int = 0,
     extra: tuple[str, ...] = (),
+    moment_workers: int = 0,
 ) -> subprocess.Popen[bytes]:
     args = [
         str(BIN / "decision-engine"), "serve",
@@ -89,7 +92,7 @@ def start_server(
         "--outcomes-redis-url", outcomes_url or redis_url,
         "--host", "127.0.0.1", "--port", str(port),
         "--metrics-port", str(metrics_port or free_port()), "--workers", "2",
-        "--log-level", "WARNING", *extra,
+        "--moment-workers", str(moment_workers), "--log-level", "WARNING", *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
@@ -149,7 +152,9 @@ def compact_aof(url: str) -> None:
             time.sleep(0.2)
 
 
-def server_under_load(quick: bool, work: Path, *, only_security: bool = False) -> dict[str, Any]:
+def server_under_load(
+    quick: bool, work: Path, *, only_security: bool = False, only_guidance: bool = False
+) -> dict[str, Any]:
     """Redis + profiles + server + the load generator in its own process."""
     rules = work / "rules"
     write_ruleset(rules, offers=1000, routes=100)
@@ -166,6 +171,11 @@ def server_under_load(quick: bool, work: Path, *, only_security: bool = False) -
         imported = asyncio.run(load_profiles(redis.url, rules, profiles))
         print(f"  {imported['profiles']:,} profiles in {imported['seconds']} s", flush=True)
         compact_aof(redis.url)
+        if only_guidance:
+            return {
+                "import": imported,
+                "guidance": guidance_cost(redis.url, outcomes.url, work, quick=quick),
+            }
         if only_security:
             return {
                 "import": imported,
@@ -202,6 +212,7 @@ def server_under_load(quick: bool, work: Path, *, only_security: bool = False) -
         result["security"] = security_cost(
             rules, redis.url, outcomes.url, work, profiles=profiles, quick=quick
         )
+        result["guidance"] = guidance_cost(redis.url, outcomes.url, work, quick=quick)
     result["import"] = imported
     result["server_log_tail"] = log.read_text(errors="replace")[-2000:]
     return result
@@ -261,6 +272,71 @@ def security_cost(
     return results
 
 
+GUIDANCE_POINTS = ((1000, 500.0), (250, 500.0))
+"""(concurrent interactions at one event per second each, Decide req/s): the target's
+load, and a quarter of its interactions."""
+GUIDANCE_P99_TARGET_MS = 20.0
+GUIDANCE_DECIDE_BUDGET = 0.15
+
+
+def guidance_cost(redis_url: str, outcomes_url: str, work: Path, *, quick: bool) -> dict[str, Any]:
+    """Live guidance: the demo rules and moments on a server with a moment process; at
+    each point Decide alone, then Decide beside the interactions (bench/guidance.py)."""
+    timing = ["--duration", "5", "--warmup", "3"] if quick else []
+    results: dict[str, Any] = {}
+    for interactions, rate in GUIDANCE_POINTS:
+        port, metrics_port = free_port(), free_port()
+        log = work / f"server-guidance-{interactions}.log"
+        server = start_server(
+            RULES_DIR, redis_url, port, log, outcomes_url, metrics_port,
+            extra=("--max-watches", str(2 * interactions)), moment_workers=1,
+        )  # fmt: skip
+        try:
+            target = f"127.0.0.1:{port}"
+            asyncio.run(wait_serving(target, timeout=60))
+            out = work / f"guidance-{interactions}.json"
+            print(f"live guidance: {interactions} interactions + Decide at {rate:g} req/s",
+                  flush=True)  # fmt: skip
+            subprocess.run(
+                [sys.executable, "-m", "bench.guidance", "--target", target, "--out", str(out),
+                 "--interactions", str(interactions), "--decide-rate", str(rate),
+                 "--customers", "10000", *timing],
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            results[str(interactions)] = json.loads(out.read_text())
+        finally:
+            stop(server)
+    return results
+
+
+def _guidance_errors(g: dict[str, Any]) -> int:
+    """Calls that failed: publishing events, or Decide beside the interactions."""
+    return sum(g["publish_errors"].values()) + sum(g["decide_with_interactions"]["errors"].values())
+
+
+def guidance_targets(guidance: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for interactions, g in guidance.items():
+        p99, ratio = g["event_to_guidance"]["p99_ms"], g["decide_p99_ratio"]
+        errors = sum(g["publish_errors"].values()) + sum(
+            g["decide_with_interactions"]["errors"].values()
+        )
+        out[f"guidance_p99_at_{interactions}_interactions"] = {
+            "target": f"event -> guidance p99 <= {GUIDANCE_P99_TARGET_MS:g} ms",
+            "value": p99,
+            "events_per_second": g["events_per_second"],
+            "errors": errors,
+            "met": p99 <= GUIDANCE_P99_TARGET_MS and errors == 0,
+        }
+        out[f"guidance_decide_cost_at_{interactions}_interactions"] = {
+            "target": f"Decide p99 within {GUIDANCE_DECIDE_BUDGET:.0%} of Decide alone",
+            "value": f"{g['decide_with_interactions']['p99_ms']} vs "
+            f"{g['decide_alone']['p99_ms']} ms (x{ratio})",
+            "met": ratio is not None and ratio <= 1 + GUIDANCE_DECIDE_BUDGET,
+        }
+    return out
+
+
 def eval_targets(micro_result: dict[str, Any]) -> dict[str, Any]:
     rows = micro_result["by_rules"]
     at_1000 = next(r for r in rows if r["offers"] == 1000)["us_per_decision"]
@@ -306,6 +382,8 @@ def targets(micro_result: dict[str, Any] | None, load: dict[str, Any] | None) ->
         }
         if "overload" in load:
             out.update(overload_targets(load["overload"], fixed["p99_ms"]))
+    if load is not None and "guidance" in load:
+        out.update(guidance_targets(load["guidance"]))
     if load is not None and "security" in load:
         for rate, sec in load["security"].items():
             out[f"tls_auth_p99_cost_at_{rate}rps"] = {
@@ -424,6 +502,8 @@ def report(results: dict[str, Any]) -> None:
         print(f"Decide/Ping throughput: {load['decide_over_ping']:.2f}")
         if "overload" in load:
             report_overload(load)
+    if load and "guidance" in load:
+        report_guidance(load["guidance"])
     if load and "security" in load:
         print("\n== Decide at fixed rates: plaintext without auth, then TLS + tokens ==")
         for rate, sec in load["security"].items():
@@ -438,6 +518,22 @@ def report(results: dict[str, Any]) -> None:
     for name, t in results["targets"].items():
         mark = "met    " if t["met"] else "NOT MET"
         print(f"{mark}  {name}: {t['value']} (target {t['target']})")
+
+
+def report_guidance(guidance: dict[str, Any]) -> None:
+    print("\n== live guidance: interactions (1 event/s each, watched) + Decide ==")
+    header = ("interactions", "events/s", "guidance", "ev->guid p50", "p99 ms", "errors",
+              "Decide p99 alone", "with", "ratio")  # fmt: skip
+    print(" ".join(f"{h:>{max(6, len(h))}}" for h in header))
+    for interactions, g in guidance.items():
+        lat = g["event_to_guidance"]
+        errors = _guidance_errors(g)
+        print(
+            f"{interactions:>12} {g['events_per_second']:>8.0f} {g['guidance_items']:>8}"
+            f" {lat['p50_ms']:>12} {lat['p99_ms']:>8} {errors:>6}"
+            f" {g['decide_alone']['p99_ms']:>16} {g['decide_with_interactions']['p99_ms']:>8}"
+            f" {g['decide_p99_ratio']:>6}"
+        )
 
 
 def report_overload(load: dict[str, Any]) -> None:
@@ -487,19 +583,30 @@ def main() -> None:
     parser.add_argument(
         "--security-only", action="store_true", help="only the TLS + auth A/B on the server"
     )
+    parser.add_argument(
+        "--guidance-only", action="store_true", help="only live guidance under load"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {"quick": args.quick, "machine": machine()}
-    if not args.security_only:
+    if not (args.security_only or args.guidance_only):
         print("micro-benchmarks: decide() by rule count", flush=True)
         results["micro"] = micro.run(quick=args.quick)
     if not args.no_server:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
             results["load"] = server_under_load(
-                args.quick, Path(work), only_security=args.security_only
+                args.quick,
+                Path(work),
+                only_security=args.security_only,
+                only_guidance=args.guidance_only,
             )
     results["targets"] = targets(results.get("micro"), results.get("load"))
     RESULTS.mkdir(exist_ok=True)
-    written = RESULTS / ("security.json" if args.security_only else "latest.json")
+    name = "latest.json"
+    if args.security_only:
+        name = "security.json"
+    elif args.guidance_only:
+        name = "guidance.json"
+    written = RESULTS / name
     written.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     report(results)
     print(f"\nwritten: {written}")

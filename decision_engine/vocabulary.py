@@ -18,6 +18,16 @@ OFFER_OUTCOMES = ("presented", "accepted", "declined", "no_response")
 INTERACTION_OUTCOMES = ("resolved", "not_resolved")
 """What can happen to the interaction itself (no offer id)."""
 
+GUIDANCE_OUTCOME_PREFIX = "moment:"
+"""A guidance item's outcome is recorded as one of an offer named `moment:<moment id>`,
+so the agent's use of guidance counts per arm like offers do (RecordOutcome, `report`)."""
+
+
+def guidance_offer_id(moment_id: str) -> str:
+    """The offer id RecordOutcome takes for the guidance of `moment_id`."""
+    return GUIDANCE_OUTCOME_PREFIX + moment_id
+
+
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@/+=-]+")
 """What customer, interaction and offer ids are made of. Ids are stored inside
 `|`- and `;`-separated entries and inside Redis keys whose hash tag is `{customer}`,

@@ -253,6 +253,7 @@ def guidance_message(record: GuidanceRecord) -> pb.Guidance:
         severity=SEVERITY_VALUES.get(record.severity, pb.SEVERITY_UNSPECIFIED),  # type: ignore[arg-type]
         event_ids=record.event_ids,
         supersedes=record.supersedes,
+        outcome_id=record.outcome_id,
     )
     message.at.FromNanoseconds(int(record.at * 1e9))
     if record.decision:

@@ -332,6 +332,14 @@ class MomentLoop:
                 time_remaining=None,
             )
             decision = decision_json(decided)
+        outcome_id = ""
+        if live is not None and live.customer_id and live.context is not None:
+            outcome_id = self._session.guidance_outcome_id(
+                customer_id=live.customer_id,
+                interaction_id=interaction_id,
+                channel=live.context.channel,
+                moment_id=detection.moment_id,
+            )
         record = GuidanceRecord(
             guidance_id=detection.guidance_id,
             moment_id=detection.moment_id,
@@ -347,6 +355,7 @@ class MomentLoop:
             route_priority=detection.route_priority,
             supersedes=detection.supersedes,
             published_at=published_at,
+            outcome_id=outcome_id,
         )
         now = time.time()
         _, written = await write_guidance(self._conn, record, now=now)

@@ -28,6 +28,7 @@ from decision_engine.server.rulesets import ActiveRuleset
 from decision_engine.server.throttle import Outage
 from decision_engine.store.outcomes import DecisionRecord, Reservation, release_caps, reserve_caps
 from decision_engine.store.profiles import Loaded, ProfileStore, cap_day
+from decision_engine.vocabulary import guidance_offer_id
 
 # The name log lines have always carried (filters and alerts match it).
 log = logging.getLogger("decision_engine.server.service")
@@ -140,6 +141,24 @@ class DecisionSession:
         if arm == CHALLENGER and self._challenger is not None:
             return self._challenger_learned
         return self._learned
+
+    def guidance_outcome_id(
+        self, *, customer_id: str, interaction_id: str, channel: str, moment_id: str
+    ) -> str:
+        """A signed id for the outcome of one guidance item, in the customer's arm: the
+        item stands as a decision that returned the offer `moment:<moment id>`."""
+        arm = self._experiment.arm_of(customer_id)
+        record = DecisionRecord(
+            decision_id="",
+            customer_id=customer_id,
+            offer_ids=(guidance_offer_id(moment_id),),
+            interaction_id=interaction_id,
+            channel=channel,
+            ruleset_version=self.ruleset_for(arm).version,
+            arm=arm,
+            at=time.time(),
+        )
+        return self._ids.issue(record)
 
     async def decide(
         self,

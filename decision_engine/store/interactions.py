@@ -213,6 +213,8 @@ class GuidanceRecord:
     supersedes: tuple[str, ...] = ()
     published_at: float = 0.0
     """When the triggering event was accepted (0: from a deadline)."""
+    outcome_id: str = ""
+    """The decision id RecordOutcome takes for the agent's use of this item."""
     seq: int = 0
     """Assigned when written."""
 
@@ -371,6 +373,7 @@ async def write_guidance(
         "decision", record.decision, "route_queue", record.route_queue,
         "route_priority", record.route_priority, "supersedes", " ".join(record.supersedes),
         "published", repr(record.published_at), "written", repr(now),
+        "outcome_id", record.outcome_id,
     ]  # fmt: skip
     status, seq = await _WRITE_GUIDANCE(
         connection,
@@ -424,6 +427,7 @@ def parse_guidance(interaction_id: str, entry_id: str, flat: list[str] | None) -
             route_priority=int(fields.get("route_priority", "0") or 0),
             supersedes=tuple(fields.get("supersedes", "").split()),
             published_at=float(fields.get("published", "0") or 0),
+            outcome_id=fields.get("outcome_id", ""),
             seq=int(entry_id.split("-", 1)[0]),
         ),
     )

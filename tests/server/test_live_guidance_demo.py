@@ -6,6 +6,7 @@ killed with SIGKILL while events flow loses no guidance and repeats none."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
@@ -43,7 +45,7 @@ TIMELINES = {
 
 
 @pytest.fixture(scope="module")
-def guided(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def guided_with_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
     tmp = tmp_path_factory.mktemp("live-guidance")
     with EmbeddedRedis(data_dir=tmp / "redis") as store:
         load_demo(store.url)
@@ -52,9 +54,14 @@ def guided(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             tmp, "--rules", str(RULES), "--redis-url", store.url, workers=1, moment_workers=1
         )
         try:
-            yield server
+            yield server, store.url
         finally:
             assert server.stop() == 0, server.log()
+
+
+@pytest.fixture(scope="module")
+def guided(guided_with_store: tuple[Server, str]) -> Server:
+    return guided_with_store[0]
 
 
 def _timeline(stdout: str) -> list[tuple[str, str]]:
@@ -127,3 +134,39 @@ def test_a_killed_moment_process_loses_nothing_and_repeats_nothing(guided: Serve
     text = guided.metrics()
     assert metric(text, "moment_process_restarts_total") >= 1
     assert metric(text, "moment_replays_total") >= 1
+
+
+def test_the_agents_use_of_guidance_is_an_outcome_counted_per_arm(
+    guided_with_store: tuple[Server, str],
+) -> None:
+    server, url = guided_with_store
+    call = "OUT-1"
+    with server.channel() as channel:
+        guidance = pb_grpc.GuidanceServiceStub(channel)
+        decisions = pb_grpc.DecisionServiceStub(channel)
+        publish(guidance, started(call, customer="C-1007"), said(call, f"{call}-u", "cancel it"))
+        publish(guidance, _ended_unresolved(call))
+        items = {g.moment_id: g for g in watch(guidance, call)}
+        item = items["cancel-mentioned"]
+        assert item.outcome_id
+        used = pb.RecordOutcomeRequest(
+            decision_id=item.outcome_id, offer_id="moment:cancel-mentioned",
+            outcome=pb.OUTCOME_ACCEPTED,
+        )  # fmt: skip
+        assert not decisions.RecordOutcome(used, timeout=10).duplicate
+        assert decisions.RecordOutcome(used, timeout=10).duplicate
+        # The id stands for that item only: another moment's name is refused.
+        other = pb.RecordOutcomeRequest(
+            decision_id=item.outcome_id, offer_id="moment:ended-unresolved",
+            outcome=pb.OUTCOME_DECLINED,
+        )  # fmt: skip
+        with pytest.raises(grpc.RpcError) as refused:
+            decisions.RecordOutcome(other, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "offer_id" in (refused.value.details() or "")
+    out = subprocess.run(
+        [sys.executable, "-m", "decision_engine.cli", "report", "--redis-url", url, "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    rows = [r for r in json.loads(out.stdout)["offers"] if r["offer"] == "moment:cancel-mentioned"]
+    assert len(rows) == 1 and rows[0]["accepted"] == 1, out.stdout
