@@ -99,18 +99,22 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         shed_deadline = metrics.REQUESTS_SHED.labels(name, DEADLINE)
 
         async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining < self.min_deadline_s:
-                shed_deadline.inc()
-                await context.abort(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"not served: {max(remaining, 0.0) * 1e3:.1f} ms of the deadline left "
-                    "when the server got to the call",
-                )
+            await self._check_deadline(context, shed_deadline)
             async for item in behaviour(request, context):
                 yield item
 
         return admitted
+
+    async def _check_deadline(self, context: grpc.aio.ServicerContext, shed: Any) -> None:
+        """Abort a call whose caller has too little time left for it to be worth serving."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < self.min_deadline_s:
+            shed.inc()
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"not served: {max(remaining, 0.0) * 1e3:.1f} ms of the deadline left "
+                "when the server got to the call",
+            )
 
     def _admit(self, method: str, behaviour: Behaviour) -> Behaviour:
         """`behaviour`, behind the deadline check and the in-flight bound."""
@@ -123,14 +127,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
         async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining < self.min_deadline_s:
-                shed_deadline.inc()
-                await context.abort(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"not served: {max(remaining, 0.0) * 1e3:.1f} ms of the deadline left "
-                    "when the server got to the call",
-                )
+            await self._check_deadline(context, shed_deadline)
             if self.in_flight >= self.max_in_flight:
                 shed_in_flight.inc()
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, full)
