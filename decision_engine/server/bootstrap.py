@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 
 from decision_engine.config import Settings, is_loopback, setting_option
 from decision_engine.errors import ConfigError
-from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
+from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.ruleset.load import load_schema
+from decision_engine.server.reload import load_for_serving
 
 if TYPE_CHECKING:
     from decision_engine.server.auth import Authenticator
@@ -85,9 +86,9 @@ def moment_processes(settings: Settings) -> int:
 def load_rulesets(settings: Settings) -> CompiledRuleset:
     """The champion ruleset (and the challenger, checked); RulesetError if one does not
     check."""
-    ruleset = load_compiled(settings.rules_dir)
+    ruleset = load_for_serving(settings.rules_dir)
     if settings.challenger_rules is not None:
-        challenger = load_compiled(settings.challenger_rules)
+        challenger = load_for_serving(settings.challenger_rules)
         log.info(
             "experiment: challenger ruleset %s from %s for %.0f%% of customers, "
             "control group (no offers) %.0f%%",

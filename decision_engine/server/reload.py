@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from decision_engine.errors import RulesetError
+from decision_engine.moments.trial import trial
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.ruleset.load import rule_files
 from decision_engine.server import metrics
@@ -20,6 +21,16 @@ from decision_engine.server import metrics
 log = logging.getLogger("decision_engine.reload")
 
 Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def load_for_serving(directory: Path) -> CompiledRuleset:
+    """The compiled ruleset, its moments first exercised in a throwaway process: a
+    moments file that would crash durable_rules never reaches a moment process (a
+    segfault cannot be caught). RulesetError when either fails."""
+    ruleset = load_compiled(directory)
+    if ruleset.source.moments:
+        trial(directory)
+    return ruleset
 
 
 def fingerprint(directory: Path) -> Fingerprint:
@@ -65,7 +76,7 @@ class RulesWatcher:
 
     def _load(self) -> CompiledRuleset | None:
         try:
-            ruleset = load_compiled(self.directory)
+            ruleset = load_for_serving(self.directory)
         except RulesetError as exc:
             metrics.RELOAD_FAILURES.inc()
             for problem in exc.problems:

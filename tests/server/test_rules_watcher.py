@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.moments.trial import CRASH_HOOK
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.server import metrics
 from decision_engine.server.reload import RulesWatcher, fingerprint
@@ -108,6 +109,30 @@ def test_a_good_change_is_handed_over_once(
     assert handed[0].version == load_compiled(rules).version == watcher.version
     assert any(f"replacing {old}" in r.getMessage() for r in reports.records)
     assert settle(watcher) == [], "the same files are not handed over again"
+
+
+def test_a_change_whose_moments_crash_their_trial_never_goes_live(
+    rules: Path,
+    watcher: RulesWatcher,
+    reports: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trial child dies by SIGSEGV (its test hook) as durable_rules would: the change
+    is refused with the moment named, and the last good ruleset stays."""
+    old, before = watcher.version, failures()
+    monkeypatch.setenv(CRASH_HOOK, "moment:cancel-mentioned")
+    edit(rules / "moments.yaml", "title: The customer is thinking of leaving", "title: Leaving?")
+    assert settle(watcher) == []
+    assert watcher.version == old
+    assert failures() == before + 1
+    logged = "\n".join(errors(reports))
+    assert "SIGSEGV" in logged and "cancel-mentioned" in logged, logged
+    assert f"still serving ruleset {old}" in logged
+    # Once the moments run, the same files go live.
+    monkeypatch.delenv(CRASH_HOOK)
+    edit(rules / "moments.yaml", "title: Leaving?", "title: Leaving now?")
+    handed = settle(watcher)
+    assert len(handed) == 1 and handed[0].version != old
 
 
 def test_a_change_waits_one_poll_for_the_writer_to_finish(
