@@ -81,9 +81,23 @@ def import_command(file: Path, redis_url: str, fmt: str | None, rules: Path) -> 
 @click.option("--count", type=click.IntRange(min=0), required=True, help="How many customers.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same customers.")
 @click.option("--out", type=click.File("w"), default="-", help="JSON Lines file (default stdout).")
-def generate_command(count: int, seed: int, out: IO[str]) -> None:
+@click.option(
+    "--rules",
+    envvar=setting_option("rules_dir").env,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=setting_option("rules_dir").default,
+    show_default=True,
+    help="Ruleset whose schema the customers follow.",
+)
+def generate_command(count: int, seed: int, out: IO[str], rules: Path) -> None:
     """Write synthetic customers as JSON Lines (ready for `profiles import`)."""
-    for profile in generate_profiles(count, seed=seed, today=date.today()):
+    from decision_engine.ruleset.load import load_schema
+
+    try:
+        schema = load_schema(rules)
+    except RulesetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for profile in generate_profiles(count, seed=seed, today=date.today(), schema=schema):
         out.write(json.dumps(profile) + "\n")
 
 

@@ -32,6 +32,25 @@ def test_generate_then_import_with_the_shipped_ruleset(redis_url: str, tmp_path:
         assert client.exists(profile_key("C-000030"))
 
 
+def test_generate_follows_the_schema_of_rules(bank_rules: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bank.jsonl"
+    runner = CliRunner()
+    result = runner.invoke(
+        profiles, ["generate", "--count", "40", "--rules", str(bank_rules), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    people = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(people) == 40
+    assert {p["segment"] for p in people} <= {"mass", "affluent", "premier"}
+    assert {type(p["has_mortgage"]) for p in people} == {bool}
+    assert "clv" not in people[0]
+    # The rules directory comes from the serve setting's environment variable too.
+    from_env = runner.invoke(
+        profiles, ["generate", "--count", "3"], env={"DECISION_ENGINE_RULES": str(bank_rules)}
+    )
+    assert from_env.exit_code == 0 and "card_tier" in from_env.stdout
+
+
 def test_bad_lines_are_listed_and_fail_the_command(redis_url: str, tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     lines = [json.dumps({"customer_id": "C-1", "clv": 5, "shoe_size": 42})]
