@@ -6,11 +6,89 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from decision_engine.store.embedded import EmbeddedRedis
+
+# A ruleset that is not the demo: a small bank, with its own fields and enums.
+BANK_RULESET = {
+    "ruleset.yaml": """\
+ruleset:
+  label: bank
+  description: A small retail bank, for tests.
+schema:
+  profile:
+    card_status:   {type: enum, values: [active, frozen, closed]}
+    balance:       {type: number, min: -5000, max: 50000}
+    days_past_due: {type: integer, min: 0, max: 120}
+    has_mortgage:  {type: bool}
+    kyc_verified:  {type: bool}
+    card_tier:     {type: enum, values: [classic, gold, black]}
+    segment:       {type: enum, values: [mass, affluent, premier]}
+  intents: [balance_inquiry, card_problem, loan]
+""",
+    "offers.yaml": """\
+offers:
+  - id: mortgage-refinance
+    title: Mortgage refinance
+    category: cross_sell
+    when: has_mortgage == true
+    value: 200
+    cost: 0
+    propensity: 0.2
+    script: Would you like to review your mortgage rate?
+  - id: card-upgrade
+    title: Card upgrade
+    category: upsell
+    when:
+      - card_tier == "classic"
+      - balance >= 10000
+      - kyc_verified == true
+    value: 120
+    cost: 10
+    propensity: 0.3
+    script: You qualify for a gold card.
+  - id: payment-plan
+    title: Payment plan
+    category: service
+    when: days_past_due >= 30
+    value: 90
+    cost: 0
+    propensity: 0.5
+    script: We can set up a payment plan.
+""",
+    "routing.yaml": """\
+routing:
+  default:
+    queue: general
+    priority: 5
+    reason: Everyone else
+  rules:
+    - id: collections
+      when: days_past_due >= 60
+      queue: collections
+      priority: 2
+      precedence: 10
+      reason: Far past due
+""",
+    "arbitration.yaml": """\
+arbitration:
+  max_offers: 2
+""",
+}
+
+
+@pytest.fixture
+def bank_rules(tmp_path: Path) -> Path:
+    """A non-demo ruleset (a bank) written to a temporary directory."""
+    directory = tmp_path / "bank"
+    directory.mkdir()
+    for name, text in BANK_RULESET.items():
+        (directory / name).write_text(text)
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,7 @@ def generated_profiles(
     """Synthetic customers, canonicalized exactly as an import of them would be."""
     ids: list[str] = []
     fields: list[dict[str, str]] = []
-    for record in generate_profiles(count, seed=seed, today=today):
+    for record in generate_profiles(count, seed=seed, today=today, schema=schema):
         customer_id, canonical = canonical_profile(record, schema)
         ids.append(customer_id)
         fields.append(canonical)

@@ -135,8 +135,11 @@ def _run_with_progress(
 )
 @click.option(
     "--profiles",
+    "--population",
+    "profiles",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Customers as JSON Lines or CSV (the import format). Default: generated.",
+    help="Customers as JSON Lines or CSV (the import format). Default: generated for "
+    "the ruleset's schema.",
 )
 @click.option(
     "--contexts",

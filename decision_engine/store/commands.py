@@ -28,6 +28,10 @@ from decision_engine.store.importer import (
 from decision_engine.store.profiles import ProfileStore
 
 MAX_LISTED_ERRORS = 50
+MISMATCH_LINES = 20
+"""When this many leading lines (or all, if fewer) fail on one field, the file was written
+for another schema: said once instead of once per line."""
+_MISMATCH_MIN = 3
 
 
 @click.group()
@@ -72,7 +76,7 @@ def import_command(file: Path, redis_url: str, fmt: str | None, rules: Path) -> 
             bar.update(task, completed=total)
     except (RulesetError, ProfileImportError, StoreError) as exc:
         raise click.ClickException(str(exc)) from exc
-    _summarize(file, report)
+    _summarize(file, report, rules, fmt)
     if report.errors:
         sys.exit(1)
 
@@ -81,9 +85,23 @@ def import_command(file: Path, redis_url: str, fmt: str | None, rules: Path) -> 
 @click.option("--count", type=click.IntRange(min=0), required=True, help="How many customers.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same customers.")
 @click.option("--out", type=click.File("w"), default="-", help="JSON Lines file (default stdout).")
-def generate_command(count: int, seed: int, out: IO[str]) -> None:
+@click.option(
+    "--rules",
+    envvar=setting_option("rules_dir").env,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=setting_option("rules_dir").default,
+    show_default=True,
+    help="Ruleset whose schema the customers follow.",
+)
+def generate_command(count: int, seed: int, out: IO[str], rules: Path) -> None:
     """Write synthetic customers as JSON Lines (ready for `profiles import`)."""
-    for profile in generate_profiles(count, seed=seed, today=date.today()):
+    from decision_engine.ruleset.load import load_schema
+
+    try:
+        schema = load_schema(rules)
+    except RulesetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for profile in generate_profiles(count, seed=seed, today=date.today(), schema=schema):
         out.write(json.dumps(profile) + "\n")
 
 
@@ -108,12 +126,23 @@ def _count_records(path: Path, fmt: str) -> int:
     return max(lines - 1, 0) if fmt == "csv" else lines
 
 
-def _summarize(path: Path, report: ImportReport) -> None:
+def _summarize(path: Path, report: ImportReport, rules: Path, fmt: str) -> None:
     click.echo(f"imported {_plural(report.imported, 'profile')} from {path}")
-    for line, reason in report.errors[:MAX_LISTED_ERRORS]:
+    errors = list(report.errors)
+    field = _mismatched_field(report, first_line=2 if fmt == "csv" else 1)
+    if field is not None:
+        on_field = [e for e in errors if _field_of(e[1]) == field]
+        click.echo(
+            f"{path}: the profiles do not match the schema of {rules}/: {on_field[0][1]} "
+            f"({len(on_field)} of {report.imported + len(errors)} lines fail on {field}); "
+            "pass --rules with the ruleset they were written for",
+            err=True,
+        )
+        errors = [e for e in errors if _field_of(e[1]) != field]
+    for line, reason in errors[:MAX_LISTED_ERRORS]:
         click.echo(f"{path}:{line}: {reason}", err=True)
-    if len(report.errors) > MAX_LISTED_ERRORS:
-        more = len(report.errors) - MAX_LISTED_ERRORS
+    if len(errors) > MAX_LISTED_ERRORS:
+        more = len(errors) - MAX_LISTED_ERRORS
         click.echo(f"… and {_plural(more, 'more bad line')}", err=True)
     if report.errors:
         click.echo(f"{_plural(len(report.errors), 'bad line')} skipped", err=True)
@@ -123,6 +152,27 @@ def _summarize(path: Path, report: ImportReport) -> None:
             + ", ".join(report.extra_fields),
             err=True,
         )
+
+
+def _mismatched_field(report: ImportReport, *, first_line: int) -> str | None:
+    """The field every one of the leading lines fails on, if they all fail on one."""
+    count = min(MISMATCH_LINES, report.imported + len(report.errors))
+    leading = report.errors[:count]
+    if count < _MISMATCH_MIN or len(leading) < count:
+        return None
+    # The first lines of the file, one after another.
+    first, last = leading[0][0], leading[-1][0]
+    if first != first_line or last - first != count - 1:
+        return None
+    fields = {_field_of(reason) for _, reason in leading}
+    field = fields.pop() if len(fields) == 1 else None
+    return field or None
+
+
+def _field_of(reason: str) -> str:
+    """The field a validation reason names ("segment: …"), or ""."""
+    name, colon, _ = reason.partition(":")
+    return name if colon and name.isidentifier() else ""
 
 
 def _plural(count: int, noun: str) -> str:

@@ -1,11 +1,22 @@
-"""Synthetic customer profiles: realistic shapes, deterministic by seed."""
+"""Synthetic customer profiles: realistic shapes, deterministic by seed.
+
+Profiles follow a ruleset's schema (`schema=`): every declared profile field gets a value of
+its type. A field the demo generator knows (clv, segment, plan, …) keeps the demo's
+realistic, correlated values when its declaration accepts them all (DEMO_FIELDS: same kind,
+enum values and range wide enough); every other field is drawn from its declaration alone:
+an enum's values evenly, numbers uniformly within the declared range (0–1,000 for numbers
+and 0–100 for integers where a bound is missing), booleans half true, dates within a year
+of today, strings as `<field>-<n>`. Without a schema the demo's shape is generated.
+"""
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
+
+from decision_engine.ruleset.schema import FieldSpec
 
 FIRST_NAMES = (
     "Amira", "Ben", "Carla", "David", "Elif", "Finn", "Giulia", "Hugo", "Ines", "Jonas",
@@ -28,11 +39,96 @@ def segment_for(clv: float) -> str:
     return next(name for name, floor in SEGMENTS if clv >= floor)
 
 
-def generate_profiles(count: int, *, seed: int, today: date) -> Iterator[dict[str, object]]:
-    """`count` customers C-000001…; the same seed and day give the same customers."""
+_PLANS = ("basic", "standard", "premium")
+DEMO_FIELDS: dict[str, FieldSpec] = {
+    spec.name: spec
+    for spec in (
+        FieldSpec("clv", "number", minimum=0),
+        FieldSpec("churn_risk", "number", minimum=0, maximum=1),
+        FieldSpec("segment", "enum", tuple(name for name, _ in SEGMENTS)),
+        FieldSpec("tenure_months", "integer", minimum=0, maximum=240),
+        FieldSpec("contract_end", "date"),
+        FieldSpec("first_name", "string"),
+        FieldSpec("preferred_channel", "enum", CHANNELS),
+        FieldSpec("cost_to_serve", "number", minimum=20, maximum=800),
+        FieldSpec("plan", "enum", _PLANS),
+        FieldSpec("last_complaint", "date"),
+    )
+}
+"""What the demo generator writes: the values of each field lie within these declarations."""
+_DEFAULT_SPAN = {"number": 1_000.0, "integer": 100.0}
+_DATE_SPAN_DAYS = 365
+
+
+def generate_profiles(
+    count: int, *, seed: int, today: date, schema: Mapping[str, FieldSpec] | None = None
+) -> Iterator[dict[str, object]]:
+    """`count` customers C-000001…; the same seed and day give the same customers.
+
+    With a schema, exactly its profile fields (see the module doc); without, the demo's."""
     rng = random.Random(seed)
+    if schema is None:
+        for n in range(1, count + 1):
+            yield _customer(rng, f"C-{n:06d}", today)
+        return
+    profile_fields = [s for s in schema.values() if s.source == "profile"]
+    demo = {s.name for s in profile_fields if accepts_demo(s)}
+    drawn = [s for s in profile_fields if s.name not in demo]
+    # A string seed keeps this stream apart from the demo's, so the demo's stays as it was.
+    other = random.Random(f"schema:{seed}")
     for n in range(1, count + 1):
-        yield _customer(rng, f"C-{n:06d}", today)
+        customer_id = f"C-{n:06d}"
+        profile: dict[str, object] = {"customer_id": customer_id}
+        if demo:
+            realistic = _customer(rng, customer_id, today)
+            profile.update((k, v) for k, v in realistic.items() if k in demo)
+        for spec in drawn:
+            profile[spec.name] = field_value(spec, other, today, n)
+        yield profile
+
+
+def accepts_demo(spec: FieldSpec) -> bool:
+    """Whether a declared field accepts every value the demo generator writes for it."""
+    demo = DEMO_FIELDS.get(spec.name)
+    if demo is None:
+        return False
+    # A whole number is a number, and any enum value is a string.
+    widened = {("integer", "number"), ("enum", "string")}
+    if spec.kind != demo.kind and (demo.kind, spec.kind) not in widened:
+        return False
+    if spec.kind == "enum" and not set(demo.values) <= set(spec.values):
+        return False
+    if spec.minimum is not None and (demo.minimum is None or demo.minimum < spec.minimum):
+        return False
+    return not (spec.maximum is not None and (demo.maximum is None or demo.maximum > spec.maximum))
+
+
+def field_value(spec: FieldSpec, rng: random.Random, today: date, n: int) -> object:
+    """A value of the declared type, drawn from the declaration alone."""
+    if spec.kind == "enum":
+        return rng.choice(spec.values) if spec.values else ""
+    if spec.kind == "bool":
+        return rng.random() < 0.5
+    if spec.kind == "date":
+        return (today + timedelta(days=rng.randint(-_DATE_SPAN_DAYS, _DATE_SPAN_DAYS))).isoformat()
+    if spec.kind in _DEFAULT_SPAN:
+        low, high = _range(spec)
+        if spec.kind == "integer":
+            return rng.randint(math.ceil(low), math.floor(high))
+        return min(max(round(rng.uniform(low, high), 2), low), high)
+    return f"{spec.name}-{rng.randint(1, 99)}"
+
+
+def _range(spec: FieldSpec) -> tuple[float, float]:
+    span = _DEFAULT_SPAN[spec.kind]
+    low, high = spec.minimum, spec.maximum
+    if low is None:
+        low = 0.0 if high is None or high > 0 else high - span
+    if high is None:
+        high = low + span
+    if spec.kind == "integer" and math.floor(high) < math.ceil(low):
+        return math.ceil(low), math.ceil(low)  # no whole number in range: the parse says so
+    return low, high
 
 
 def _customer(rng: random.Random, customer_id: str, today: date) -> dict[str, object]:
@@ -54,7 +150,7 @@ def _customer(rng: random.Random, customer_id: str, today: date) -> dict[str, ob
         "tenure_months": tenure,
         "preferred_channel": rng.choices(CHANNELS, _CHANNEL_WEIGHTS)[0],
         "cost_to_serve": round(cost, 2),
-        "plan": rng.choices(("basic", "standard", "premium"), _PLAN_WEIGHTS[segment])[0],
+        "plan": rng.choices(_PLANS, _PLAN_WEIGHTS[segment])[0],
     }
     roll = rng.random()
     if roll < 0.10:

@@ -253,6 +253,47 @@ def test_cli_lists_bad_lines_and_simulates_the_good_ones(tmp_path: Path) -> None
     ]
 
 
+def offer_counts(out: str) -> dict[str, int]:
+    return {o["id"]: o["count"] for o in json.loads(out)["new"]["offers"]}
+
+
+def test_simulate_generates_customers_for_a_non_demo_schema(bank_rules: Path) -> None:
+    code, out, err = invoke("--rules", str(bank_rules), "--count", "300", "--json")
+    assert code == 0, err
+    assert "Traceback" not in err and "bronze" not in err
+    data = json.loads(out)
+    assert data["population"]["customers"] == 300
+    offers = offer_counts(out)
+    # Each offer depends on the bank's own fields: some customers get it, not all.
+    for offer in ("mortgage-refinance", "card-upgrade", "payment-plan"):
+        assert 0 < offers.get(offer, 0) < 300, (offer, offers)
+    assert {q["id"] for q in data["new"]["queues"]} == {"collections", "general"}
+
+
+def test_generated_bank_customers_have_every_field_of_their_type(bank_rules: Path) -> None:
+    schema = profile_schema(load_compiled(bank_rules))
+    profiles = generated_profiles(200, seed=2, today=TODAY, schema=schema)
+    for fields in profiles.fields:
+        assert set(fields) == set(schema)  # every declared field, nothing of the demo's
+        assert fields["card_status"] in {"active", "frozen", "closed"}
+        assert -5000 <= float(fields["balance"]) <= 50000
+        assert 0 <= int(fields["days_past_due"]) <= 120
+        assert fields["has_mortgage"] in {"true", "false"}
+    assert {f["has_mortgage"] for f in profiles.fields} == {"true", "false"}
+    assert {f["segment"] for f in profiles.fields} == {"mass", "affluent", "premier"}
+
+
+def test_population_file_simulates_a_non_demo_schema(bank_rules: Path, tmp_path: Path) -> None:
+    path = tmp_path / "customers.jsonl"
+    path.write_text(
+        '{"customer_id": "A", "has_mortgage": true, "days_past_due": 0}\n'
+        '{"customer_id": "B", "has_mortgage": false, "days_past_due": 45}\n'
+    )
+    code, out, err = invoke("--rules", str(bank_rules), "--population", str(path), "--json")
+    assert code == 0, err
+    assert offer_counts(out) == {"mortgage-refinance": 1, "payment-plan": 1, "card-upgrade": 0}
+
+
 def test_contexts_file_pairs_deals_and_validates(demo: CompiledRuleset, tmp_path: Path) -> None:
     path = tmp_path / "contexts.jsonl"
     path.write_text(

@@ -57,3 +57,29 @@ def test_shapes_are_realistic() -> None:
 
     # Some low-value customers are expensive to serve: the self-service routing case.
     assert any(p["segment"] == "bronze" and num(p, "cost_to_serve") > 300 for p in people)
+
+
+def test_the_demo_schema_keeps_the_demo_generator(schema: dict[str, FieldSpec]) -> None:
+    demo = list(generate_profiles(300, seed=2, today=TODAY))
+    assert list(generate_profiles(300, seed=2, today=TODAY, schema=schema)) == demo
+
+
+def test_a_field_the_demo_values_do_not_fit_is_drawn_from_its_declaration() -> None:
+    schema = {
+        "clv": FieldSpec("clv", "number", minimum=0),
+        "segment": FieldSpec("segment", "enum", ("mass", "premier")),
+        "tenure_months": FieldSpec("tenure_months", "integer", minimum=0, maximum=12),
+        "score": FieldSpec("score", "number"),
+        "opened": FieldSpec("opened", "date"),
+        "branch": FieldSpec("branch", "string"),
+        "debt": FieldSpec("debt", "integer", maximum=-10),
+    }
+    people = list(generate_profiles(500, seed=1, today=TODAY, schema=schema))
+    for person in people:
+        canonical_profile(person, schema)  # raises if invalid
+        assert set(person) == {"customer_id", *schema}
+        assert 0 <= float(str(person["score"])) <= 1000
+        assert abs((date.fromisoformat(str(person["opened"])) - TODAY).days) <= 365
+        assert -110 <= int(str(person["debt"])) <= -10
+    assert max(num(p, "clv") for p in people) > 50_000, "clv keeps the demo's long tail"
+    assert {p["segment"] for p in people} == {"mass", "premier"}
