@@ -79,7 +79,7 @@ def load_ruleset(directory: Path) -> Ruleset:
             reader.error(node, f"a rule file is a mapping of sections ({', '.join(SECTIONS)})")
             continue
         docs.append((reader, node))
-    ruleset = build_ruleset(docs, content_version(contents, directory), problems)
+    ruleset = build_ruleset(docs, content_version(contents, directory), problems, str(directory))
     if problems:
         raise RulesetError(problems)
     assert ruleset is not None

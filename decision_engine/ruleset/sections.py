@@ -37,10 +37,28 @@ T = TypeVar("T")
 
 
 def build_ruleset(
-    docs: list[tuple[RuleNodes, yaml.MappingNode]], version: str, problems: list[Problem]
+    docs: list[tuple[RuleNodes, yaml.MappingNode]],
+    version: str,
+    problems: list[Problem],
+    directory: str = "",
 ) -> Ruleset | None:
-    """The ruleset the files' root mappings declare; None when there are problems."""
-    return _Builder(problems).build(docs, version)
+    """The ruleset the files' root mappings declare; None when there are problems.
+
+    A problem of the ruleset as a whole is located where its fix belongs (the first
+    `routing:` key for a missing default route), or at `directory` when there is no
+    such place.
+    """
+    return _Builder(problems, directory).build(docs, version)
+
+
+def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
+    """The node of `key` in a mapping node (the first, when it is repeated)."""
+    if isinstance(mapping, yaml.MappingNode):
+        for key_node, _ in mapping.value:
+            if str(key_node.value) == key:
+                found: yaml.Node = key_node
+                return found
+    return None
 
 
 @dataclass
@@ -56,13 +74,18 @@ class _Sections:
 class _Builder:
     """Builds each section with the reader of the file it is in."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], directory: str = "") -> None:
         self.problems = problems
+        self.directory = directory
         self.offer_contact_policies: list[ContactPolicy] = []
 
     def build(self, docs: list[tuple[RuleNodes, yaml.MappingNode]], version: str) -> Ruleset | None:
         sections = _Sections()
+        routing_key: tuple[RuleNodes, yaml.Node] | None = None
         for r, doc in docs:
+            key_node = _key_node(doc, "routing")
+            if routing_key is None and key_node is not None:
+                routing_key = (r, key_node)
             for key, value in r.mapping(doc, "a rule file", SECTIONS).items():
                 if key == "ruleset":
                     meta = r.mapping(value, "ruleset", ("label", "description"))
@@ -142,9 +165,11 @@ class _Builder:
         self._unique("contact policy", [*self.offer_contact_policies, *category_policies])
         self._unique("moment", moments)
         if default is None:
-            file = docs[0][0].file if docs else ""
             message = "no default route: add routing: default: {queue: ..., priority: ...}"
-            self.problems.append(Problem.at(file, 0, 0, message))
+            if routing_key is not None:
+                routing_key[0].error(routing_key[1], message)
+            else:
+                self.problems.append(Problem.at(self.directory, 0, 0, message))
             return None
         if self.problems:
             return None
@@ -205,15 +230,13 @@ class _Builder:
         self, parts: list[tuple[RuleNodes, yaml.Node]]
     ) -> tuple[dict[str, FieldSpec], tuple[str, ...]]:
         declared: dict[str, FieldSpec] = {}
+        declared_at: dict[str, tuple[RuleNodes, yaml.Node]] = {}
         intents: tuple[str, ...] = ()
-        file = ""
         for r, node in parts:
-            file = r.file
             section = r.mapping(node, "schema", ("profile", "attributes", "intents"))
             for source in ("profile", "attributes"):
-                for field_name, spec_node in r.mapping(
-                    section.get(source), f"schema {source}"
-                ).items():
+                source_node = section.get(source)
+                for field_name, spec_node in r.mapping(source_node, f"schema {source}").items():
                     spec = self._field(
                         r,
                         field_name,
@@ -225,15 +248,16 @@ class _Builder:
                     if field_name in declared:
                         r.error(spec_node, f"field {field_name!r} is declared twice")
                     declared[field_name] = spec
+                    assert source_node is not None
+                    declared_at[field_name] = (r, _key_node(source_node, field_name) or spec_node)
             if "intents" in section:
                 intents = r.names(section["intents"], "intents")
         has_contract_end = declared.get("contract_end", FieldSpec("", "string")).kind == "date"
         fields = builtin_fields(intents, has_contract_end=has_contract_end)
         for field_name, spec in declared.items():
             if field_name in fields:
-                self.problems.append(
-                    Problem.at(file, 0, 0, f"field {field_name!r} is built in; pick another name")
-                )
+                r, node = declared_at[field_name]
+                r.error(node, f"field {field_name!r} is built in; pick another name")
             fields[field_name] = spec
         return fields, intents
 

@@ -476,19 +476,35 @@ def test_a_missing_script_is_reported(tmp_path: Path) -> None:
 # -- routing -------------------------------------------------------------------------------
 
 
-def test_missing_default_route(tmp_path: Path) -> None:
-    first = write(tmp_path, "a.yaml", SCHEMA)
-    write(
+NO_DEFAULT = "no default route: add routing: default: {queue: ..., priority: ...}"
+
+
+def test_missing_default_route_is_located_at_the_routing_section(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", SCHEMA)
+    routing = write(
         tmp_path,
         "b.yaml",
         """
+        offers: []
         routing:
           rules:
             - {id: r, queue: q, when: clv > 1}
         """,
     )
+    assert problems(tmp_path) == [f"{at(routing, 'routing:')}: error: {NO_DEFAULT}"]
+
+
+def test_missing_default_route_without_routing_is_the_directory(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", SCHEMA)
+    # Not the first file's line 0: nothing in a.yaml is wrong.
+    assert problems(tmp_path) == [f"{tmp_path}: error: {NO_DEFAULT}"]
+
+
+def test_a_built_in_field_declared_again_is_located_at_its_name(tmp_path: Path) -> None:
+    base(tmp_path)
+    schema = write(tmp_path, "zz.yaml", "schema:\n  profile:\n    channel: {type: string}\n")
     assert problems(tmp_path) == [
-        f"{first}:0:0: error: no default route: add routing: default: {{queue: ..., priority: ...}}"
+        f"{at(schema, 'channel')}: error: field 'channel' is built in; pick another name"
     ]
 
 
@@ -589,10 +605,8 @@ def test_version_covers_file_names(tmp_path: Path) -> None:
 
 
 def test_missing_directory(tmp_path: Path) -> None:
-    assert problems(tmp_path / "nope") == [
-        f"{tmp_path / 'nope'}:0:0: error: rules directory not found"
-    ]
-    assert problems(tmp_path) == [f"{tmp_path}:0:0: error: no .yaml rule files in directory"]
+    assert problems(tmp_path / "nope") == [f"{tmp_path / 'nope'}: error: rules directory not found"]
+    assert problems(tmp_path) == [f"{tmp_path}: error: no .yaml rule files in directory"]
 
 
 def test_a_daily_cap_counts_customers_unless_the_share_is_set(tmp_path: Path) -> None:
@@ -666,7 +680,7 @@ def test_a_file_that_cannot_be_read_is_a_problem(tmp_path: Path) -> None:
     base(tmp_path)
     link = tmp_path / "zz.yaml"
     link.symlink_to("/proc/self/mem")
-    assert problems(tmp_path) == [f"{link}:0:0: error: cannot be read: Input/output error"]
+    assert problems(tmp_path) == [f"{link}: error: cannot be read: Input/output error"]
 
 
 def test_line_ends_do_not_change_the_rules_only_the_version(tmp_path: Path) -> None:
