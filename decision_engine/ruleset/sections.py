@@ -15,7 +15,7 @@ import yaml
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.fields import builtin_fields
 from decision_engine.ruleset.moment_section import MomentScope, check_moments, moment
-from decision_engine.ruleset.offer_section import category_policy, offer
+from decision_engine.ruleset.offer_section import category_policy, declared_category, offer
 from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import KINDS, FieldSpec
 from decision_engine.ruleset.spec import (
@@ -114,6 +114,13 @@ class _Builder:
                     for item in r.sequence(section["rules"], "routing rules")
                     if (route := self._route(r, item, fields)) is not None
                 )
+        # Categories of every offer written, valid or not (see declared_category).
+        categories = {o.category for o in offers} | {
+            declared_category(item)
+            for _, node in sections.offers
+            if isinstance(node, yaml.SequenceNode)
+            for item in node.value
+        }
         max_offers, policies = 3, []
         category_policies: list[ContactPolicy] = []
         channel_limits: dict[str, int] = {}
@@ -132,7 +139,7 @@ class _Builder:
                 if (p := self._policy(r, item, fields)) is not None
             ]
             for item in r.sequence(section.get("contact_policies"), "contact_policies"):
-                policy = category_policy(r, item, {o.category for o in offers})
+                policy = category_policy(r, item, categories)
                 if policy is not None:
                     category_policies.append(policy)
             for channel, limit_node in r.mapping(
