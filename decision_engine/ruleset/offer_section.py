@@ -39,7 +39,7 @@ def offer(
     # An absent key means every channel; an explicit `channels: []` means none
     # (rules check warns about it), so it is not widened to all channels.
     channels = r.names(spec["channels"], "channels") if "channels" in spec else CHANNELS
-    for ch_node, ch in zip(_items(spec.get("channels")), channels, strict=False):
+    for ch_node, ch in zip(items_of(spec.get("channels")), channels, strict=False):
         if ch not in CHANNELS:
             r.error(
                 ch_node,
@@ -221,7 +221,7 @@ def declared_category(node: yaml.Node) -> str:
     return "general"
 
 
-def _items(node: yaml.Node | None) -> list[yaml.Node]:
+def items_of(node: yaml.Node | None) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return [node] if node is not None else []

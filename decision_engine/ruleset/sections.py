@@ -15,7 +15,12 @@ import yaml
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.fields import builtin_fields
 from decision_engine.ruleset.moment_section import MomentScope, check_moments, moment
-from decision_engine.ruleset.offer_section import category_policy, declared_category, offer
+from decision_engine.ruleset.offer_section import (
+    category_policy,
+    declared_category,
+    items_of,
+    offer,
+)
 from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import KINDS, FieldSpec
 from decision_engine.ruleset.spec import (
@@ -136,7 +141,7 @@ class _Builder:
             policies = [
                 p
                 for item in r.sequence(section.get("policies"), "policies")
-                if (p := self._policy(r, item, fields)) is not None
+                if (p := self._policy(r, item, fields, categories)) is not None
             ]
             for item in r.sequence(section.get("contact_policies"), "contact_policies"):
                 policy = category_policy(r, item, categories)
@@ -357,17 +362,28 @@ class _Builder:
         )
 
     def _policy(
-        self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec]
+        self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec], categories: set[str]
     ) -> PolicySpec | None:
         spec = r.mapping(node, "policy", ("id", "when", "first", "suppress", "description"))
         if "id" not in spec or "when" not in spec:
             r.error(node, "a policy has an id and a `when`")
             return None
         policy_id = r.text(spec["id"], "policy id")
+        named = {}
+        for key in ("first", "suppress"):
+            named[key] = r.names(spec.get(key), key)
+            # As for contact policies: a misspelt category would silently never match.
+            for item, category in zip(items_of(spec.get(key)), named[key], strict=False):
+                if category not in categories:
+                    r.error(
+                        item,
+                        f"policy {policy_id} {key}: no offer has category {category!r}"
+                        + did_you_mean(category, sorted(categories)),
+                    )
         return PolicySpec(
             id=policy_id,
             when=r.conditions(spec["when"], f"policy {policy_id}", fields),
-            first=r.names(spec.get("first"), "first"),
-            suppress=r.names(spec.get("suppress"), "suppress"),
+            first=named["first"],
+            suppress=named["suppress"],
             where=r.where(node),
         )

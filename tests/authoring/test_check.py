@@ -240,6 +240,8 @@ def test_contradictory_routing_rule_and_policy(tmp_path: Path) -> None:
             - id: never-policy
               when: tenure_months > 3 and tenure_months < 4
               first: [service]
+        offers:
+          - {id: help, category: service, value: 1, script: Hi}
         """,
     )
 

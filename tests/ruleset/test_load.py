@@ -142,6 +142,28 @@ def test_a_broken_offer_keeps_its_category_for_contact_policies(tmp_path: Path) 
     assert problems(tmp_path) == [f"{at(path, '{id: o')}: error: offer o has no script"]
 
 
+@pytest.mark.parametrize("key", ["first", "suppress"])
+def test_a_policy_category_no_offer_has_is_an_error(tmp_path: Path, key: str) -> None:
+    base(tmp_path)
+    path = write(
+        tmp_path,
+        "arbitration.yaml",
+        f"""
+        offers:
+          - {{id: o, category: hardship, value: 1, script: Hi}}
+          - {{id: p, category: lending, value: 1, script: Hi}}
+        arbitration:
+          policies:
+            - {{id: pol, when: clv > 1, {key}: [lending, hardshp]}}
+            - {{id: ok, when: clv > 1, {key}: [hardship, lending]}}
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(path, 'hardshp')}: error: policy pol {key}: no offer has category 'hardshp' "
+        "(did you mean 'hardship'?)"
+    ]
+
+
 def test_a_rule_file_is_a_mapping(tmp_path: Path) -> None:
     base(tmp_path)
     bad = write(tmp_path, "x.yaml", "- offers\n")
