@@ -31,13 +31,16 @@ class DecisionEngineError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Where:
-    """A place in a rule or case file (1-based; line 0 is the file as a whole)."""
+    """A place in a rule or case file (1-based; line 0 is the file, or the rules
+    directory, as a whole, and is shown without a line: `rules: error: ...`)."""
 
     file: str
     line: int
     column: int = 1
 
     def __str__(self) -> str:
+        if self.line == 0:
+            return self.file
         return f"{self.file}:{self.line}:{self.column}"
 
 

@@ -33,7 +33,7 @@ from decision_engine.moments.definitions import compile_moments
 from decision_engine.moments.limits import limit_problems
 from decision_engine.moments.trial import trial
 from decision_engine.ruleset.expr import conjuncts, render
-from decision_engine.ruleset.load import load_ruleset, rule_files
+from decision_engine.ruleset.load import load_ruleset
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.spec import Condition, OfferSpec, RouteSpec, Ruleset
 from decision_engine.vocabulary import CHANNELS
@@ -46,7 +46,8 @@ class CheckReport:
     """What `rules check` found: errors stop a ruleset going live, warnings do not."""
 
     problems: tuple[Problem, ...]
-    """Errors and warnings, sorted by file and line."""
+    """Errors and warnings, sorted by file and line, then notes (such as how many files
+    were not checked after one failed to parse)."""
     ruleset: Ruleset | None
     """The loaded ruleset; None when it has errors."""
 
@@ -74,9 +75,6 @@ def check_rules(directory: Path, *, trial_moments: bool = False) -> CheckReport:
         raise FileNotFoundError(f"rules directory not found: {directory}")
     if not directory.is_dir():
         raise NotADirectoryError(f"not a directory: {directory}")
-    undecodable = _undecodable(directory)
-    if undecodable:
-        return CheckReport(_in_file_order(undecodable), None)
     try:
         ruleset = load_ruleset(directory)
     except RulesetError as exc:
@@ -94,24 +92,9 @@ def check_rules(directory: Path, *, trial_moments: bool = False) -> CheckReport:
     return CheckReport(_in_file_order(problems), ruleset)
 
 
-def _undecodable(directory: Path) -> list[Problem]:
-    """Files that are not UTF-8, reported alone: the loader reports them too, along with
-    every problem that follows from their rules missing."""
-    problems = []
-    for path in rule_files(directory):
-        data = path.read_bytes()
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            problems.append(
-                Problem.at(str(path), line, 1, "not UTF-8 text; save the file as UTF-8")
-            )
-    return problems
-
-
 def _in_file_order(problems: Iterable[Problem]) -> tuple[Problem, ...]:
-    return tuple(sorted(problems, key=lambda p: (p.file, p.line, p.column)))
+    """Errors and warnings by file and line; notes (files not checked) after them."""
+    return tuple(sorted(problems, key=lambda p: (p.severity == "note", p.file, p.line, p.column)))
 
 
 # -- rules as sets of terms ---------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from decision_engine.errors import Problem, RulesetError
+from decision_engine.errors import Problem, RulesetError, Where
 from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.sections import SECTIONS, build_ruleset
@@ -54,8 +54,18 @@ def _read(path: Path, problems: list[Problem]) -> tuple[bytes, str | None]:
     return data, text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def not_checked(directory: Path, count: int) -> Problem:
+    """The note after the problems of files that cannot be read or parsed."""
+    message = f"{count} other file{'' if count == 1 else 's'} not checked"
+    return Problem(Where(str(directory), 0, 0), message, severity="note")
+
+
 def load_ruleset(directory: Path) -> Ruleset:
-    """Parse and check every rule file; RulesetError lists all problems found."""
+    """Parse and check every rule file; RulesetError lists all problems found.
+
+    When a file cannot be read or parsed, only the problems of such files are reported,
+    then a note of how many other files were not checked.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise RulesetError([Problem.at(str(directory), 0, 0, "rules directory not found")])
@@ -65,21 +75,26 @@ def load_ruleset(directory: Path) -> Ruleset:
     problems: list[Problem] = []
     docs: list[tuple[RuleNodes, yaml.MappingNode]] = []
     contents: list[tuple[Path, bytes]] = []
+    broken = 0
     for path in files:
+        before = len(problems)
         # Read once: the version is the hash of the very bytes that were checked.
         data, text = _read(path, problems)
         contents.append((path, data))
-        if text is None:
-            continue
-        reader = RuleNodes(str(path), problems)
-        node = reader.compose(text)
-        if node is None:
-            continue
-        if not isinstance(node, yaml.MappingNode):
-            reader.error(node, f"a rule file is a mapping of sections ({', '.join(SECTIONS)})")
-            continue
-        docs.append((reader, node))
-    ruleset = build_ruleset(docs, content_version(contents, directory), problems)
+        if text is not None:
+            reader = RuleNodes(str(path), problems)
+            node = reader.compose(text)
+            if isinstance(node, yaml.MappingNode):
+                docs.append((reader, node))
+            elif node is not None:
+                reader.error(node, f"a rule file is a mapping of sections ({', '.join(SECTIONS)})")
+        broken += len(problems) > before
+    if broken:
+        # The other files' checks would report what follows from the broken file's rules
+        # missing (a category no offer has, no default route), not what is wrong.
+        others = len(files) - broken
+        raise RulesetError([*problems, *([not_checked(directory, others)] if others else [])])
+    ruleset = build_ruleset(docs, content_version(contents, directory), problems, str(directory))
     if problems:
         raise RulesetError(problems)
     assert ruleset is not None

@@ -39,14 +39,16 @@ def offer(
     # An absent key means every channel; an explicit `channels: []` means none
     # (rules check warns about it), so it is not widened to all channels.
     channels = r.names(spec["channels"], "channels") if "channels" in spec else CHANNELS
-    for ch_node, ch in zip(_items(spec.get("channels")), channels, strict=False):
+    for ch_node, ch in zip(items_of(spec.get("channels")), channels, strict=False):
         if ch not in CHANNELS:
             r.error(
                 ch_node,
                 f"offer {offer_id}: unknown channel {ch!r}{did_you_mean(ch, list(CHANNELS))}",
             )
     params: list[tuple[str, Condition]] = []
-    for pname, pnode in r.mapping(spec.get("params"), "params").items():
+    # A param whose expression is wrong is still declared: the script may name it.
+    declared = r.mapping(spec.get("params"), "params")
+    for pname, pnode in declared.items():
         if pname in fields:
             r.error(pnode, f"param {pname!r} hides the field of the same name")
         cond = r.expression(pnode, f"offer {offer_id} param {pname}", fields, want="number")
@@ -69,7 +71,7 @@ def offer(
             r.error(wnode, "a weight has `when` and `factor`")
         for cond in conds:
             weights.append(Weight(cond, factor))
-    script = _script(r, node, spec.get("script"), offer_id, fields, {p for p, _ in params})
+    script = _script(r, node, spec.get("script"), offer_id, fields, set(declared))
     # Everything is checked before giving up, so one run reports every problem.
     cost = r.number(spec.get("cost"), "cost", 0.0, 0)
     propensity = r.number(spec.get("propensity"), "propensity", 0.1, 0, 1)
@@ -209,7 +211,17 @@ def category_policy(r: RuleNodes, node: yaml.Node, categories: set[str]) -> Cont
     )
 
 
-def _items(node: yaml.Node | None) -> list[yaml.Node]:
+def declared_category(node: yaml.Node) -> str:
+    """The category an offer node names, whether or not the offer itself is valid, so that
+    a broken offer does not also make every policy about its category an error."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "category" and isinstance(value, yaml.ScalarNode):
+                return str(value.value)
+    return "general"
+
+
+def items_of(node: yaml.Node | None) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return [node] if node is not None else []

@@ -15,7 +15,12 @@ import yaml
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.fields import builtin_fields
 from decision_engine.ruleset.moment_section import MomentScope, check_moments, moment
-from decision_engine.ruleset.offer_section import category_policy, offer
+from decision_engine.ruleset.offer_section import (
+    category_policy,
+    declared_category,
+    items_of,
+    offer,
+)
 from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import KINDS, FieldSpec
 from decision_engine.ruleset.spec import (
@@ -37,10 +42,28 @@ T = TypeVar("T")
 
 
 def build_ruleset(
-    docs: list[tuple[RuleNodes, yaml.MappingNode]], version: str, problems: list[Problem]
+    docs: list[tuple[RuleNodes, yaml.MappingNode]],
+    version: str,
+    problems: list[Problem],
+    directory: str = "",
 ) -> Ruleset | None:
-    """The ruleset the files' root mappings declare; None when there are problems."""
-    return _Builder(problems).build(docs, version)
+    """The ruleset the files' root mappings declare; None when there are problems.
+
+    A problem of the ruleset as a whole is located where its fix belongs (the first
+    `routing:` key for a missing default route), or at `directory` when there is no
+    such place.
+    """
+    return _Builder(problems, directory).build(docs, version)
+
+
+def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
+    """The node of `key` in a mapping node (the first, when it is repeated)."""
+    if isinstance(mapping, yaml.MappingNode):
+        for key_node, _ in mapping.value:
+            if str(key_node.value) == key:
+                found: yaml.Node = key_node
+                return found
+    return None
 
 
 @dataclass
@@ -56,13 +79,18 @@ class _Sections:
 class _Builder:
     """Builds each section with the reader of the file it is in."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], directory: str = "") -> None:
         self.problems = problems
+        self.directory = directory
         self.offer_contact_policies: list[ContactPolicy] = []
 
     def build(self, docs: list[tuple[RuleNodes, yaml.MappingNode]], version: str) -> Ruleset | None:
         sections = _Sections()
+        routing_key: tuple[RuleNodes, yaml.Node] | None = None
         for r, doc in docs:
+            key_node = _key_node(doc, "routing")
+            if routing_key is None and key_node is not None:
+                routing_key = (r, key_node)
             for key, value in r.mapping(doc, "a rule file", SECTIONS).items():
                 if key == "ruleset":
                     meta = r.mapping(value, "ruleset", ("label", "description"))
@@ -91,6 +119,13 @@ class _Builder:
                     for item in r.sequence(section["rules"], "routing rules")
                     if (route := self._route(r, item, fields)) is not None
                 )
+        # Categories of every offer written, valid or not (see declared_category).
+        categories = {o.category for o in offers} | {
+            declared_category(item)
+            for _, node in sections.offers
+            if isinstance(node, yaml.SequenceNode)
+            for item in node.value
+        }
         max_offers, policies = 3, []
         category_policies: list[ContactPolicy] = []
         channel_limits: dict[str, int] = {}
@@ -106,10 +141,10 @@ class _Builder:
             policies = [
                 p
                 for item in r.sequence(section.get("policies"), "policies")
-                if (p := self._policy(r, item, fields)) is not None
+                if (p := self._policy(r, item, fields, categories)) is not None
             ]
             for item in r.sequence(section.get("contact_policies"), "contact_policies"):
-                policy = category_policy(r, item, {o.category for o in offers})
+                policy = category_policy(r, item, categories)
                 if policy is not None:
                     category_policies.append(policy)
             for channel, limit_node in r.mapping(
@@ -142,9 +177,11 @@ class _Builder:
         self._unique("contact policy", [*self.offer_contact_policies, *category_policies])
         self._unique("moment", moments)
         if default is None:
-            file = docs[0][0].file if docs else ""
             message = "no default route: add routing: default: {queue: ..., priority: ...}"
-            self.problems.append(Problem.at(file, 0, 0, message))
+            if routing_key is not None:
+                routing_key[0].error(routing_key[1], message)
+            else:
+                self.problems.append(Problem.at(self.directory, 0, 0, message))
             return None
         if self.problems:
             return None
@@ -205,15 +242,13 @@ class _Builder:
         self, parts: list[tuple[RuleNodes, yaml.Node]]
     ) -> tuple[dict[str, FieldSpec], tuple[str, ...]]:
         declared: dict[str, FieldSpec] = {}
+        declared_at: dict[str, tuple[RuleNodes, yaml.Node]] = {}
         intents: tuple[str, ...] = ()
-        file = ""
         for r, node in parts:
-            file = r.file
             section = r.mapping(node, "schema", ("profile", "attributes", "intents"))
             for source in ("profile", "attributes"):
-                for field_name, spec_node in r.mapping(
-                    section.get(source), f"schema {source}"
-                ).items():
+                source_node = section.get(source)
+                for field_name, spec_node in r.mapping(source_node, f"schema {source}").items():
                     spec = self._field(
                         r,
                         field_name,
@@ -225,15 +260,16 @@ class _Builder:
                     if field_name in declared:
                         r.error(spec_node, f"field {field_name!r} is declared twice")
                     declared[field_name] = spec
+                    assert source_node is not None
+                    declared_at[field_name] = (r, _key_node(source_node, field_name) or spec_node)
             if "intents" in section:
                 intents = r.names(section["intents"], "intents")
         has_contract_end = declared.get("contract_end", FieldSpec("", "string")).kind == "date"
         fields = builtin_fields(intents, has_contract_end=has_contract_end)
         for field_name, spec in declared.items():
             if field_name in fields:
-                self.problems.append(
-                    Problem.at(file, 0, 0, f"field {field_name!r} is built in; pick another name")
-                )
+                r, node = declared_at[field_name]
+                r.error(node, f"field {field_name!r} is built in; pick another name")
             fields[field_name] = spec
         return fields, intents
 
@@ -326,17 +362,28 @@ class _Builder:
         )
 
     def _policy(
-        self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec]
+        self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec], categories: set[str]
     ) -> PolicySpec | None:
         spec = r.mapping(node, "policy", ("id", "when", "first", "suppress", "description"))
         if "id" not in spec or "when" not in spec:
             r.error(node, "a policy has an id and a `when`")
             return None
         policy_id = r.text(spec["id"], "policy id")
+        named = {}
+        for key in ("first", "suppress"):
+            named[key] = r.names(spec.get(key), key)
+            # As for contact policies: a misspelt category would silently never match.
+            for item, category in zip(items_of(spec.get(key)), named[key], strict=False):
+                if category not in categories:
+                    r.error(
+                        item,
+                        f"policy {policy_id} {key}: no offer has category {category!r}"
+                        + did_you_mean(category, sorted(categories)),
+                    )
         return PolicySpec(
             id=policy_id,
             when=r.conditions(spec["when"], f"policy {policy_id}", fields),
-            first=r.names(spec.get("first"), "first"),
-            suppress=r.names(spec.get("suppress"), "suppress"),
+            first=named["first"],
+            suppress=named["suppress"],
             where=r.where(node),
         )

@@ -240,6 +240,8 @@ def test_contradictory_routing_rule_and_policy(tmp_path: Path) -> None:
             - id: never-policy
               when: tenure_months > 3 and tenure_months < 4
               first: [service]
+        offers:
+          - {id: help, category: service, value: 1, script: Hi}
         """,
     )
 
@@ -379,6 +381,57 @@ def test_load_errors_are_reported_with_no_ruleset(tmp_path: Path) -> None:
     assert format_text(report).splitlines()[-1] == "1 error; this ruleset cannot go live"
 
 
+def _demo_with(tmp_path: Path, name: str, old: str, new: str) -> tuple[Path, int]:
+    """A copy of the demo rules with one edit; the directory and the edit's line."""
+    directory = tmp_path / "rules"
+    shutil.copytree(DEMO, directory)
+    path = directory / name
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return directory, text[: text.index(old)].count("\n") + 1
+
+
+def _listed(report: CheckReport) -> list[tuple[str, str]]:
+    return [(Path(p.file).name, p.severity) for p in report.problems]
+
+
+@pytest.mark.parametrize("name", ["offers.yaml", "routing.yaml", "arbitration.yaml"])
+def test_a_yaml_error_is_reported_alone_with_the_files_not_checked(
+    tmp_path: Path, name: str
+) -> None:
+    # A stray `]`: the file's rules are lost, and the other files would say so
+    # ("no offer has category", "no default route") if they were checked.
+    directory, _ = _demo_with(tmp_path, name, "- id: ", "- id: ]")
+    others = len(list(directory.glob("*.yaml"))) - 1
+
+    report = check_rules(directory)
+
+    assert report.ruleset is None
+    assert _listed(report) == [(name, "error"), ("rules", "note")]
+    assert report.errors[0].message.startswith("YAML syntax")
+    assert report.problems[-1].message == f"{others} other files not checked"
+    assert str(report.problems[-1]) == f"{directory}: note: {others} other files not checked"
+    assert format_text(report).splitlines()[-1] == "1 error; this ruleset cannot go live"
+
+
+def test_a_broken_offer_does_not_make_its_category_unknown(tmp_path: Path) -> None:
+    # streaming-bundle is the only cross_sell offer, and policies suppress cross_sell:
+    # the offer is wrong, they are not.
+    directory, line = _demo_with(tmp_path, "offers.yaml", "value: 240\n", "value: 240 +\n")
+    report = check_rules(directory)
+    assert [(Path(p.file).name, p.line) for p in report.problems] == [("offers.yaml", line)]
+
+
+def test_a_bad_param_does_not_make_its_placeholder_unknown(tmp_path: Path) -> None:
+    directory, line = _demo_with(
+        tmp_path, "offers.yaml", "credit: min(round(clv", "credit: min(round(clvv"
+    )
+    report = check_rules(directory)
+    assert [(Path(p.file).name, p.line) for p in report.problems] == [("offers.yaml", line)]
+    assert "unknown field 'clvv'" in report.problems[0].message
+
+
 def test_a_file_that_is_not_utf8_is_an_error_with_its_line(tmp_path: Path) -> None:
     directory = write_rules(tmp_path, "offers:\n")
     (directory / "rules.yaml").write_bytes(b"offers:\n  - id: caf\xe9\n")
@@ -386,6 +439,7 @@ def test_a_file_that_is_not_utf8_is_an_error_with_its_line(tmp_path: Path) -> No
     report = check_rules(directory)
 
     assert [(Path(p.file).name, p.line) for p in report.errors] == [("rules.yaml", 2)]
+    assert [p.message for p in report.problems][-1] == "1 other file not checked"
 
 
 def test_missing_directory_cannot_be_checked(tmp_path: Path) -> None:

@@ -51,9 +51,12 @@ def random_ruleset(rng: random.Random, directory: Path, offers: int) -> Compiled
             conditions.append(f'segment != "{rng.choice(["gold", "silver", "bronze"])}"')
         if rng.random() < 0.2:
             conditions.append("churn_risk > 0.3 or tenure_months < 12")
+        category = rng.choice(CATEGORIES)
+        # Every category has an offer: a policy may name only those (offers >= categories).
+        category = CATEGORIES[n] if n < len(CATEGORIES) else category
         lines += [
             f"  - id: o{n:03d}",
-            f"    category: {rng.choice(CATEGORIES)}",
+            f"    category: {category}",
             f"    value: {rng.choice(VALUES)}",
             f"    propensity: {rng.choice([0.05, 0.1, 0.2, 0.35, 0.5])}",
             f"    lever: {rng.choice([1, 1, 1, 0.5, 2])}",

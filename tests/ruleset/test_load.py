@@ -75,7 +75,8 @@ def test_a_minimal_ruleset_loads(tmp_path: Path) -> None:
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     base(tmp_path)
     bad = write(tmp_path, "bad.yaml", "ruleset:\n  label: a: b\n")
-    (problem,) = problems(tmp_path)
+    problem, note = problems(tmp_path)
+    assert note == f"{tmp_path}: note: 2 other files not checked"
     # libyaml says "in this context", the pure-Python parser "here".
     assert problem.startswith(
         f"{at(bad, ': b')}: error: YAML syntax: mapping values are not allowed"
@@ -96,12 +97,80 @@ def test_unknown_top_level_section_without_close_name(tmp_path: Path) -> None:
     assert problems(tmp_path) == [f"{bad}:1:1: error: unknown key 'zzz' in a rule file"]
 
 
+def test_a_broken_file_is_reported_alone(tmp_path: Path) -> None:
+    """The other files are not checked: what they would say follows from the broken
+    file's rules missing (here: no default route, an unknown placeholder)."""
+    write(tmp_path, "a.yaml", SCHEMA + "offers:\n  - {id: o, value: 1, script: '{x}'}\n")
+    bad = write(tmp_path, "b.yaml", "routing:\n  default: {queue: general]\n")
+    problem, note = problems(tmp_path)
+    assert problem.startswith(f"{bad}:2:")
+    assert "YAML syntax" in problem
+    assert note == f"{tmp_path}: note: 1 other file not checked"
+
+
+def test_a_bad_param_is_still_a_param_of_the_script(tmp_path: Path) -> None:
+    base(tmp_path)
+    path = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: o
+            value: 1
+            params: {credit: clv *}
+            script: "EUR {credit}"
+        """,
+    )
+    (problem,) = problems(tmp_path)
+    assert problem.startswith(f"{path}:4:")
+    assert "offer o param credit" in problem
+
+
+def test_a_broken_offer_keeps_its_category_for_contact_policies(tmp_path: Path) -> None:
+    base(tmp_path)
+    path = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - {id: o, category: upsell, value: 1}
+        arbitration:
+          contact_policies:
+            - {id: p, categories: [upsell], max_declines: {count: 1, within_days: 1}}
+        """,
+    )
+    assert problems(tmp_path) == [f"{at(path, '{id: o')}: error: offer o has no script"]
+
+
+@pytest.mark.parametrize("key", ["first", "suppress"])
+def test_a_policy_category_no_offer_has_is_an_error(tmp_path: Path, key: str) -> None:
+    base(tmp_path)
+    path = write(
+        tmp_path,
+        "arbitration.yaml",
+        f"""
+        offers:
+          - {{id: o, category: hardship, value: 1, script: Hi}}
+          - {{id: p, category: lending, value: 1, script: Hi}}
+        arbitration:
+          policies:
+            - {{id: pol, when: clv > 1, {key}: [lending, hardshp]}}
+            - {{id: ok, when: clv > 1, {key}: [hardship, lending]}}
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(path, 'hardshp')}: error: policy pol {key}: no offer has category 'hardshp' "
+        "(did you mean 'hardship'?)"
+    ]
+
+
 def test_a_rule_file_is_a_mapping(tmp_path: Path) -> None:
     base(tmp_path)
     bad = write(tmp_path, "x.yaml", "- offers\n")
     assert problems(tmp_path) == [
         f"{bad}:1:1: error: a rule file is a mapping of sections "
-        "(ruleset, schema, offers, routing, arbitration, moments)"
+        "(ruleset, schema, offers, routing, arbitration, moments)",
+        f"{tmp_path}: note: 2 other files not checked",
     ]
 
 
@@ -476,19 +545,35 @@ def test_a_missing_script_is_reported(tmp_path: Path) -> None:
 # -- routing -------------------------------------------------------------------------------
 
 
-def test_missing_default_route(tmp_path: Path) -> None:
-    first = write(tmp_path, "a.yaml", SCHEMA)
-    write(
+NO_DEFAULT = "no default route: add routing: default: {queue: ..., priority: ...}"
+
+
+def test_missing_default_route_is_located_at_the_routing_section(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", SCHEMA)
+    routing = write(
         tmp_path,
         "b.yaml",
         """
+        offers: []
         routing:
           rules:
             - {id: r, queue: q, when: clv > 1}
         """,
     )
+    assert problems(tmp_path) == [f"{at(routing, 'routing:')}: error: {NO_DEFAULT}"]
+
+
+def test_missing_default_route_without_routing_is_the_directory(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", SCHEMA)
+    # Not the first file's line 0: nothing in a.yaml is wrong.
+    assert problems(tmp_path) == [f"{tmp_path}: error: {NO_DEFAULT}"]
+
+
+def test_a_built_in_field_declared_again_is_located_at_its_name(tmp_path: Path) -> None:
+    base(tmp_path)
+    schema = write(tmp_path, "zz.yaml", "schema:\n  profile:\n    channel: {type: string}\n")
     assert problems(tmp_path) == [
-        f"{first}:0:0: error: no default route: add routing: default: {{queue: ..., priority: ...}}"
+        f"{at(schema, 'channel')}: error: field 'channel' is built in; pick another name"
     ]
 
 
@@ -589,10 +674,8 @@ def test_version_covers_file_names(tmp_path: Path) -> None:
 
 
 def test_missing_directory(tmp_path: Path) -> None:
-    assert problems(tmp_path / "nope") == [
-        f"{tmp_path / 'nope'}:0:0: error: rules directory not found"
-    ]
-    assert problems(tmp_path) == [f"{tmp_path}:0:0: error: no .yaml rule files in directory"]
+    assert problems(tmp_path / "nope") == [f"{tmp_path / 'nope'}: error: rules directory not found"]
+    assert problems(tmp_path) == [f"{tmp_path}: error: no .yaml rule files in directory"]
 
 
 def test_a_daily_cap_counts_customers_unless_the_share_is_set(tmp_path: Path) -> None:
@@ -656,7 +739,10 @@ def test_a_file_that_is_not_utf8_is_a_problem_at_its_line(tmp_path: Path) -> Non
     base(tmp_path)
     path = tmp_path / "offers.yaml"
     path.write_bytes("# offers\noffers: []\n# révisé\n".encode("latin-1"))
-    assert problems(tmp_path) == [f"{path}:3:1: error: not UTF-8 text; save the file as UTF-8"]
+    assert problems(tmp_path) == [
+        f"{path}:3:1: error: not UTF-8 text; save the file as UTF-8",
+        f"{tmp_path}: note: 2 other files not checked",
+    ]
 
 
 @pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
@@ -666,7 +752,10 @@ def test_a_file_that_cannot_be_read_is_a_problem(tmp_path: Path) -> None:
     base(tmp_path)
     link = tmp_path / "zz.yaml"
     link.symlink_to("/proc/self/mem")
-    assert problems(tmp_path) == [f"{link}:0:0: error: cannot be read: Input/output error"]
+    assert problems(tmp_path) == [
+        f"{link}: error: cannot be read: Input/output error",
+        f"{tmp_path}: note: 2 other files not checked",
+    ]
 
 
 def test_line_ends_do_not_change_the_rules_only_the_version(tmp_path: Path) -> None:

@@ -310,7 +310,7 @@ def test_the_rules_directory_gone_keeps_serving_and_coming_back_is_picked_up(
     rules.rename(aside)
     assert settle(watcher) == []
     assert watcher.version == old
-    assert f"{rules}:0:0: error: rules directory not found" in errors(reports)
+    assert f"{rules}: error: rules directory not found" in errors(reports)
     # Back as it was: what is served already.
     aside.rename(rules)
     assert settle(watcher) == []
