@@ -64,7 +64,10 @@ class Metrics:
             ["arm", "kind"],
             multiprocess_mode="livemax",
         )
-        self.RELOADS = Counter("ruleset_reloads_total", "Rule changes that went live (per worker).")
+        self.RELOADS = Counter(
+            "ruleset_reloads_total",
+            "Rule changes that went live: checked and announced to the workers, once per change.",
+        )
         self.RELOAD_FAILURES = Counter(
             "ruleset_reload_failures_total", "Rule changes rejected because they did not check."
         )
