@@ -15,6 +15,9 @@ Value = float | int | str | bool | date
 
 KINDS = ("number", "integer", "string", "enum", "date", "bool")
 
+UNKNOWN_ATTRIBUTES = ("ignore", "reject")
+"""What Decide does with a context attribute the schema does not declare."""
+
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "f"})
 

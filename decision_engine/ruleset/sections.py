@@ -22,7 +22,7 @@ from decision_engine.ruleset.offer_section import (
     offer,
 )
 from decision_engine.ruleset.rule_nodes import RuleNodes
-from decision_engine.ruleset.schema import KINDS, FieldSpec
+from decision_engine.ruleset.schema import KINDS, UNKNOWN_ATTRIBUTES, FieldSpec
 from decision_engine.ruleset.spec import (
     ContactPolicy,
     DefaultRoute,
@@ -97,7 +97,7 @@ class _Builder:
                     sections.label = r.text(meta.get("label"), "ruleset label", "")
                 else:
                     getattr(sections, key).append((r, value))
-        fields, intents = self._schema(sections.schema)
+        fields, intents, unknown_attributes = self._schema(sections.schema)
         offers = list(
             self._each(
                 sections.offers,
@@ -200,6 +200,7 @@ class _Builder:
             max_offers_per_interaction=per_interaction,
             learning=learning,
             moments=tuple(moments),
+            unknown_attributes=unknown_attributes,
         )
 
     def _each(
@@ -240,12 +241,26 @@ class _Builder:
 
     def _schema(
         self, parts: list[tuple[RuleNodes, yaml.Node]]
-    ) -> tuple[dict[str, FieldSpec], tuple[str, ...]]:
+    ) -> tuple[dict[str, FieldSpec], tuple[str, ...], str]:
         declared: dict[str, FieldSpec] = {}
         declared_at: dict[str, tuple[RuleNodes, yaml.Node]] = {}
         intents: tuple[str, ...] = ()
+        unknown_attributes = "ignore"
         for r, node in parts:
-            section = r.mapping(node, "schema", ("profile", "attributes", "intents"))
+            section = r.mapping(
+                node, "schema", ("profile", "attributes", "intents", "unknown_attributes")
+            )
+            if "unknown_attributes" in section:
+                unknown_attributes = r.text(
+                    section["unknown_attributes"], "unknown_attributes", "ignore"
+                )
+                if unknown_attributes not in UNKNOWN_ATTRIBUTES:
+                    r.error(
+                        section["unknown_attributes"],
+                        f"unknown_attributes must be one of {', '.join(UNKNOWN_ATTRIBUTES)}"
+                        + did_you_mean(unknown_attributes, list(UNKNOWN_ATTRIBUTES)),
+                    )
+                    unknown_attributes = "ignore"
             for source in ("profile", "attributes"):
                 source_node = section.get(source)
                 for field_name, spec_node in r.mapping(source_node, f"schema {source}").items():
@@ -271,7 +286,7 @@ class _Builder:
                 r, node = declared_at[field_name]
                 r.error(node, f"field {field_name!r} is built in; pick another name")
             fields[field_name] = spec
-        return fields, intents
+        return fields, intents, unknown_attributes
 
     def _field(self, r: RuleNodes, name: str, node: yaml.Node, source: str) -> FieldSpec | None:
         spec = r.mapping(node, f"field {name}", ("type", "values", "min", "max", "description"))

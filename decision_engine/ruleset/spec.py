@@ -240,3 +240,6 @@ class Ruleset:
     learning: Learning = field(default_factory=Learning)
     moments: tuple[MomentSpec, ...] = ()
     """Live guidance: patterns in an interaction's events (none without a `moments:` section)."""
+    unknown_attributes: str = "ignore"
+    """What Decide does with a context attribute the schema does not declare: "ignore"
+    (counted in unknown_attributes_total) or "reject" (INVALID_ARGUMENT)."""

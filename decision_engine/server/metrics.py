@@ -52,6 +52,11 @@ class Metrics:
             "Requests rejected with INVALID_ARGUMENT, by field.",
             ["field"],
         )
+        self.UNKNOWN_ATTRIBUTES = Counter(
+            "unknown_attributes_total",
+            "Context attributes of Decide requests that the schema does not declare, ignored "
+            "(refused instead with unknown_attributes: reject).",
+        )
         self.RULESET_INFO = Gauge(
             "ruleset_info",
             "The ruleset version being served (1) by the workers.",
@@ -64,7 +69,10 @@ class Metrics:
             ["arm", "kind"],
             multiprocess_mode="livemax",
         )
-        self.RELOADS = Counter("ruleset_reloads_total", "Rule changes that went live (per worker).")
+        self.RELOADS = Counter(
+            "ruleset_reloads_total",
+            "Rule changes that went live: checked and announced to the workers, once per change.",
+        )
         self.RELOAD_FAILURES = Counter(
             "ruleset_reload_failures_total", "Rule changes rejected because they did not check."
         )
@@ -198,6 +206,7 @@ if TYPE_CHECKING:
     PROFILE_MISSES: Counter
     REDIS_ERRORS: Counter
     INVALID_REQUESTS: Counter
+    UNKNOWN_ATTRIBUTES: Counter
     RULESET_INFO: Gauge
     RULES_LOADED: Gauge
     RELOADS: Counter

@@ -47,19 +47,20 @@ class DecisionService(pb_grpc.DecisionServiceServicer):
     ) -> pb.DecideResponse:
         started = time.perf_counter()
         try:
-            ctx = request_context(request)
+            # The request alone, then (in the session) its context against the schema.
+            decision = await self._session.decide(
+                customer_id=request.customer_id,
+                interaction_id=request.interaction_id,
+                context=request_context(request),
+                max_offers=request.max_offers,
+                explain=request.explain,
+                time_remaining=context.time_remaining(),
+                check=True,
+            )
         except InvalidRequestError as exc:
             metrics.INVALID_REQUESTS.labels(exc.field.split("[")[0]).inc()
             code, message = status_for(exc)
             await context.abort(code, message)
-        decision = await self._session.decide(
-            customer_id=request.customer_id,
-            interaction_id=request.interaction_id,
-            context=ctx,
-            max_offers=request.max_offers,
-            explain=request.explain,
-            time_remaining=context.time_remaining(),
-        )
         response = decision_response(decision)
         degraded = decision.degraded
         self._count(decision.routing.queue, degraded, [o.offer_id for o in decision.offers])

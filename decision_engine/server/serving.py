@@ -20,7 +20,6 @@ from pathlib import Path
 from decision_engine.config import Settings
 from decision_engine.errors import RulesetError
 from decision_engine.ruleset.compiled import load_compiled
-from decision_engine.server import metrics
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.rulesets import ActiveRuleset
 
@@ -93,5 +92,4 @@ async def reload_on_signal(served: Served, wanted: asyncio.Event, who: str) -> N
                 continue
             if ruleset.version != rules.current.version:
                 rules.swap(ruleset, loaded_at=time.time())
-                metrics.RELOADS.inc()
                 log.info("%s now serves ruleset %s", who, ruleset.version)

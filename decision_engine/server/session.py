@@ -14,6 +14,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from decision_engine.decide.context_check import check_context
 from decision_engine.decide.engine import Prepared, decide, prepare
 from decision_engine.decide.experiment import CHALLENGER, CONTROL, Experiment
 from decision_engine.decide.learning import Learned
@@ -169,14 +170,21 @@ class DecisionSession:
         max_offers: int,
         explain: bool,
         time_remaining: float | None,
+        check: bool = False,
     ) -> Decision:
         """The final decision, its arm set and its signed id issued.
+
+        With `check` (Decide), the context is first checked against the arm's schema
+        (decide/context_check.py): InvalidRequestError before any store read. Moment
+        processes decide with the context their events built, unchecked.
 
         `time_remaining` is what is left of the caller's deadline (None: no deadline);
         the store read gets a share of it.
         """
         arm = self._experiment.arm_of(customer_id)
         ruleset = self.ruleset_for(arm)
+        if check and (ignored := check_context(ruleset, context)):
+            metrics.UNKNOWN_ATTRIBUTES.inc(ignored)
         now = time.time()
         interaction = (
             Contact(interaction_id, context.channel, context.intent, now)

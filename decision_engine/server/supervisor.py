@@ -113,7 +113,10 @@ def supervise(
     while not stopping:
         time.sleep(_POLL_S)
         # Every watcher polls each time (no short-circuit), so none misses a change.
-        if [w for w in watchers if w.poll() is not None]:
+        if changed := [w for w in watchers if w.poll() is not None]:
+            # Once per change that goes live, here: every worker swapping would count it
+            # once per worker.
+            metrics.RELOADS.inc(len(changed))
             for process in [*workers, *moments]:
                 if process.is_alive() and process.pid is not None:
                     os.kill(process.pid, signal.SIGHUP)

@@ -129,3 +129,27 @@ def test_bad_change_never_goes_live_and_a_fix_reaches_every_worker(
         assert load.errors == []
     finally:
         server.stop()
+
+
+def test_reloads_are_counted_once_per_change_not_once_per_worker(
+    tmp_path: Path, redis_server: EmbeddedRedis
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("tests"))
+    routing = rules / "routing.yaml"
+    original = routing.read_text()
+    server = start_server(tmp_path, "--rules", str(rules), "--redis-url", redis_server.url)
+    try:
+        for threshold in ("12000", "14000"):
+            routing.write_text(original.replace("clv >= 10000", f"clv >= {threshold}"))
+            version = load_ruleset(rules).version
+            deadline = time.monotonic() + 5
+            workers: dict[int, str] = {}
+            while time.monotonic() < deadline:
+                workers = versions_by_worker(server.target, attempts=8)
+                if len(workers) == 2 and set(workers.values()) == {version}:
+                    break
+            assert len(workers) == 2 and set(workers.values()) == {version}
+        assert metric(server, "ruleset_reloads_total") == 2
+    finally:
+        server.stop()
