@@ -5,6 +5,11 @@ one field at a time (numeric intervals, sets of values, presence). A term the
 index cannot decide (`or`, arithmetic, functions) is unknown, and an unknown term
 never produces a warning: everything reported here is provably true, so a
 business user can act on it without second-guessing the tool.
+
+Shadowing looks further: each condition is also read as an `or` of `and`s of field
+terms (negations pushed down to the terms, which three-valued logic allows), so an
+earlier rule written with `or`, `in` or `not` can still be shown to hold whenever a
+later one does.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from decision_engine.authoring.domains import (
     ANY,
     Atom,
     Domain,
+    Scalar,
     atom_of,
     domain_of,
     is_empty,
@@ -32,8 +38,9 @@ from decision_engine.errors import Problem, RulesetError, Where
 from decision_engine.moments.definitions import compile_moments
 from decision_engine.moments.limits import limit_problems
 from decision_engine.moments.trial import trial
-from decision_engine.ruleset.expr import conjuncts, render
+from decision_engine.ruleset.expr import Logic, Node, Not, conjuncts, render
 from decision_engine.ruleset.load import load_ruleset
+from decision_engine.ruleset.rule_index import index_term
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.spec import Condition, OfferSpec, RouteSpec, Ruleset
 from decision_engine.vocabulary import CHANNELS
@@ -119,10 +126,27 @@ class _CheckedRule:
     unknown: frozenset[object]
     """Shapes of the terms we cannot reason about (`or`, arithmetic, functions)."""
     domains: Mapping[str, Domain] = field(default_factory=dict)
+    cases: tuple[_Conjunction, ...] | None = None
+    """The condition as an `or` of these (None: read only its top-level terms)."""
 
     @property
     def no_conditions(self) -> bool:
         return not self.terms and not self.unknown
+
+
+@dataclass(frozen=True, slots=True)
+class _Conjunction:
+    """Field terms and unknown terms (by shape) that must all hold."""
+
+    atoms: tuple[Atom, ...]
+    unknown: frozenset[object]
+    domains: Mapping[str, Domain] = field(default_factory=dict)
+
+
+_MAX_CASES = 64
+"""More `or` cases than this in one (sub)condition and it is read as an unknown term."""
+_MAX_SPLITS = 512
+"""How many value-by-value case splits one implication check may make."""
 
 
 def _rule(what: str, verb: str, where: Where, conditions: Sequence[Condition]) -> _CheckedRule:
@@ -133,7 +157,56 @@ def _rule(what: str, verb: str, where: Where, conditions: Sequence[Condition]) -
             unknown.add(_shape(term))
         else:
             terms.append(_Term(atom[0][0], atom, render(term)))
-    return _with_domains(_CheckedRule(what, verb, where, tuple(terms), frozenset(unknown)))
+    cases = _cross([_cases(cond.node, positive=True) for cond in conditions])
+    rule = _CheckedRule(what, verb, where, tuple(terms), frozenset(unknown))
+    return _with_domains(replace(rule, cases=None if cases is None else _with_meets(cases)))
+
+
+def _with_meets(cases: Sequence[_Conjunction]) -> tuple[_Conjunction, ...]:
+    out = []
+    for case in cases:
+        domains: dict[str, Domain] = {}
+        for atom in case.atoms:
+            name = atom[0][0]
+            domains[name] = domains.get(name, ANY).meet(domain_of(atom))
+        out.append(replace(case, domains=domains))
+    return tuple(out)
+
+
+def _cases(node: Node, *, positive: bool) -> list[_Conjunction]:
+    """When `node` is True (`positive`) or False: an `or` of conjunctions.
+
+    Three-valued logic keeps De Morgan: `a and b` is False exactly when a or b is
+    False, `not a` is True exactly when a is False; a field term is False exactly when
+    its negation (which still needs a value) is True.
+    """
+    if isinstance(node, Not):
+        return _cases(node.operand, positive=not positive)
+    if isinstance(node, Logic):
+        parts = [_cases(o, positive=positive) for o in node.operands]
+        if (node.op == "and") == positive:
+            crossed = _cross(parts)
+        else:
+            crossed = [c for part in parts for c in part]
+            crossed = crossed if len(crossed) <= _MAX_CASES else None
+        if crossed is not None:
+            return crossed
+    else:
+        atom = index_term(node)
+        if atom is not None:
+            return [_Conjunction((atom if positive else negate(atom),), frozenset())]
+    shape = _shape(node if positive else Not(node, 0))
+    return [_Conjunction((), frozenset({shape}))]
+
+
+def _cross(parts: Sequence[Sequence[_Conjunction]]) -> list[_Conjunction] | None:
+    """The `and` of `or`s as one `or` (None when it has too many cases)."""
+    out = [_Conjunction((), frozenset())]
+    for part in parts:
+        out = [_Conjunction((*a.atoms, *b.atoms), a.unknown | b.unknown) for a in out for b in part]
+        if len(out) > _MAX_CASES:
+            return None
+    return out
 
 
 def _with_domains(rule: _CheckedRule) -> _CheckedRule:
@@ -255,12 +328,73 @@ def _shadow_message(spec: RouteSpec, earlier_spec: RouteSpec, earlier: _CheckedR
 
 
 def _implies(rule: _CheckedRule, other: _CheckedRule, specs: Mapping[str, FieldSpec]) -> bool:
-    """Whenever `rule` holds, `other` holds too (every term of `other` follows)."""
-    if not other.unknown <= rule.unknown:
+    """Whenever `rule` holds, `other` holds too.
+
+    Every case of `rule` must imply some case of `other`, or, split value by value on
+    the enum and bool fields `other` names, each part must.
+    """
+    if _terms_follow(rule.domains, rule.unknown, other.terms, other.unknown, specs):
+        return True
+    if rule.cases is None or other.cases is None:
+        return False
+    budget = [_MAX_SPLITS]
+    return all(_case_implies(c.domains, c.unknown, other.cases, specs, budget) for c in rule.cases)
+
+
+def _terms_follow(
+    domains: Mapping[str, Domain],
+    unknown: frozenset[object],
+    terms: Iterable[_Term],
+    other_unknown: frozenset[object],
+    specs: Mapping[str, FieldSpec],
+) -> bool:
+    if not other_unknown <= unknown:
         return False  # a term we cannot read follows only when written identically
-    return all(
-        _follows(rule.domains.get(t.field, ANY), t.atom, specs[t.field]) for t in other.terms
-    )
+    return all(_follows(domains.get(t.field, ANY), t.atom, specs[t.field]) for t in terms)
+
+
+def _case_implies(
+    domains: Mapping[str, Domain],
+    unknown: frozenset[object],
+    others: Sequence[_Conjunction],
+    specs: Mapping[str, FieldSpec],
+    budget: list[int],
+) -> bool:
+    if any(is_empty(d, specs[n]) for n, d in domains.items()):
+        return True  # this case never holds
+    for other in others:
+        terms = (_Term(a[0][0], a, "") for a in other.atoms)
+        if _terms_follow(domains, unknown, terms, other.unknown, specs):
+            return True
+    # Split on a field with finitely many values (and absence) that the cases name.
+    names = sorted({a[0][0] for other in others for a in other.atoms})
+    for name in names:
+        parts = _split(domains.get(name, ANY), specs[name])
+        if len(parts) < 2:
+            continue
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        return all(
+            _case_implies({**domains, name: part}, unknown, others, specs, budget) for part in parts
+        )
+    return False
+
+
+def _split(domain: Domain, spec: FieldSpec) -> list[Domain]:
+    """`domain` as the non-empty parts holding one value each, or absence (when finite)."""
+    if domain.allowed is not None:
+        values: Iterable[Scalar] = domain.allowed
+    elif spec.kind == "enum":
+        values = spec.values
+    elif spec.kind == "bool":
+        values = (True, False)
+    else:
+        return [domain]
+    pieces = [Domain(present=True, allowed=frozenset({v})) for v in values]
+    pieces.append(Domain(present=False))
+    parts = [domain.meet(p) for p in pieces]
+    return [p for p in parts if not is_empty(p, spec)]
 
 
 def _follows(domain: Domain, atom: Atom, spec: FieldSpec) -> bool:

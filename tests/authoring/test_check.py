@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import textwrap
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,18 @@ from click.testing import CliRunner
 
 from decision_engine.authoring.check import (
     CheckReport,
+    _implies,
+    _rule,
     check_command,
     check_rules,
     format_json,
     format_text,
 )
+from decision_engine.errors import Where
+from decision_engine.ruleset.closures import compile_node
+from decision_engine.ruleset.expr import parse
+from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.ruleset.spec import Condition
 from decision_engine.vocabulary import CHANNELS
 
 DEMO = Path(__file__).resolve().parents[2] / "rules"
@@ -159,8 +168,27 @@ def test_same_precedence_earlier_in_order_and_a_rule_without_conditions(tmp_path
         ("churn_risk >= 3e-1", "churn_risk > 0.2", False),
         # every segment value, but a customer without a segment satisfies only the later one
         ('segment in ["platinum", "gold", "silver", "bronze"]', "clv >= 1", False),
-        # `or` is unknown unless written identically in the later rule
-        ('intent == "cancel" or clv > 5', 'intent == "cancel"', False),
+        # the later rule implies one side of the `or`
+        ('intent == "cancel" or clv > 5', 'intent == "cancel"', True),
+        ('intent == "cancel" or clv > 5', 'intent == "complaint"', False),
+        # or the union of its sides, value by value
+        (
+            'intent == "cancel" or intent == "complaint"',
+            'intent in ["cancel", "complaint"]',
+            True,
+        ),
+        ('not (intent == "upgrade")', 'intent != "upgrade" and clv > 1', True),
+        ('intent == "cancel" or clv > 5', 'intent != "upgrade"', False),
+        # every case of the later rule must be covered
+        ('intent == "cancel" or clv > 5', 'intent == "cancel" or clv > 9', True),
+        ('intent == "cancel" or clv > 5', 'intent == "cancel" or clv > 1', False),
+        # `not (a or b)` needs a value for both: absent is not false
+        ('not (intent == "upgrade" or segment == "gold")', 'intent == "cancel"', False),
+        (
+            'not (intent == "upgrade" or segment == "gold")',
+            'intent == "cancel" and segment == "silver"',
+            True,
+        ),
         ('intent == "cancel" or clv > 5', '(intent == "cancel" or clv > 5) and clv > 9', True),
     ],
 )
@@ -184,6 +212,79 @@ def test_shadowing_reasons_per_field(
     )
 
     assert warnings(check_rules(directory)) == (["rules.yaml:7:7"] if shadowed else [])
+
+
+CARDS = """\
+schema:
+  profile:
+    card_status: {type: enum, values: [active, stolen, blocked]}
+    fraud_flag: {type: bool}
+    kyc_verified: {type: bool}
+  intents: [lost_card, fraud, balance]
+routing:
+  default: {queue: general}
+"""
+
+
+def write_card_routes(tmp_path: Path, earlier: str, later: str) -> Path:
+    directory = tmp_path / "rules"
+    directory.mkdir()
+    (directory / "base.yaml").write_text(CARDS)
+    (directory / "rules.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            routing:
+              rules:
+                - id: card-trouble
+                  when: '{earlier}'
+                  queue: fraud
+                  precedence: 10
+                - id: lost-unverified
+                  when: '{later}'
+                  queue: kyc
+                  precedence: 40
+            """
+        )
+    )
+    return directory
+
+
+CARD_TROUBLE = 'intent in ["lost_card", "fraud"] or card_status == "stolen" or fraud_flag == true'
+
+
+def test_a_rule_under_one_side_of_an_earlier_or_is_shadowed(tmp_path: Path) -> None:
+    later = 'intent == "lost_card" and kyc_verified == false'
+    report = check_rules(write_card_routes(tmp_path, CARD_TROUBLE, later))
+
+    assert warnings(report) == ["rules.yaml:7:7"]
+    message = messages(report)[0]
+    assert message.startswith("routing rule lost-unverified can never apply")
+    assert "card-trouble (" in message and "precedence 10 is lower than 40" in message
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        # balance is not among the earlier rule's intents
+        'intent in ["lost_card", "balance"] and kyc_verified == false',
+        # a customer with no intent on record but a stolen card is fine; one without is not
+        'not (intent == "balance") or kyc_verified == false',
+        'card_status != "active" and kyc_verified == false',
+        "fraud_flag != true",
+    ],
+)
+def test_a_rule_partly_outside_an_earlier_or_is_not_shadowed(tmp_path: Path, later: str) -> None:
+    assert warnings(check_rules(write_card_routes(tmp_path, CARD_TROUBLE, later))) == []
+
+
+def test_cases_of_a_later_or_each_under_the_earlier_rule(tmp_path: Path) -> None:
+    later = (
+        '(intent == "fraud" or card_status in ["stolen"]) and not (kyc_verified == true)'
+        " or fraud_flag"
+    )
+    report = check_rules(write_card_routes(tmp_path, CARD_TROUBLE, later))
+
+    assert warnings(report) == ["rules.yaml:7:7"]
 
 
 # -- 2. conditions that can never all hold ------------------------------------------------
@@ -539,3 +640,70 @@ def test_command_reads_the_directory_from_the_environment(tmp_path: Path) -> Non
 
     assert result.exit_code == 2
     assert str(tmp_path / "nope") in result.stderr
+
+
+# -- shadowing against brute force ---------------------------------------------------------
+
+SMALL = {
+    "intent": FieldSpec("intent", "enum", values=("cancel", "complaint", "upgrade")),
+    "tier": FieldSpec("tier", "enum", values=("gold", "silver")),
+    "vip": FieldSpec("vip", "bool"),
+}
+
+
+def _random_condition(rng: random.Random, depth: int) -> str:
+    if depth == 0 or rng.random() < 0.3:
+        if rng.random() < 0.05:
+            return "tier == tier"  # a term the checker cannot read: only its shape counts
+        name = rng.choice(sorted(SMALL))
+        spec = SMALL[name]
+        if spec.kind == "bool":
+            return rng.choice(["vip", "vip == true", "vip == false", "vip != true", "exists(vip)"])
+        values = [f'"{v}"' for v in spec.values]
+        picked = rng.sample(values, rng.randint(1, len(values)))
+        return rng.choice(
+            [
+                f"{name} == {picked[0]}",
+                f"{name} != {picked[0]}",
+                f"{name} in [{', '.join(picked)}]",
+                f"{name} not in [{', '.join(picked)}]",
+                f"not exists({name})",
+            ]
+        )
+    kind = rng.choice(["and", "or", "or", "not"])
+    if kind == "not":
+        return f"not ({_random_condition(rng, depth - 1)})"
+    parts = [_random_condition(rng, depth - 1) for _ in range(rng.randint(2, 3))]
+    return f" {kind} ".join(f"({p})" for p in parts)
+
+
+def _assignments() -> list[dict[str, object]]:
+    choices = [[(n, v) for v in (*(s.values or (True, False)), None)] for n, s in SMALL.items()]
+    return [{n: v for n, v in combo if v is not None} for combo in product(*choices)]
+
+
+def test_shadowing_never_disagrees_with_brute_force() -> None:
+    rng = random.Random(20261202)
+    facts = _assignments()
+    claimed = true = 0
+    for _ in range(1500):
+        earlier_text = _random_condition(rng, 3)
+        later_text = _random_condition(rng, 3)
+        if rng.random() < 0.4:  # a narrowing of the earlier rule, often truly shadowed
+            later_text = f"({earlier_text}) and ({later_text})"
+        elif rng.random() < 0.3:
+            later_text = _random_condition(rng, 1)
+        earlier, later = parse(earlier_text), parse(later_text)
+        holds_earlier, holds_later = compile_node(earlier), compile_node(later)
+        shadowed = all(holds_earlier(f) is True for f in facts if holds_later(f) is True)
+        where = Where("rules.yaml", 1)
+        says = _implies(
+            _rule("later", "apply", where, [Condition(later_text, later, where)]),
+            _rule("earlier", "apply", where, [Condition(earlier_text, earlier, where)]),
+            SMALL,
+        )
+        assert shadowed or not says, (earlier_text, later_text)
+        claimed += says
+        true += shadowed
+    print(f"shadowing found {claimed} of {true} true cases")
+    assert true > 300 and claimed >= 0.9 * true
