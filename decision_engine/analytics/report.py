@@ -306,6 +306,14 @@ def _decision_redis_hint(data_dir: Path) -> str:
     return "the --redis-url given to serve"
 
 
+def _same_server(url: str, other: str | None) -> bool:
+    """Whether both URLs name one server (host and port)."""
+    if other is None:
+        return False
+    a, b = urlsplit(url), urlsplit(other)
+    return (a.hostname, a.port or 6379) == (b.hostname, b.port or 6379)
+
+
 def _address(url: str) -> str:
     """The URL without its password, to print."""
     parsed = urlsplit(url)
@@ -343,7 +351,11 @@ def report_command(redis_url: str | None, data_dir: Path, as_json: bool) -> None
             )
     try:
         counters = read_counters(redis_url)
-        outcome_log = not counters.arms and not counters.by_offer and is_outcome_log(redis_url)
+        outcome_log = not counters.arms and not counters.by_offer
+        outcome_log = outcome_log and (
+            _same_server(redis_url, running_url(data_dir / "redis-outcomes"))
+            or is_outcome_log(redis_url)
+        )
     except (redis.RedisError, ValueError) as exc:
         raise click.ClickException(f"cannot read the outcome counters from Redis: {exc}") from exc
     if outcome_log:

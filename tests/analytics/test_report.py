@@ -370,3 +370,16 @@ def test_the_decisions_column_says_it_counts_decisions_with_an_outcome(redis_url
     result = CliRunner().invoke(report_command, ["--redis-url", redis_url], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "decisions with an outcome" in result.output
+
+
+def test_the_embedded_outcome_log_is_named_before_any_outcome(
+    redis_url: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    (tmp_path / "redis-outcomes").mkdir()
+    (tmp_path / "redis-outcomes" / URL_FILE).write_text(redis_server.url_file.read_text())
+    result = CliRunner().invoke(
+        report_command, ["--redis-url", redis_url, "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "is the outcome log; the counters are in the decision Redis" in result.output
+    assert "the --redis-url given to serve" in result.output  # no embedded decision Redis
