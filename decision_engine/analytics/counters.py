@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 import redis
 
-from decision_engine.store.keys import ARM_STATS, OFFER_STATS
+from decision_engine.store.keys import (
+    APPLIED_CURSOR,
+    ARM_STATS,
+    DECISION_SECRET,
+    OFFER_STATS,
+    OUTCOME_STREAM,
+)
 from decision_engine.vocabulary import INTERACTION_OUTCOMES, OFFER_OUTCOMES
 
 DECISIONS = "decisions"
@@ -120,3 +126,19 @@ def read_counters(redis_url: str) -> Counters:
         pipe.hgetall(ARM_STATS)
         offer_stats, arm_stats = pipe.execute()
     return parse_counters(offer_stats, arm_stats)
+
+
+def is_outcome_log(redis_url: str) -> bool:
+    """Whether this Redis holds only the outcome log (`nba:outcomes`), not the decision
+    Redis the counters are applied to (which has the applied cursor or the shared key
+    decision ids are signed with)."""
+    client = redis.Redis.from_url(
+        redis_url,
+        decode_responses=True,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=CONNECT_TIMEOUT_S,
+    )
+    with client:
+        if not client.exists(OUTCOME_STREAM):
+            return False
+        return not client.exists(ARM_STATS, OFFER_STATS, APPLIED_CURSOR, DECISION_SECRET)

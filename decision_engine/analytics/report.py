@@ -11,7 +11,9 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import redis
@@ -23,11 +25,13 @@ from decision_engine.analytics.counters import (
     ArmCounts,
     Counters,
     OfferCounts,
+    is_outcome_log,
     read_counters,
 )
 from decision_engine.analytics.stats import CONFIDENCE, Difference, Rate, difference, rate
 from decision_engine.config import setting_option
 from decision_engine.decide.experiment import CHALLENGER, CHAMPION, CONTROL
+from decision_engine.store.embedded import running_url
 
 KNOWN_ARMS = (CHAMPION, CHALLENGER, CONTROL)
 UPLIFT_METHOD = "newcombe-hybrid-score"
@@ -40,6 +44,8 @@ class ArmRow:
 
     arm: str
     decisions: int
+    """Decisions that got an outcome (offer or interaction): the counter is kept when an
+    outcome is applied, so decisions without any outcome are in no count here."""
     presented: int
     accepted: int
     acceptance: Rate | None
@@ -169,11 +175,11 @@ def report_json(report: OutcomeReport) -> dict[str, Any]:
         "arms": [
             {
                 "arm": r.arm,
-                "decisions": r.decisions,
+                "decisions_with_outcome": r.decisions,
                 "presented": r.presented,
                 "accepted": r.accepted,
                 "acceptance_rate": _rate_json(r.acceptance),
-                "accepted_per_decision": r.accepted_per_decision,
+                "accepted_per_decision_with_outcome": r.accepted_per_decision,
                 "resolved": r.resolved,
                 "not_resolved": r.not_resolved,
                 "resolution_rate": _rate_json(r.resolution),
@@ -231,7 +237,10 @@ def _uplift_cell(row: ArmRow) -> str:
 def _acceptance_table(report: OutcomeReport) -> Table:
     table = Table(title="Acceptance by arm (95% intervals)", title_justify="left")
     table.add_column("arm")
-    for name in ("decisions", "presented", "accepted", "acceptance", "accepted / decision"):
+    for name in (
+        "decisions with an outcome", "presented", "accepted", "acceptance",
+        "accepted / decision with an outcome",
+    ):  # fmt: skip
         table.add_column(name, justify="right")
     for r in report.arms:
         per_decision = r.accepted_per_decision
@@ -290,26 +299,76 @@ def print_report(report: OutcomeReport, console: Console) -> None:
 # --- command ------------------------------------------------------------------------------
 
 
+def _decision_redis_hint(data_dir: Path) -> str:
+    url = running_url(data_dir / "redis")
+    if url is not None:
+        return _address(url) + " (the embedded one: run report without --redis-url)"
+    return "the --redis-url given to serve"
+
+
+def _same_server(url: str, other: str | None) -> bool:
+    """Whether both URLs name one server (host and port)."""
+    if other is None:
+        return False
+    a, b = urlsplit(url), urlsplit(other)
+    return (a.hostname, a.port or 6379) == (b.hostname, b.port or 6379)
+
+
+def _address(url: str) -> str:
+    """The URL without its password, to print."""
+    parsed = urlsplit(url)
+    netloc = parsed.netloc.rpartition("@")[2]
+    return parsed._replace(netloc=netloc).geturl()
+
+
 @click.command("report")
 @click.option(
     "--redis-url",
     envvar=setting_option("redis_url").env,
-    required=True,
     show_envvar=True,
-    help="Redis with the outcome counters (redis://…).",
+    help="The decision Redis, with the outcome counters (redis://…); default: the "
+    "embedded Redis that serve runs in DATA-DIR/redis.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=setting_option("data_dir").default,
+    envvar=setting_option("data_dir").env,
+    show_default=True,
+    show_envvar=True,
+    help="Where serve keeps its embedded Redis (without --redis-url).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def report_command(redis_url: str, as_json: bool) -> None:
+def report_command(redis_url: str | None, data_dir: Path, as_json: bool) -> None:
     """Acceptance and resolution per experiment arm and offer, with uplift over control."""
+    if not redis_url:
+        redis_url = running_url(data_dir / "redis")
+        if redis_url is None:
+            raise click.ClickException(
+                f"no --redis-url given and no embedded Redis of serve running in "
+                f"{data_dir / 'redis'}: start serve (make run), or pass --redis-url "
+                f"(or {setting_option('redis_url').env}) of the decision Redis"
+            )
     try:
         counters = read_counters(redis_url)
+        outcome_log = not counters.arms and not counters.by_offer
+        outcome_log = outcome_log and (
+            _same_server(redis_url, running_url(data_dir / "redis-outcomes"))
+            or is_outcome_log(redis_url)
+        )
     except (redis.RedisError, ValueError) as exc:
         raise click.ClickException(f"cannot read the outcome counters from Redis: {exc}") from exc
+    if outcome_log:
+        raise click.ClickException(
+            f"{_address(redis_url)} is the outcome log; the counters are in the decision "
+            f"Redis: {_decision_redis_hint(data_dir)}"
+        )
     report = build_report(counters)
     if as_json:
         click.echo(json.dumps(report_json(report), indent=2))
     elif not report.has_outcomes:
         decisions = sum(r.decisions for r in report.arms)
-        click.echo(NO_OUTCOMES + (f" ({decisions:,} decisions)" if decisions else ""))
+        suffix = f" ({decisions:,} decisions with an outcome)" if decisions else ""
+        click.echo(NO_OUTCOMES + suffix)
     else:
         print_report(report, Console())

@@ -22,10 +22,11 @@ import os
 import secrets
 
 from decision_engine.errors import DecisionNotFoundError
+from decision_engine.store.keys import DECISION_SECRET
 from decision_engine.store.outcomes import DecisionRecord
 from decision_engine.vocabulary import id_problem
 
-SECRET_KEY = "nba:decision-secret"
+SECRET_KEY = DECISION_SECRET
 _SIGNATURE_BYTES = 16
 
 

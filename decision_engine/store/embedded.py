@@ -13,6 +13,7 @@ the data directory is 0700 and Redis creates its files with umask 077.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import secrets
 import shutil
@@ -22,6 +23,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 from decision_engine.errors import ConfigError, StoreError
 from decision_engine.store.connection import encode
@@ -29,6 +31,9 @@ from decision_engine.store.connection import encode
 _HOST = "127.0.0.1"
 PASSWORD_FILE = "password"
 CONFIG_FILE = "redis.conf"
+URL_FILE = "url"
+"""The running server's URL, password included (0600): written once it answers, removed
+when it stops, so that `report` finds the Redis `serve` started without being told."""
 MAXMEMORY_POLICY = "noeviction"
 """Nothing kept here may vanish silently: profiles, learning and counters have no
 other copy; offer history enforces contact policies, cap counters the budgets, and
@@ -114,6 +119,10 @@ class EmbeddedRedis:
         return self.data_dir.resolve() / PASSWORD_FILE
 
     @property
+    def url_file(self) -> Path:
+        return self.data_dir.resolve() / URL_FILE
+
+    @property
     def log_file(self) -> Path:
         """The server's own log."""
         return self.data_dir.resolve() / "redis.log"
@@ -159,6 +168,7 @@ class EmbeddedRedis:
         # Registered before waiting, so a failed start is cleaned up too.
         atexit.register(self.stop)
         self._wait_ready(self._process)
+        _write_private(self.url_file, self.url + "\n")
         return self
 
     def stop(self) -> None:
@@ -167,6 +177,9 @@ class EmbeddedRedis:
         atexit.unregister(self.stop)
         if process is None:
             return
+        with contextlib.suppress(OSError):
+            if self.url_file.read_text().strip() == self.url:
+                self.url_file.unlink()
         if process.poll() is None:
             process.terminate()
             try:
@@ -209,6 +222,23 @@ class EmbeddedRedis:
         except OSError:
             return ""
         return "".join(f"  {line}\n" for line in text.splitlines()[-lines:])
+
+
+def running_url(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis running with `data_dir` (as `serve` starts it), or
+    None when none is recorded there or the one recorded no longer answers."""
+    try:
+        url = (data_dir / URL_FILE).read_text().strip()
+    except OSError:
+        return None
+    parsed = urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if port is None or parsed.password is None or _server_pid(port, parsed.password) is None:
+        return None
+    return url
 
 
 def _free_port() -> int:

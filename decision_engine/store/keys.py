@@ -46,6 +46,8 @@ ARM_STATS = f"{PREFIX}:arm-stats"
 """Per experiment arm: decisions, and interaction outcomes (`arm|resolved`)."""
 APPLIED_CURSOR = f"{PREFIX}:outcomes:applied-cursor"
 """The id of the outcome log entry up to which every outcome is applied (decision Redis)."""
+DECISION_SECRET = f"{PREFIX}:decision-secret"
+"""The key decision ids are signed with, shared by the replicas (decision Redis)."""
 RECONCILER_LEASE = f"{PREFIX}:outcomes:reconciler"
 """Held by the one reconciler working at a time (decision Redis)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ from click.testing import CliRunner
 from decision_engine.analytics.counters import ArmCounts, OfferCounts, parse_counters
 from decision_engine.analytics.report import NO_OUTCOMES, build_report, report_command
 from decision_engine.analytics.stats import Interval, difference, rate, wilson_interval
-from decision_engine.store.keys import ARM_STATS, OFFER_STATS
+from decision_engine.store.embedded import URL_FILE, EmbeddedRedis
+from decision_engine.store.keys import ARM_STATS, DECISION_SECRET, OFFER_STATS, OUTCOME_STREAM
 
 Z = 1.959963984540054
 """97.5th percentile of the standard normal, written out (not computed by the code under test)."""
@@ -224,20 +226,24 @@ def test_json_report_of_a_populated_redis(redis_url: str) -> None:
     assert [a["arm"] for a in data["arms"]] == ["champion", "challenger", "control"]
 
     champion = arms["champion"]
-    assert (champion["decisions"], champion["presented"], champion["accepted"]) == (1000, 500, 80)
+    assert (champion["decisions_with_outcome"], champion["presented"], champion["accepted"]) == (
+        1000,
+        500,
+        80,
+    )
     _assert_rate(champion["acceptance_rate"], 80, 500)
-    assert champion["accepted_per_decision"] == pytest.approx(0.08)
+    assert champion["accepted_per_decision_with_outcome"] == pytest.approx(0.08)
     assert (champion["resolved"], champion["not_resolved"]) == (600, 400)
     _assert_rate(champion["resolution_rate"], 600, 1000)
 
     challenger = arms["challenger"]
     assert (challenger["presented"], challenger["accepted"]) == (100, 40)
-    assert challenger["accepted_per_decision"] == pytest.approx(0.1)
+    assert challenger["accepted_per_decision_with_outcome"] == pytest.approx(0.1)
     _assert_rate(challenger["resolution_rate"], 180, 400)
 
     control = arms["control"]
     assert (control["presented"], control["accepted"], control["acceptance_rate"]) == (0, 0, None)
-    assert control["accepted_per_decision"] == 0.0
+    assert control["accepted_per_decision_with_outcome"] == 0.0
     assert control["uplift_over_control"] is None
 
     offers = [(o["arm"], o["offer"], o["presented"]) for o in data["offers"]]
@@ -306,3 +312,74 @@ def test_unreachable_or_bad_url_exits_1(url: str) -> None:
     result = CliRunner().invoke(report_command, ["--redis-url", url])
     assert result.exit_code == 1
     assert "cannot read the outcome counters from Redis" in result.output
+
+
+def _serve_data_dir(tmp_path: Path, redis_server: EmbeddedRedis) -> Path:
+    """A data dir as serve leaves it: the embedded Redis's URL in `redis/url`."""
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / URL_FILE).write_text(redis_server.url_file.read_text())
+    return tmp_path
+
+
+def test_without_a_url_it_reads_the_embedded_redis_of_serve(
+    redis_url: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    _fill(redis_url, OFFER_FIELDS, ARM_FIELDS)
+    data_dir = _serve_data_dir(tmp_path, redis_server)
+    result = CliRunner().invoke(
+        report_command,
+        ["--data-dir", str(data_dir), "--json"],
+        env={"DECISION_ENGINE_REDIS_URL": None},
+    )
+    assert result.exit_code == 0, result.output
+    arms = {a["arm"]: a for a in json.loads(result.output)["arms"]}
+    assert arms["champion"]["decisions_with_outcome"] == 1000
+
+
+def test_without_a_url_or_a_running_embedded_redis_it_says_what_to_do(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        report_command, ["--data-dir", str(tmp_path)], env={"DECISION_ENGINE_REDIS_URL": None}
+    )
+    assert result.exit_code == 1
+    assert "no --redis-url given and no embedded Redis of serve running in" in result.output
+    assert "make run" in result.output
+
+
+def test_the_outcome_log_is_named_as_such(
+    redis_url: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        client.xadd(OUTCOME_STREAM, {"offer": "card-upgrade", "outcome": "accepted"})
+    data_dir = _serve_data_dir(tmp_path, redis_server)
+    result = CliRunner().invoke(
+        report_command, ["--redis-url", redis_url, "--data-dir", str(data_dir)]
+    )
+    assert result.exit_code == 1
+    assert NO_OUTCOMES not in result.output
+    assert "is the outcome log; the counters are in the decision Redis" in result.output
+    assert redis_server.address in result.output
+    assert redis_server.password_file.read_text().strip() not in result.output
+    with redis.Redis.from_url(redis_url) as client:  # the decision Redis when both are one
+        client.set(DECISION_SECRET, "k")
+    result = CliRunner().invoke(report_command, ["--redis-url", redis_url])
+    assert result.exit_code == 0 and NO_OUTCOMES in result.output
+
+
+def test_the_decisions_column_says_it_counts_decisions_with_an_outcome(redis_url: str) -> None:
+    _fill(redis_url, OFFER_FIELDS, ARM_FIELDS)
+    result = CliRunner().invoke(report_command, ["--redis-url", redis_url], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "decisions with an outcome" in result.output
+
+
+def test_the_embedded_outcome_log_is_named_before_any_outcome(
+    redis_url: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    (tmp_path / "redis-outcomes").mkdir()
+    (tmp_path / "redis-outcomes" / URL_FILE).write_text(redis_server.url_file.read_text())
+    result = CliRunner().invoke(
+        report_command, ["--redis-url", redis_url, "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "is the outcome log; the counters are in the decision Redis" in result.output
+    assert "the --redis-url given to serve" in result.output  # no embedded decision Redis

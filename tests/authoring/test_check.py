@@ -707,3 +707,18 @@ def test_shadowing_never_disagrees_with_brute_force() -> None:
         true += shadowed
     print(f"shadowing found {claimed} of {true} true cases")
     assert true > 300 and claimed >= 0.9 * true
+
+
+def test_the_docs_show_the_summary_rules_check_prints(tmp_path: Path) -> None:
+    directory = tmp_path / "rules"
+    shutil.copytree(DEMO, directory)
+    offers = directory / "offers.yaml"
+    text = offers.read_text()
+    text = text.replace("clv >= 5000", "clvv >= 5000").replace("clv < 1000", "clvx < 1000")
+    offers.write_text(text)
+    summary = format_text(check_rules(directory)).splitlines()[-1]
+    errors = summary.split(" ", 1)[0]
+    assert summary == f"{errors} errors; this ruleset cannot go live" and int(errors) >= 2
+    docs = (DEMO.parent / "docs" / "rules.md").read_text()
+    example = docs.split("A file with a mistake is refused", 1)[1].split("```", 2)[1]
+    assert example.strip().splitlines()[-1] == "2 errors; this ruleset cannot go live"

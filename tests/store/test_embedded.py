@@ -142,3 +142,25 @@ def test_a_full_redis_refuses_writes_instead_of_evicting(tmp_path: Path) -> None
             asyncio.run(write())
         client.config_set("maxmemory", 0)
         assert client.get("kept") == b"v"
+
+
+def test_the_running_url_is_recorded_privately_and_removed_on_stop(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert embedded.running_url(data_dir) is None
+    with EmbeddedRedis(data_dir=data_dir) as server:
+        assert server.url_file == data_dir.resolve() / embedded.URL_FILE
+        assert server.url_file.read_text().strip() == server.url
+        assert stat.S_IMODE(server.url_file.stat().st_mode) == 0o600
+        assert embedded.running_url(data_dir) == server.url
+    assert not (data_dir / embedded.URL_FILE).exists()
+    assert embedded.running_url(data_dir) is None
+
+
+def test_a_stale_url_is_not_running(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / embedded.URL_FILE).write_text(f"redis://:secret@127.0.0.1:{port}/0\n")
+    assert embedded.running_url(tmp_path) is None
+    (tmp_path / embedded.URL_FILE).write_text("not a url\n")
+    assert embedded.running_url(tmp_path) is None
