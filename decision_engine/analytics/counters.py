@@ -111,16 +111,20 @@ def _offer_counts(c: Mapping[str, int]) -> OfferCounts:
     return OfferCounts(c["presented"], c["accepted"], c["declined"], c["no_response"])
 
 
-def read_counters(redis_url: str) -> Counters:
-    """Both hashes, read in one transaction so that they agree; redis.RedisError or
-    ValueError (a bad URL) when Redis cannot be read."""
-    client = redis.Redis.from_url(
+def _client(redis_url: str) -> redis.Redis:
+    """A short-lived client that gives up quickly on a Redis that does not answer."""
+    return redis.Redis.from_url(
         redis_url,
         decode_responses=True,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=CONNECT_TIMEOUT_S,
     )
-    with client:
+
+
+def read_counters(redis_url: str) -> Counters:
+    """Both hashes, read in one transaction so that they agree; redis.RedisError or
+    ValueError (a bad URL) when Redis cannot be read."""
+    with _client(redis_url) as client:
         pipe = client.pipeline(transaction=True)
         pipe.hgetall(OFFER_STATS)
         pipe.hgetall(ARM_STATS)
@@ -132,13 +136,7 @@ def is_outcome_log(redis_url: str) -> bool:
     """Whether this Redis holds only the outcome log (`nba:outcomes`), not the decision
     Redis the counters are applied to (which has the applied cursor or the shared key
     decision ids are signed with)."""
-    client = redis.Redis.from_url(
-        redis_url,
-        decode_responses=True,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=CONNECT_TIMEOUT_S,
-    )
-    with client:
+    with _client(redis_url) as client:
         if not client.exists(OUTCOME_STREAM):
             return False
         return not client.exists(ARM_STATS, OFFER_STATS, APPLIED_CURSOR, DECISION_SECRET)
