@@ -211,3 +211,65 @@ def test_out_of_range_timestamps_name_the_field(fuzzed: Server) -> None:
                 record(request, timeout=10)
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert re.match(r"occurred_at: ", raised.value.details() or "")
+
+
+GUIDANCE = "/decision.v1.GuidanceService/"
+
+
+def _valid_publish(interaction: str, n: int) -> pb.PublishEventsRequest:
+    event = pb.InteractionEvent(event_id=f"{interaction}-e{n}", interaction_id=interaction)
+    event.occurred_at.GetCurrentTime()
+    event.utterance.CopyFrom(
+        pb.Utterance(speaker=pb.SPEAKER_CUSTOMER, text="I want to cancel", keywords=["cancel"])
+    )
+    return pb.PublishEventsRequest(events=[event])
+
+
+def guidance_cases(rng: random.Random) -> Iterator[tuple[str, bytes]]:
+    """(method, request bytes) for the guidance calls: random, truncated, bit-flipped."""
+    publish = _valid_publish("FZ-1", 0).SerializeToString()
+    for _ in range(300):
+        yield GUIDANCE + "PublishEvents", rng.randbytes(rng.randrange(0, 300))
+        yield GUIDANCE + "WatchGuidance", rng.randbytes(rng.randrange(0, 40))
+    for cut in range(len(publish)):
+        yield GUIDANCE + "PublishEvents", publish[:cut]
+    for _ in range(400):
+        mutated = bytearray(publish)
+        for _ in range(rng.randrange(1, 4)):
+            mutated[rng.randrange(len(mutated))] ^= 1 << rng.randrange(8)
+        yield GUIDANCE + "PublishEvents", bytes(mutated)
+    yield GUIDANCE + "PublishEvents", b"\x0a" * 100_000  # deeply nested events
+
+
+def test_fuzz_of_the_guidance_calls_never_unknown_or_internal(fuzzed: Server) -> None:
+    rng = random.Random(20261202)
+    codes: Counter[grpc.StatusCode] = Counter()
+    bad: list[tuple[str, bytes, grpc.StatusCode, str]] = []
+    with fuzzed.channel() as channel:
+        for method, data in guidance_cases(rng):
+            try:
+                if method.endswith("WatchGuidance"):
+                    # A watch that parses follows an interaction nobody publishes to.
+                    list(channel.unary_stream(method)(data, timeout=0.5))
+                else:
+                    channel.unary_unary(method)(data, timeout=10)
+                code, details = grpc.StatusCode.OK, ""
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details() or ""
+            codes[code] += 1
+            if code in NEVER:
+                bad.append((method, data[:60], code, details))
+        assert sum(codes.values()) >= 1000, codes
+        assert not bad, f"{len(bad)} of {sum(codes.values())}: {bad[:10]}"
+        assert codes[grpc.StatusCode.INVALID_ARGUMENT] > 300, codes
+        # Still correct afterwards: a good event is stored once, a retry is a duplicate.
+        publish = channel.unary_unary(
+            GUIDANCE + "PublishEvents",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.PublishEventsResponse.FromString,
+        )
+        first = publish(_valid_publish("FZ-after", 1), timeout=10)
+        again = publish(_valid_publish("FZ-after", 1), timeout=10)
+        assert first.events[0].status != again.events[0].status
+        assert again.events[0].status == pb.PUBLISH_STATUS_DUPLICATE
+    assert "Traceback" not in fuzzed.log(), fuzzed.log()[-3000:]
