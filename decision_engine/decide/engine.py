@@ -293,10 +293,10 @@ def _weighting(offer: CompiledOffer, facts: dict[str, Any]) -> tuple[float, tupl
     """The product of the context weights that apply, and each as a reason."""
     weight = 1.0
     applied: list[str] = []
-    for test, factor, text in offer.weights:
+    for test, factor, reason in offer.weights:
         if test(facts) is True:
             weight *= factor
-            applied.append(f"weight x{factor:g}: {text}")
+            applied.append(reason)
     return weight, tuple(applied)
 
 

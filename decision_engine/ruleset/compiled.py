@@ -31,7 +31,7 @@ class CompiledOffer:
     spec: OfferSpec
     value: Fn
     weights: tuple[tuple[Fn, float, str], ...]
-    """(condition, factor, condition text)."""
+    """(condition, factor, the reason shown when it applies: "weight x1.5: tenure_months >= 24")."""
     params: tuple[tuple[str, Fn], ...]
     eligibility: str
     """The conditions as written, for the offer's reasons."""
@@ -247,7 +247,10 @@ def _offer(spec: OfferSpec, scale: float) -> CompiledOffer:
     return CompiledOffer(
         spec=spec,
         value=compile_node(spec.value.node),
-        weights=tuple((compile_node(w.when.node), w.factor, w.when.text) for w in spec.weights),
+        weights=tuple(
+            (compile_node(w.when.node), w.factor, f"weight x{w.factor:g}: {w.when.text}")
+            for w in spec.weights
+        ),
         params=tuple((name, compile_node(c.node)) for name, c in spec.params),
         eligibility=" and ".join(_bracketed(c, len(spec.when)) for c in spec.when) or "always",
         scale=scale,
