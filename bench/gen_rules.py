@@ -90,6 +90,10 @@ class _Conditions:
 
 def _offer(n: int, rng: random.Random, conds: _Conditions) -> dict[str, Any]:
     category = rng.choice(CATEGORIES)
+    if n <= len(CATEGORIES):
+        # Every category has an offer, so the demo's policies name only real ones (a
+        # category no offer has is an error); the draw above keeps the stream unchanged.
+        category = CATEGORIES[n - 1]
     offer: dict[str, Any] = {
         "id": f"offer-{n:04d}",
         "title": f"Synthetic {category.replace('_', ' ')} offer {n}",

@@ -165,6 +165,27 @@ def _typed(channel: grpc.Channel, method: str, reply: type[Message]) -> Any:
     )
 
 
+Bad = list[tuple[str, bytes, grpc.StatusCode, str]]
+
+
+def _send(
+    channel: grpc.Channel, method: str, data: bytes, codes: Counter[grpc.StatusCode], bad: Bad
+) -> None:
+    """One fuzzed call: its status counted, and kept in `bad` when it is one of NEVER."""
+    try:
+        if method.endswith("WatchGuidance"):
+            # A watch that parses follows an interaction nobody publishes to.
+            list(channel.unary_stream(method)(data, timeout=0.5))
+        else:
+            channel.unary_unary(method)(data, timeout=10)
+        code, details = grpc.StatusCode.OK, ""
+    except grpc.RpcError as exc:
+        code, details = exc.code(), exc.details() or ""
+    codes[code] += 1
+    if code in NEVER:
+        bad.append((method, data[:60], code, details))
+
+
 def test_fuzz_never_unknown_or_internal(fuzzed: Server) -> None:
     rng = random.Random(20261201)
     with fuzzed.channel() as channel:
@@ -176,18 +197,10 @@ def test_fuzz_never_unknown_or_internal(fuzzed: Server) -> None:
         before = decide(alice, timeout=10)
         first = decide(_valid_decide(), timeout=10)
         codes: Counter[grpc.StatusCode] = Counter()
-        bad: list[tuple[str, bytes, grpc.StatusCode, str]] = []
+        bad: Bad = []
         assert first.offers, "the fuzzed customer gets offers"
         for method, data in cases(first.decision_id, first.offers[0].offer_id, rng):
-            call = channel.unary_unary(method)
-            try:
-                call(data, timeout=10)
-                code, details = grpc.StatusCode.OK, ""
-            except grpc.RpcError as exc:
-                code, details = exc.code(), exc.details() or ""
-            codes[code] += 1
-            if code in NEVER:
-                bad.append((method, data[:60], code, details))
+            _send(channel, method, data, codes, bad)
         assert sum(codes.values()) >= 2000, codes
         assert not bad, f"{len(bad)} of {sum(codes.values())}: {bad[:10]}"
         assert codes[grpc.StatusCode.INVALID_ARGUMENT] > 500, codes
@@ -244,21 +257,10 @@ def guidance_cases(rng: random.Random) -> Iterator[tuple[str, bytes]]:
 def test_fuzz_of_the_guidance_calls_never_unknown_or_internal(fuzzed: Server) -> None:
     rng = random.Random(20261202)
     codes: Counter[grpc.StatusCode] = Counter()
-    bad: list[tuple[str, bytes, grpc.StatusCode, str]] = []
+    bad: Bad = []
     with fuzzed.channel() as channel:
         for method, data in guidance_cases(rng):
-            try:
-                if method.endswith("WatchGuidance"):
-                    # A watch that parses follows an interaction nobody publishes to.
-                    list(channel.unary_stream(method)(data, timeout=0.5))
-                else:
-                    channel.unary_unary(method)(data, timeout=10)
-                code, details = grpc.StatusCode.OK, ""
-            except grpc.RpcError as exc:
-                code, details = exc.code(), exc.details() or ""
-            codes[code] += 1
-            if code in NEVER:
-                bad.append((method, data[:60], code, details))
+            _send(channel, method, data, codes, bad)
         assert sum(codes.values()) >= 1000, codes
         assert not bad, f"{len(bad)} of {sum(codes.values())}: {bad[:10]}"
         assert codes[grpc.StatusCode.INVALID_ARGUMENT] > 300, codes
