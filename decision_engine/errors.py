@@ -22,6 +22,7 @@ They are translated to gRPC status codes in one place (server/status.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -71,6 +72,20 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.severity}: {self.message}"
+
+
+def tally(problems: Sequence[Problem]) -> str:
+    """`2 errors, 1 warning`: how every command sums up the problems it printed."""
+    parts = [
+        _count(n, severity)
+        for severity in ("error", "warning")
+        if (n := sum(1 for p in problems if p.severity == severity))
+    ]
+    return ", ".join(parts) or "no problems"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 class RulesetError(DecisionEngineError):

@@ -188,7 +188,8 @@ def _check_offers(
         why = _offer_why(expect.first, decision, explained)
         yield Failure("offers.first", expect.first, ids[0] if ids else "no offers", why)
     if expect.order is not None and tuple(ids) != expect.order:
-        yield Failure("offers.order", _list(expect.order), got)
+        why = "; ".join(_offer_why(i, decision, explained) for i in expect.order)
+        yield Failure("offers.order", _list(expect.order), got, why)
     if expect.count is not None and expect.count != len(ids):
         yield Failure("offers.count", str(expect.count), f"{len(ids)} {got}")
     banned = set(expect.categories_exclude)

@@ -26,7 +26,7 @@ import click
 from decision_engine.authoring.case_report import format_text, problem_dict, report_dict
 from decision_engine.authoring.case_run import run_cases
 from decision_engine.config import rules_dir_argument
-from decision_engine.errors import RulesetError
+from decision_engine.errors import RulesetError, tally
 
 
 @click.command(name="test")
@@ -57,7 +57,7 @@ def test_command(directory: Path, cases_dir: Path | None, coverage: bool, fmt: s
         else:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
-            click.echo(f"{len(exc.problems)} problem(s); this ruleset cannot go live", err=True)
+            click.echo(f"{tally(exc.problems)}; this ruleset cannot go live", err=True)
         raise SystemExit(2) from None
     if fmt == "json":
         click.echo(json.dumps(report_dict(report), indent=2, ensure_ascii=False))

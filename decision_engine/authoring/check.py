@@ -34,7 +34,7 @@ from decision_engine.authoring.domains import (
     negate,
 )
 from decision_engine.config import rules_dir_argument
-from decision_engine.errors import Problem, RulesetError, Where
+from decision_engine.errors import Problem, RulesetError, Where, tally
 from decision_engine.moments.definitions import compile_moments
 from decision_engine.moments.limits import limit_problems
 from decision_engine.moments.trial import trial
@@ -484,12 +484,8 @@ def _range(spec: FieldSpec) -> str:
 def format_text(report: CheckReport) -> str:
     """One `file:line:col: severity: message` line per problem, then a summary."""
     lines = [str(p) for p in report.problems]
-    warnings = _count(len(report.warnings), "warning")
     if report.ruleset is None:
-        summary = _count(len(report.errors), "error")
-        if report.warnings:
-            summary += f", {warnings}"
-        lines.append(f"{summary}; this ruleset cannot go live")
+        lines.append(f"{tally(report.problems)}; this ruleset cannot go live")
     else:
         rs = report.ruleset
         summary = (
@@ -497,12 +493,8 @@ def format_text(report: CheckReport) -> str:
             f"{len(rs.routes)} routing rules, {len(rs.policies)} policies"
             + (f", {len(rs.moments)} moments" if rs.moments else "")
         )
-        lines.append(summary + (f"; {warnings}" if report.warnings else ""))
+        lines.append(summary + (f"; {tally(report.warnings)}" if report.warnings else ""))
     return "\n".join(lines)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def format_json(report: CheckReport) -> str:

@@ -30,7 +30,7 @@ from decision_engine.authoring.render_text import print_report
 from decision_engine.authoring.results import SimulationReport
 from decision_engine.authoring.simulation import simulate
 from decision_engine.config import setting_option
-from decision_engine.errors import ProfileImportError, RulesetError
+from decision_engine.errors import ProfileImportError, RulesetError, tally
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 
 DEFAULT_COUNT = 10_000
@@ -44,7 +44,7 @@ def _load(directory: Path, what: str) -> CompiledRuleset:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         click.echo(
-            f"{len(exc.problems)} problem(s) in the {what} ruleset {directory}; cannot simulate",
+            f"{tally(exc.problems)} in the {what} ruleset {directory}; cannot simulate",
             err=True,
         )
         sys.exit(2)

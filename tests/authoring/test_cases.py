@@ -107,6 +107,8 @@ class TestFailures:
             "offers.order: expected [retention-loyalty-credit], "
             "got [digital-self-service, retention-plan-review]" in out
         )
+        # Why the expected offer is not there: its own condition, with the value.
+        assert "why: retention-loyalty-credit: clv 180 is not >= " in out
         assert 'script_contains.digital-self-service: expected "four taps", got "Did you' in out
         passed, failed = summary(result)
         assert failed == 1 and passed >= 20

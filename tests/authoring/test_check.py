@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from decision_engine.authoring import cases
 from decision_engine.authoring.check import (
     CheckReport,
     _implies,
@@ -21,6 +22,7 @@ from decision_engine.authoring.check import (
     format_json,
     format_text,
 )
+from decision_engine.authoring.simulate_command import simulate_command
 from decision_engine.errors import Where
 from decision_engine.ruleset.closures import compile_node
 from decision_engine.ruleset.expr import parse
@@ -514,6 +516,24 @@ def test_a_yaml_error_is_reported_alone_with_the_files_not_checked(
     assert report.problems[-1].message == f"{others} other files not checked"
     assert str(report.problems[-1]) == f"{directory}: note: {others} other files not checked"
     assert format_text(report).splitlines()[-1] == "1 error; this ruleset cannot go live"
+
+
+@pytest.mark.parametrize("name", ["rules test", "simulate"])
+def test_every_command_sums_up_a_broken_ruleset_as_check_does(tmp_path: Path, name: str) -> None:
+    directory, _ = _demo_with(tmp_path, "offers.yaml", "- id: ", "- id: ]")
+    summary = format_text(check_rules(directory)).splitlines()[-1].split(";")[0]
+    command, args = {
+        "rules test": (cases.test_command, [str(directory)]),
+        "simulate": (simulate_command, ["--rules", str(directory)]),
+    }[name]
+
+    result = CliRunner().invoke(command, args)
+
+    assert result.exit_code == 2, result.output
+    assert summary == "1 error"
+    assert result.stderr.splitlines()[-1].startswith(
+        f"{summary};" if name == "rules test" else f"{summary} in"
+    )
 
 
 def test_a_broken_offer_does_not_make_its_category_unknown(tmp_path: Path) -> None:
