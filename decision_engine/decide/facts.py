@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,18 +47,7 @@ def typed_facts(
     profile = state.profile if state is not None else None
     facts["profile_found"] = profile is not None
     if profile is not None:
-        parsers = ruleset.profile_parsers
-        for name, raw in profile.items():
-            parser = parsers.get(name)
-            if parser is None or raw == "":
-                continue
-            try:
-                facts[name] = parser(raw)
-            except ValueError:
-                unparsed.append(name)
-        contract_end = facts.get("contract_end")
-        if contract_end is not None and "contract_end" in ruleset.date_fields:
-            facts["days_to_contract_end"] = contract_end - today
+        add_profile_facts(facts, ruleset, profile, today, unparsed)
     if context.intent:
         facts["intent"] = context.intent
     if context.queue:
@@ -78,6 +68,28 @@ def typed_facts(
                     continue
     _contact_counts(facts, state, context, now=now, interaction_id=interaction_id)
     return facts, tuple(unparsed)
+
+
+def add_profile_facts(
+    facts: dict[str, Any],
+    ruleset: CompiledRuleset,
+    profile: Mapping[str, str],
+    today: int,
+    unparsed: list[str],
+) -> None:
+    """The profile's typed values, and the facts derived from them (days_to_contract_end)."""
+    parsers = ruleset.profile_parsers
+    for name, raw in profile.items():
+        parser = parsers.get(name)
+        if parser is None or raw == "":
+            continue
+        try:
+            facts[name] = parser(raw)
+        except ValueError:
+            unparsed.append(name)
+    contract_end = facts.get("contract_end")
+    if contract_end is not None and "contract_end" in ruleset.date_fields:
+        facts["days_to_contract_end"] = contract_end - today
 
 
 def _contact_counts(

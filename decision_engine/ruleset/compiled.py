@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,13 @@ from decision_engine.ruleset.closures import compile_all, compile_checks, compil
 from decision_engine.ruleset.expr import Arith, Field, Literal, Logic, Node, render
 from decision_engine.ruleset.load import load_ruleset
 from decision_engine.ruleset.rule_index import RuleIndex
-from decision_engine.ruleset.runtime import Checks, Fn
+from decision_engine.ruleset.runtime import Checks, Facts, Fn
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.spec import (
     Condition,
     ContactPolicy,
+    NoticeRules,
+    NoticeSpec,
     OfferSpec,
     PolicySpec,
     RouteSpec,
@@ -87,6 +89,15 @@ class DailyCap:
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledNotice:
+    """A notice rule with its conditions compiled."""
+
+    spec: NoticeSpec
+    test: Fn
+    checks: Checks
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRuleset:
     """Everything `decide` needs, and nothing it has to build per request."""
 
@@ -109,6 +120,10 @@ class CompiledRuleset:
     profile_parsers: dict[str, Parser]
     attribute_parsers: dict[str, Parser]
     date_fields: frozenset[str]
+    notices_on: dict[str, tuple[CompiledNotice, ...]] = field(default_factory=dict)
+    """Event type → the notices that react to it, in file order."""
+    event_parsers: dict[str, dict[str, Parser]] = field(default_factory=dict)
+    """Event type → its declared attributes' parsers."""
 
     @property
     def version(self) -> str:
@@ -167,8 +182,35 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         ),
         profile_parsers={n: fast_parser(s) for n, s in fields.items() if s.source == "profile"},
         attribute_parsers={n: fast_parser(s) for n, s in fields.items() if s.source == "attribute"},
-        date_fields=frozenset(n for n, s in fields.items() if s.kind == "date"),
+        date_fields=frozenset(n for n, s in fields.items() if s.kind == "date")
+        | _event_dates(ruleset.notices),
+        notices_on=_notices_on(ruleset.notices),
+        event_parsers={
+            name: {a: fast_parser(spec) for a, spec in event.attributes.items()}
+            for name, event in (ruleset.notices.events.items() if ruleset.notices else ())
+        },
     )
+
+
+def _notices_on(rules: NoticeRules | None) -> dict[str, tuple[CompiledNotice, ...]]:
+    if rules is None:
+        return {}
+    by_event: dict[str, list[CompiledNotice]] = {}
+    for spec in rules.notices:
+        nodes = [c.node for c in spec.when]
+        compiled = CompiledNotice(spec, compile_all(nodes) or _always, compile_checks(nodes))
+        by_event.setdefault(spec.on, []).append(compiled)
+    return {event: tuple(notices) for event, notices in by_event.items()}
+
+
+def _event_dates(rules: NoticeRules | None) -> frozenset[str]:
+    """Date attributes of events (their names are distinct from every other field's)."""
+    events = rules.events.values() if rules else ()
+    return frozenset(a for e in events for a, spec in e.attributes.items() if spec.kind == "date")
+
+
+def _always(facts: Facts) -> bool:
+    return True
 
 
 def load_compiled(directory: Path) -> CompiledRuleset:

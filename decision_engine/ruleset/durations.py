@@ -1,4 +1,4 @@
-"""Durations in rule files: `45s`, `3m`, `2h`, `1.5m`; a bare number is refused.
+"""Durations in rule files: `45s`, `3m`, `2h`, `1.5m`, `7d`; a bare number is refused.
 
 A bare `60` could mean seconds or minutes to the person who wrote it, so every duration
 names its unit; the engine works in seconds of event time.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smh])")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 
 
 class DurationError(ValueError):
@@ -24,14 +24,15 @@ def parse_duration(text: str) -> float:
         if re.fullmatch(r"\d+(?:\.\d+)?", raw):
             raise DurationError(f"{raw!r} has no unit: write {raw}s, {raw}m or {raw}h")
         raise DurationError(
-            f"{raw!r} is not a duration: write a number and a unit, e.g. 45s, 3m, 2h"
+            f"{raw!r} is not a duration: write a number and a unit, e.g. 45s, 3m, 2h, 7d"
         )
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling: 180 → "3m", 90 → "90s", 7200 → "2h"."""
-    for unit, size in (("h", 3600.0), ("m", 60.0)):
-        if seconds >= size and (seconds / size).is_integer():
+    # Days only from two on: "24h" reads better than "1d" as a bound of a moment window.
+    for unit, size in (("d", 86_400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= (2 * size if unit == "d" else size) and (seconds / size).is_integer():
             return f"{int(seconds / size)}{unit}"
     return f"{seconds:g}s"

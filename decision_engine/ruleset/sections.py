@@ -15,6 +15,7 @@ import yaml
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.fields import builtin_fields
 from decision_engine.ruleset.moment_section import MomentScope, check_moments, moment
+from decision_engine.ruleset.notice_section import notice_rules
 from decision_engine.ruleset.offer_section import (
     category_policy,
     declared_category,
@@ -28,6 +29,7 @@ from decision_engine.ruleset.spec import (
     DefaultRoute,
     Learning,
     MomentSpec,
+    NoticeSpec,
     OfferSpec,
     PolicySpec,
     RouteSpec,
@@ -36,7 +38,7 @@ from decision_engine.ruleset.spec import (
 from decision_engine.ruleset.typecheck import did_you_mean
 from decision_engine.vocabulary import CHANNELS
 
-SECTIONS = ("ruleset", "schema", "offers", "routing", "arbitration", "moments")
+SECTIONS = ("ruleset", "schema", "offers", "routing", "arbitration", "moments", "notices")
 MAX_OFFERS_LIMIT = 20
 T = TypeVar("T")
 
@@ -74,6 +76,7 @@ class _Sections:
     routing: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
     arbitration: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
     moments: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
+    notices: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
 
 
 class _Builder:
@@ -171,11 +174,13 @@ class _Builder:
         scope = MomentScope(fields, intents, queues)
         moments = list(self._each(sections.moments, "moments", lambda r, n: moment(r, n, scope)))
         check_moments(moments, self.problems)
+        notices = notice_rules(sections.notices, fields, self._field)
         self._unique("offer", offers)
         self._unique("routing rule", routes)
         self._unique("policy", policies)
         self._unique("contact policy", [*self.offer_contact_policies, *category_policies])
         self._unique("moment", moments)
+        self._unique("notice", list(notices.notices) if notices else [])
         if default is None:
             message = "no default route: add routing: default: {queue: ..., priority: ...}"
             if routing_key is not None:
@@ -201,6 +206,7 @@ class _Builder:
             learning=learning,
             moments=tuple(moments),
             unknown_attributes=unknown_attributes,
+            notices=notices,
         )
 
     def _each(
@@ -224,6 +230,7 @@ class _Builder:
             | list[PolicySpec]
             | list[ContactPolicy]
             | list[MomentSpec]
+            | list[NoticeSpec]
         ),
     ) -> None:
         seen: dict[str, Where] = {}

@@ -243,3 +243,90 @@ class Ruleset:
     unknown_attributes: str = "ignore"
     """What Decide does with a context attribute the schema does not declare: "ignore"
     (counted in unknown_attributes_total) or "reject" (INVALID_ARGUMENT)."""
+    notices: NoticeRules | None = None
+    """Proactive notices (none without a `notices:` section)."""
+
+
+# -- notices (proactive care) --------------------------------------------------------------
+
+NOTICE_CHANNELS = ("sms", "email", "app", "voice")
+"""Channels a notice can go out on (outbound, unlike the channels of an interaction)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeChannel:
+    """How one channel reaches a customer: the profile field holding the address, and the
+    consent (must be true) or opt-out (must not be true) field that is always honoured."""
+
+    channel: str
+    address: str
+    consent: str | None
+    opt_out: str | None
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """A business event a notice can react to, with its typed attributes; a key-date event
+    (`date`, `days_before`) is raised by the sweep from a profile date."""
+
+    name: str
+    attributes: dict[str, FieldSpec]
+    where: Where
+    date_field: str | None = None
+    days_before: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a notice says on one channel."""
+
+    channel: str
+    subject: Template | None
+    text: Template
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeSpec:
+    """A notice: on which event, under which conditions, what it says on each channel."""
+
+    id: str
+    on: str
+    when: tuple[Condition, ...]
+    urgent: bool
+    channels: tuple[str, ...]
+    """Allowed channels in fallback order (the customer's preferred one, if allowed, first)."""
+    use_preferred: bool
+    """False: the declared order only, whatever the customer prefers (fraud goes by SMS)."""
+    messages: dict[str, Message]
+    dedupe_key: Template | None
+    """Rendered per event; one notice per (customer, notice, key) within `dedupe_within`."""
+    dedupe_within: float
+    where: Where
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """Local times (minutes after midnight) between which non-urgent notices are held."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRules:
+    """The `notices:` section."""
+
+    channels: dict[str, NoticeChannel]
+    events: dict[str, EventType]
+    notices: tuple[NoticeSpec, ...]
+    preferred: str | None = None
+    """A profile field naming the customer's preferred channel."""
+    timezone_field: str | None = None
+    default_timezone: str = "UTC"
+    quiet_hours: QuietHours | None = None
+    per_day: int | None = None
+    per_week: int | None = None
+    audiences: tuple[str, ...] = ()
+    """Profile fields an event's audience may select customers by (indexed in the store)."""

@@ -169,7 +169,7 @@ def test_a_rule_file_is_a_mapping(tmp_path: Path) -> None:
     bad = write(tmp_path, "x.yaml", "- offers\n")
     assert problems(tmp_path) == [
         f"{bad}:1:1: error: a rule file is a mapping of sections "
-        "(ruleset, schema, offers, routing, arbitration, moments)",
+        "(ruleset, schema, offers, routing, arbitration, moments, notices)",
         f"{tmp_path}: note: 2 other files not checked",
     ]
 

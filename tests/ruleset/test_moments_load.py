@@ -99,7 +99,7 @@ INTENTS = "cancel, billing_dispute, lost_card, complaint, upgrade, general_inqui
          "silence, ivr_step, intent_changed, agent_action, ended)"),
         ("{event: hold_ended, says: [x]}", "[x]", "moment m: `says` is for utterance events, not hold_ended"),
         ("{count: 3, within: 60, event: sentiment}", "60", "moment m within: '60' has no unit: write 60s, 60m or 60h"),
-        ("{count: 3, within: 5 minutes, event: sentiment}", "5 minutes", "moment m within: '5 minutes' is not a duration: write a number and a unit, e.g. 45s, 3m, 2h"),
+        ("{count: 3, within: 5 minutes, event: sentiment}", "5 minutes", "moment m within: '5 minutes' is not a duration: write a number and a unit, e.g. 45s, 3m, 2h, 7d"),
         ("{count: 3, within: 0.5s, event: sentiment}", "0.5s", "moment m within must be between 1s and 24h, got 0.5s"),
         ("{count: 30, within: 1m, event: sentiment}", "30", "moment m count must be between 2 and 10, got 30"),
         ("{count: 3, event: sentiment}", "{", "moment m: a count needs `within`, e.g. within: 60s"),
@@ -169,14 +169,17 @@ def test_supersedes_has_no_loops_and_ids_are_unique(tmp_path: Path) -> None:
 
 
 def test_durations_name_their_unit() -> None:
-    assert [parse_duration(t) for t in ("45s", "3m", "2h", "1.5m", " 10 s")] == [
+    assert [parse_duration(t) for t in ("45s", "3m", "2h", "1.5m", " 10 s", "7d")] == [
         45,
         180,
         7200,
         90,
         10,
+        7 * 86_400,
     ]
-    for bad in ("60", "1m30s", "-5s", "s", "5d"):
+    for bad in ("60", "1m30s", "-5s", "s", "5w"):
         with pytest.raises(DurationError):
             parse_duration(bad)
-    assert [format_duration(s) for s in (180, 90, 7200, 1.5)] == ["3m", "90s", "2h", "1.5s"]
+    assert [format_duration(s) for s in (180, 90, 7200, 1.5, 86_400, 7 * 86_400)] == [
+        "3m", "90s", "2h", "1.5s", "24h", "7d",
+    ]  # fmt: skip
