@@ -90,3 +90,45 @@ def moment_live_key(shard: int) -> str:
     """Set of the shard's interactions started and not yet done: what a moment process
     replays when it starts."""
     return f"{PREFIX}:moments:live:{shard}"
+
+
+# -- proactive notices ---------------------------------------------------------------------
+# Events, the outbox and each customer's sent notices live on the durable (outcome log)
+# Redis: a notice decided must survive a crash. What Decide reads of them (the notice
+# log, notice_log_key) lives with the customer's other keys on the decision Redis.
+
+EVENTS_STREAM = f"{PREFIX}:events"
+"""Business events to process: PublishEvent writes here, and so may producer systems."""
+EVENTS_GROUP = "notices"
+NOTICE_OUTBOX = f"{PREFIX}:notices:outbox"
+"""Notices due now, for the delivery workers (consumer group `delivery`)."""
+NOTICE_HELD = f"{PREFIX}:notices:held"
+"""Sorted set of notices held until their score (quiet hours, retry backoff)."""
+NOTICE_DEAD = f"{PREFIX}:notices:dead"
+"""Notices that could not be delivered after every attempt."""
+
+
+def event_seen_key(event_id: str) -> str:
+    """Set once per business event id: a retry of PublishEvent is a duplicate."""
+    return f"{PREFIX}:event:{{{event_id}}}:seen"
+
+
+def notices_sent_key(customer_id: str) -> str:
+    """Sorted set of the notices decided for a customer (`notice|dedupe key|urgent|event`,
+    scored by time): what deduplication and the frequency caps count."""
+    return f"{PREFIX}:{{{customer_id}}}:notices:sent"
+
+
+def notices_version_key(customer_id: str) -> str:
+    """Bumped on every change of notices_sent_key: the planner's compare-and-set."""
+    return f"{PREFIX}:{{{customer_id}}}:notices:version"
+
+
+def notice_log_key(customer_id: str) -> str:
+    """Hash of the customer's notices for Decide and the agent: notice id → JSON."""
+    return f"{PREFIX}:{{{customer_id}}}:notices:log"
+
+
+def audience_key(field: str, value: str) -> str:
+    """Set of the customers whose profile `field` (an audience field) has `value`."""
+    return f"{PREFIX}:audience:{field}:{value}"

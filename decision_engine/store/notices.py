@@ -1,0 +1,263 @@
+"""Business events and the notices they decide, in Redis.
+
+An event is stored once (by event id) on the events stream of the durable Redis; a
+notice process reads it with a consumer group (at least once: a crashed process's
+entries are claimed by another). For each customer it reads the profile (decision
+Redis) and the notices already sent (durable Redis), plans with the pure planner, and
+commits the plans in one script that also writes them to the outbox, provided the
+customer's sent notices did not change in between (else it plans again). So a notice
+is never counted without being queued, nor queued without being counted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from decision_engine.decide.notices import HELD, SEND, BusinessEvent, NoticePlan, SentNotice
+from decision_engine.store.connection import PipelinedConnection, Script
+from decision_engine.store.keys import (
+    EVENTS_STREAM,
+    NOTICE_HELD,
+    NOTICE_OUTBOX,
+    audience_key,
+    event_seen_key,
+    notices_sent_key,
+    notices_version_key,
+    profile_key,
+)
+
+EVENT_ID_TTL_S = 7 * 86_400
+SENT_HORIZON_S = 400 * 86_400
+"""Sent notices older than this are forgotten (longer than any dedupe window: 366 days)."""
+EVENTS_MAXLEN = 1_000_000
+ACCEPTED, DUPLICATE = "accepted", "duplicate"
+
+# KEYS: the stream, then each event's seen key. ARGV: ttl, maxlen, then per event the
+# number of its fields and its fields. A duplicate id is not added again.
+_PUBLISH_LUA = """
+local ttl, maxlen = tonumber(ARGV[1]), ARGV[2]
+local out, i = {}, 3
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[i])
+  if redis.call('SET', KEYS[k], '1', 'NX', 'EX', ttl) then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + n))
+    out[#out + 1] = 'accepted'
+  else
+    out[#out + 1] = 'duplicate'
+  end
+  i = i + n + 1
+end
+return out
+"""
+
+# KEYS: version, sent, outbox, held. ARGV: expected version, now, horizon, then per plan:
+# sent member, held score ('' when due now), held member, n, outbox fields.
+_COMMIT_LUA = """
+local current = redis.call('GET', KEYS[1]) or '0'
+if current ~= ARGV[1] then return 0 end
+local now = tonumber(ARGV[2])
+redis.call('INCR', KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+local i = 4
+while i <= #ARGV do
+  redis.call('ZADD', KEYS[2], now, ARGV[i])
+  local n = tonumber(ARGV[i + 3])
+  if ARGV[i + 1] == '' then
+    redis.call('XADD', KEYS[3], '*', unpack(ARGV, i + 4, i + 3 + n))
+  else
+    redis.call('ZADD', KEYS[4], tonumber(ARGV[i + 1]), ARGV[i + 2])
+  end
+  i = i + 4 + n
+end
+return 1
+"""
+_PUBLISH = Script(_PUBLISH_LUA)
+_COMMIT = Script(_COMMIT_LUA)
+
+
+def event_fields(event: BusinessEvent, *, published_at: float) -> list[str]:
+    """The stream entry of an event (producers writing to Redis use the same fields)."""
+    fields = [
+        "event_id", event.event_id, "type", event.type,
+        "occurred_at", repr(event.occurred_at), "published_at", repr(published_at),
+        "attributes", json.dumps(dict(event.attributes), separators=(",", ":")),
+    ]  # fmt: skip
+    if event.customer_id:
+        fields += ["customer_id", event.customer_id]
+    if event.audience is not None:
+        fields += ["audience_field", event.audience[0], "audience_value", event.audience[1]]
+    return fields
+
+
+async def publish(
+    durable: PipelinedConnection, events: Sequence[BusinessEvent], *, now: float
+) -> list[str]:
+    """Store each event once; ACCEPTED or DUPLICATE per event, in order."""
+    keys = [EVENTS_STREAM, *(event_seen_key(e.event_id) for e in events)]
+    args: list[str | float] = [EVENT_ID_TTL_S, EVENTS_MAXLEN]
+    for event in events:
+        fields = event_fields(event, published_at=now)
+        args += [len(fields), *fields]
+    reply = await _PUBLISH(durable, keys, args)
+    return [str(status) for status in reply]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read from the stream: its entry id, and whether it was published
+    through the RPC (its id already counted once) or written by a producer directly."""
+
+    entry_id: str
+    event: BusinessEvent
+    published_at: float
+    checked: bool
+
+
+class BadEventEntry(ValueError):
+    """A stream entry that is not an event (a producer wrote it wrong)."""
+
+
+def parse_entry(entry_id: str, fields: Mapping[str, str]) -> StoredEvent:
+    """An event of the stream; BadEventEntry names what is wrong."""
+    try:
+        attributes = json.loads(fields.get("attributes") or "{}")
+    except json.JSONDecodeError as exc:
+        raise BadEventEntry(f"attributes: not JSON ({exc.msg})") from None
+    if not isinstance(attributes, dict):
+        raise BadEventEntry("attributes: not a JSON object")
+    for field in ("event_id", "type"):
+        if not fields.get(field):
+            raise BadEventEntry(f"{field}: missing")
+    audience = None
+    if fields.get("audience_field"):
+        audience = (fields["audience_field"], fields.get("audience_value", ""))
+    try:
+        occurred = float(fields.get("occurred_at") or 0.0)
+        published = float(fields.get("published_at") or 0.0)
+    except ValueError:
+        raise BadEventEntry("occurred_at: not epoch seconds") from None
+    event = BusinessEvent(
+        event_id=fields["event_id"],
+        type=fields["type"],
+        occurred_at=occurred,
+        attributes={str(k): str(v) for k, v in attributes.items()},
+        customer_id=fields.get("customer_id", ""),
+        audience=audience,
+    )
+    return StoredEvent(entry_id, event, published, checked="published_at" in fields)
+
+
+async def first_sight(durable: PipelinedConnection, event_id: str) -> bool:
+    """True the first time an event id is seen (for events written to the stream directly)."""
+    return bool(await durable.call("SET", event_seen_key(event_id), "1", "NX", "EX", EVENT_ID_TTL_S))
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerNotices:
+    """What planning a customer's notices reads: profile, notices sent, their version."""
+
+    customer_id: str
+    profile: dict[str, str] | None
+    sent: tuple[SentNotice, ...]
+    version: str
+
+
+async def read_customer(
+    decision: PipelinedConnection, durable: PipelinedConnection, customer_id: str, *, now: float
+) -> CustomerNotices:
+    """The customer's profile and sent notices (concurrent calls share round trips)."""
+    profile = await decision.call("HGETALL", profile_key(customer_id))
+    version = await durable.call("GET", notices_version_key(customer_id))
+    members = await durable.call(
+        "ZRANGEBYSCORE", notices_sent_key(customer_id), now - SENT_HORIZON_S, "+inf", "WITHSCORES"
+    )
+    fields = _pairs([str(p) for p in profile])
+    return CustomerNotices(
+        customer_id,
+        fields or None,
+        tuple(_sent(str(m), float(s)) for m, s in zip(members[::2], members[1::2], strict=True)),
+        "0" if version is None else str(version),
+    )
+
+
+def _sent(member: str, at: float) -> SentNotice:
+    notice_id, _, rest = member.partition("|")
+    key, _, rest = rest.partition("|")
+    urgent, _, _event = rest.partition("|")
+    return SentNotice(notice_id, key, at, urgent == "1")
+
+
+def _sent_member(plan: NoticePlan, event_id: str) -> str:
+    # The dedupe key is rendered text: keep it from splitting the member.
+    key = plan.dedupe_key.replace("|", "/")
+    return f"{plan.notice_id}|{key}|{int(plan.urgent)}|{event_id}"
+
+
+def outbox_fields(plan: NoticePlan, event: BusinessEvent, customer_id: str, *, now: float) -> list[str]:
+    """A notice as the outbox stream entry the delivery workers read."""
+    entry: dict[str, Any] = {
+        "key": f"{event.event_id}/{customer_id}/{plan.channel}",
+        "notice_id": plan.notice_id,
+        "event_id": event.event_id,
+        "event_type": event.type,
+        "customer_id": customer_id,
+        "channel": plan.channel,
+        "address": plan.address,
+        "subject": plan.subject,
+        "text": plan.text,
+        "urgent": "1" if plan.urgent else "0",
+        "decided_at": repr(now),
+        "not_before": repr(plan.not_before),
+        "attempt": "0",
+    }
+    return [part for item in entry.items() for part in item]
+
+
+async def commit(
+    durable: PipelinedConnection,
+    customer: CustomerNotices,
+    event: BusinessEvent,
+    plans: Sequence[NoticePlan],
+    *,
+    now: float,
+) -> bool:
+    """Count and queue the plans that send (now or held); False if the customer's sent
+    notices changed since they were read (plan again)."""
+    args: list[str | float] = [customer.version, repr(now), SENT_HORIZON_S]
+    for plan in plans:
+        if plan.status not in (SEND, HELD):
+            continue
+        fields = outbox_fields(plan, event, customer.customer_id, now=now)
+        held = plan.status == HELD
+        member = json.dumps(dict(zip(fields[::2], fields[1::2], strict=True))) if held else ""
+        args += [
+            _sent_member(plan, event.event_id),
+            repr(plan.not_before) if held else "",
+            member,
+            len(fields),
+            *fields,
+        ]
+    if len(args) == 3:
+        return True
+    keys = [
+        notices_version_key(customer.customer_id),
+        notices_sent_key(customer.customer_id),
+        NOTICE_OUTBOX,
+        NOTICE_HELD,
+    ]
+    return bool(await _COMMIT(durable, keys, args))
+
+
+async def audience_members(
+    decision: PipelinedConnection, field: str, value: str, *, cursor: int, count: int
+) -> tuple[int, list[str]]:
+    """One page of an audience (SSCAN): the next cursor (0 at the end) and customer ids."""
+    reply = await decision.call("SSCAN", audience_key(field, value), cursor, "COUNT", count)
+    return int(reply[0]), [str(c) for c in reply[1]]
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
