@@ -221,6 +221,15 @@ def declared_category(node: yaml.Node) -> str:
     return "general"
 
 
+def declared_id(node: yaml.Node) -> str:
+    """The id an offer node names ("" when it names none), valid or not."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "id" and isinstance(value, yaml.ScalarNode):
+                return str(value.value)
+    return ""
+
+
 def items_of(node: yaml.Node | None) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)

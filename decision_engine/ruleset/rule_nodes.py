@@ -13,12 +13,16 @@ from decision_engine.ruleset.durations import DurationError, format_duration, pa
 from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.spec import Condition
-from decision_engine.ruleset.typecheck import check
+from decision_engine.ruleset.typecheck import OutcomeNames, check
 from decision_engine.ruleset.yaml_nodes import NodeReader
 
 
 class RuleNodes(NodeReader):
     """Reads the nodes of one rule file."""
+
+    outcomes: OutcomeNames | None = None
+    """What days_since_outcome() may name in the conditions read now; None where
+    conditions cannot read the offer history (the section builder sets it)."""
 
     # -- typed scalars ----------------------------------------------------------------
 
@@ -142,7 +146,7 @@ class RuleNodes(NodeReader):
         where = self.where(node)
         try:
             tree = parse(raw)
-            check(tree, fields, want=want)
+            check(tree, fields, want=want, outcomes=self.outcomes)
         except ExprError as exc:
             assert isinstance(node, yaml.ScalarNode)
             line, col = self.locate(node, exc.col - 1)

@@ -18,6 +18,7 @@ from decision_engine.ruleset.moment_section import MomentScope, check_moments, m
 from decision_engine.ruleset.offer_section import (
     category_policy,
     declared_category,
+    declared_id,
     items_of,
     offer,
 )
@@ -33,7 +34,7 @@ from decision_engine.ruleset.spec import (
     RouteSpec,
     Ruleset,
 )
-from decision_engine.ruleset.typecheck import did_you_mean
+from decision_engine.ruleset.typecheck import OutcomeNames, did_you_mean
 from decision_engine.vocabulary import CHANNELS
 
 SECTIONS = ("ruleset", "schema", "offers", "routing", "arbitration", "moments")
@@ -98,6 +99,21 @@ class _Builder:
                 else:
                     getattr(sections, key).append((r, value))
         fields, intents, unknown_attributes = self._schema(sections.schema)
+        # Offers, routing and arbitration may read the offer history by offer or category
+        # (days_since_outcome): the names are those written, so an offer's condition may
+        # name an offer that comes after it, and a broken offer does not cascade.
+        written = [
+            item
+            for _, node in sections.offers
+            if isinstance(node, yaml.SequenceNode)
+            for item in node.value
+        ]
+        outcome_names = OutcomeNames(
+            offers=frozenset(i for i in map(declared_id, written) if i),
+            categories=frozenset(map(declared_category, written)),
+        )
+        for r, _ in docs:
+            r.outcomes = outcome_names
         offers = list(
             self._each(
                 sections.offers,
@@ -120,12 +136,7 @@ class _Builder:
                     if (route := self._route(r, item, fields)) is not None
                 )
         # Categories of every offer written, valid or not (see declared_category).
-        categories = {o.category for o in offers} | {
-            declared_category(item)
-            for _, node in sections.offers
-            if isinstance(node, yaml.SequenceNode)
-            for item in node.value
-        }
+        categories = set(outcome_names.categories)
         max_offers, policies = 3, []
         category_policies: list[ContactPolicy] = []
         channel_limits: dict[str, int] = {}
@@ -169,6 +180,8 @@ class _Builder:
         first = () if default is None else (default.queue,)
         queues = tuple(dict.fromkeys([*first, *(route.queue for route in routes)]))
         scope = MomentScope(fields, intents, queues)
+        for r, _ in docs:
+            r.outcomes = None  # moment conditions do not see the offer history
         moments = list(self._each(sections.moments, "moments", lambda r, n: moment(r, n, scope)))
         check_moments(moments, self.problems)
         self._unique("offer", offers)
