@@ -119,7 +119,9 @@ def offer(
     )
 
 
-POLICY_KEYS = ("suppress_after_decline_days", "max_declines", "max_presentations")
+POLICY_KEYS = (
+    "suppress_after_decline_days", "max_declines", "max_presentations", "max_acceptances",
+)  # fmt: skip
 
 
 def contact_policy(
@@ -144,6 +146,7 @@ def contact_policy(
         ),
         max_declines=_limit(r, spec.get("max_declines"), "max_declines"),
         max_presentations=_limit(r, spec.get("max_presentations"), "max_presentations"),
+        max_acceptances=_limit(r, spec.get("max_acceptances"), "max_acceptances"),
         where=r.where(node),
     )
 

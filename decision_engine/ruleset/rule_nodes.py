@@ -12,7 +12,7 @@ from decision_engine.errors import Problem
 from decision_engine.ruleset.durations import DurationError, format_duration, parse_duration
 from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.schema import FieldSpec
-from decision_engine.ruleset.spec import Condition
+from decision_engine.ruleset.spec import DEFAULT_PRECEDENCE, MAX_PRECEDENCE, Condition
 from decision_engine.ruleset.typecheck import OutcomeNames, check
 from decision_engine.ruleset.yaml_nodes import NodeReader
 
@@ -81,6 +81,11 @@ class RuleNodes(NodeReader):
         if node is not None and not float(value).is_integer():
             self.error(node, f"{what} must be a whole number")
         return int(value)
+
+    def precedence(self, node: yaml.Node | None) -> int:
+        """`precedence:` of a routing rule or an arbitration policy: among those that
+        hold, the lowest wins; DEFAULT_PRECEDENCE when absent."""
+        return self.integer(node, "precedence", DEFAULT_PRECEDENCE, 0, MAX_PRECEDENCE)
 
     def boolean(self, node: yaml.Node | None, what: str) -> bool:
         if node is None:

@@ -57,6 +57,15 @@ def build_ruleset(
     return _Builder(problems, directory).build(docs, version)
 
 
+P = TypeVar("P", RouteSpec, PolicySpec)
+
+
+def in_precedence_order(items: list[P]) -> tuple[P, ...]:
+    """Lowest precedence first; a stable sort, so ties keep the order they were read in
+    (files by name, then the order in the file)."""
+    return tuple(sorted(items, key=lambda item: item.precedence))
+
+
 def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
     """The node of `key` in a mapping node (the first, when it is repeated)."""
     if isinstance(mapping, yaml.MappingNode):
@@ -203,9 +212,9 @@ class _Builder:
             label=sections.label,
             fields=fields,
             offers=tuple(offers),
-            routes=tuple(sorted(routes, key=lambda r: r.precedence)),
+            routes=in_precedence_order(routes),
             default_route=default,
-            policies=tuple(policies),
+            policies=in_precedence_order(policies),
             max_offers=max_offers,
             files=tuple(r.file for r, _ in docs),
             contact_policies=(*self.offer_contact_policies, *category_policies),
@@ -355,7 +364,7 @@ class _Builder:
             priority=r.integer(spec.get("priority"), "priority", 5, 1, 10),
             reason=r.text(spec.get("reason"), "reason", rule_id),
             skip_ivr=r.boolean(spec.get("skip_ivr"), "skip_ivr"),
-            precedence=r.integer(spec.get("precedence"), "precedence", 100, 0, 1_000_000),
+            precedence=r.precedence(spec.get("precedence")),
             where=r.where(node),
         )
 
@@ -392,7 +401,8 @@ class _Builder:
     def _policy(
         self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec], categories: set[str]
     ) -> PolicySpec | None:
-        spec = r.mapping(node, "policy", ("id", "when", "first", "suppress", "description"))
+        keys = ("id", "when", "first", "suppress", "precedence", "description")
+        spec = r.mapping(node, "policy", keys)
         if "id" not in spec or "when" not in spec:
             r.error(node, "a policy has an id and a `when`")
             return None
@@ -414,4 +424,5 @@ class _Builder:
             first=named["first"],
             suppress=named["suppress"],
             where=r.where(node),
+            precedence=r.precedence(spec.get("precedence")),
         )
