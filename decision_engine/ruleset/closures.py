@@ -192,6 +192,9 @@ def _compile_call(node: Call) -> Fn:
         # call's canonical text; absent when the customer has no such outcome.
         key = render(node)
         return lambda facts: facts.get(key)
+    if fn == "exists" and isinstance(node.args[0], Call):
+        key = render(node.args[0])  # exists(days_since_outcome(...))
+        return lambda facts: key in facts
     if fn in ("exists", "days_until", "days_since"):
         assert isinstance(node.args[0], Field)
         name = node.args[0].name

@@ -183,6 +183,8 @@ def _call(node: Call, fields: Mapping[str, FieldSpec]) -> str:
             f"{node.function}() takes {len(params)} argument(s), got {len(node.args)}", node.col
         )
     for arg, param in zip(node.args, params, strict=True):
+        if param == "field" and isinstance(arg, Call) and arg.function == OUTCOME_DAYS:
+            continue  # exists(days_since_outcome(...)): is there such an outcome at all
         if param in ("field", "date"):
             if not isinstance(arg, Field):
                 raise ExprError(f"{node.function}() takes a field name", arg.col)
