@@ -358,8 +358,8 @@ def test_rules_check_warns_about_equal_precedences_that_can_both_hold(tmp_path: 
 
 def test_no_warning_when_the_policies_cannot_both_hold(tmp_path: Path) -> None:
     body = policies().replace(
-        '- id: security-first\n      when: intent == "cancel"',
-        '- id: security-first\n      when: intent == "lost_card"',
+        '- id: security-first\n          when: intent == "cancel"',
+        '- id: security-first\n          when: intent == "lost_card"',
     )
     assert 'intent == "lost_card"' in body
     assert not check_rules(rules(tmp_path, body), trial_moments=False).warnings
