@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROTO_OUT := decision_engine/_proto
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit rules-test protos bench clean install
+.PHONY: run test lint typecheck unit rules-test examples-test protos bench clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,22 @@ unit: install
 rules-test: install
 	$(BIN)/decision-engine rules test rules
 
-test: lint typecheck rules-test unit
+# Every ruleset under examples/ is checked, tested, simulated (generated customers, and its
+# own population/customers.jsonl with contexts.jsonl when it has them) and generates profiles.
+examples-test: install
+	@set -e; for dir in examples/*/; do dir=$${dir%/}; echo "== $$dir"; \
+	  $(BIN)/decision-engine rules check $$dir; \
+	  $(BIN)/decision-engine rules test $$dir --coverage; \
+	  $(BIN)/decision-engine simulate --rules $$dir --count 500 > /dev/null; \
+	  if [ -f $$dir/population/customers.jsonl ]; then \
+	    contexts=; if [ -f $$dir/population/contexts.jsonl ]; then contexts="--contexts $$dir/population/contexts.jsonl"; fi; \
+	    $(BIN)/decision-engine simulate --rules $$dir --population $$dir/population/customers.jsonl $$contexts > /dev/null; \
+	  fi; \
+	  $(BIN)/decision-engine profiles generate --rules $$dir --count 100 > /dev/null; \
+	  echo "ok: $$dir checked, tested, simulated"; \
+	done
+
+test: lint typecheck rules-test examples-test unit
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -42,7 +42,8 @@ from decision_engine.ruleset.expr import Logic, Node, Not, conjuncts, render
 from decision_engine.ruleset.load import load_ruleset
 from decision_engine.ruleset.rule_index import index_term
 from decision_engine.ruleset.schema import FieldSpec
-from decision_engine.ruleset.spec import Condition, OfferSpec, RouteSpec, Ruleset
+from decision_engine.ruleset.spec import Condition, OfferSpec, PolicySpec, RouteSpec, Ruleset
+from decision_engine.store.outcomes import HISTORY_DAYS
 from decision_engine.vocabulary import CHANNELS
 
 # -- the report ----------------------------------------------------------------------------
@@ -263,7 +264,10 @@ def analyse(ruleset: Ruleset) -> list[Problem]:
     shadowed = _shadowed(live, specs)
     problems += shadowed.values()
     problems += _overlaps([(s, r) for s, r in live if r.what not in shadowed], specs)
+    held = zip(ruleset.policies, policies, strict=True)
+    problems += _policy_ties([(s, r) for s, r in held if r.what not in impossible], specs)
     problems += _uncovered_values(offers, specs)
+    problems += _beyond_history(ruleset)
     return problems
 
 
@@ -423,6 +427,66 @@ def _overlaps(
                 "distinct precedences",
             )
         )
+    return problems
+
+
+def _policy_ties(
+    policies: Sequence[tuple[PolicySpec, _CheckedRule]], specs: Mapping[str, FieldSpec]
+) -> list[Problem]:
+    """Policies of equal precedence that may both hold and whose `first` lists rank the
+    categories differently depending on which goes first: only file order decides."""
+    problems = []
+    for (first_spec, first), (spec, rule) in combinations(policies, 2):
+        if first_spec.precedence != spec.precedence or not (first_spec.first and spec.first):
+            continue
+        if _tiers(first_spec, spec) == _tiers(spec, first_spec) or _disjoint(first, rule, specs):
+            continue
+        problems.append(
+            _warning(
+                spec.where,
+                f"policies {first_spec.id} ({first.where}) and {spec.id} both have "
+                f"precedence {spec.precedence}, can hold for the same interaction and put "
+                f"different categories first; {first_spec.id} wins today only because it "
+                "comes first; give them distinct precedences",
+            )
+        )
+    return problems
+
+
+def _tiers(a: PolicySpec, b: PolicySpec) -> list[frozenset[str]]:
+    """The categories promoted per tier when both hold and `a` wins: each category in the
+    first tier that names it; a suppressed category in none (suppression beats first)."""
+    out = frozenset(a.suppress) | frozenset(b.suppress)
+    tier_a = frozenset(a.first) - out
+    tiers = [tier_a, frozenset(b.first) - tier_a - out]
+    return [tier for tier in tiers if tier]
+
+
+def _beyond_history(ruleset: Ruleset) -> list[Problem]:
+    """Contact policy windows longer than the offer history the store keeps: outcomes
+    older than HISTORY_DAYS are gone, so the policy sees fewer than it asks about."""
+    problems = []
+    for policy in ruleset.contact_policies:
+        windows = [("suppress_after_decline_days", policy.suppress_after_decline_days)]
+        windows += [
+            (name, limit.days)
+            for name, limit in (
+                ("max_declines", policy.max_declines),
+                ("max_presentations", policy.max_presentations),
+                ("max_acceptances", policy.max_acceptances),
+            )
+            if limit is not None
+        ]
+        for name, days in windows:
+            if days is not None and days > HISTORY_DAYS:
+                problems.append(
+                    _warning(
+                        policy.where,
+                        f"contact policy {policy.id}: {name} looks back {days:g} days, but "
+                        f"offer history is kept {HISTORY_DAYS} days; outcomes older than that "
+                        f"are not counted; use at most {HISTORY_DAYS} days",
+                    )
+                )
     return problems
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from decision_engine.decide.values import OfferEvent
 from decision_engine.ruleset.compiled import CompiledRuleset
-from decision_engine.ruleset.spec import ContactPolicy
+from decision_engine.ruleset.spec import ContactPolicy, Limit
 
 _DAY = 86_400.0
 
@@ -66,6 +66,8 @@ def blocked_offers(
             ]
             if len(shown) >= limit.count:
                 why = f"presented {len(shown)} times in {limit.days:g} days (at most {limit.count})"
+        if why is None and policy.max_acceptances is not None:
+            why = _accepted(policy.max_acceptances, events, now)
         if why is not None:
             for offer_id in scope.offers:
                 blocked.setdefault(offer_id, (policy.id, why))
@@ -90,3 +92,11 @@ def _declined(policy: ContactPolicy, events: list[OfferEvent], now: float) -> st
                 f"declined {len(recent)} times in {limit.days:g} days (at most {limit.count - 1})"
             )
     return None
+
+
+def _accepted(limit: Limit, events: list[OfferEvent], now: float) -> str | None:
+    accepted = sum(1 for e in events if e.outcome == "accepted" and now - e.at <= limit.days * _DAY)
+    if accepted < limit.count:
+        return None
+    times = "time" if accepted == 1 else "times"
+    return f"accepted {accepted} {times} in {limit.days:g} days (at most {limit.count})"

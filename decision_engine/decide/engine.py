@@ -35,9 +35,10 @@ class Prepared:
     unparsed: tuple[str, ...]
     routing: Routing
     first: dict[str, int]
-    """Category -> tier of the first applicable policy that puts it first."""
+    """Category -> tier of the first applicable policy (in precedence order) that puts it
+    first."""
     suppress: dict[str, str]
-    """Category -> the first applicable policy that suppresses it."""
+    """Category -> the first applicable policy (in precedence order) that suppresses it."""
     candidates: int
     """The offers whose indexed conditions the facts meet (a bit per offer)."""
 
@@ -54,7 +55,9 @@ def prepare(
     facts, unparsed = typed_facts(ruleset, state, context, now=now, interaction_id=interaction_id)
     routing = _route(ruleset, facts)
     # A category's tier is the position of the first applicable policy that puts it
-    # first, so earlier policies win (security before retention on a stolen-card cancel).
+    # first. Policies are held in precedence order (lowest first, ties in file order),
+    # so the winning policy's categories rank first (security before retention on a
+    # stolen-card cancel); suppression is the union over every policy that holds.
     first: dict[str, int] = {}
     suppress: dict[str, str] = {}
     for tier, policy in enumerate(ruleset.policies):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from decision_engine.decide.values import Context, CustomerState
-from decision_engine.ruleset.compiled import CompiledRuleset
+from decision_engine.ruleset.compiled import CompiledRuleset, OutcomeLookup
 from decision_engine.ruleset.fields import CONTACT_WINDOW_DAYS
 from decision_engine.ruleset.runtime import TODAY
 
@@ -67,6 +67,8 @@ def typed_facts(
                 except ValueError:
                     continue
     _contact_counts(facts, state, context, now=now, interaction_id=interaction_id)
+    if ruleset.outcome_lookups and state is not None and state.history:
+        _outcome_days(facts, state, ruleset.outcome_lookups, now=now)
     return facts, tuple(unparsed)
 
 
@@ -90,6 +92,29 @@ def add_profile_facts(
     contract_end = facts.get("contract_end")
     if contract_end is not None and "contract_end" in ruleset.date_fields:
         facts["days_to_contract_end"] = contract_end - today
+
+
+def _outcome_days(
+    facts: dict[str, Any],
+    state: CustomerState,
+    lookups: tuple[OutcomeLookup, ...],
+    *,
+    now: float,
+) -> None:
+    """days_since_outcome(): days since the latest matching outcome in the offer history
+    the contact policies read; left out (absent) when there is none."""
+    history = state.history
+    for lookup in lookups:
+        latest: float | None = None
+        for offer_id in lookup.offers:
+            for event in history.get(offer_id, ()):
+                if lookup.outcome is not None and event.outcome != lookup.outcome:
+                    continue
+                if latest is None or event.at > latest:
+                    latest = event.at
+        if latest is not None:
+            # An outcome stamped a little ahead of our clock (desktop clock skew) is now.
+            facts[lookup.key] = max(now - latest, 0.0) / _DAY
 
 
 def _contact_counts(

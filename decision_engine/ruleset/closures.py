@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from decision_engine.ruleset.expr import (
+    OUTCOME_DAYS,
     Arith,
     Call,
     Compare,
@@ -186,6 +187,14 @@ def _binary(left_node: Node, right_node: Node, apply: Callable[[Any, Any], Any])
 
 def _compile_call(node: Call) -> Fn:
     fn = node.function
+    if fn == OUTCOME_DAYS:
+        # Computed from the offer history with the facts (decide/facts.py), under the
+        # call's canonical text; absent when the customer has no such outcome.
+        key = render(node)
+        return lambda facts: facts.get(key)
+    if fn == "exists" and isinstance(node.args[0], Call):
+        key = render(node.args[0])  # exists(days_since_outcome(...))
+        return lambda facts: key in facts
     if fn in ("exists", "days_until", "days_since"):
         assert isinstance(node.args[0], Field)
         name = node.args[0].name
@@ -254,17 +263,23 @@ def compile_checks(terms: Sequence[Node]) -> Checks:
 def describer(node: Node) -> Callable[[Facts], str]:
     """`clv 3200 is not > 5000`, `churn_risk is absent (...)`, or the term with its values."""
     text = render(node)
-    if isinstance(node, Compare | Member) and isinstance(node.left, Field):
-        name = node.left.name
+    name = _fact_name(node.left) if isinstance(node, Compare | Member) else None
+    if isinstance(node, Compare | Member) and name is not None:
         if isinstance(node, Compare):
             expected = f"is not {node.op} {render(node.right)}"
         else:
             items = ", ".join(render(i) for i in node.items)
             expected = f"is {'' if node.negated else 'not '}in [{items}]"
 
+        absent = (
+            f"{name} is absent ({text})"
+            if isinstance(node.left, Field)
+            else f"{name} is absent: no such outcome in the offer history ({text})"
+        )
+
         def field_failure(facts: Facts) -> str:
             if name not in facts:
-                return f"{name} is absent ({text})"
+                return absent
             return f"{name} {_show(facts[name])} {expected}"
 
         return field_failure
@@ -277,9 +292,20 @@ def describer(node: Node) -> Callable[[Facts], str]:
     return term_failure
 
 
+def _fact_name(node: Node) -> str | None:
+    """The facts key a field or a days_since_outcome() call reads."""
+    if isinstance(node, Field):
+        return node.name
+    if isinstance(node, Call) and node.function == OUTCOME_DAYS:
+        return render(node)
+    return None
+
+
 def _fields(node: Node) -> set[str]:
     if isinstance(node, Field):
         return {node.name}
+    if isinstance(node, Call) and node.function == OUTCOME_DAYS:
+        return {render(node)}
     if isinstance(node, Literal):
         return set()
     if isinstance(node, Call | Logic):

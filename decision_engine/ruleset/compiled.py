@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from decision_engine.ruleset.closures import compile_all, compile_checks, compile_node, constant
-from decision_engine.ruleset.expr import Arith, Field, Literal, Logic, Node, render
+from decision_engine.ruleset.expr import Arith, Field, Literal, Logic, Node, outcome_calls, render
 from decision_engine.ruleset.load import load_ruleset
 from decision_engine.ruleset.rule_index import RuleIndex
 from decision_engine.ruleset.runtime import Checks, Facts, Fn
@@ -79,6 +79,18 @@ class ContactScope:
 
 
 @dataclass(frozen=True, slots=True)
+class OutcomeLookup:
+    """One days_since_outcome() the rules use: the facts key it is computed under."""
+
+    key: str
+    """The call's canonical text (the closure reads facts[key])."""
+    offers: frozenset[str]
+    """The offer named, or the offers of the category named."""
+    outcome: str | None
+    """Only outcomes of this kind (None: any)."""
+
+
+@dataclass(frozen=True, slots=True)
 class DailyCap:
     """A capped offer's budget for one UTC day; each offer returned takes one unit."""
 
@@ -120,6 +132,8 @@ class CompiledRuleset:
     profile_parsers: dict[str, Parser]
     attribute_parsers: dict[str, Parser]
     date_fields: frozenset[str]
+    outcome_lookups: tuple[OutcomeLookup, ...] = ()
+    """The days_since_outcome() values the facts need (none: nothing is computed)."""
     notices_on: dict[str, tuple[CompiledNotice, ...]] = field(default_factory=dict)
     """Event type → the notices that react to it, in file order."""
     event_parsers: dict[str, dict[str, Parser]] = field(default_factory=dict)
@@ -184,12 +198,38 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         attribute_parsers={n: fast_parser(s) for n, s in fields.items() if s.source == "attribute"},
         date_fields=frozenset(n for n, s in fields.items() if s.kind == "date")
         | _event_dates(ruleset.notices),
+        outcome_lookups=_outcome_lookups(ruleset),
         notices_on=_notices_on(ruleset.notices),
         event_parsers={
             name: {a: fast_parser(spec) for a, spec in event.attributes.items()}
             for name, event in (ruleset.notices.events.items() if ruleset.notices else ())
         },
     )
+
+
+def _outcome_lookups(ruleset: Ruleset) -> tuple[OutcomeLookup, ...]:
+    """Every distinct days_since_outcome() of the offers, routing rules and policies."""
+    conditions = [
+        cond
+        for o in ruleset.offers
+        for cond in (*o.when, o.value, *(w.when for w in o.weights), *(c for _, c in o.params))
+    ]
+    conditions += [cond for route in ruleset.routes for cond in route.when]
+    conditions += [cond for policy in ruleset.policies for cond in policy.when]
+    lookups: dict[str, OutcomeLookup] = {}
+    for cond in conditions:
+        for call in outcome_calls(cond.node):
+            key = render(call)
+            if key in lookups:
+                continue
+            named = {name: str(literal.value) for name, literal in call.keywords}
+            offers = frozenset(
+                o.id
+                for o in ruleset.offers
+                if o.id == named.get("offer") or o.category == named.get("category")
+            )
+            lookups[key] = OutcomeLookup(key, offers, named.get("outcome"))
+    return tuple(lookups.values())
 
 
 def _notices_on(rules: NoticeRules | None) -> dict[str, tuple[CompiledNotice, ...]]:

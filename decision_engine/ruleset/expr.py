@@ -10,6 +10,8 @@
     product   := unary (("*" | "/") unary)*
     unary     := "-" unary | atom
     atom      := number | string | "true" | "false" | field | name "(" args ")" | "(" condition ")"
+    args      := [arg ("," arg)*]
+    arg       := sum | name "=" string      (keyword arguments: days_since_outcome)
 
 Nothing here is ever handed to Python's eval: the AST is type-checked and
 compiled into closures by ruleset/closures.py.
@@ -18,6 +20,7 @@ compiled into closures by ruleset/closures.py.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 FUNCTIONS = {
@@ -29,7 +32,13 @@ FUNCTIONS = {
     "max": (("number", "number"), "number"),
     "round": (("number",), "number"),
     "abs": (("number",), "number"),
+    # keyword arguments only: category= or offer=, and optionally outcome= (see typecheck)
+    "days_since_outcome": ((), "number"),
 }
+OUTCOME_DAYS = "days_since_outcome"
+"""Days since the customer's latest outcome on an offer or a category: a value the
+decision core computes from the offer history, only for rulesets that use it."""
+OUTCOME_KEYWORDS = ("category", "offer", "outcome")
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false"})
 COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
 
@@ -60,6 +69,8 @@ class Call:
     function: str
     args: tuple[Node, ...]
     col: int
+    keywords: tuple[tuple[str, Literal], ...] = ()
+    """`name="text"` arguments, in the order written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +126,7 @@ _TOKEN = re.compile(
         (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
       | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
       | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-      | (?P<op>==|!=|<=|>=|<|>|\+|-|\*|/|\(|\)|\[|\]|,)
+      | (?P<op>==|!=|<=|>=|<|>|\+|-|\*|/|\(|\)|\[|\]|,|=)
     )""",
     re.VERBOSE,
 )
@@ -142,10 +153,23 @@ def _tokenize(text: str) -> list[_Token]:
             raise ExprError(f"unexpected character {text[bad]!r}{hint}", col)
         kind = match.lastgroup
         token_text = match.group(kind)
+        if token_text == "=" and not _keyword_position(tokens):
+            col = match.start(kind) + 1
+            raise ExprError("unexpected character '=' (use == to compare)", col)
         tokens.append(_Token(kind, token_text, match.start(kind) + 1))
         pos = match.end()
     tokens.append(_Token("end", "", len(text) + 1))
     return tokens
+
+
+def _keyword_position(tokens: list[_Token]) -> bool:
+    """Whether a `=` here names a keyword argument: it follows `(name` or `, name`."""
+    return (
+        len(tokens) >= 2
+        and tokens[-1].kind == "name"
+        and tokens[-2].kind == "op"
+        and tokens[-2].text in ("(", ",")
+    )
 
 
 class _Parser:
@@ -288,12 +312,25 @@ class _Parser:
     def _call(self, name: _Token) -> Node:
         self._take()
         args: list[Node] = []
+        keywords: list[tuple[str, Literal]] = []
         while not self._at(")"):
-            args.append(self._sum())
+            if self.token.kind == "name" and self.tokens[self.index + 1].text == "=":
+                key = self._take()
+                self._take()
+                value = self._atom()
+                if not (isinstance(value, Literal) and isinstance(value.value, str)):
+                    raise ExprError(f"{key.text}= takes a quoted name", value.col)
+                if any(k == key.text for k, _ in keywords):
+                    raise ExprError(f"{key.text}= is given twice", key.col)
+                keywords.append((key.text, value))
+            elif keywords:
+                raise ExprError("a positional argument after a keyword argument", self.token.col)
+            else:
+                args.append(self._sum())
             if not self._at(")"):
                 self._expect(",")
         self._take()
-        return Call(name.text, tuple(args), name.col)
+        return Call(name.text, tuple(args), name.col, tuple(keywords))
 
 
 def _unquote(text: str) -> str:
@@ -308,6 +345,32 @@ def _col(node: Node) -> int:
 def parse(text: str) -> Node:
     """Parse a condition or a numeric expression; ExprError says where it is wrong."""
     return _Parser(text).parse()
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """The node and every node under it, parents first."""
+    yield node
+    if isinstance(node, Call):
+        children: tuple[Node, ...] = node.args
+    elif isinstance(node, Logic):
+        children = node.operands
+    elif isinstance(node, Neg | Not):
+        children = (node.operand,)
+    elif isinstance(node, Member):
+        children = (node.left,)
+    elif isinstance(node, Arith | Compare):
+        children = (node.left, node.right)
+    else:
+        children = ()
+    for child in children:
+        yield from walk(child)
+
+
+def outcome_calls(node: Node) -> Iterator[Call]:
+    """The `days_since_outcome(...)` calls in a condition."""
+    for sub in walk(node):
+        if isinstance(sub, Call) and sub.function == OUTCOME_DAYS:
+            yield sub
 
 
 def conjuncts(node: Node) -> tuple[Node, ...]:
@@ -345,7 +408,9 @@ def render(node: Node) -> str:
     if isinstance(node, Field):
         return node.name
     if isinstance(node, Call):
-        return f"{node.function}({', '.join(render(a) for a in node.args)})"
+        args = [render(a) for a in node.args]
+        args += [f"{key}={_literal(value.value)}" for key, value in node.keywords]
+        return f"{node.function}({', '.join(args)})"
     if isinstance(node, Neg):
         return f"-{sub(node.operand, _NEG)}"
     if isinstance(node, Arith):

@@ -119,7 +119,9 @@ def offer(
     )
 
 
-POLICY_KEYS = ("suppress_after_decline_days", "max_declines", "max_presentations")
+POLICY_KEYS = (
+    "suppress_after_decline_days", "max_declines", "max_presentations", "max_acceptances",
+)  # fmt: skip
 
 
 def contact_policy(
@@ -144,6 +146,7 @@ def contact_policy(
         ),
         max_declines=_limit(r, spec.get("max_declines"), "max_declines"),
         max_presentations=_limit(r, spec.get("max_presentations"), "max_presentations"),
+        max_acceptances=_limit(r, spec.get("max_acceptances"), "max_acceptances"),
         where=r.where(node),
     )
 
@@ -219,6 +222,15 @@ def declared_category(node: yaml.Node) -> str:
             if key.value == "category" and isinstance(value, yaml.ScalarNode):
                 return str(value.value)
     return "general"
+
+
+def declared_id(node: yaml.Node) -> str:
+    """The id an offer node names ("" when it names none), valid or not."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "id" and isinstance(value, yaml.ScalarNode):
+                return str(value.value)
+    return ""
 
 
 def items_of(node: yaml.Node | None) -> list[yaml.Node]:

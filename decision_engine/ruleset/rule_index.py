@@ -123,12 +123,15 @@ def index_term(term: Node) -> tuple[tuple[str, str], Any] | None:
         return None
     if isinstance(term, Member) and isinstance(term.left, Field):
         return (term.left.name, "cat"), (frozenset(i.value for i in term.items), term.negated)
-    if isinstance(term, Call) and term.function == "exists":
-        assert isinstance(term.args[0], Field)
+    # exists(days_since_outcome(...)) is not indexed: its value is not a field.
+    if isinstance(term, Call) and term.function == "exists" and isinstance(term.args[0], Field):
         return (term.args[0].name, "exists+"), None
     negated_call = term.operand if isinstance(term, Not) else None
-    if isinstance(negated_call, Call) and negated_call.function == "exists":
-        assert isinstance(negated_call.args[0], Field)
+    if (
+        isinstance(negated_call, Call)
+        and negated_call.function == "exists"
+        and isinstance(negated_call.args[0], Field)
+    ):
         return (negated_call.args[0].name, "exists-"), None
     if isinstance(term, Field):
         return (term.name, "cat"), (frozenset({True}), False)

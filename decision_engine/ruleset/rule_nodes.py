@@ -12,13 +12,17 @@ from decision_engine.errors import Problem
 from decision_engine.ruleset.durations import DurationError, format_duration, parse_duration
 from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.schema import FieldSpec
-from decision_engine.ruleset.spec import Condition
-from decision_engine.ruleset.typecheck import check
+from decision_engine.ruleset.spec import DEFAULT_PRECEDENCE, MAX_PRECEDENCE, Condition
+from decision_engine.ruleset.typecheck import OutcomeNames, check
 from decision_engine.ruleset.yaml_nodes import NodeReader
 
 
 class RuleNodes(NodeReader):
     """Reads the nodes of one rule file."""
+
+    outcomes: OutcomeNames | None = None
+    """What days_since_outcome() may name in the conditions read now; None where
+    conditions cannot read the offer history (the section builder sets it)."""
 
     # -- typed scalars ----------------------------------------------------------------
 
@@ -77,6 +81,11 @@ class RuleNodes(NodeReader):
         if node is not None and not float(value).is_integer():
             self.error(node, f"{what} must be a whole number")
         return int(value)
+
+    def precedence(self, node: yaml.Node | None) -> int:
+        """`precedence:` of a routing rule or an arbitration policy: among those that
+        hold, the lowest wins; DEFAULT_PRECEDENCE when absent."""
+        return self.integer(node, "precedence", DEFAULT_PRECEDENCE, 0, MAX_PRECEDENCE)
 
     def boolean(self, node: yaml.Node | None, what: str) -> bool:
         if node is None:
@@ -142,7 +151,7 @@ class RuleNodes(NodeReader):
         where = self.where(node)
         try:
             tree = parse(raw)
-            check(tree, fields, want=want)
+            check(tree, fields, want=want, outcomes=self.outcomes)
         except ExprError as exc:
             assert isinstance(node, yaml.ScalarNode)
             line, col = self.locate(node, exc.col - 1)

@@ -19,6 +19,7 @@ from decision_engine.ruleset.notice_section import notice_rules
 from decision_engine.ruleset.offer_section import (
     category_policy,
     declared_category,
+    declared_id,
     items_of,
     offer,
 )
@@ -35,7 +36,7 @@ from decision_engine.ruleset.spec import (
     RouteSpec,
     Ruleset,
 )
-from decision_engine.ruleset.typecheck import did_you_mean
+from decision_engine.ruleset.typecheck import OutcomeNames, did_you_mean
 from decision_engine.vocabulary import CHANNELS
 
 SECTIONS = ("ruleset", "schema", "offers", "routing", "arbitration", "moments", "notices")
@@ -56,6 +57,15 @@ def build_ruleset(
     such place.
     """
     return _Builder(problems, directory).build(docs, version)
+
+
+P = TypeVar("P", RouteSpec, PolicySpec)
+
+
+def in_precedence_order(items: list[P]) -> tuple[P, ...]:
+    """Lowest precedence first; a stable sort, so ties keep the order they were read in
+    (files by name, then the order in the file)."""
+    return tuple(sorted(items, key=lambda item: item.precedence))
 
 
 def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
@@ -101,6 +111,21 @@ class _Builder:
                 else:
                     getattr(sections, key).append((r, value))
         fields, intents, unknown_attributes = self._schema(sections.schema)
+        # Offers, routing and arbitration may read the offer history by offer or category
+        # (days_since_outcome): the names are those written, so an offer's condition may
+        # name an offer that comes after it, and a broken offer does not cascade.
+        written = [
+            item
+            for _, node in sections.offers
+            if isinstance(node, yaml.SequenceNode)
+            for item in node.value
+        ]
+        outcome_names = OutcomeNames(
+            offers=frozenset(i for i in map(declared_id, written) if i),
+            categories=frozenset(map(declared_category, written)),
+        )
+        for r, _ in docs:
+            r.outcomes = outcome_names
         offers = list(
             self._each(
                 sections.offers,
@@ -123,12 +148,7 @@ class _Builder:
                     if (route := self._route(r, item, fields)) is not None
                 )
         # Categories of every offer written, valid or not (see declared_category).
-        categories = {o.category for o in offers} | {
-            declared_category(item)
-            for _, node in sections.offers
-            if isinstance(node, yaml.SequenceNode)
-            for item in node.value
-        }
+        categories = set(outcome_names.categories)
         max_offers, policies = 3, []
         category_policies: list[ContactPolicy] = []
         channel_limits: dict[str, int] = {}
@@ -172,6 +192,8 @@ class _Builder:
         first = () if default is None else (default.queue,)
         queues = tuple(dict.fromkeys([*first, *(route.queue for route in routes)]))
         scope = MomentScope(fields, intents, queues)
+        for r, _ in docs:
+            r.outcomes = None  # moment conditions do not see the offer history
         moments = list(self._each(sections.moments, "moments", lambda r, n: moment(r, n, scope)))
         check_moments(moments, self.problems)
         notices = notice_rules(sections.notices, fields, self._field)
@@ -195,9 +217,9 @@ class _Builder:
             label=sections.label,
             fields=fields,
             offers=tuple(offers),
-            routes=tuple(sorted(routes, key=lambda r: r.precedence)),
+            routes=in_precedence_order(routes),
             default_route=default,
-            policies=tuple(policies),
+            policies=in_precedence_order(policies),
             max_offers=max_offers,
             files=tuple(r.file for r, _ in docs),
             contact_policies=(*self.offer_contact_policies, *category_policies),
@@ -349,7 +371,7 @@ class _Builder:
             priority=r.integer(spec.get("priority"), "priority", 5, 1, 10),
             reason=r.text(spec.get("reason"), "reason", rule_id),
             skip_ivr=r.boolean(spec.get("skip_ivr"), "skip_ivr"),
-            precedence=r.integer(spec.get("precedence"), "precedence", 100, 0, 1_000_000),
+            precedence=r.precedence(spec.get("precedence")),
             where=r.where(node),
         )
 
@@ -386,7 +408,8 @@ class _Builder:
     def _policy(
         self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec], categories: set[str]
     ) -> PolicySpec | None:
-        spec = r.mapping(node, "policy", ("id", "when", "first", "suppress", "description"))
+        keys = ("id", "when", "first", "suppress", "precedence", "description")
+        spec = r.mapping(node, "policy", keys)
         if "id" not in spec or "when" not in spec:
             r.error(node, "a policy has an id and a `when`")
             return None
@@ -408,4 +431,5 @@ class _Builder:
             first=named["first"],
             suppress=named["suppress"],
             where=r.where(node),
+            precedence=r.precedence(spec.get("precedence")),
         )

@@ -9,6 +9,10 @@ from decision_engine.ruleset.expr import Node
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.template import Template
 
+DEFAULT_PRECEDENCE = 100
+"""Of routing rules or arbitration policies that hold, the lowest precedence wins."""
+MAX_PRECEDENCE = 1_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Condition:
@@ -48,6 +52,9 @@ class ContactPolicy:
     """Suppressed once the customer declined this often within the window."""
     max_presentations: Limit | None
     where: Where
+    max_acceptances: Limit | None = None
+    """Suppressed once the customer accepted this often within the window (a retention
+    credit at most once a year: count 1 within 365 days)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +107,19 @@ class DefaultRoute:
 
 @dataclass(frozen=True, slots=True)
 class PolicySpec:
-    """An arbitration policy: when it holds, some categories go first or are left out."""
+    """An arbitration policy: when it holds, some categories go first or are left out.
+
+    Of the policies that hold, the one of lowest precedence (then file order) wins: the
+    categories it puts first rank above those of the next, and so on; `suppress` is the
+    union over all of them, and beats `first`.
+    """
 
     id: str
     when: tuple[Condition, ...]
     first: tuple[str, ...]
     suppress: tuple[str, ...]
     where: Where
+    precedence: int = DEFAULT_PRECEDENCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +243,7 @@ class Ruleset:
     routes: tuple[RouteSpec, ...]
     default_route: DefaultRoute
     policies: tuple[PolicySpec, ...]
+    """Arbitration policies in precedence order (lowest first; ties in file order)."""
     max_offers: int
     files: tuple[str, ...] = field(default=())
     contact_policies: tuple[ContactPolicy, ...] = ()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from decision_engine.ruleset.expr import (
     FUNCTIONS,
+    OUTCOME_DAYS,
+    OUTCOME_KEYWORDS,
     Arith,
     Call,
     Compare,
@@ -17,9 +20,11 @@ from decision_engine.ruleset.expr import (
     Neg,
     Node,
     Not,
+    outcome_calls,
     render,
 )
 from decision_engine.ruleset.schema import FieldSpec
+from decision_engine.vocabulary import OFFER_OUTCOMES
 
 _KIND_TYPE = {
     "number": "number",
@@ -37,8 +42,28 @@ def did_you_mean(name: str, known: Mapping[str, object] | list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def check(node: Node, fields: Mapping[str, FieldSpec], *, want: str) -> None:
-    """Raise ExprError unless `node` is well typed and of type `want` ("bool" or "number")."""
+@dataclass(frozen=True, slots=True)
+class OutcomeNames:
+    """What days_since_outcome() may name: the ruleset's offer ids and categories."""
+
+    offers: frozenset[str]
+    categories: frozenset[str]
+
+
+def check(
+    node: Node,
+    fields: Mapping[str, FieldSpec],
+    *,
+    want: str,
+    outcomes: OutcomeNames | None = None,
+) -> None:
+    """Raise ExprError unless `node` is well typed and of type `want` ("bool" or "number").
+
+    `outcomes` None: the condition cannot read the offer history (moments), so
+    days_since_outcome() is an error.
+    """
+    for call in outcome_calls(node):
+        _check_outcome_call(call, outcomes)
     got = _infer(node, fields)
     if got != want:
         what = "a condition (true/false)" if want == "bool" else "a number"
@@ -149,11 +174,17 @@ def _call(node: Call, fields: Mapping[str, FieldSpec]) -> str:
             node.col,
         )
     params, result = signature
+    if node.function == OUTCOME_DAYS:
+        return result  # checked by _check_outcome_call
+    if node.keywords:
+        raise ExprError(f"{node.function}() takes no keyword arguments", node.keywords[0][1].col)
     if len(node.args) != len(params):
         raise ExprError(
             f"{node.function}() takes {len(params)} argument(s), got {len(node.args)}", node.col
         )
     for arg, param in zip(node.args, params, strict=True):
+        if param == "field" and isinstance(arg, Call) and arg.function == OUTCOME_DAYS:
+            continue  # exists(days_since_outcome(...)): is there such an outcome at all
         if param in ("field", "date"):
             if not isinstance(arg, Field):
                 raise ExprError(f"{node.function}() takes a field name", arg.col)
@@ -165,6 +196,43 @@ def _call(node: Call, fields: Mapping[str, FieldSpec]) -> str:
         else:
             _expect(arg, fields, param, f"{node.function}()")
     return result
+
+
+def _check_outcome_call(node: Call, names: OutcomeNames | None) -> None:
+    usage = (
+        f'{OUTCOME_DAYS}() takes category="..." or offer="...", and optionally '
+        f"outcome= one of {', '.join(OFFER_OUTCOMES)}"
+    )
+    if names is None:
+        raise ExprError(
+            f"{OUTCOME_DAYS}() reads the offer history, which moment conditions do not see",
+            node.col,
+        )
+    if node.args:
+        raise ExprError(usage, node.args[0].col)
+    given = dict(node.keywords)
+    for key, literal in node.keywords:
+        if key not in OUTCOME_KEYWORDS:
+            hint = did_you_mean(key, list(OUTCOME_KEYWORDS))
+            message = f"{OUTCOME_DAYS}(): unknown argument {key}={hint}; {usage}"
+            raise ExprError(message, literal.col)
+    if ("category" in given) == ("offer" in given):
+        raise ExprError(usage, node.col)
+    checks = (
+        ("category", names.categories, "no offer has category"),
+        ("offer", names.offers, "no offer has id"),
+        ("outcome", frozenset(OFFER_OUTCOMES), "unknown outcome"),
+    )
+    for key, known, problem in checks:
+        found = given.get(key)
+        if found is None:
+            continue
+        value = str(found.value)
+        if value not in known:
+            raise ExprError(
+                f"{OUTCOME_DAYS}(): {problem} {value!r}{did_you_mean(value, sorted(known))}",
+                found.col,
+            )
 
 
 def _show(node: Node) -> str:

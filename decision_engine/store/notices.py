@@ -152,7 +152,9 @@ def parse_entry(entry_id: str, fields: Mapping[str, str]) -> StoredEvent:
 
 async def first_sight(durable: PipelinedConnection, event_id: str) -> bool:
     """True the first time an event id is seen (for events written to the stream directly)."""
-    return bool(await durable.call("SET", event_seen_key(event_id), "1", "NX", "EX", EVENT_ID_TTL_S))
+    return bool(
+        await durable.call("SET", event_seen_key(event_id), "1", "NX", "EX", EVENT_ID_TTL_S)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +198,9 @@ def _sent_member(plan: NoticePlan, event_id: str) -> str:
     return f"{plan.notice_id}|{key}|{int(plan.urgent)}|{event_id}"
 
 
-def outbox_fields(plan: NoticePlan, event: BusinessEvent, customer_id: str, *, now: float) -> list[str]:
+def outbox_fields(
+    plan: NoticePlan, event: BusinessEvent, customer_id: str, *, now: float
+) -> list[str]:
     """A notice as the outbox stream entry the delivery workers read."""
     entry: dict[str, Any] = {
         "key": f"{event.event_id}/{customer_id}/{plan.channel}",

@@ -548,3 +548,14 @@ def test_a_silent_redis_is_given_up_on_after_its_budget_step_by_step(
     )
     assert len(asked) == 2, "each step asks for its own budget"
     assert client.xlen(OUTCOME_STREAM) == 1
+
+
+def test_an_acceptance_a_year_old_is_still_in_the_history(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """max_acceptances {count: 1, within_days: 365} needs a 364-day-old acceptance kept."""
+    assert HISTORY_DAYS >= 365
+    year_ago = NOW - 364 * DAY
+    client.hset(history_key("C-1"), "a", f"{year_ago:.3f}|accepted|i1")
+    run(redis_url, lambda c: apply(c, "a", "presented"))
+    assert history(client) == [f"{year_ago:.3f}|accepted|i1", f"{NOW:.3f}|presented|call-7"]
