@@ -4,6 +4,7 @@
     ├── RulesetError              a rule file is wrong; carries every problem found
     ├── InvalidRequestError       a client sent something we cannot decide on
     ├── DecisionNotFoundError     an outcome names a decision we do not have
+    ├── NoticeNotFoundError       a receipt names a notice we never sent
     ├── InteractionStateError     an event its interaction cannot take now (ended, stale
     │                             seq, too many or too old before `started`)
     ├── StoreError                a Redis store failed; `store` names which
@@ -107,6 +108,10 @@ class InvalidRequestError(DecisionEngineError):
 
 class DecisionNotFoundError(DecisionEngineError):
     """An outcome names a decision that is unknown or has expired."""
+
+
+class NoticeNotFoundError(DecisionEngineError):
+    """A delivery receipt names a notice key that was never sent (or is forgotten)."""
 
 
 class InteractionStateError(DecisionEngineError):

@@ -69,6 +69,11 @@ def typed_facts(
     _contact_counts(facts, state, context, now=now, interaction_id=interaction_id)
     if ruleset.outcome_lookups and state is not None and state.history:
         _outcome_days(facts, state, ruleset.outcome_lookups, now=now)
+    if ruleset.notice_lookups and state is not None and state.notices:
+        for key, notice_id in ruleset.notice_lookups:
+            record = state.notices.get(notice_id)
+            if record is not None and record.reached:
+                facts[key] = max(now - record.at, 0.0) / _DAY
     return facts, tuple(unparsed)
 
 

@@ -68,6 +68,41 @@ class NoticePlan:
     dedupe_key: str = ""
 
 
+def event_problem(ruleset: CompiledRuleset, event: BusinessEvent) -> tuple[str, str] | None:
+    """(field, reason) when the ruleset cannot take the event: an undeclared type, audience
+    field or attribute, or a value that does not fit its declaration."""
+    rules = ruleset.source.notices
+    declared = rules.events if rules is not None else {}
+    event_type = declared.get(event.type)
+    if event_type is None:
+        names = ", ".join(declared) or "none: the ruleset has no notices section"
+        return "type", f"{event.type[:64]!r} is not a declared event type (declared: {names})"
+    if bool(event.customer_id) == (event.audience is not None):
+        return "customer_id", "give exactly one of customer_id and audience"
+    if event.audience is not None:
+        audiences = rules.audiences if rules is not None else ()
+        if event.audience[0] not in audiences:
+            return "audience.field", (
+                f"{event.audience[0][:64]!r} is not an audience field "
+                f"(notices: audiences: {', '.join(audiences) or 'none'})"
+            )
+        if not event.audience[1]:
+            return "audience.value", "is required"
+    for key, value in event.attributes.items():
+        spec = event_type.attributes.get(key)
+        if spec is None:
+            names = ", ".join(event_type.attributes) or "none"
+            return (
+                f"attributes[{key[:64]}]",
+                f"is not declared for {event.type} (declared: {names})",
+            )
+        try:
+            spec.parse(value)
+        except ValueError as exc:
+            return f"attributes[{key[:64]}]", str(exc).removeprefix(f"{key}: ")
+    return None
+
+
 def event_facts(
     ruleset: CompiledRuleset,
     event: BusinessEvent,

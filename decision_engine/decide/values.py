@@ -29,6 +29,40 @@ class OfferEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class NoticeRecord:
+    """A proactive notice the customer was sent (or is about to be), from the notice log."""
+
+    notice_id: str
+    channel: str
+    status: str
+    """queued, held, sent, failed, dead_lettered or delivered."""
+    text: str
+    at: float
+    """When it was decided, epoch seconds."""
+    updated: float
+    """When its status last changed."""
+
+    @property
+    def reached(self) -> bool:
+        """Sent or on its way: what days_since_notice() counts (not held, not failed)."""
+        return self.status in NOTIFIED
+
+
+NOTIFIED = frozenset({"queued", "sent", "delivered"})
+RECENT_NOTICES = 5
+RECENT_NOTICE_DAYS = 30
+
+
+def recent_notices(state: CustomerState | None, *, now: float) -> tuple[NoticeRecord, ...]:
+    """What the agent's screen shows of the customer's notices: the latest few, newest first."""
+    if state is None or not state.notices:
+        return ()
+    since = now - RECENT_NOTICE_DAYS * 86_400.0
+    recent = sorted((n for n in state.notices.values() if n.at >= since), key=lambda n: -n.at)
+    return tuple(recent[:RECENT_NOTICES])
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerState:
     """What the store knows about a customer, untyped (the ruleset's schema types it)."""
 
@@ -38,6 +72,8 @@ class CustomerState:
     """Recent contacts, the current one included when it was recorded."""
     history: Mapping[str, tuple[OfferEvent, ...]] = field(default_factory=dict)
     """Outcomes of offers shown to this customer, by offer id, oldest first."""
+    notices: Mapping[str, NoticeRecord] = field(default_factory=dict)
+    """The latest proactive notice of each notice id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +144,5 @@ class Decision:
     """The experiment arm the customer is in (set by the server)."""
     unparsed_fields: tuple[str, ...] = ()
     """Profile fields whose stored value does not fit the schema (decided without them)."""
+    notices: tuple[NoticeRecord, ...] = ()
+    """Notices the customer was sent recently, newest first (set by the server)."""

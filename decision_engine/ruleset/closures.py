@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from decision_engine.ruleset.expr import (
-    OUTCOME_DAYS,
+    HISTORY_FUNCTIONS,
     Arith,
     Call,
     Compare,
@@ -187,13 +187,13 @@ def _binary(left_node: Node, right_node: Node, apply: Callable[[Any, Any], Any])
 
 def _compile_call(node: Call) -> Fn:
     fn = node.function
-    if fn == OUTCOME_DAYS:
-        # Computed from the offer history with the facts (decide/facts.py), under the
-        # call's canonical text; absent when the customer has no such outcome.
+    if fn in HISTORY_FUNCTIONS:
+        # Computed from the offer or notice history with the facts (decide/facts.py),
+        # under the call's canonical text; absent when the customer has no such event.
         key = render(node)
         return lambda facts: facts.get(key)
     if fn == "exists" and isinstance(node.args[0], Call):
-        key = render(node.args[0])  # exists(days_since_outcome(...))
+        key = render(node.args[0])  # exists(days_since_outcome(...)), or of a notice
         return lambda facts: key in facts
     if fn in ("exists", "days_until", "days_since"):
         assert isinstance(node.args[0], Field)
@@ -296,7 +296,7 @@ def _fact_name(node: Node) -> str | None:
     """The facts key a field or a days_since_outcome() call reads."""
     if isinstance(node, Field):
         return node.name
-    if isinstance(node, Call) and node.function == OUTCOME_DAYS:
+    if isinstance(node, Call) and node.function in HISTORY_FUNCTIONS:
         return render(node)
     return None
 
@@ -304,7 +304,7 @@ def _fact_name(node: Node) -> str | None:
 def _fields(node: Node) -> set[str]:
     if isinstance(node, Field):
         return {node.name}
-    if isinstance(node, Call) and node.function == OUTCOME_DAYS:
+    if isinstance(node, Call) and node.function in HISTORY_FUNCTIONS:
         return {render(node)}
     if isinstance(node, Literal):
         return set()

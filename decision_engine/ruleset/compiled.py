@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from decision_engine.ruleset.closures import compile_all, compile_checks, compile_node, constant
-from decision_engine.ruleset.expr import Arith, Field, Literal, Logic, Node, outcome_calls, render
+from decision_engine.ruleset.expr import (
+    NOTICE_DAYS,
+    Arith,
+    Field,
+    Literal,
+    Logic,
+    Node,
+    outcome_calls,
+    render,
+)
 from decision_engine.ruleset.load import load_ruleset
 from decision_engine.ruleset.rule_index import RuleIndex
 from decision_engine.ruleset.runtime import Checks, Facts, Fn
@@ -134,6 +143,8 @@ class CompiledRuleset:
     date_fields: frozenset[str]
     outcome_lookups: tuple[OutcomeLookup, ...] = ()
     """The days_since_outcome() values the facts need (none: nothing is computed)."""
+    notice_lookups: tuple[tuple[str, str], ...] = ()
+    """The days_since_notice() values the facts need: (facts key, notice id)."""
     notices_on: dict[str, tuple[CompiledNotice, ...]] = field(default_factory=dict)
     """Event type → the notices that react to it, in file order."""
     event_parsers: dict[str, dict[str, Parser]] = field(default_factory=dict)
@@ -199,6 +210,7 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         date_fields=frozenset(n for n, s in fields.items() if s.kind == "date")
         | _event_dates(ruleset.notices),
         outcome_lookups=_outcome_lookups(ruleset),
+        notice_lookups=_notice_lookups(ruleset),
         notices_on=_notices_on(ruleset.notices),
         event_parsers={
             name: {a: fast_parser(spec) for a, spec in event.attributes.items()}
@@ -207,8 +219,8 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     )
 
 
-def _outcome_lookups(ruleset: Ruleset) -> tuple[OutcomeLookup, ...]:
-    """Every distinct days_since_outcome() of the offers, routing rules and policies."""
+def _decision_conditions(ruleset: Ruleset) -> list[Condition]:
+    """Every condition and expression a decision evaluates (offers, routing, policies)."""
     conditions = [
         cond
         for o in ruleset.offers
@@ -216,8 +228,24 @@ def _outcome_lookups(ruleset: Ruleset) -> tuple[OutcomeLookup, ...]:
     ]
     conditions += [cond for route in ruleset.routes for cond in route.when]
     conditions += [cond for policy in ruleset.policies for cond in policy.when]
+    return conditions
+
+
+def _notice_lookups(ruleset: Ruleset) -> tuple[tuple[str, str], ...]:
+    """Every distinct days_since_notice() a decision reads: (facts key, notice id)."""
+    found = {
+        render(call): str(call.args[0].value)
+        for cond in _decision_conditions(ruleset)
+        for call in outcome_calls(cond.node, NOTICE_DAYS)
+        if isinstance(call.args[0], Literal)
+    }
+    return tuple(found.items())
+
+
+def _outcome_lookups(ruleset: Ruleset) -> tuple[OutcomeLookup, ...]:
+    """Every distinct days_since_outcome() of the offers, routing rules and policies."""
     lookups: dict[str, OutcomeLookup] = {}
-    for cond in conditions:
+    for cond in _decision_conditions(ruleset):
         for call in outcome_calls(cond.node):
             key = render(call)
             if key in lookups:

@@ -34,8 +34,12 @@ FUNCTIONS = {
     "abs": (("number",), "number"),
     # keyword arguments only: category= or offer=, and optionally outcome= (see typecheck)
     "days_since_outcome": ((), "number"),
+    "days_since_notice": ((), "number"),
 }
 OUTCOME_DAYS = "days_since_outcome"
+NOTICE_DAYS = "days_since_notice"
+HISTORY_FUNCTIONS = frozenset({OUTCOME_DAYS, NOTICE_DAYS})
+"""Functions whose value the facts carry, computed from the customer's history."""
 """Days since the customer's latest outcome on an offer or a category: a value the
 decision core computes from the offer history, only for rulesets that use it."""
 OUTCOME_KEYWORDS = ("category", "offer", "outcome")
@@ -366,10 +370,10 @@ def walk(node: Node) -> Iterator[Node]:
         yield from walk(child)
 
 
-def outcome_calls(node: Node) -> Iterator[Call]:
-    """The `days_since_outcome(...)` calls in a condition."""
+def outcome_calls(node: Node, function: str = OUTCOME_DAYS) -> Iterator[Call]:
+    """The `days_since_outcome(...)` (or other history function's) calls in a condition."""
     for sub in walk(node):
-        if isinstance(sub, Call) and sub.function == OUTCOME_DAYS:
+        if isinstance(sub, Call) and sub.function == function:
             yield sub
 
 

@@ -123,6 +123,27 @@ def notice_rules(
     )
 
 
+def declared_notices(parts: list[tuple[RuleNodes, yaml.Node]]) -> frozenset[str]:
+    """The notice ids written, valid or not, for days_since_notice() in other sections."""
+    ids: set[str] = set()
+    for _, node in parts:
+        rules = _value(node, "rules")
+        for item in rules.value if isinstance(rules, yaml.SequenceNode) else ():
+            found = _value(item, "id")
+            if isinstance(found, yaml.ScalarNode):
+                ids.add(str(found.value))
+    return frozenset(ids)
+
+
+def _value(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value in node.value:
+            if key_node.value == key:
+                found: yaml.Node = value
+                return found
+    return None
+
+
 def notice_fields(
     rules: NoticeRules, event: str, fields: dict[str, FieldSpec]
 ) -> dict[str, FieldSpec]:

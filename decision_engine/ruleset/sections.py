@@ -15,7 +15,7 @@ import yaml
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.fields import builtin_fields
 from decision_engine.ruleset.moment_section import MomentScope, check_moments, moment
-from decision_engine.ruleset.notice_section import notice_rules
+from decision_engine.ruleset.notice_section import declared_notices, notice_rules
 from decision_engine.ruleset.offer_section import (
     category_policy,
     declared_category,
@@ -123,6 +123,7 @@ class _Builder:
         outcome_names = OutcomeNames(
             offers=frozenset(i for i in map(declared_id, written) if i),
             categories=frozenset(map(declared_category, written)),
+            notices=declared_notices(sections.notices),
         )
         for r, _ in docs:
             r.outcomes = outcome_names

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from decision_engine.ruleset.expr import (
     FUNCTIONS,
+    HISTORY_FUNCTIONS,
+    NOTICE_DAYS,
     OUTCOME_DAYS,
     OUTCOME_KEYWORDS,
     Arith,
@@ -48,6 +50,8 @@ class OutcomeNames:
 
     offers: frozenset[str]
     categories: frozenset[str]
+    notices: frozenset[str] = frozenset()
+    """What days_since_notice() may name: the notice ids of the `notices:` section."""
 
 
 def check(
@@ -64,6 +68,8 @@ def check(
     """
     for call in outcome_calls(node):
         _check_outcome_call(call, outcomes)
+    for call in outcome_calls(node, NOTICE_DAYS):
+        _check_notice_call(call, outcomes)
     got = _infer(node, fields)
     if got != want:
         what = "a condition (true/false)" if want == "bool" else "a number"
@@ -174,8 +180,8 @@ def _call(node: Call, fields: Mapping[str, FieldSpec]) -> str:
             node.col,
         )
     params, result = signature
-    if node.function == OUTCOME_DAYS:
-        return result  # checked by _check_outcome_call
+    if node.function in HISTORY_FUNCTIONS:
+        return result  # checked by _check_outcome_call / _check_notice_call
     if node.keywords:
         raise ExprError(f"{node.function}() takes no keyword arguments", node.keywords[0][1].col)
     if len(node.args) != len(params):
@@ -183,7 +189,7 @@ def _call(node: Call, fields: Mapping[str, FieldSpec]) -> str:
             f"{node.function}() takes {len(params)} argument(s), got {len(node.args)}", node.col
         )
     for arg, param in zip(node.args, params, strict=True):
-        if param == "field" and isinstance(arg, Call) and arg.function == OUTCOME_DAYS:
+        if param == "field" and isinstance(arg, Call) and arg.function in HISTORY_FUNCTIONS:
             continue  # exists(days_since_outcome(...)): is there such an outcome at all
         if param in ("field", "date"):
             if not isinstance(arg, Field):
@@ -233,6 +239,28 @@ def _check_outcome_call(node: Call, names: OutcomeNames | None) -> None:
                 f"{OUTCOME_DAYS}(): {problem} {value!r}{did_you_mean(value, sorted(known))}",
                 found.col,
             )
+
+
+def _check_notice_call(node: Call, names: OutcomeNames | None) -> None:
+    usage = f'{NOTICE_DAYS}() takes a notice id, e.g. {NOTICE_DAYS}("card_compromised")'
+    if names is None:
+        raise ExprError(
+            f"{NOTICE_DAYS}() reads the notice history, which moment conditions do not see",
+            node.col,
+        )
+    if node.keywords:
+        raise ExprError(usage, node.keywords[0][1].col)
+    if len(node.args) != 1:
+        raise ExprError(usage, node.col)
+    (arg,) = node.args
+    if not isinstance(arg, Literal) or not isinstance(arg.value, str):
+        raise ExprError(usage, arg.col)
+    if arg.value not in names.notices:
+        raise ExprError(
+            f"{NOTICE_DAYS}(): no notice has id {arg.value!r}"
+            + did_you_mean(arg.value, sorted(names.notices)),
+            arg.col,
+        )
 
 
 def _show(node: Node) -> str:

@@ -30,8 +30,8 @@ _KIND = {
 
 def request_context(request: pb.DecideRequest) -> Context:
     """Check a DecideRequest; InvalidRequestError names the first field that is wrong."""
-    _identifier("customer_id", request.customer_id, required=True)
-    _identifier("interaction_id", request.interaction_id, required=False)
+    check_identifier("customer_id", request.customer_id, required=True)
+    check_identifier("interaction_id", request.interaction_id, required=False)
     if request.max_offers > MAX_OFFERS_LIMIT:
         raise InvalidRequestError(
             "max_offers", f"must be 0..{MAX_OFFERS_LIMIT}, got {request.max_offers}"
@@ -70,7 +70,7 @@ def request_context(request: pb.DecideRequest) -> Context:
     )
 
 
-def _identifier(field: str, value: str, *, required: bool, limit: int = MAX_ID_LENGTH) -> None:
+def check_identifier(field: str, value: str, *, required: bool, limit: int = MAX_ID_LENGTH) -> None:
     if not value:
         if required:
             raise InvalidRequestError(field, "is required")
@@ -122,7 +122,24 @@ def decision_response(decision: Decision) -> pb.DecideResponse:
             )
             for e in decision.explanations
         ],
+        notices=[
+            pb.NoticeSummary(
+                notice_id=n.notice_id,
+                channel=n.channel,
+                status=n.status,
+                text=n.text,
+                decided_at=_timestamp(n.at),
+                updated_at=_timestamp(n.updated),
+            )
+            for n in decision.notices
+        ],
     )
+
+
+def _timestamp(at: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(at * 1e9))
+    return stamp
 
 
 MAX_CLOCK_SKEW_S = 300.0
@@ -145,7 +162,7 @@ class OutcomeRequest:
 
 def outcome_request(request: pb.RecordOutcomeRequest, *, now: float) -> OutcomeRequest:
     """Check a RecordOutcomeRequest; InvalidRequestError names the first field that is wrong."""
-    _identifier("decision_id", request.decision_id, required=True, limit=MAX_DECISION_ID)
+    check_identifier("decision_id", request.decision_id, required=True, limit=MAX_DECISION_ID)
     outcome = OUTCOME_NAMES.get(request.outcome)
     if outcome is None:
         raise InvalidRequestError(
@@ -155,7 +172,7 @@ def outcome_request(request: pb.RecordOutcomeRequest, *, now: float) -> OutcomeR
             else f"unknown outcome value {request.outcome}",
         )
     if outcome in OFFER_OUTCOMES:
-        _identifier("offer_id", request.offer_id, required=True)
+        check_identifier("offer_id", request.offer_id, required=True)
     elif request.offer_id:
         raise InvalidRequestError(
             "offer_id", f"must be empty for an interaction outcome ({outcome})"
@@ -168,13 +185,13 @@ def outcome_request(request: pb.RecordOutcomeRequest, *, now: float) -> OutcomeR
     _text("reason", request.reason)
     at = now
     if request.HasField("occurred_at"):
-        at = _occurred_at(request.occurred_at, now=now)
+        at = occurred_at(request.occurred_at, now=now)
     return OutcomeRequest(
         request.decision_id, request.offer_id, outcome, channel, request.reason, at
     )
 
 
-def _occurred_at(ts: Timestamp, *, now: float) -> float:
+def occurred_at(ts: Timestamp, *, now: float) -> float:
     # Checked field by field: ToNanoseconds() raises ValueError outside the Timestamp range.
     if not 0 <= ts.nanos < 1_000_000_000:
         raise InvalidRequestError("occurred_at", f"nanos must be 0..999999999, got {ts.nanos}")

@@ -152,6 +152,39 @@ class Metrics:
             "ended, stale_seq, restarted, held_full, held_too_long.",
             ["reason"],
         )
+        self.BUSINESS_EVENTS = Counter(
+            "business_events_total",
+            "Business events published, by event type and status (accepted, duplicate).",
+            ["type", "status"],
+        )
+        self.AUDIENCE_EVENTS = Counter(
+            "audience_events_total", "Accepted events addressed to an audience, by type.", ["type"]
+        )
+        self.EVENTS_PROCESSED = Counter(
+            "business_events_processed_total",
+            "Business events the notice processes finished, by type and result (done, "
+            "duplicate, rejected).",
+            ["type", "result"],
+        )
+        self.NOTICES_DECIDED = Counter(
+            "notices_decided_total",
+            "Notices decided, by notice id, channel and status (queued, held).",
+            ["notice", "channel", "status"],
+        )
+        self.NOTICES_SUPPRESSED = Counter(
+            "notices_suppressed_total",
+            "Notices not sent, by notice id and reason (conditions, no_channel, no_consent, "
+            "dedupe, cap).",
+            ["notice", "reason"],
+        )
+        self.NOTICE_RECEIPTS = Counter(
+            "notice_receipts_total", "Provider receipts recorded, by status.", ["status"]
+        )
+        self.EVENT_LAG = Gauge(
+            "business_event_lag_seconds",
+            "Age of the last business event a notice process took up (published → read).",
+            multiprocess_mode="livemax",
+        )
         self.GUIDANCE_WRITTEN = Counter(
             "guidance_written_total", "Guidance items written, by moment.", ["moment_id"]
         )
@@ -227,6 +260,13 @@ if TYPE_CHECKING:
     EVENTS_RECEIVED: Counter
     EVENTS_REFUSED: Counter
     GUIDANCE_WRITTEN: Counter
+    BUSINESS_EVENTS: Counter
+    AUDIENCE_EVENTS: Counter
+    EVENTS_PROCESSED: Counter
+    NOTICES_DECIDED: Counter
+    NOTICES_SUPPRESSED: Counter
+    NOTICE_RECEIPTS: Counter
+    EVENT_LAG: Gauge
     GUIDANCE_LATENCY: Histogram
     LIVE_INTERACTIONS: Gauge
     MOMENT_RESTARTS: Counter

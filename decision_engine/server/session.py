@@ -18,7 +18,13 @@ from decision_engine.decide.context_check import check_context
 from decision_engine.decide.engine import Prepared, decide, prepare
 from decision_engine.decide.experiment import CHALLENGER, CONTROL, Experiment
 from decision_engine.decide.learning import Learned
-from decision_engine.decide.values import Contact, Context, CustomerState, Decision
+from decision_engine.decide.values import (
+    Contact,
+    Context,
+    CustomerState,
+    Decision,
+    recent_notices,
+)
 from decision_engine.errors import StoreUnavailableError
 from decision_engine.ruleset.compiled import CompiledRuleset, DailyCap
 from decision_engine.server import metrics
@@ -233,7 +239,12 @@ class DecisionSession:
             arm=arm,
             at=now,
         )
-        decision = dataclasses.replace(decision, arm=arm, decision_id=self._ids.issue(record))
+        decision = dataclasses.replace(
+            decision,
+            arm=arm,
+            decision_id=self._ids.issue(record),
+            notices=recent_notices(state, now=now),
+        )
         for kind, count in loaded.skipped.items():
             self._skips.skipped(kind, count, customer_id)
         if decision.unparsed_fields:

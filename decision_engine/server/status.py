@@ -9,6 +9,7 @@ from decision_engine.errors import (
     DecisionNotFoundError,
     InteractionStateError,
     InvalidRequestError,
+    NoticeNotFoundError,
     PermissionDeniedError,
     StoreError,
     UnauthenticatedError,
@@ -19,7 +20,7 @@ def status_for(exc: DecisionEngineError) -> tuple[grpc.StatusCode, str]:
     """The status code and message a client sees for an engine error."""
     if isinstance(exc, InvalidRequestError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, DecisionNotFoundError):
+    if isinstance(exc, DecisionNotFoundError | NoticeNotFoundError):
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, InteractionStateError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)

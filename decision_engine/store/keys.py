@@ -132,3 +132,8 @@ def notice_log_key(customer_id: str) -> str:
 def audience_key(field: str, value: str) -> str:
     """Set of the customers whose profile `field` (an audience field) has `value`."""
     return f"{PREFIX}:audience:{field}:{value}"
+
+
+def notice_key_index(key: str) -> str:
+    """A notice's idempotency key → `customer|notice`, for provider receipts (30 days)."""
+    return f"{PREFIX}:notice-key:{{{key}}}"

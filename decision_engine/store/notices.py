@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from decision_engine.decide.notices import HELD, SEND, BusinessEvent, NoticePlan, SentNotice
+from decision_engine.errors import NoticeNotFoundError
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import (
     EVENTS_STREAM,
@@ -24,6 +25,8 @@ from decision_engine.store.keys import (
     NOTICE_OUTBOX,
     audience_key,
     event_seen_key,
+    notice_key_index,
+    notice_log_key,
     notices_sent_key,
     notices_version_key,
     profile_key,
@@ -33,6 +36,8 @@ EVENT_ID_TTL_S = 7 * 86_400
 SENT_HORIZON_S = 400 * 86_400
 """Sent notices older than this are forgotten (longer than any dedupe window: 366 days)."""
 EVENTS_MAXLEN = 1_000_000
+KEY_TTL_S = 30 * 86_400
+"""How long a notice's key finds its customer, for provider receipts."""
 ACCEPTED, DUPLICATE = "accepted", "duplicate"
 
 # KEYS: the stream, then each event's seen key. ARGV: ttl, maxlen, then per event the
@@ -53,24 +58,26 @@ end
 return out
 """
 
-# KEYS: version, sent, outbox, held. ARGV: expected version, now, horizon, then per plan:
-# sent member, held score ('' when due now), held member, n, outbox fields.
+# KEYS: version, sent, outbox, held, then each plan's key index. ARGV: expected version,
+# now, horizon, key ttl, then per plan: sent member, held score ('' when due now), held
+# member, key index value, n, outbox fields.
 _COMMIT_LUA = """
 local current = redis.call('GET', KEYS[1]) or '0'
 if current ~= ARGV[1] then return 0 end
 local now = tonumber(ARGV[2])
 redis.call('INCR', KEYS[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
-local i = 4
+local i, k = 5, 5
 while i <= #ARGV do
   redis.call('ZADD', KEYS[2], now, ARGV[i])
-  local n = tonumber(ARGV[i + 3])
+  redis.call('SET', KEYS[k], ARGV[i + 3], 'EX', ARGV[4])
+  local n = tonumber(ARGV[i + 4])
   if ARGV[i + 1] == '' then
-    redis.call('XADD', KEYS[3], '*', unpack(ARGV, i + 4, i + 3 + n))
+    redis.call('XADD', KEYS[3], '*', unpack(ARGV, i + 5, i + 4 + n))
   else
     redis.call('ZADD', KEYS[4], tonumber(ARGV[i + 1]), ARGV[i + 2])
   end
-  i = i + 4 + n
+  i, k = i + 5 + n, k + 1
 end
 return 1
 """
@@ -198,12 +205,17 @@ def _sent_member(plan: NoticePlan, event_id: str) -> str:
     return f"{plan.notice_id}|{key}|{int(plan.urgent)}|{event_id}"
 
 
+def notice_key(event_id: str, notice_id: str, customer_id: str, channel: str) -> str:
+    """The idempotency key of one notice: receivers drop a second delivery of it."""
+    return f"{event_id}/{notice_id}/{customer_id}/{channel}"
+
+
 def outbox_fields(
     plan: NoticePlan, event: BusinessEvent, customer_id: str, *, now: float
 ) -> list[str]:
     """A notice as the outbox stream entry the delivery workers read."""
     entry: dict[str, Any] = {
-        "key": f"{event.event_id}/{customer_id}/{plan.channel}",
+        "key": notice_key(event.event_id, plan.notice_id, customer_id, plan.channel),
         "notice_id": plan.notice_id,
         "event_id": event.event_id,
         "event_type": event.type,
@@ -230,28 +242,30 @@ async def commit(
 ) -> bool:
     """Count and queue the plans that send (now or held); False if the customer's sent
     notices changed since they were read (plan again)."""
-    args: list[str | float] = [customer.version, repr(now), SENT_HORIZON_S]
-    for plan in plans:
-        if plan.status not in (SEND, HELD):
-            continue
-        fields = outbox_fields(plan, event, customer.customer_id, now=now)
-        held = plan.status == HELD
-        member = json.dumps(dict(zip(fields[::2], fields[1::2], strict=True))) if held else ""
-        args += [
-            _sent_member(plan, event.event_id),
-            repr(plan.not_before) if held else "",
-            member,
-            len(fields),
-            *fields,
-        ]
-    if len(args) == 3:
-        return True
+    args: list[str | float] = [customer.version, repr(now), SENT_HORIZON_S, KEY_TTL_S]
     keys = [
         notices_version_key(customer.customer_id),
         notices_sent_key(customer.customer_id),
         NOTICE_OUTBOX,
         NOTICE_HELD,
     ]
+    for plan in plans:
+        if plan.status not in (SEND, HELD):
+            continue
+        fields = outbox_fields(plan, event, customer.customer_id, now=now)
+        held = plan.status == HELD
+        member = json.dumps(dict(zip(fields[::2], fields[1::2], strict=True))) if held else ""
+        keys.append(notice_key_index(fields[1]))
+        args += [
+            _sent_member(plan, event.event_id),
+            repr(plan.not_before) if held else "",
+            member,
+            f"{customer.customer_id}|{plan.notice_id}",
+            len(fields),
+            *fields,
+        ]
+    if len(keys) == 4:
+        return True
     return bool(await _COMMIT(durable, keys, args))
 
 
@@ -265,3 +279,48 @@ async def audience_members(
 
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+async def record_status(
+    decision: PipelinedConnection,
+    customer_id: str,
+    notice_id: str,
+    fields: Mapping[str, str],
+    *,
+    now: float,
+) -> None:
+    """Write the notice's record to the customer's notice log (what Decide shows)."""
+    record = {
+        "at": float(fields.get("decided_at") or now),
+        "channel": fields.get("channel", ""),
+        "status": fields.get("status", ""),
+        "text": fields.get("text", ""),
+        "key": fields.get("key", ""),
+        "updated": now,
+    }
+    if fields.get("provider_ref"):
+        record["provider_ref"] = fields["provider_ref"]
+    await decision.call("HSET", notice_log_key(customer_id), notice_id, json.dumps(record))
+
+
+async def record_receipt(
+    decision: PipelinedConnection,
+    durable: PipelinedConnection,
+    key: str,
+    status: str,
+    provider_ref: str,
+    *,
+    now: float,
+) -> None:
+    """A provider's receipt onto the notice log; NoticeNotFoundError for an unknown key."""
+    found = await durable.call("GET", notice_key_index(key))
+    if found is None:
+        raise NoticeNotFoundError(f"no notice with key {key[:200]!r} was sent in the last 30 days")
+    customer_id, _, notice_id = str(found).rpartition("|")
+    raw = await decision.call("HGET", notice_log_key(customer_id), notice_id)
+    record = json.loads(raw) if raw else {}
+    if record.get("key") not in (None, key):
+        return  # the log has moved on to a newer notice of the same id: keep that one
+    record.update({"status": status, "updated": now, "provider_ref": provider_ref, "key": key})
+    record.setdefault("at", now)
+    await decision.call("HSET", notice_log_key(customer_id), notice_id, json.dumps(record))

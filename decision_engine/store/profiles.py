@@ -6,6 +6,7 @@ profile, records the current interaction and trims old contacts atomically.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -15,7 +16,7 @@ from itertools import islice
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from decision_engine.decide.values import Contact, CustomerState, OfferEvent
+from decision_engine.decide.values import Contact, CustomerState, NoticeRecord, OfferEvent
 from decision_engine.errors import StoreUnavailableError
 from decision_engine.ruleset.compiled import DailyCap
 from decision_engine.store.connection import PipelinedConnection, Script
@@ -24,6 +25,7 @@ from decision_engine.store.keys import (
     contacts_key,
     customer_caps_key,
     history_key,
+    notice_log_key,
     profile_key,
 )
 
@@ -35,8 +37,8 @@ MAX_CONTACTS_PER_DAY = 20
 """New interactions recorded per customer in 24 hours; later ones are decided on but
 not recorded, so one caller cannot grow a customer's contact history without bound."""
 
-# KEYS: profile, contacts, offer history, the customer's capped-offer counts of the day,
-# then the day's counter of each capped offer.
+# KEYS: profile, contacts, offer history, notice log, the customer's capped-offer counts
+# of the day, then the day's counter of each capped offer.
 # ARGV: now, retention_s, interaction_id ("" for none), entry, retention_s without a
 # profile, contacts per day, then the id of each capped offer.
 # Contacts are a hash so that a retried interaction counts once; their age lives in the
@@ -76,16 +78,17 @@ if ARGV[3] ~= '' and not seen then
   end
 end
 local history = redis.call('HGETALL', KEYS[3])
+local notices = redis.call('HGETALL', KEYS[4])
 local caps, mine = {}, {}
-if #KEYS > 4 then
-  caps = redis.call('MGET', unpack(KEYS, 5, #KEYS))
-  mine = redis.call('HMGET', KEYS[4], unpack(ARGV, 7, #ARGV))
+if #KEYS > 5 then
+  caps = redis.call('MGET', unpack(KEYS, 6, #KEYS))
+  mine = redis.call('HMGET', KEYS[5], unpack(ARGV, 7, #ARGV))
   for i = 1, #caps do
     caps[i] = caps[i] or '0'
     mine[i] = mine[i] or '0'
   end
 end
-return {profile, kept, history, caps, mine, refused}
+return {profile, kept, history, caps, mine, refused, notices}
 """
 
 
@@ -178,12 +181,13 @@ class ProfileStore:
             profile_key(customer_id),
             contacts_key(customer_id),
             history_key(customer_id),
+            notice_log_key(customer_id),
             customer_caps_key(customer_id, day),
             *(cap_key(offer_id, day) for offer_id, _ in capped),
         ]
         args.extend(offer_id for offer_id, _ in capped)
         reply = await _LOAD(self._fast, keys, args)
-        raw_profile, raw_contacts, raw_history, counts, mine, refused = reply
+        raw_profile, raw_contacts, raw_history, counts, mine, refused, raw_notices = reply
         skipped: dict[str, int] = {}
         contacts = []
         for interaction_id, entry in _pairs(raw_contacts).items():
@@ -214,6 +218,7 @@ class ProfileStore:
             profile=_pairs(raw_profile) or None,
             contacts=tuple(sorted(contacts, key=lambda c: (c.at, c.interaction_id))),
             history=history,
+            notices=parse_notice_log(_pairs(raw_notices), skipped),
         )
         return Loaded(state, frozenset(exhausted), frozenset(customer_spent), skipped, refused == 1)
 
@@ -247,6 +252,25 @@ class ProfileStore:
 
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def parse_notice_log(raw: Mapping[str, str], skipped: dict[str, int]) -> dict[str, NoticeRecord]:
+    """The notice log's records by notice id; one that does not parse is counted, left out."""
+    records = {}
+    for notice_id, text in raw.items():
+        try:
+            data = json.loads(text)
+            records[notice_id] = NoticeRecord(
+                notice_id,
+                str(data.get("channel", "")),
+                str(data.get("status", "")),
+                str(data.get("text", "")),
+                float(data["at"]),
+                float(data.get("updated", data["at"])),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            skipped["notice"] = skipped.get("notice", 0) + 1
+    return records
 
 
 def _contact(interaction_id: str, entry: str) -> Contact | None:

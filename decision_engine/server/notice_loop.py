@@ -1,0 +1,256 @@
+"""A notice process's work: business events in, notices onto the outbox.
+
+Events are read from the durable Redis's events stream with the consumer group
+`notices` (at least once): entries a crashed process left pending are claimed after
+`claim_idle_s`. For each customer of an event (one, or every member of an audience,
+a page at a time) the customer's profile and sent notices are read, the pure planner
+decides, and store/notices.py commits the plans atomically with the customer's sent
+notices, planning again if another process changed them in between. Processing an
+event twice (after a crash) is harmless: what was queued the first time is in the
+customer's sent notices, so deduplication suppresses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from decision_engine.decide.notices import (
+    HELD,
+    SEND,
+    SUPPRESSED,
+    BusinessEvent,
+    NoticePlan,
+    event_problem,
+    plan_notices,
+)
+from decision_engine.ruleset.compiled import CompiledRuleset
+from decision_engine.server import metrics
+from decision_engine.store.connection import PipelinedConnection, ReplyError
+from decision_engine.store.keys import EVENTS_GROUP, EVENTS_STREAM
+from decision_engine.store.notices import (
+    BadEventEntry,
+    StoredEvent,
+    audience_members,
+    commit,
+    first_sight,
+    notice_key,
+    parse_entry,
+    read_customer,
+    record_status,
+    reject,
+)
+
+log = logging.getLogger("decision_engine.notices")
+
+PAGE = 500
+"""Customers of an audience planned at once (their reads and commits share round trips)."""
+MAX_REPLANS = 5
+"""Commits refused because the customer's notices changed, before giving up on one."""
+
+
+@dataclass
+class Progress:
+    """What processing one event did, for tests, metrics and the CLI."""
+
+    customers: int = 0
+    queued: int = 0
+    held: int = 0
+    suppressed: int = 0
+    conflicts: int = 0
+
+
+class RulesetSource:
+    """Anything with the ruleset currently served (server/service.py's ActiveRuleset)."""
+
+    current: CompiledRuleset
+
+
+class NoticeProcessor:
+    """Reads the events stream as one consumer of the `notices` group."""
+
+    def __init__(
+        self,
+        rules: RulesetSource,
+        *,
+        decision: PipelinedConnection,
+        durable: PipelinedConnection,
+        reader: PipelinedConnection,
+        consumer: str,
+        claim_idle_s: float = 30.0,
+        batch: int = 20,
+        block_ms: int = 1000,
+    ) -> None:
+        self._rules = rules
+        self._decision = decision
+        self._durable = durable
+        self._reader = reader
+        self.consumer = consumer
+        self.claim_idle_s = claim_idle_s
+        self.batch = batch
+        self.block_ms = block_ms
+        self._group_ready = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process events until `stop` is set."""
+        while not stop.is_set():
+            try:
+                await self.step()
+            except Exception:  # noqa: BLE001 - a bad moment must not stop the notices
+                log.exception("notice processing failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def step(self) -> int:
+        """Claim stale entries, or read new ones (blocking up to block_ms); process them."""
+        await self._ensure_group()
+        entries = await self._claim()
+        if not entries:
+            entries = await self._read()
+        for entry_id, fields in entries:
+            await self._handle(entry_id, fields)
+        return len(entries)
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self._durable.call(
+                "XGROUP", "CREATE", EVENTS_STREAM, EVENTS_GROUP, "0", "MKSTREAM"
+            )
+        except ReplyError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def _claim(self) -> list[tuple[str, dict[str, str]]]:
+        reply = await self._durable.call(
+            "XAUTOCLAIM", EVENTS_STREAM, EVENTS_GROUP, self.consumer,
+            int(self.claim_idle_s * 1000), "0-0", "COUNT", self.batch,
+        )  # fmt: skip
+        return _entries(reply[1])
+
+    async def _read(self) -> list[tuple[str, dict[str, str]]]:
+        reply = await self._reader.call(
+            "XREADGROUP", "GROUP", EVENTS_GROUP, self.consumer, "COUNT", self.batch,
+            "BLOCK", self.block_ms, "STREAMS", EVENTS_STREAM, ">",
+        )  # fmt: skip
+        if not reply:
+            return []
+        return _entries(reply[0][1])
+
+    async def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
+        ruleset = self._rules.current
+        event_type = fields.get("type", "")[:64] or "unknown"
+        try:
+            stored = parse_entry(entry_id, fields)
+            problem = event_problem(ruleset, stored.event)
+            if problem is not None:
+                raise BadEventEntry(f"{problem[0]}: {problem[1]}")
+        except BadEventEntry as exc:
+            # Written by a producer, not through PublishEvent: kept aside, with the reason.
+            await reject(self._durable, entry_id, fields, str(exc))
+            metrics.EVENTS_PROCESSED.labels(_label(ruleset, event_type), "rejected").inc()
+            return
+        event_type = stored.event.type
+        if not stored.checked and not await first_sight(self._durable, stored.event.event_id):
+            await self._ack(entry_id)
+            metrics.EVENTS_PROCESSED.labels(event_type, "duplicate").inc()
+            return
+        if stored.published_at:
+            metrics.EVENT_LAG.set(max(time.time() - stored.published_at, 0.0))
+        await self.process(stored.event, ruleset)
+        await self._ack(entry_id)
+        metrics.EVENTS_PROCESSED.labels(event_type, "done").inc()
+
+    async def _ack(self, entry_id: str) -> None:
+        await self._durable.call("XACK", EVENTS_STREAM, EVENTS_GROUP, entry_id)
+
+    async def process(self, event: BusinessEvent, ruleset: CompiledRuleset) -> Progress:
+        """Plan and queue the event's notices for each of its customers."""
+        progress = Progress()
+        async for customer_ids in self._customers(event):
+            progress.customers += len(customer_ids)
+            await asyncio.gather(
+                *(self._for_customer(event, ruleset, c, progress) for c in customer_ids)
+            )
+        return progress
+
+    async def _customers(self, event: BusinessEvent) -> AsyncIterator[list[str]]:
+        if event.audience is None:
+            yield [event.customer_id]
+            return
+        field, value = event.audience
+        cursor, seen = 0, set()
+        while True:
+            cursor, page = await audience_members(
+                self._decision, field, value, cursor=cursor, count=PAGE
+            )
+            fresh = [c for c in page if c not in seen]  # SSCAN may return one twice
+            seen.update(fresh)
+            if fresh:
+                yield fresh
+            if cursor == 0:
+                return
+
+    async def _for_customer(
+        self, event: BusinessEvent, ruleset: CompiledRuleset, customer_id: str, progress: Progress
+    ) -> None:
+        for _ in range(MAX_REPLANS):
+            now = time.time()
+            customer = await read_customer(self._decision, self._durable, customer_id, now=now)
+            plans = plan_notices(ruleset, event, customer.profile, customer.sent, now=now)
+            if await commit(self._durable, customer, event, plans, now=now):
+                await self._record(event, customer_id, plans, now, progress)
+                return
+            progress.conflicts += 1
+        log.warning("notices of event %s: gave up on a customer after %d conflicts",
+                    event.event_id, MAX_REPLANS)  # fmt: skip
+
+    async def _record(
+        self,
+        event: BusinessEvent,
+        customer_id: str,
+        plans: list[NoticePlan],
+        now: float,
+        progress: Progress,
+    ) -> None:
+        writes = []
+        for plan in plans:
+            if plan.status == SUPPRESSED:
+                progress.suppressed += 1
+                metrics.NOTICES_SUPPRESSED.labels(plan.notice_id, plan.reason).inc()
+                continue
+            status = "queued" if plan.status == SEND else "held"
+            if plan.status == HELD:
+                progress.held += 1
+            else:
+                progress.queued += 1
+            metrics.NOTICES_DECIDED.labels(plan.notice_id, plan.channel, status).inc()
+            fields = {
+                "decided_at": repr(now),
+                "channel": plan.channel,
+                "status": status,
+                "text": plan.text,
+                "key": notice_key(event.event_id, plan.notice_id, customer_id, plan.channel),
+            }
+            writes.append(record_status(self._decision, customer_id, plan.notice_id, fields, now=now))
+        await asyncio.gather(*writes)
+
+
+def _entries(raw: list[object]) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 2 or item[1] is None:
+            continue  # XAUTOCLAIM names entries deleted meanwhile with no fields
+        flat = [str(part) for part in item[1]]
+        out.append((str(item[0]), dict(zip(flat[::2], flat[1::2], strict=True))))
+    return out
+
+
+def _label(ruleset: CompiledRuleset, event_type: str) -> str:
+    """A bounded metric label: a declared type, else `undeclared`."""
+    rules = ruleset.source.notices
+    return event_type if rules is not None and event_type in rules.events else "undeclared"
