@@ -32,8 +32,8 @@ def check_notices(case: NoticeCase, plans: Sequence[NoticePlan]) -> Iterator[Fai
             why = "; ".join(_why(p) for p in plans if p.notice_id in wanted or p in out)
             yield Failure("notices", _list(wanted), _list([_sent(p) for p in out]), why)
         else:
-            for want, plan in zip(expect.notices, out, strict=True):
-                yield from _check_one(want, plan)
+            for want, planned in zip(expect.notices, out, strict=True):
+                yield from _check_one(want, planned)
     for notice_id, reason in expect.suppressed:
         plan = by_id.get(notice_id)
         what = f"suppressed.{notice_id}"
