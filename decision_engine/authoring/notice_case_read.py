@@ -102,7 +102,7 @@ class NoticeCaseReader:
             urgent = r.boolean(spec.get("urgent"), "urgent")
             key = r.text(spec.get("key"), "key") or ""
             if notice is not None and at is not None:
-                is_urgent = self.urgent[notice] if urgent is None else urgent
+                is_urgent = self.urgent.get(notice, False) if urgent is None else urgent
                 out.append(SentNotice(notice, key, at, is_urgent))
         return tuple(out)
 
@@ -111,7 +111,7 @@ class NoticeCaseReader:
         if "at" in spec:
             at = r.moment(spec["at"], "at")
             if at is not None and at > now:
-                r.error(spec["at"], "a sent notice was sent before the case's `now`")
+                r.error(spec["at"], "a sent notice is sent after the case's `now`")
                 return None
             return at
         key = "hours_ago" if "hours_ago" in spec else "days_ago"
