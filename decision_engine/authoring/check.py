@@ -6,6 +6,10 @@ index cannot decide (`or`, arithmetic, functions) is unknown, and an unknown ter
 never produces a warning: everything reported here is provably true, so a
 business user can act on it without second-guessing the tool.
 
+Notices get the same reasoning: a notice whose `when` cannot hold, or whose `when`
+rules out the consent (or requires the opt-out) of every channel it may use, can never
+be sent; an event type no notice reacts to sends nothing.
+
 Shadowing looks further: each condition is also read as an `or` of `and`s of field
 terms (negations pushed down to the terms, which three-valued logic allows), so an
 earlier rule written with `or`, `in` or `not` can still be shown to hold whenever a
