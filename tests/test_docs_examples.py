@@ -28,7 +28,25 @@ FRAGMENT_SECTIONS = {
     "## routing": ("routing", "rules"),
     "## arbitration": ("arbitration", "policies"),
     "## moments (live guidance)": ("moments",),
+    "## notices (proactive care)": ("notices", "rules"),
 }
+
+
+class _RuleLoader(yaml.SafeLoader):
+    """YAML as the rule files mean it: `on:` (a notice's event) is a key, not true."""
+
+
+_RuleLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RuleLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_RuleLoader)  # a SafeLoader
 
 
 @dataclass(frozen=True)
@@ -89,11 +107,11 @@ def _overlay(directory: Path, sections: dict[str, Any]) -> None:
     holders = {
         key: path
         for path in sorted(directory.glob("*.yaml"))
-        for key in (yaml.safe_load(path.read_text()) or {})
+        for key in (_load(path.read_text()) or {})
     }
     for key, value in sections.items():
         path = holders.get(key, directory / "docs-example.yaml")
-        document = yaml.safe_load(path.read_text()) if path.exists() else {}
+        document = _load(path.read_text()) if path.exists() else {}
         document[key] = _merge(document.get(key), value) if key in document else value
         path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
@@ -114,7 +132,7 @@ def _moment_with(pattern: Any, n: int) -> dict[str, Any]:
 
 def _as_rules(example: Example) -> tuple[dict[str, Any], list[Any]]:
     """The example as ruleset sections to merge, and rule test cases to run."""
-    data = yaml.safe_load(example.text)
+    data = _load(example.text)
     if isinstance(data, dict) and set(data) == {"pattern"}:
         return {"moments": [_moment_with(data["pattern"], example.line)]}, []
     if isinstance(data, dict) and "cases" in data:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from decision_engine.decide.notices import BusinessEvent, SentNotice
 from decision_engine.decide.values import Context, CustomerState
 from decision_engine.errors import Problem, Where
 from decision_engine.moments.model import EventValue
@@ -128,6 +130,47 @@ class MomentCase:
     expect: MomentExpectation
 
 
+# -- what a notice case says (proactive care) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeExpectation:
+    """One notice expected to go out (sent now or held); None (or empty) means "not checked"."""
+
+    notice: str
+    where: Where
+    channel: str | None = None
+    status: str | None = None
+    """"send" (at once) or "held" (quiet hours)."""
+    text_contains: tuple[str, ...] = ()
+    subject_contains: tuple[str, ...] = ()
+    held_until: datetime | None = None
+    """When a held notice goes out; its offset is how a failure shows the actual time."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoticesExpectation:
+    """What a notice case checks: the exact notices that go out, and why others do not."""
+
+    notices: tuple[NoticeExpectation, ...] | None
+    """None: not checked (only `suppressed`); empty: nothing goes out."""
+    suppressed: tuple[tuple[str, str], ...] = ()
+    """(notice id, reason) for notices that must be suppressed, and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeCase:
+    """A business event for one customer, what they were already sent, the notices expected."""
+
+    name: str
+    where: Where
+    now: float
+    profile: Mapping[str, str] | None
+    event: BusinessEvent
+    sent: tuple[SentNotice, ...]
+    expect: NoticesExpectation
+
+
 # -- what running says ---------------------------------------------------------------------
 
 
@@ -171,7 +214,7 @@ class Unexercised:
     """A rule that no case made apply."""
 
     kind: str
-    """"offer", "routing", "policy", "contact policy" or "moment"."""
+    """"offer", "routing", "policy", "contact policy", "moment" or "notice"."""
     rule_id: str
     where: Where
 

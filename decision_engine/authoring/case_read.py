@@ -14,11 +14,13 @@ from decision_engine.authoring.case_model import (
     CaseResult,
     Expectation,
     MomentCase,
+    NoticeCase,
     OffersExpectation,
     RoutingExpectation,
 )
 from decision_engine.authoring.case_nodes import CaseNodes
 from decision_engine.authoring.moment_case_read import MAX_AT, MomentCaseReader
+from decision_engine.authoring.notice_case_read import NoticeCaseReader
 from decision_engine.decide.values import Contact, Context, CustomerState, OfferEvent
 from decision_engine.errors import Where
 from decision_engine.ruleset.compiled import CompiledRuleset
@@ -38,6 +40,8 @@ _MOMENT_CASE_KEYS = (
     "until", "expect",
 )  # fmt: skip
 """A case with `events:` is a moment case (moment_case_read.py)."""
+_NOTICE_CASE_KEYS = ("name", "description", "now", "profile", "event", "notices_sent", "expect")
+"""A case with `event:` is a notice case (notice_case_read.py)."""
 _HISTORY_KEYS = ("offer", "outcome", "days_ago", "at", "interaction_id")
 _CONTACT_KEYS = ("days_ago", "at", "channel", "intent", "interaction_id")
 _CONTEXT_KEYS = ("channel", "intent", "queue", "agent_id", "sentiment", "ivr_path", "attributes")
@@ -55,7 +59,7 @@ def case_files(directory: Path) -> list[Path]:
 
 def read_cases(
     path: Path, text: str, ruleset: CompiledRuleset, names: dict[str, Where]
-) -> Iterator[Case | MomentCase | CaseResult]:
+) -> Iterator[Case | MomentCase | NoticeCase | CaseResult]:
     """Each case of one file, or a CaseResult carrying the problems that keep it from running.
 
     `names` holds the case names seen so far in any file: a name identifies a case.
@@ -87,8 +91,9 @@ class _CaseFile(CaseNodes):
         source = ruleset.source
         self.queues = sorted({source.default_route.queue, *(r.queue for r in source.routes)})
         self.moment_reader = MomentCaseReader(self, ruleset, self.intents)
+        self.notice_reader = NoticeCaseReader(self, ruleset)
 
-    def read(self, text: str) -> Iterator[Case | MomentCase | CaseResult]:
+    def read(self, text: str) -> Iterator[Case | MomentCase | NoticeCase | CaseResult]:
         """Each case, or a CaseResult carrying the problems that keep it from running."""
         root = self.compose(text)
         if root is None:
@@ -133,14 +138,17 @@ class _CaseFile(CaseNodes):
                     return str(value.value)
         return f"case at line {node.start_mark.line + 1}"
 
-    def case(self, node: yaml.Node, file_now: float | None) -> Case | MomentCase | None:
-        is_moment = isinstance(node, yaml.MappingNode) and any(
-            k.value == "events" for k, _ in node.value
-        )
-        spec = self.mapping(node, "a case", _MOMENT_CASE_KEYS if is_moment else _CASE_KEYS)
+    def case(
+        self, node: yaml.Node, file_now: float | None
+    ) -> Case | MomentCase | NoticeCase | None:
+        keys = {k.value for k, _ in node.value} if isinstance(node, yaml.MappingNode) else set()
+        is_moment = "events" in keys
+        is_notice = "event" in keys and not is_moment
+        allowed = _MOMENT_CASE_KEYS if is_moment else _NOTICE_CASE_KEYS if is_notice else _CASE_KEYS
+        spec = self.mapping(node, "a case", allowed)
         if spec is None:
             return None
-        for key in ("name", "context", "expect"):
+        for key in ("name", "event" if is_notice else "context", "expect"):
             self.required(spec, key, node, "a case")
         name = self.text(spec.get("name"), "name")
         if name is not None and name in self.names:
@@ -152,6 +160,8 @@ class _CaseFile(CaseNodes):
             self.error(node, "no `now`: set it at the top of the file or in the case")
         if is_moment:
             return self.moment_case(node, spec, name, now)
+        if is_notice:
+            return self.notice_case(node, spec, name, now)
         degraded = self.boolean(spec.get("degraded"), "degraded") is True
         if degraded and ("profile" in spec or "contacts" in spec):
             self.error(node, "a degraded case has no profile or contacts: the store is down")
@@ -205,6 +215,27 @@ class _CaseFile(CaseNodes):
             interaction_id=self.text(spec.get("interaction_id"), "interaction_id") or "",
             events=events,
             until=until,
+            expect=expect,
+        )
+
+    def notice_case(
+        self, node: yaml.Node, spec: dict[str, yaml.Node], name: str | None, now: float | None
+    ) -> NoticeCase | None:
+        reader = self.notice_reader
+        profile = self.profile(spec["profile"]) if "profile" in spec else None
+        event = reader.event(spec["event"], now or 0.0)
+        sent = reader.sent(spec.get("notices_sent"), now) if now is not None else ()
+        kind = event.type if event is not None else None
+        expect = reader.expect(spec["expect"], kind) if "expect" in spec else None
+        if name is None or now is None or event is None or expect is None:
+            return None
+        return NoticeCase(
+            name=name,
+            where=self.where(node),
+            now=now,
+            profile=profile,
+            event=event,
+            sent=sent,
             expect=expect,
         )
 

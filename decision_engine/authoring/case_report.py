@@ -14,6 +14,7 @@ _KIND_LABELS = {
     "policy": "policy",
     "contact policy": "contact policy",
     "moment": "moment",
+    "notice": "notice",
 }
 
 

@@ -15,13 +15,16 @@ from decision_engine.authoring.case_model import (
     Expectation,
     Failure,
     MomentCase,
+    NoticeCase,
     OffersExpectation,
     RoutingExpectation,
     Unexercised,
 )
 from decision_engine.authoring.case_read import case_files, read_cases
 from decision_engine.authoring.moment_case_run import check_guidance, run_moment_case
+from decision_engine.authoring.notice_case_run import check_notices, run_notice_case
 from decision_engine.decide.engine import decide
+from decision_engine.decide.notices import SUPPRESSED
 from decision_engine.decide.values import Decision, Explanation
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
@@ -38,6 +41,7 @@ def run_cases(rules_dir: Path, *, cases_dir: Path | None = None) -> CaseReport:
     results: list[CaseResult] = []
     decisions: list[Decision] = []
     detected: set[str] = set()
+    noticed: set[str] = set()
     files = case_files(cases_dir)
     if not files:
         # A rule change "proven" by no case at all must not look like a pass.
@@ -60,6 +64,11 @@ def run_cases(rules_dir: Path, *, cases_dir: Path | None = None) -> CaseReport:
                 failures = tuple(check_guidance(item.expect, found, item.now))
                 results.append(CaseResult(item.name, item.where, failures))
                 continue
+            if isinstance(item, NoticeCase):
+                plans = run_notice_case(ruleset, item)
+                noticed.update(p.notice_id for p in plans if p.status != SUPPRESSED)
+                results.append(CaseResult(item.name, item.where, tuple(check_notices(item, plans))))
+                continue
             decision = decide(
                 ruleset,
                 state=None if item.degraded else item.state,
@@ -80,7 +89,7 @@ def run_cases(rules_dir: Path, *, cases_dir: Path | None = None) -> CaseReport:
         ruleset_label=ruleset.source.label,
         cases_dir=cases_dir,
         results=tuple(results),
-        coverage=_coverage(ruleset, decisions, detected),
+        coverage=_coverage(ruleset, decisions, detected, noticed),
     )
 
 
@@ -90,9 +99,12 @@ def _unreadable(path: Path, message: str) -> CaseResult:
     )
 
 
-def _coverage(ruleset: CompiledRuleset, decisions: list[Decision], detected: set[str]) -> Coverage:
+def _coverage(
+    ruleset: CompiledRuleset, decisions: list[Decision], detected: set[str], noticed: set[str]
+) -> Coverage:
     """Exercised: applied (eligible, for an offer) in at least one case's explanation;
-    a moment: detected in at least one moment case."""
+    a moment: detected in at least one moment case; a notice: sent or held in at least
+    one notice case."""
     hit = {(e.kind, e.rule_id) for d in decisions for e in d.explanations if e.matched}
     # The default route has no explanation of its own; being routed to it exercises it.
     if any(d.routing.rule_id == DEFAULT_ROUTE for d in decisions):
@@ -100,6 +112,7 @@ def _coverage(ruleset: CompiledRuleset, decisions: list[Decision], detected: set
     # A contact policy (or cap) is exercised when it kept a candidate offer out.
     hit |= {("contact policy", policy_id) for d in decisions for policy_id in d.suppressed_by}
     hit |= {("moment", moment_id) for moment_id in detected}
+    hit |= {("notice", notice_id) for notice_id in noticed}
     source = ruleset.source
     every = [("routing", DEFAULT_ROUTE, source.default_route.where)]
     # Routes are held in precedence order; list them as they read in the files.
@@ -109,6 +122,7 @@ def _coverage(ruleset: CompiledRuleset, decisions: list[Decision], detected: set
     every += [("policy", p.id, p.where) for p in source.policies]
     every += [("contact policy", p.id, p.where) for p in source.contact_policies]
     every += [("moment", m.id, m.where) for m in source.moments]
+    every += [("notice", n.id, n.where) for n in (source.notices.notices if source.notices else ())]
     missed = tuple(Unexercised(k, i, w) for k, i, w in every if (k, i) not in hit)
     return Coverage(len(every), missed)
 

@@ -3,6 +3,8 @@
 Case files are YAML in `<rules>/tests/*.yaml`. Each case describes a customer, their
 earlier contacts and the live interaction, and what the agent should see. Cases run
 through the same `decide()` as the server, so a passing case is what production does.
+A case with `events:` is a moment case (moment_case_read.py), one with `event:` a
+notice case (notice_case_read.py).
 
     now: 2025-03-03T10:00:00Z          # the clock for every case (UTC); a case may set its own
     cases:

@@ -6,6 +6,10 @@ index cannot decide (`or`, arithmetic, functions) is unknown, and an unknown ter
 never produces a warning: everything reported here is provably true, so a
 business user can act on it without second-guessing the tool.
 
+Notices get the same reasoning: a notice whose `when` cannot hold, or whose `when`
+rules out the consent (or requires the opt-out) of every channel it may use, can never
+be sent; an event type no notice reacts to sends nothing.
+
 Shadowing looks further: each condition is also read as an `or` of `and`s of field
 terms (negations pushed down to the terms, which three-valued logic allows), so an
 earlier rule written with `or`, `in` or `not` can still be shown to hold whenever a
@@ -38,11 +42,21 @@ from decision_engine.errors import Problem, RulesetError, Where, tally
 from decision_engine.moments.definitions import compile_moments
 from decision_engine.moments.limits import limit_problems
 from decision_engine.moments.trial import trial
-from decision_engine.ruleset.expr import Logic, Node, Not, conjuncts, render
+from decision_engine.ruleset.expr import Logic, Node, Not, conjuncts, parse, render
 from decision_engine.ruleset.load import load_ruleset
+from decision_engine.ruleset.notice_section import notice_fields
 from decision_engine.ruleset.rule_index import index_term
 from decision_engine.ruleset.schema import FieldSpec
-from decision_engine.ruleset.spec import Condition, OfferSpec, PolicySpec, RouteSpec, Ruleset
+from decision_engine.ruleset.spec import (
+    Condition,
+    NoticeChannel,
+    NoticeRules,
+    NoticeSpec,
+    OfferSpec,
+    PolicySpec,
+    RouteSpec,
+    Ruleset,
+)
 from decision_engine.store.outcomes import HISTORY_DAYS
 from decision_engine.vocabulary import CHANNELS
 
@@ -268,6 +282,8 @@ def analyse(ruleset: Ruleset) -> list[Problem]:
     problems += _policy_ties([(s, r) for s, r in held if r.what not in impossible], specs)
     problems += _uncovered_values(offers, specs)
     problems += _beyond_history(ruleset)
+    if ruleset.notices is not None:
+        problems += _notice_warnings(ruleset.notices, specs)
     return problems
 
 
@@ -288,6 +304,66 @@ def _contradiction(rule: _CheckedRule, specs: Mapping[str, FieldSpec]) -> str | 
         if not is_empty(domain, spec, use_range=False):
             reason += f": {name} is declared {_range(spec)}"
         return f"{rule.what} can never {rule.verb}: {reason}; fix or remove the condition"
+    return None
+
+
+def _notice_warnings(rules: NoticeRules, all_specs: Mapping[str, FieldSpec]) -> list[Problem]:
+    """Notices that can never be sent, and events that send nothing."""
+    problems: list[Problem] = []
+    for notice in rules.notices:
+        specs = {**all_specs, **notice_fields(rules, notice.on, dict(all_specs))}
+        rule = _rule(f"notice {notice.id}", "be sent", notice.where, notice.when)
+        message = _contradiction(rule, specs)
+        if message is None:
+            message = _no_usable_channel(notice, rules, rule, specs)
+        if message is not None:
+            problems.append(_warning(notice.where, message))
+    used = {n.on for n in rules.notices}
+    for name, event in rules.events.items():
+        if name not in used:
+            problems.append(
+                _warning(
+                    event.where,
+                    f"event type {name} has no notice on it: a {name} event sends nothing; "
+                    f"add a notice rule with `on: {name}`, or remove the event type",
+                )
+            )
+    return problems
+
+
+def _no_usable_channel(
+    notice: NoticeSpec, rules: NoticeRules, rule: _CheckedRule, specs: Mapping[str, FieldSpec]
+) -> str | None:
+    """Why no channel of the notice can be used whenever its `when` holds, or None."""
+    reasons = [_refused(rules.channels[c], rule, specs) for c in notice.channels]
+    if not reasons or any(r is None for r in reasons):
+        return None
+    return (
+        f"notice {notice.id} can never be sent: whenever its conditions hold, "
+        + _join([r for r in reasons if r is not None])
+        + "; fix the condition or the channels"
+    )
+
+
+def _refused(
+    channel: NoticeChannel, rule: _CheckedRule, specs: Mapping[str, FieldSpec]
+) -> str | None:
+    """Why the notice's conditions rule out a channel's consent (or opt-out), or None."""
+
+    def excluded(name: str, term: str, absent: bool = False) -> bool:
+        domain = rule.domains.get(name, ANY)
+        atom = atom_of(parse(term))
+        ruled_out = atom is not None and is_empty(domain.meet(domain_of(atom)), specs[name])
+        if absent:
+            ruled_out = ruled_out and is_empty(domain.meet(Domain(present=False)), specs[name])
+        return ruled_out
+
+    if channel.consent is not None and excluded(channel.consent, f"{channel.consent} == true"):
+        return f"{channel.channel} has no consent ({channel.consent} is not true)"
+    if channel.opt_out is not None and excluded(
+        channel.opt_out, f"{channel.opt_out} == false", absent=True
+    ):
+        return f"{channel.channel} is opted out ({channel.opt_out} is true)"
     return None
 
 
@@ -556,6 +632,7 @@ def format_text(report: CheckReport) -> str:
             f"ok: ruleset {rs.version} ({rs.label or 'no label'}): {len(rs.offers)} offers, "
             f"{len(rs.routes)} routing rules, {len(rs.policies)} policies"
             + (f", {len(rs.moments)} moments" if rs.moments else "")
+            + (f", {len(rs.notices.notices)} notices" if rs.notices else "")
         )
         lines.append(summary + (f"; {tally(report.warnings)}" if report.warnings else ""))
     return "\n".join(lines)

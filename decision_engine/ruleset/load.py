@@ -103,5 +103,12 @@ def load_ruleset(directory: Path) -> Ruleset:
 
 def load_schema(directory: Path) -> dict[str, FieldSpec]:
     """The profile fields a ruleset declares (for validating imports)."""
-    fields = load_ruleset(directory).fields
-    return {name: spec for name, spec in fields.items() if spec.source == "profile"}
+    return load_profile_rules(directory)[0]
+
+
+def load_profile_rules(directory: Path) -> tuple[dict[str, FieldSpec], tuple[str, ...]]:
+    """What writing profiles needs of a ruleset: the profile fields (to validate) and the
+    audience fields of its notices (to index)."""
+    ruleset = load_ruleset(directory)
+    fields = {n: spec for n, spec in ruleset.fields.items() if spec.source == "profile"}
+    return fields, ruleset.notices.audiences if ruleset.notices else ()

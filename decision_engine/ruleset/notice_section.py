@@ -215,7 +215,7 @@ def _events(
             if field is not None:
                 attributes[attr] = field
         date_field = _profile_field(r, spec.get("date"), f"event {name} date", profile, ("date",))
-        if "days_before" in spec and date_field is None:
+        if "days_before" in spec and "date" not in spec:
             r.error(spec["days_before"], f"event {name}: days_before needs a `date:` profile field")
         out[name] = EventType(
             name,

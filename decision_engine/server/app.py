@@ -16,6 +16,7 @@ from decision_engine.server.gate import Gate
 from decision_engine.server.guidance_follow import GuidanceFollower
 from decision_engine.server.guidance_service import GuidanceService
 from decision_engine.server.limits import DEFAULT_LIMITS, ServerLimits
+from decision_engine.server.notice_service import NoticeService
 from decision_engine.server.recording import OutcomeRecorder
 from decision_engine.server.service import (
     ActiveRuleset,
@@ -32,7 +33,8 @@ from decision_engine.store.profiles import ProfileStore
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 GUIDANCE_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuidanceService"].full_name
-_SERVING = ("", SERVICE_NAME, GUIDANCE_SERVICE_NAME)
+NOTICE_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NoticeService"].full_name
+_SERVING = ("", SERVICE_NAME, GUIDANCE_SERVICE_NAME, NOTICE_SERVICE_NAME)
 
 
 async def create_server(
@@ -64,7 +66,7 @@ async def create_server(
     admission = Admission(
         max_in_flight=limits.max_in_flight,
         min_deadline_s=limits.min_deadline_s,
-        services=(SERVICE_NAME, GUIDANCE_SERVICE_NAME),
+        services=(SERVICE_NAME, GUIDANCE_SERVICE_NAME, NOTICE_SERVICE_NAME),
     )
     gate = Gate(authenticator or Authenticator(), reflection_open=reflection_on)
     server = grpc.aio.server(
@@ -94,6 +96,11 @@ async def create_server(
         ),
         server,
     )
+    # Business events onto the durable Redis (the outcome log's), which the outbox is on.
+    pb_grpc.add_NoticeServiceServicer_to_server(
+        NoticeService(rules, decision=store.connection, durable=outcomes or store.connection),
+        server,
+    )
     pb_grpc.add_AdminServiceServicer_to_server(AdminService(rules, rules_dir=rules_dir), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -104,6 +111,7 @@ async def create_server(
             (
                 SERVICE_NAME,
                 GUIDANCE_SERVICE_NAME,
+                NOTICE_SERVICE_NAME,
                 ADMIN_SERVICE_NAME,
                 health.SERVICE_NAME,
                 reflection.SERVICE_NAME,

@@ -40,12 +40,17 @@ WATCH = "watch"
 """Watch an interaction's guidance (it carries decisions: offers, scripts, routing).
 Every role that may watch may publish, so Guide, which does both, needs `watch`."""
 
+NOTIFY = "notify"
+"""Publish business events (which send customers notices) and post delivery receipts."""
+
 ROLES: Mapping[str, frozenset[str]] = {
-    # A connector (CTI, speech analytics) that feeds events and sees nothing back.
-    "publisher": frozenset({PUBLISH}),
+    # A connector (CTI, speech analytics, a fraud or billing system, a messaging provider's
+    # receipts) that feeds events and sees nothing back.
+    "publisher": frozenset({PUBLISH, NOTIFY}),
+    # A desktop cannot make the engine text or mail customers.
     "desktop": frozenset({DECIDE, OUTCOME, PUBLISH, WATCH}),
     "analyst": frozenset({DECIDE, OUTCOME, EXPLAIN, PUBLISH, WATCH}),
-    "admin": frozenset({DECIDE, OUTCOME, EXPLAIN, PUBLISH, WATCH, ADMIN}),
+    "admin": frozenset({DECIDE, OUTCOME, EXPLAIN, PUBLISH, WATCH, NOTIFY, ADMIN}),
 }
 _HASH_PREFIX = "sha256:"
 _RELOAD_CHECK_S = 1.0

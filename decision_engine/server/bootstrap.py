@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from decision_engine.config import Settings, is_loopback, setting_option
 from decision_engine.errors import ConfigError
 from decision_engine.ruleset.compiled import CompiledRuleset
-from decision_engine.ruleset.load import load_schema
+from decision_engine.ruleset.load import load_profile_rules
 from decision_engine.server.reload import load_for_serving
 
 if TYPE_CHECKING:
@@ -176,9 +176,11 @@ def _embedded_profiles(settings: Settings) -> Iterator[str]:
             store = ProfileStore.from_url(redis.url)
             try:
                 now = time.time()
+                schema, audiences = load_profile_rules(settings.rules_dir)
                 return await ensure_demo_data(
                     store,
-                    schema=load_schema(settings.rules_dir),
+                    schema=schema,
+                    audiences=audiences,
                     today=datetime.fromtimestamp(now, UTC).date(),
                     now=now,
                     generated=settings.demo_profiles,

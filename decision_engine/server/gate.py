@@ -25,6 +25,7 @@ from decision_engine.server.auth import (
     ADMIN,
     DECIDE,
     EXPLAIN,
+    NOTIFY,
     OUTCOME,
     PUBLISH,
     WATCH,
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _DECISION = "/decision.v1.DecisionService/"
 _GUIDANCE = "/decision.v1.GuidanceService/"
+_NOTICES = "/decision.v1.NoticeService/"
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 _REFLECTION_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -59,6 +61,9 @@ NEEDS: dict[str, Need] = {
     _GUIDANCE + "WatchGuidance": lambda _: (WATCH, "watch guidance"),
     # Publishes and watches: every role with `watch` also has `publish` (auth.py).
     _GUIDANCE + "Guide": lambda _: (WATCH, "publish events and watch guidance (Guide)"),
+    _NOTICES + "PublishEvent": lambda _: (NOTIFY, "publish business events"),
+    _NOTICES + "PublishBusinessEvents": lambda _: (NOTIFY, "publish business events"),
+    _NOTICES + "RecordNoticeReceipt": lambda _: (NOTIFY, "record notice receipts"),
 }
 _ADMIN_NEED: Need = lambda _: (ADMIN, "call admin methods")  # noqa: E731
 

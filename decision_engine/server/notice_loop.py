@@ -33,7 +33,6 @@ from decision_engine.store.connection import PipelinedConnection, ReplyError
 from decision_engine.store.keys import EVENTS_GROUP, EVENTS_STREAM
 from decision_engine.store.notices import (
     BadEventEntry,
-    StoredEvent,
     audience_members,
     commit,
     first_sight,
@@ -99,7 +98,7 @@ class NoticeProcessor:
         while not stop.is_set():
             try:
                 await self.step()
-            except Exception:  # noqa: BLE001 - a bad moment must not stop the notices
+            except Exception:
                 log.exception("notice processing failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
 
@@ -236,7 +235,9 @@ class NoticeProcessor:
                 "text": plan.text,
                 "key": notice_key(event.event_id, plan.notice_id, customer_id, plan.channel),
             }
-            writes.append(record_status(self._decision, customer_id, plan.notice_id, fields, now=now))
+            writes.append(
+                record_status(self._decision, customer_id, plan.notice_id, fields, now=now)
+            )
         await asyncio.gather(*writes)
 
 

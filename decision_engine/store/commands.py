@@ -56,10 +56,10 @@ def profiles() -> None:
 def import_command(file: Path, redis_url: str, fmt: str | None, rules: Path) -> None:
     """Import profiles from JSON Lines or CSV; bad lines are listed and skipped."""
     # Imported here: the ruleset loader is only needed by this command.
-    from decision_engine.ruleset.load import load_schema
+    from decision_engine.ruleset.load import load_profile_rules
 
     try:
-        schema = load_schema(rules)
+        schema, audiences = load_profile_rules(rules)
         fmt = fmt or detect_format(file)
         total = _count_records(file, fmt)
         with Progress(
@@ -71,7 +71,14 @@ def import_command(file: Path, redis_url: str, fmt: str | None, rules: Path) -> 
         ) as bar:
             task = bar.add_task("import", total=total)
             report = asyncio.run(
-                _import(redis_url, file, schema, fmt, lambda n: bar.update(task, completed=n))
+                _import(
+                    redis_url,
+                    file,
+                    schema,
+                    audiences,
+                    fmt,
+                    lambda n: bar.update(task, completed=n),
+                )
             )
             bar.update(task, completed=total)
     except (RulesetError, ProfileImportError, StoreError) as exc:
@@ -109,12 +116,15 @@ async def _import(
     url: str,
     path: Path,
     schema: Mapping[str, FieldSpec],
+    audiences: tuple[str, ...],
     fmt: str,
     progress: ProgressCallback,
 ) -> ImportReport:
     store = ProfileStore.from_url(url, socket_timeout=10.0)
     try:
-        return await import_file(store, path, schema=schema, fmt=fmt, progress=progress)
+        return await import_file(
+            store, path, schema=schema, audiences=audiences, fmt=fmt, progress=progress
+        )
     finally:
         await store.aclose()
 

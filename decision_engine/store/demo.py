@@ -48,7 +48,7 @@ def demo_profiles(today: date) -> list[dict[str, object]]:
 
     farid = customer("C-1006", "Farid", "silver", 3000, 0.3, 28, 220, "standard", 300, "voice")
     farid["last_complaint"] = days(-5)
-    return [
+    named = [
         customer("C-1001", "Alice", "platinum", 48000, 0.82, 74, 300, "premium", 200, "voice"),
         customer("C-1002", "Bob", "bronze", 180, 0.7, 8, 420, "basic", 150, "app"),
         customer("C-1003", "Chloe", "gold", 9000, 0.2, 40, 150, "standard", 400, "chat"),
@@ -57,6 +57,26 @@ def demo_profiles(today: date) -> list[dict[str, object]]:
         farid,
         customer("C-1007", "Grace", "gold", 7000, 0.1, 60, 120, "standard", 300, "app"),
     ]
+    for record in named:
+        record.update(_REACH.get(str(record["customer_id"]), {}))
+    return named
+
+
+# Where the proactive notices of the demo reach each named customer (rules/notices.yaml).
+_REACH: dict[str, dict[str, object]] = {
+    "C-1001": {"phone": "+31 6 1000 1001", "sms_opt_in": True, "email": "alice@example.com",
+               "email_opt_in": True, "timezone": "Europe/Amsterdam", "postcode": "1011"},
+    "C-1002": {"phone": "+31 6 1000 1002", "sms_opt_in": False, "app_token": "app-C-1002",
+               "timezone": "Europe/Amsterdam", "postcode": "1011"},
+    "C-1003": {"email": "chloe@example.com", "email_opt_in": True, "app_token": "app-C-1003",
+               "timezone": "Europe/London", "postcode": "1012"},
+    "C-1004": {"phone": "+31 6 1000 1004", "sms_opt_in": True, "postcode": "1011"},
+    "C-1005": {"email": "eva@example.com", "email_opt_in": True, "phone": "+31 6 1000 1005",
+               "sms_opt_in": True, "postcode": "3511"},
+    "C-1006": {"phone": "+31 6 1000 1006", "sms_opt_in": True, "postcode": "3511"},
+    "C-1007": {"app_token": "app-C-1007", "push_opt_out": False, "postcode": "1011",
+               "timezone": "America/New_York"},
+}  # fmt: skip
 
 
 def demo_contacts(now: float) -> list[tuple[str, Contact]]:
@@ -78,6 +98,7 @@ async def ensure_demo_data(
     today: date,
     now: float,
     generated: int = 1000,
+    audiences: tuple[str, ...] = (),
 ) -> bool:
     """Refresh the named demo customers; load the synthetic ones once. True on that first load.
 
@@ -89,7 +110,9 @@ async def ensure_demo_data(
     except RedisError as exc:
         raise StoreUnavailableError(f"profile store: {exc}") from exc
     synthetic = generate_profiles(generated if first else 0, seed=DEMO_SEED, today=today)
-    await store.put_profiles(_canonical(chain(demo_profiles(today), synthetic), schema))
+    await store.put_profiles(
+        _canonical(chain(demo_profiles(today), synthetic), schema), audiences=audiences
+    )
     for customer_id, contact in demo_contacts(now):
         # HSETNX on a fixed interaction id: loading twice never doubles a contact.
         await store.load(customer_id, interaction=contact, now=now)

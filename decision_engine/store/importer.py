@@ -79,6 +79,7 @@ async def import_file(
     path: Path,
     *,
     schema: Mapping[str, FieldSpec],
+    audiences: tuple[str, ...] = (),
     fmt: str | None = None,
     batch_size: int = 1000,
     progress: ProgressCallback | None = None,
@@ -95,7 +96,7 @@ async def import_file(
 
     async def flush() -> None:
         nonlocal imported
-        imported += await store.put_profiles(batch)
+        imported += await store.put_profiles(batch, audiences=audiences)
         batch.clear()
         if progress is not None:
             progress(processed)

@@ -100,6 +100,8 @@ def moment_live_key(shard: int) -> str:
 EVENTS_STREAM = f"{PREFIX}:events"
 """Business events to process: PublishEvent writes here, and so may producer systems."""
 EVENTS_GROUP = "notices"
+EVENTS_REJECTED = f"{PREFIX}:events:rejected"
+"""Entries of the events stream that are not events of the ruleset, with the reason."""
 NOTICE_OUTBOX = f"{PREFIX}:notices:outbox"
 """Notices due now, for the delivery workers (consumer group `delivery`)."""
 NOTICE_HELD = f"{PREFIX}:notices:held"

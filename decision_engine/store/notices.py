@@ -20,6 +20,8 @@ from decision_engine.decide.notices import HELD, SEND, BusinessEvent, NoticePlan
 from decision_engine.errors import NoticeNotFoundError
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import (
+    EVENTS_GROUP,
+    EVENTS_REJECTED,
     EVENTS_STREAM,
     NOTICE_HELD,
     NOTICE_OUTBOX,
@@ -155,6 +157,29 @@ def parse_entry(entry_id: str, fields: Mapping[str, str]) -> StoredEvent:
         audience=audience,
     )
     return StoredEvent(entry_id, event, published, checked="published_at" in fields)
+
+
+REJECTED_MAXLEN = 100_000
+
+# KEYS: rejected stream, events stream. ARGV: group, entry id, maxlen, reason, fields...
+_REJECT_LUA = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'reason', ARGV[4], 'entry', ARGV[2],
+  unpack(ARGV, 5, #ARGV))
+return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+"""
+_REJECT = Script(_REJECT_LUA)
+
+
+async def reject(
+    durable: PipelinedConnection, entry_id: str, fields: Mapping[str, str], reason: str
+) -> None:
+    """Move an entry that is not a good event aside, with why (and acknowledge it)."""
+    flat = [part for item in fields.items() for part in item]
+    await _REJECT(
+        durable,
+        [EVENTS_REJECTED, EVENTS_STREAM],
+        [EVENTS_GROUP, entry_id, REJECTED_MAXLEN, reason[:500], *flat],
+    )
 
 
 async def first_sight(durable: PipelinedConnection, event_id: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -21,6 +21,7 @@ from decision_engine.errors import StoreUnavailableError
 from decision_engine.ruleset.compiled import DailyCap
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import (
+    audience_key,
     cap_key,
     contacts_key,
     customer_caps_key,
@@ -223,31 +224,63 @@ class ProfileStore:
         return Loaded(state, frozenset(exhausted), frozenset(customer_spent), skipped, refused == 1)
 
     async def put_profiles(
-        self, rows: Iterable[tuple[str, Mapping[str, str]]], *, batch_size: int = 1000
+        self,
+        rows: Iterable[tuple[str, Mapping[str, str]]],
+        *,
+        batch_size: int = 1000,
+        audiences: Sequence[str] = (),
     ) -> int:
-        """Replace each customer's profile hash (removed fields vanish); returns rows written."""
+        """Replace each customer's profile hash (removed fields vanish); returns rows written.
+
+        `audiences`: profile fields business events may address customers by; each
+        customer is moved to the audience sets of their new values.
+        """
         written = 0
         it = iter(rows)
         try:
             while batch := list(islice(it, batch_size)):
+                old = await self._audience_values(batch, audiences)
                 # No MULTI: each row is replaced on its own; batching only saves round trips.
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for customer_id, fields in batch:
+                    for (customer_id, fields), before in zip(batch, old, strict=True):
                         key = profile_key(customer_id)
                         pipe.delete(key)
                         if fields:
                             pipe.hset(key, items=[part for item in fields.items() for part in item])
+                        for name, was in zip(audiences, before, strict=True):
+                            now_in = fields.get(name) or None
+                            if was is not None and was != now_in:
+                                pipe.srem(audience_key(name, was), customer_id)
+                            if now_in is not None:
+                                pipe.sadd(audience_key(name, now_in), customer_id)
                     await pipe.execute()
                 written += len(batch)
         except RedisError as exc:
             raise StoreUnavailableError(f"profile store: {exc}") from exc
         return written
 
+    async def _audience_values(
+        self, batch: list[tuple[str, Mapping[str, str]]], audiences: Sequence[str]
+    ) -> list[list[str | None]]:
+        if not audiences:
+            return [[] for _ in batch]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id, _ in batch:
+                pipe.hmget(profile_key(customer_id), list(audiences))
+            replies = await pipe.execute()
+        return [[_text_or_none(v) for v in reply] for reply in replies]
+
     async def aclose(self) -> None:
         """Close the pool's connections."""
         if self._fast is not None:
             await self._fast.aclose()
         await self._redis.aclose()
+
+
+def _text_or_none(value: object) -> str | None:
+    if value is None or value in ("", b""):
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
