@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.channels import ClientTls
 from decision_engine.channels import channel as tls_channel
-from decision_engine.ruleset.load import load_schema
+from decision_engine.ruleset.load import load_profile_rules
 from decision_engine.store.demo import ensure_demo_data
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.profiles import ProfileStore
@@ -138,9 +138,11 @@ def load_demo(url: str, *, generated: int = 50) -> float:
     async def load() -> None:
         store = ProfileStore.from_url(url)
         try:
+            schema, audiences = load_profile_rules(RULES)
             await ensure_demo_data(
                 store,
-                schema=load_schema(RULES),
+                schema=schema,
+                audiences=audiences,
                 today=datetime.fromtimestamp(now, UTC).date(),
                 now=now,
                 generated=generated,

@@ -44,6 +44,8 @@ class InProcess:
     """Live guidance on the same server."""
     ids: DecisionIds
     channel: grpc.aio.Channel
+    notices: pb_grpc.NoticeServiceStub
+    """Business events and receipts, on the same server."""
 
 
 @asynccontextmanager
@@ -93,6 +95,7 @@ async def in_process_server(
             pb_grpc.GuidanceServiceStub(channel),
             ids,
             channel,
+            pb_grpc.NoticeServiceStub(channel),
         )
     finally:
         await channel.close()
