@@ -487,19 +487,69 @@ def test_multi_line_condition_error_location(tmp_path: Path, when: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("script", "message"),
+    ("script", "anchor", "message"),
     [
         (
             '"Hello {frist_name|there}"',
+            "{frist",
             "offer x script: unknown placeholder {frist_name} (did you mean 'first_name'?)",
         ),
-        ('"Hello {nobody}"', "offer x script: unknown placeholder {nobody}"),
-        ('"Hello {"', "offer x script: unmatched '{' (write {{ for a brace)"),
-        ('"Hello }"', "offer x script: unmatched '}' (write }} for a brace)"),
-        ('"Hello { }"', "offer x script: placeholder '{ }' must name a field"),
+        ('"Hello {nobody}"', "{nobody", "offer x script: unknown placeholder {nobody}"),
+        ('"Hello {"', '{"', "offer x script: unmatched '{' (write {{ for a brace)"),
+        ('"Hello }"', '}"', "offer x script: unmatched '}' (write }} for a brace)"),
+        ('"Hello { }"', "{ }", "offer x script: placeholder '{ }' must name a field"),
+        # Formats: parsed with the template, checked against the field's type.
+        (
+            '"Limit {clv:mony}"',
+            "mony",
+            "offer x script: unknown format 'mony' (known: money, number, percent, date)",
+        ),
+        (
+            '"Limit {clv:number x}"',
+            "number x",
+            "offer x script: number takes a number of decimals (0 to 6), got 'x'",
+        ),
+        (
+            '"Hi {first_name:number}"',
+            "{first",
+            "offer x script: {first_name}: format number needs a number or integer field, "
+            "not a string",
+        ),
+        (
+            '"Limit {clv:money}"',
+            "{clv",
+            "offer x script: {clv}: format money needs the ruleset's currency "
+            "(ruleset: currency: EUR)",
+        ),
+        # Conditional text: the condition is a `when:` condition, located in the script.
+        (
+            '"Hi {if clv > }x{end}"',
+            "}x",
+            "offer x script: condition: expected a value, found end of condition",
+        ),
+        (
+            '"Hi {if clvv > 5}x{end}"',
+            "clvv",
+            "offer x script: condition: unknown field 'clvv' (did you mean 'clv'?)",
+        ),
+        (
+            '"Hi {if segment > 5}x{end}"',
+            "> 5",
+            "offer x script: condition: cannot compare a string with a number: segment > 5",
+        ),
+        ('"Hi {if clv > 5}x"', "{if", "offer x script: {if} has no {end}"),
+        ('"Hi x{end}"', "{end", "offer x script: {end} without an open {if}"),
+        ('"Hi {else}x"', "{else", "offer x script: {else} without an open {if}"),
+        (
+            '"Hi {if clv > 5}a{else}b{else}c{end}"',
+            "{else}c",
+            "offer x script: {else} without an open {if}",
+        ),
+        ('"Hi {if}x{end}"', "{if}", "offer x script: {if} needs a condition, e.g. "
+         "{if tenure_months >= 24}"),
     ],
 )
-def test_bad_template_placeholder(tmp_path: Path, script: str, message: str) -> None:
+def test_bad_template_placeholder(tmp_path: Path, script: str, anchor: str, message: str) -> None:
     base(tmp_path)
     bad = write(
         tmp_path,
@@ -511,7 +561,7 @@ def test_bad_template_placeholder(tmp_path: Path, script: str, message: str) -> 
             script: {script}
         """,
     )
-    assert problems(tmp_path) == [f"{at(bad, script)}: error: {message}"]
+    assert problems(tmp_path) == [f"{at(bad, anchor)}: error: {message}"]
 
 
 def test_placeholders_may_name_fields_and_params(tmp_path: Path) -> None:
