@@ -19,7 +19,13 @@ from datetime import date
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
-from babel.numbers import NumberPattern, UnknownCurrencyError, validate_currency
+from babel.numbers import (
+    NumberPattern,
+    UnknownCurrencyError,
+    get_currency_precision,
+    get_currency_symbol,
+    validate_currency,
+)
 
 FORMATS = ("money", "number", "percent", "date")
 DATE_STYLES = ("short", "medium", "long", "full")
@@ -102,15 +108,7 @@ def compile_format(fmt: Format, locale: Locale, currency: str) -> Show:
             return str(pattern.apply(day, locale))
 
         return show_date
-    number = _number_pattern(fmt, locale)
-    if fmt.name == "money":
-        # Without digits the currency decides (JPY has none); with digits, the pattern does.
-        by_currency = not fmt.style
-
-        def show_money(value: Any) -> str:
-            return str(number.apply(value, locale, currency=currency, currency_digits=by_currency))
-
-        return show_money
+    number = _number_pattern(fmt, locale, currency)
 
     def show_number(value: Any) -> str:
         return str(number.apply(value, locale))
@@ -118,16 +116,27 @@ def compile_format(fmt: Format, locale: Locale, currency: str) -> Show:
     return show_number
 
 
-def _number_pattern(fmt: Format, locale: Locale) -> NumberPattern:
+def _number_pattern(fmt: Format, locale: Locale, currency: str) -> NumberPattern:
+    """A private copy of the locale's pattern with the decimals (and currency) fixed now."""
     if fmt.name == "money":
         shared = locale.currency_formats["standard"]
-        default = shared.frac_prec
+        # Without digits the currency decides (JPY has none, EUR two).
+        default = (get_currency_precision(currency),) * 2
     elif fmt.name == "percent":
         shared, default = locale.percent_formats[None], (0, 0)
     else:
         shared, default = locale.decimal_formats[None], (0, 2)
     # A copy: the locale's own pattern is shared by every caller of Babel in the process.
     pattern: NumberPattern = copy.copy(shared)
-    digits = int(fmt.style) if fmt.style else None
-    pattern.frac_prec = default if digits is None else (digits, digits)
+    pattern.frac_prec = (int(fmt.style),) * 2 if fmt.style else default
+    if fmt.name == "money":
+        # The symbol put into the pattern once, rather than looked up by apply() per call.
+        symbol = get_currency_symbol(currency, locale)
+        pattern.prefix = tuple(_with_symbol(p, currency, symbol) for p in pattern.prefix)
+        pattern.suffix = tuple(_with_symbol(p, currency, symbol) for p in pattern.suffix)
     return pattern
+
+
+def _with_symbol(affix: str, currency: str, symbol: str) -> str:
+    # The standard pattern names the currency by its symbol (¤), or its code (¤¤).
+    return affix.replace("¤¤", currency.upper()).replace("¤", symbol)

@@ -545,8 +545,11 @@ def test_multi_line_condition_error_location(tmp_path: Path, when: str) -> None:
             "{else}c",
             "offer x script: {else} without an open {if}",
         ),
-        ('"Hi {if}x{end}"', "{if}", "offer x script: {if} needs a condition, e.g. "
-         "{if tenure_months >= 24}"),
+        (
+            '"Hi {if}x{end}"',
+            "{if}",
+            "offer x script: {if} needs a condition, e.g. {if tenure_months >= 24}",
+        ),
     ],
 )
 def test_bad_template_placeholder(tmp_path: Path, script: str, anchor: str, message: str) -> None:
