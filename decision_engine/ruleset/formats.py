@@ -132,8 +132,16 @@ def _number_pattern(fmt: Format, locale: Locale, currency: str) -> NumberPattern
     if fmt.name == "money":
         # The symbol put into the pattern once, rather than looked up by apply() per call.
         symbol = get_currency_symbol(currency, locale)
-        pattern.prefix = tuple(_with_symbol(p, currency, symbol) for p in pattern.prefix)
-        pattern.suffix = tuple(_with_symbol(p, currency, symbol) for p in pattern.suffix)
+        positive, negative = pattern.prefix
+        pattern.prefix = (
+            _with_symbol(positive, currency, symbol),
+            _with_symbol(negative, currency, symbol),
+        )
+        positive, negative = pattern.suffix
+        pattern.suffix = (
+            _with_symbol(positive, currency, symbol),
+            _with_symbol(negative, currency, symbol),
+        )
     return pattern
 
 

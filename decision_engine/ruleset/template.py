@@ -28,7 +28,6 @@ from decision_engine.ruleset.expr import ExprError, Node, parse
 from decision_engine.ruleset.formats import (
     Format,
     FormatError,
-    Show,
     compile_format,
     kind_problem,
     parse_format,
@@ -274,18 +273,21 @@ def _compile_placeholder(
     ph: Placeholder, dates: frozenset[str], locale: Locale, currency: str
 ) -> Render:
     name, fallback = ph.name, ph.fallback
+    if ph.format is not None:
+        show = compile_format(ph.format, locale, currency)
+
+        def formatted(facts: Facts, extra: Mapping[str, Any]) -> str:
+            value = extra[name] if name in extra else facts.get(name)
+            return fallback if value is None else show(value)
+
+        return formatted
     is_date = name in dates
-    show: Show = (
-        (lambda value: display(value, is_date) or "")
-        if ph.format is None
-        else compile_format(ph.format, locale, currency)
-    )
 
-    def placeholder(facts: Facts, extra: Mapping[str, Any]) -> str:
-        value = extra[name] if name in extra else facts.get(name)
-        return fallback if value is None else show(value)
+    def plain(facts: Facts, extra: Mapping[str, Any]) -> str:
+        text = display(extra[name] if name in extra else facts.get(name), is_date)
+        return fallback if text is None else text
 
-    return placeholder
+    return plain
 
 
 def _compile_conditional(
