@@ -824,3 +824,71 @@ def test_line_ends_do_not_change_the_rules_only_the_version(tmp_path: Path) -> N
     assert repr(dataclasses.replace(crlf, version="")).replace(str(windows), "<dir>") == repr(
         dataclasses.replace(lf, version="")
     ).replace(str(unix), "<dir>")
+
+
+# -- formats and locale ---------------------------------------------------------------------
+
+
+def test_ruleset_sets_locale_and_currency(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(tmp_path, "meta.yaml", "ruleset:\n  label: de\n  locale: de_DE\n  currency: EUR\n")
+    ruleset = load_ruleset(tmp_path)
+    assert (ruleset.locale, ruleset.currency) == ("de_DE", "EUR")
+
+
+@pytest.mark.parametrize(
+    ("line", "anchor", "message"),
+    [
+        (
+            "locale: xx_YY",
+            "xx_YY",
+            "unknown locale 'xx_YY' (write it like en_US or de_DE): unknown locale 'xx_YY'",
+        ),
+        ("currency: EUX", "EUX", "unknown currency 'EUX' (an ISO 4217 code such as EUR, USD, GBP)"),
+    ],
+)
+def test_unknown_locale_or_currency_is_a_load_error(
+    tmp_path: Path, line: str, anchor: str, message: str
+) -> None:
+    base(tmp_path)
+    meta = write(tmp_path, "meta.yaml", f"ruleset:\n  {line}\n")
+    assert problems(tmp_path) == [f"{at(meta, anchor)}: error: {message}"]
+
+
+def test_a_format_that_does_not_fit_the_field_is_located_in_a_block_script(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(tmp_path, "meta.yaml", "ruleset:\n  currency: EUR\n")
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            script: >-
+              Hello {first_name}, your limit is {clv:money}
+              and {first_name:date long}.
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, '{first_name:date')}: error: offer x script: {{first_name}}: "
+        "format date needs a date field, not a string"
+    ]
+
+
+def test_script_conditions_see_params(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            params:
+              credit: clv * 0.01
+            script: "{if credit >= 10 and segment == 'gold'}{credit:number} back{end}"
+        """,
+    )
+    (offer,) = load_ruleset(tmp_path).offers
+    assert [p.name for p in offer.script.names] == ["credit"]
