@@ -28,6 +28,7 @@ FRAGMENT_SECTIONS = {
     "## routing": ("routing", "rules"),
     "## arbitration": ("arbitration", "policies"),
     "## moments (live guidance)": ("moments",),
+    "### Texts": ("moments",),
 }
 
 
@@ -45,7 +46,8 @@ def examples() -> list[Example]:
     pattern = re.compile(r"^(#+ [^\n]*)$|^```yaml\n(.*?)^```", re.M | re.S)
     for match in pattern.finditer(source):
         if match.group(1):
-            heading = match.group(1) if match.group(1).startswith("## ") else heading
+            named = match.group(1) in FRAGMENT_SECTIONS or match.group(1).startswith("## ")
+            heading = match.group(1) if named else heading
             continue
         # `...` stands for the parts of an item the example leaves out.
         text = "\n".join(line for line in match.group(2).splitlines() if line.strip() != "...")

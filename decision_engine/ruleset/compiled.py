@@ -8,8 +8,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from babel import Locale
+
 from decision_engine.ruleset.closures import compile_all, compile_checks, compile_node, constant
 from decision_engine.ruleset.expr import Arith, Field, Literal, Logic, Node, outcome_calls, render
+from decision_engine.ruleset.formats import DEFAULT_LOCALE
 from decision_engine.ruleset.load import load_ruleset
 from decision_engine.ruleset.rule_index import RuleIndex
 from decision_engine.ruleset.runtime import Checks, Fn
@@ -22,8 +25,28 @@ from decision_engine.ruleset.spec import (
     RouteSpec,
     Ruleset,
 )
+from decision_engine.ruleset.template import Render, Template, compile_template
 
 Parser = Callable[[str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TextStyle:
+    """How a ruleset's scripts and guidance texts show values: its locale, currency, dates."""
+
+    locale: Locale
+    currency: str
+    dates: frozenset[str]
+
+    @classmethod
+    def of(cls, ruleset: Ruleset) -> TextStyle:
+        dates = frozenset(n for n, s in ruleset.fields.items() if s.kind == "date")
+        return cls(Locale.parse(ruleset.locale or DEFAULT_LOCALE), ruleset.currency, dates)
+
+    def compile(self, template: Template) -> Render:
+        return compile_template(
+            template, dates=self.dates, locale=self.locale, currency=self.currency
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +56,8 @@ class CompiledOffer:
     weights: tuple[tuple[Fn, float, str], ...]
     """(condition, factor, the reason shown when it applies: "weight x1.5: tenure_months >= 24")."""
     params: tuple[tuple[str, Fn], ...]
+    script: Render
+    """The script, formats and conditions resolved: (facts, params) → the text read out."""
     eligibility: str
     """The conditions as written, for the offer's reasons."""
     scale: float
@@ -121,6 +146,8 @@ class CompiledRuleset:
     profile_parsers: dict[str, Parser]
     attribute_parsers: dict[str, Parser]
     date_fields: frozenset[str]
+    texts: TextStyle
+    """For the texts compiled elsewhere (moments' guidance), read as the offers' scripts."""
     outcome_lookups: tuple[OutcomeLookup, ...] = ()
     """The days_since_outcome() values the facts need (none: nothing is computed)."""
 
@@ -135,7 +162,8 @@ class CompiledRuleset:
 
 def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     """Index offers and routing rules, compile every expression."""
-    offers, groups = _grouped_offers(ruleset.offers)
+    texts = TextStyle.of(ruleset)
+    offers, groups = _grouped_offers(ruleset.offers, texts)
     offer_terms = [
         [c.node for c in o.spec.when]
         + ([_channel_term(o.spec)] if _channel_term(o.spec) is not None else [])
@@ -182,6 +210,7 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         profile_parsers={n: fast_parser(s) for n, s in fields.items() if s.source == "profile"},
         attribute_parsers={n: fast_parser(s) for n, s in fields.items() if s.source == "attribute"},
         date_fields=frozenset(n for n, s in fields.items() if s.kind == "date"),
+        texts=texts,
         outcome_lookups=_outcome_lookups(ruleset),
     )
 
@@ -254,7 +283,7 @@ def linear_value(node: Node) -> tuple[str, Node | None, float]:
 
 
 def _grouped_offers(
-    specs: tuple[OfferSpec, ...],
+    specs: tuple[OfferSpec, ...], texts: TextStyle
 ) -> tuple[tuple[CompiledOffer, ...], tuple[OfferGroup, ...]]:
     """Offers in bit order: by value base, then by descending score bound."""
     by_base: dict[str, tuple[Node | None, list[tuple[OfferSpec, float]]]] = {}
@@ -264,7 +293,9 @@ def _grouped_offers(
     offers: list[CompiledOffer] = []
     groups: list[OfferGroup] = []
     for base, members in by_base.values():
-        compiled = sorted((_offer(spec, scale) for spec, scale in members), key=lambda o: -o.bound)
+        compiled = sorted(
+            (_offer(spec, scale, texts) for spec, scale in members), key=lambda o: -o.bound
+        )
         start = len(offers)
         offers.extend(compiled)
         mask = ((1 << len(offers)) - 1) ^ ((1 << start) - 1)
@@ -278,7 +309,7 @@ def _grouped_offers(
     return tuple(offers), tuple(groups)
 
 
-def _offer(spec: OfferSpec, scale: float) -> CompiledOffer:
+def _offer(spec: OfferSpec, scale: float, texts: TextStyle) -> CompiledOffer:
     factor = spec.propensity * spec.lever
     # Weights multiply the score; for a non-negative base the largest product bounds it.
     high = 1.0
@@ -292,6 +323,7 @@ def _offer(spec: OfferSpec, scale: float) -> CompiledOffer:
             for w in spec.weights
         ),
         params=tuple((name, compile_node(c.node)) for name, c in spec.params),
+        script=texts.compile(spec.script),
         eligibility=" and ".join(_bracketed(c, len(spec.when)) for c in spec.when) or "always",
         scale=scale,
         factor=factor,

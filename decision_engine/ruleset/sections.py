@@ -14,6 +14,7 @@ import yaml
 
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.fields import builtin_fields
+from decision_engine.ruleset.formats import currency_problem, locale_problem
 from decision_engine.ruleset.moment_section import MomentScope, check_moments, moment
 from decision_engine.ruleset.offer_section import (
     category_policy,
@@ -66,6 +67,23 @@ def in_precedence_order(items: list[P]) -> tuple[P, ...]:
     return tuple(sorted(items, key=lambda item: item.precedence))
 
 
+RULESET_KEYS = ("label", "description", "locale", "currency")
+
+
+def _setting(
+    r: RuleNodes, node: yaml.Node | None, what: str, problem: Callable[[str], str | None]
+) -> str:
+    """A locale or currency of the `ruleset:` section; "" when absent or wrong."""
+    if node is None:
+        return ""
+    value = r.text(node, f"ruleset {what}")
+    found = problem(value) if value else None
+    if found is not None:
+        r.error(node, found)
+        return ""
+    return value
+
+
 def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
     """The node of `key` in a mapping node (the first, when it is repeated)."""
     if isinstance(mapping, yaml.MappingNode):
@@ -79,6 +97,8 @@ def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
 @dataclass
 class _Sections:
     label: str = ""
+    locale: str = ""
+    currency: str = ""
     schema: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
     offers: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
     routing: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
@@ -103,8 +123,12 @@ class _Builder:
                 routing_key = (r, key_node)
             for key, value in r.mapping(doc, "a rule file", SECTIONS).items():
                 if key == "ruleset":
-                    meta = r.mapping(value, "ruleset", ("label", "description"))
+                    meta = r.mapping(value, "ruleset", RULESET_KEYS)
                     sections.label = r.text(meta.get("label"), "ruleset label", "")
+                    sections.locale = _setting(r, meta.get("locale"), "locale", locale_problem)
+                    sections.currency = _setting(
+                        r, meta.get("currency"), "currency", currency_problem
+                    )
                 else:
                     getattr(sections, key).append((r, value))
         fields, intents, unknown_attributes = self._schema(sections.schema)
@@ -127,7 +151,9 @@ class _Builder:
             self._each(
                 sections.offers,
                 "offers",
-                lambda r, n: offer(r, n, fields, self.offer_contact_policies),
+                lambda r, n: offer(
+                    r, n, fields, self.offer_contact_policies, currency=sections.currency
+                ),
             )
         )
         routes: list[RouteSpec] = []
@@ -188,7 +214,7 @@ class _Builder:
             r.error(node, "arbitration is declared twice; keep it in one file")
         first = () if default is None else (default.queue,)
         queues = tuple(dict.fromkeys([*first, *(route.queue for route in routes)]))
-        scope = MomentScope(fields, intents, queues)
+        scope = MomentScope(fields, intents, queues, sections.currency)
         for r, _ in docs:
             r.outcomes = None  # moment conditions do not see the offer history
         moments = list(self._each(sections.moments, "moments", lambda r, n: moment(r, n, scope)))
@@ -210,6 +236,8 @@ class _Builder:
         return Ruleset(
             version=version,
             label=sections.label,
+            locale=sections.locale,
+            currency=sections.currency,
             fields=fields,
             offers=tuple(offers),
             routes=in_precedence_order(routes),

@@ -487,19 +487,72 @@ def test_multi_line_condition_error_location(tmp_path: Path, when: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("script", "message"),
+    ("script", "anchor", "message"),
     [
         (
             '"Hello {frist_name|there}"',
+            "{frist",
             "offer x script: unknown placeholder {frist_name} (did you mean 'first_name'?)",
         ),
-        ('"Hello {nobody}"', "offer x script: unknown placeholder {nobody}"),
-        ('"Hello {"', "offer x script: unmatched '{' (write {{ for a brace)"),
-        ('"Hello }"', "offer x script: unmatched '}' (write }} for a brace)"),
-        ('"Hello { }"', "offer x script: placeholder '{ }' must name a field"),
+        ('"Hello {nobody}"', "{nobody", "offer x script: unknown placeholder {nobody}"),
+        ('"Hello {"', '{"', "offer x script: unmatched '{' (write {{ for a brace)"),
+        ('"Hello }"', '}"', "offer x script: unmatched '}' (write }} for a brace)"),
+        ('"Hello { }"', "{ }", "offer x script: placeholder '{ }' must name a field"),
+        # Formats: parsed with the template, checked against the field's type.
+        (
+            '"Limit {clv:mony}"',
+            "mony",
+            "offer x script: unknown format 'mony' (known: money, number, percent, date)",
+        ),
+        (
+            '"Limit {clv:number x}"',
+            "number x",
+            "offer x script: number takes a number of decimals (0 to 6), got 'x'",
+        ),
+        (
+            '"Hi {first_name:number}"',
+            "{first",
+            "offer x script: {first_name}: format number needs a number or integer field, "
+            "not a string",
+        ),
+        (
+            '"Limit {clv:money}"',
+            "{clv",
+            "offer x script: {clv}: format money needs the ruleset's currency "
+            "(ruleset: currency: EUR)",
+        ),
+        # Conditional text: the condition is a `when:` condition, located in the script.
+        (
+            '"Hi {if clv > }x{end}"',
+            "}x",
+            "offer x script: condition: expected a value, found end of condition",
+        ),
+        (
+            '"Hi {if clvv > 5}x{end}"',
+            "clvv",
+            "offer x script: condition: unknown field 'clvv' (did you mean 'clv'?)",
+        ),
+        (
+            '"Hi {if segment > 5}x{end}"',
+            "> 5",
+            "offer x script: condition: cannot compare a string with a number: segment > 5",
+        ),
+        ('"Hi {if clv > 5}x"', "{if", "offer x script: {if} has no {end}"),
+        ('"Hi x{end}"', "{end", "offer x script: {end} without an open {if}"),
+        ('"Hi {else}x"', "{else", "offer x script: {else} without an open {if}"),
+        (
+            '"Hi {if clv > 5}a{else}b{else}c{end}"',
+            "{else}c",
+            "offer x script: {else} without an open {if}",
+        ),
+        (
+            '"Hi {if}x{end}"',
+            "{if}",
+            "offer x script: {if} needs a condition, e.g. {if tenure_months >= 24}",
+        ),
     ],
 )
-def test_bad_template_placeholder(tmp_path: Path, script: str, message: str) -> None:
+def test_bad_template_placeholder(tmp_path: Path, script: str, anchor: str, message: str) -> None:
     base(tmp_path)
     bad = write(
         tmp_path,
@@ -511,7 +564,7 @@ def test_bad_template_placeholder(tmp_path: Path, script: str, message: str) -> 
             script: {script}
         """,
     )
-    assert problems(tmp_path) == [f"{at(bad, script)}: error: {message}"]
+    assert problems(tmp_path) == [f"{at(bad, anchor)}: error: {message}"]
 
 
 def test_placeholders_may_name_fields_and_params(tmp_path: Path) -> None:
@@ -771,3 +824,71 @@ def test_line_ends_do_not_change_the_rules_only_the_version(tmp_path: Path) -> N
     assert repr(dataclasses.replace(crlf, version="")).replace(str(windows), "<dir>") == repr(
         dataclasses.replace(lf, version="")
     ).replace(str(unix), "<dir>")
+
+
+# -- formats and locale ---------------------------------------------------------------------
+
+
+def test_ruleset_sets_locale_and_currency(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(tmp_path, "meta.yaml", "ruleset:\n  label: de\n  locale: de_DE\n  currency: EUR\n")
+    ruleset = load_ruleset(tmp_path)
+    assert (ruleset.locale, ruleset.currency) == ("de_DE", "EUR")
+
+
+@pytest.mark.parametrize(
+    ("line", "anchor", "message"),
+    [
+        (
+            "locale: xx_YY",
+            "xx_YY",
+            "unknown locale 'xx_YY' (write it like en_US or de_DE): unknown locale 'xx_YY'",
+        ),
+        ("currency: EUX", "EUX", "unknown currency 'EUX' (an ISO 4217 code such as EUR, USD, GBP)"),
+    ],
+)
+def test_unknown_locale_or_currency_is_a_load_error(
+    tmp_path: Path, line: str, anchor: str, message: str
+) -> None:
+    base(tmp_path)
+    meta = write(tmp_path, "meta.yaml", f"ruleset:\n  {line}\n")
+    assert problems(tmp_path) == [f"{at(meta, anchor)}: error: {message}"]
+
+
+def test_a_format_that_does_not_fit_the_field_is_located_in_a_block_script(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(tmp_path, "meta.yaml", "ruleset:\n  currency: EUR\n")
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            script: >-
+              Hello {first_name}, your limit is {clv:money}
+              and {first_name:date long}.
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, '{first_name:date')}: error: offer x script: {{first_name}}: "
+        "format date needs a date field, not a string"
+    ]
+
+
+def test_script_conditions_see_params(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            params:
+              credit: clv * 0.01
+            script: "{if credit >= 10 and segment == 'gold'}{credit:number} back{end}"
+        """,
+    )
+    (offer,) = load_ruleset(tmp_path).offers
+    assert [p.name for p in offer.script.names] == ["credit"]
