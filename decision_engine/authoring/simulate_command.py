@@ -67,7 +67,9 @@ def _population(ruleset: CompiledRuleset, options: Mapping[str, Any], now: float
     except ProfileImportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    return build_population(profiles, intents, now=now, seed=seed, contexts=contexts)
+    return build_population(
+        profiles, intents, now=now, seed=seed, contexts=contexts, declared=ruleset.source.fields
+    )
 
 
 def _report_problems(population: Population) -> None:
