@@ -201,6 +201,8 @@ class _Mix:
         today = datetime.fromtimestamp(now, UTC).date()
         out: dict[str, str] = {}
         for spec in self.attributes:
+            if spec.population and spec.population.present_with not in ("", *out):
+                continue  # present exactly when the attribute it names is
             value = declared_value(spec, self.rng, today, 0)
             if value is not None:
                 out[spec.name] = spec.to_text(spec.parse(value))

@@ -9,11 +9,18 @@
     contract_end: {type: date, population: {from_days: -30, to_days: 540}}  # from today
     first_name:  {type: string, population: {absent: 0.2}}
 
+    days_behind: {type: integer, population: {median: 40, spread: 2, present_with: arrears}}
+
 `absent` (0–1, any kind) is the share of customers without the field; alone, the value is
-drawn from the declaration as without a population. Every problem is located.
+drawn from the declaration as without a population. `present_with` (any kind, instead of
+`absent`) names a field declared before it: the field is present exactly when that one is.
+Every problem is located.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import replace
 
 import yaml
 
@@ -21,6 +28,7 @@ from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import FieldPopulation, FieldSpec
 
 ABSENT = "absent"
+PRESENT_WITH = "present_with"
 _NUMBER_SHAPES = {
     "normal": ("mean", "sd"),
     "lognormal": ("median", "spread"),
@@ -31,8 +39,38 @@ _DATE_KEYS = ("from_days", "to_days")
 _DATE_SPAN_DAYS = 36_500
 
 
-def field_population(r: RuleNodes, spec: FieldSpec, node: yaml.Node) -> FieldPopulation | None:
-    """The population a field declares, or None (with a located problem) when it is wrong."""
+def field_population(
+    r: RuleNodes, spec: FieldSpec, node: yaml.Node, earlier: Collection[str]
+) -> FieldPopulation | None:
+    """The population a field declares, or None (with a located problem) when it is wrong;
+    `earlier` are the fields declared before it, of the same source."""
+    what = f"field {spec.name} population"
+    if isinstance(node, yaml.MappingNode):
+        keys = {str(k.value): v for k, v in node.value}
+        if PRESENT_WITH in keys:
+            other = r.text(keys[PRESENT_WITH], f"{what} present_with")
+            if ABSENT in keys:
+                r.error(keys[PRESENT_WITH], f"{what}: present_with or absent, not both")
+                return None
+            if other and other not in earlier:
+                r.error(
+                    keys[PRESENT_WITH],
+                    f"{what}: present_with names a field declared before it, not {other!r}"
+                    + (f" (declared before: {', '.join(earlier)})" if earlier else ""),
+                )
+                return None
+            rest = yaml.MappingNode(
+                node.tag,
+                [(k, v) for k, v in node.value if str(k.value) != PRESENT_WITH],
+                node.start_mark,
+                node.end_mark,
+            )
+            population = _population(r, spec, rest)
+            return replace(population, present_with=other) if population is not None else None
+    return _population(r, spec, node)
+
+
+def _population(r: RuleNodes, spec: FieldSpec, node: yaml.Node) -> FieldPopulation | None:
     what = f"field {spec.name} population"
     if spec.kind == "bool" and isinstance(node, yaml.ScalarNode):
         return FieldPopulation("share", share=r.number(node, what, 0.5, 0, 1))

@@ -43,6 +43,8 @@ class FieldPopulation:
     """Standard deviation, spread or upper bound, by shape."""
     absent: float = 0.0
     """Share of customers without the field."""
+    present_with: str = ""
+    """A field declared before it: this one is present exactly when that one is."""
 
 
 @dataclass(frozen=True, slots=True)

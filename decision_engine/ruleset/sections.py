@@ -266,12 +266,9 @@ class _Builder:
             for source in ("profile", "attributes"):
                 source_node = section.get(source)
                 for field_name, spec_node in r.mapping(source_node, f"schema {source}").items():
-                    spec = self._field(
-                        r,
-                        field_name,
-                        spec_node,
-                        "attribute" if source == "attributes" else "profile",
-                    )
+                    kind = "attribute" if source == "attributes" else "profile"
+                    earlier = [n for n, s in declared.items() if s.source == kind]
+                    spec = self._field(r, field_name, spec_node, kind, earlier)
                     if spec is None:
                         continue
                     if field_name in declared:
@@ -303,7 +300,9 @@ class _Builder:
             fields[field_name] = spec
         return fields, intents, unknown_attributes
 
-    def _field(self, r: RuleNodes, name: str, node: yaml.Node, source: str) -> FieldSpec | None:
+    def _field(
+        self, r: RuleNodes, name: str, node: yaml.Node, source: str, earlier: list[str]
+    ) -> FieldSpec | None:
         keys = ("type", "values", "min", "max", "description", "population")
         spec = r.mapping(node, f"field {name}", keys)
         kind = r.text(spec.get("type"), f"{name} type", "")
@@ -330,7 +329,8 @@ class _Builder:
         )
         if "population" not in spec:
             return declared
-        return replace(declared, population=field_population(r, declared, spec["population"]))
+        population = field_population(r, declared, spec["population"], earlier)
+        return replace(declared, population=population)
 
     def _route(
         self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec]

@@ -85,6 +85,8 @@ def generate_profiles(
             realistic = _customer(rng, customer_id, today)
             profile.update((k, v) for k, v in realistic.items() if k in demo)
         for spec in drawn:
+            if spec.population and spec.population.present_with not in ("", *profile):
+                continue  # present exactly when the field it names is
             value = declared_value(spec, other, today, n)
             if value is not None:
                 profile[spec.name] = value

@@ -787,6 +787,7 @@ schema:
     score: {type: number, min: 0, max: 100, population: {min: 0, max: 90}}
     renewal: {type: date, population: {from_days: -30, to_days: 365}}
     nickname: {type: string, population: {absent: 0.3}}
+    days_behind: {type: integer, population: {median: 40, spread: 2, present_with: arrears}}
     plain: {type: number}
   intents: {cancel: 10, outage: 30}
 """
@@ -809,6 +810,9 @@ def test_a_field_declares_its_population(tmp_path: Path) -> None:
     assert pops["score"] == FieldPopulation("uniform", low=0, high=90)
     assert pops["renewal"] == FieldPopulation("days", low=-30, high=365)
     assert pops["nickname"] == FieldPopulation("declared", absent=0.3)
+    assert pops["days_behind"] == FieldPopulation(
+        "lognormal", low=40, high=2, present_with="arrears"
+    )
     assert pops["plain"] is None
     # intents as a mapping: the names, and the weights a simulation draws them by
     assert fields["intent"].values == ("cancel", "outage")
@@ -837,6 +841,14 @@ def test_a_field_declares_its_population(tmp_path: Path) -> None:
         ("{type: date, population: {from_days: 10}}", "from_days goes with to_days"),
         ("{type: date, population: {from_days: 10, to_days: 5}}", "is before from_days 10"),
         ("{type: string, population: 0.5}", "field f population must be a mapping"),
+        (
+            "{type: number, population: {present_with: g}}",
+            "present_with names a field declared before it, not 'g'",
+        ),
+        (
+            "{type: number, population: {present_with: g, absent: 0.2}}",
+            "present_with or absent, not both",
+        ),
     ],
 )
 def test_a_wrong_population_is_located(tmp_path: Path, declaration: str, message: str) -> None:

@@ -109,6 +109,9 @@ def test_a_declared_population_shapes_the_generated_customers() -> None:
             maximum=5000,
             population=Pop("lognormal", low=300, high=2, absent=0.8),
         ),
+        "days_behind": FieldSpec(
+            "days_behind", "integer", population=Pop("declared", present_with="arrears")
+        ),
         "score": FieldSpec("score", "number", population=Pop("uniform", low=10, high=20)),
         "renewal": FieldSpec("renewal", "date", population=Pop("days", low=-30, high=60)),
         "nickname": FieldSpec("nickname", "string", population=Pop("declared", absent=0.5)),
@@ -129,6 +132,7 @@ def test_a_declared_population_shapes_the_generated_customers() -> None:
     arrears = [num(p, "arrears") for p in people if "arrears" in p]
     assert 0.17 < len(arrears) / len(people) < 0.23
     assert 250 < median(arrears) < 350 and max(arrears) > 1200
+    assert all(("days_behind" in p) == ("arrears" in p) for p in people)
     assert all(10 <= num(p, "score") <= 20 for p in people)
     days = {(date.fromisoformat(str(p["renewal"])) - TODAY).days for p in people}
     assert min(days) == -30 and max(days) == 60
