@@ -141,7 +141,12 @@ def _run_with_progress(
     help=f"Customers to generate when no --profiles [default: {DEFAULT_COUNT}].",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of generated data.")
-@click.option("--now", "now_text", metavar="ISO", help="Instant of the decisions [default: now].")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO",
+    help="Instant of the decisions; generated dates are relative to its day [default: now].",
+)
 @click.option(
     "--baseline",
     type=click.Path(path_type=Path),
