@@ -7,7 +7,7 @@ over several files (offers in one, routing in another).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import yaml
@@ -23,8 +23,9 @@ from decision_engine.ruleset.offer_section import (
     items_of,
     offer,
 )
+from decision_engine.ruleset.population_section import field_population
 from decision_engine.ruleset.rule_nodes import RuleNodes
-from decision_engine.ruleset.schema import KINDS, UNKNOWN_ATTRIBUTES, FieldSpec
+from decision_engine.ruleset.schema import KINDS, UNKNOWN_ATTRIBUTES, FieldPopulation, FieldSpec
 from decision_engine.ruleset.spec import (
     ContactPolicy,
     DefaultRoute,
@@ -295,6 +296,7 @@ class _Builder:
         declared: dict[str, FieldSpec] = {}
         declared_at: dict[str, tuple[RuleNodes, yaml.Node]] = {}
         intents: tuple[str, ...] = ()
+        intent_mix: FieldPopulation | None = None
         unknown_attributes = "ignore"
         for r, node in parts:
             section = r.mapping(
@@ -314,12 +316,9 @@ class _Builder:
             for source in ("profile", "attributes"):
                 source_node = section.get(source)
                 for field_name, spec_node in r.mapping(source_node, f"schema {source}").items():
-                    spec = self._field(
-                        r,
-                        field_name,
-                        spec_node,
-                        "attribute" if source == "attributes" else "profile",
-                    )
+                    kind = "attribute" if source == "attributes" else "profile"
+                    earlier = [n for n, s in declared.items() if s.source == kind]
+                    spec = self._field(r, field_name, spec_node, kind, earlier)
                     if spec is None:
                         continue
                     if field_name in declared:
@@ -327,10 +326,23 @@ class _Builder:
                     declared[field_name] = spec
                     assert source_node is not None
                     declared_at[field_name] = (r, _key_node(source_node, field_name) or spec_node)
-            if "intents" in section:
+            if isinstance(section.get("intents"), yaml.MappingNode):
+                # intent: weight, the mix a simulation draws the intents from
+                weights = r.mapping(section["intents"], "intents")
+                intents = tuple(weights)
+                intent_mix = FieldPopulation(
+                    "weights",
+                    weights=tuple(
+                        (i, r.number(w, f"intent {i} weight", 1.0, 0)) for i, w in weights.items()
+                    ),
+                )
+            elif "intents" in section:
                 intents = r.names(section["intents"], "intents")
+                intent_mix = None
         has_contract_end = declared.get("contract_end", FieldSpec("", "string")).kind == "date"
         fields = builtin_fields(intents, has_contract_end=has_contract_end)
+        if intent_mix is not None:
+            fields["intent"] = replace(fields["intent"], population=intent_mix)
         for field_name, spec in declared.items():
             if field_name in fields:
                 r, node = declared_at[field_name]
@@ -338,8 +350,11 @@ class _Builder:
             fields[field_name] = spec
         return fields, intents, unknown_attributes
 
-    def _field(self, r: RuleNodes, name: str, node: yaml.Node, source: str) -> FieldSpec | None:
-        spec = r.mapping(node, f"field {name}", ("type", "values", "min", "max", "description"))
+    def _field(
+        self, r: RuleNodes, name: str, node: yaml.Node, source: str, earlier: list[str]
+    ) -> FieldSpec | None:
+        keys = ("type", "values", "min", "max", "description", "population")
+        spec = r.mapping(node, f"field {name}", keys)
         kind = r.text(spec.get("type"), f"{name} type", "")
         if kind not in KINDS:
             r.error(
@@ -353,7 +368,7 @@ class _Builder:
             r.error(node, f"field {name}: an enum lists its values")
         low = r.number(spec.get("min"), f"{name} min", float("nan")) if "min" in spec else None
         high = r.number(spec.get("max"), f"{name} max", float("nan")) if "max" in spec else None
-        return FieldSpec(
+        declared = FieldSpec(
             name,
             kind,
             values,
@@ -362,6 +377,10 @@ class _Builder:
             source=source,
             description=r.text(spec.get("description"), "description", ""),
         )
+        if "population" not in spec:
+            return declared
+        population = field_population(r, declared, spec["population"], earlier)
+        return replace(declared, population=population)
 
     def _route(
         self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec]

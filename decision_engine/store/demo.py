@@ -1,5 +1,11 @@
 """Demo data loaded on the first start of the embedded server.
 
+The named customers (C-1001 Alice…) are the telco demo's: they are loaded only when they
+fit the served schema (every field of theirs declared as a profile field, every value
+valid), so serving another business's ruleset does not answer with Alice. The synthetic
+customers are generated from the served schema (its `population:` declarations, or the
+demo generator's shape), so any ruleset can be explored.
+
 Dates are relative to the day of loading, so each named customer shows the
 situation the README describes whichever day the demo is started.
 """
@@ -71,6 +77,22 @@ def demo_contacts(now: float) -> list[tuple[str, Contact]]:
     ]
 
 
+def named_customers_fit(schema: Mapping[str, FieldSpec], today: date) -> bool:
+    """Whether every named demo customer fits the profile fields of `schema`."""
+    for record in demo_profiles(today):
+        for name, raw in record.items():
+            spec = schema.get(name)
+            if name == "customer_id":
+                continue
+            if spec is None or spec.source != "profile":
+                return False
+            try:
+                spec.parse(raw)
+            except ValueError:
+                return False
+    return True
+
+
 async def ensure_demo_data(
     store: ProfileStore,
     *,
@@ -79,7 +101,8 @@ async def ensure_demo_data(
     now: float,
     generated: int = 1000,
 ) -> bool:
-    """Refresh the named demo customers; load the synthetic ones once. True on that first load.
+    """Refresh the named demo customers (when they fit the schema, see the module doc);
+    load the synthetic ones, generated for the schema, once. True on that first load.
 
     The named customers' dates are relative to today, so they are rewritten on every
     start to keep each demo situation true whatever the day.
@@ -88,9 +111,14 @@ async def ensure_demo_data(
         first = not await store.client.exists(DEMO_MARKER)
     except RedisError as exc:
         raise StoreUnavailableError(f"profile store: {exc}") from exc
-    synthetic = generate_profiles(generated if first else 0, seed=DEMO_SEED, today=today)
-    await store.put_profiles(_canonical(chain(demo_profiles(today), synthetic), schema))
-    for customer_id, contact in demo_contacts(now):
+    synthetic = generate_profiles(
+        generated if first else 0, seed=DEMO_SEED, today=today, schema=schema
+    )
+    named = named_customers_fit(schema, today)
+    await store.put_profiles(
+        _canonical(chain(demo_profiles(today) if named else (), synthetic), schema)
+    )
+    for customer_id, contact in demo_contacts(now) if named else ():
         # HSETNX on a fixed interaction id: loading twice never doubles a contact.
         await store.load(customer_id, interaction=contact, now=now)
     try:

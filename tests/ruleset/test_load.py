@@ -892,3 +892,89 @@ def test_script_conditions_see_params(tmp_path: Path) -> None:
     )
     (offer,) = load_ruleset(tmp_path).offers
     assert [p.name for p in offer.script.names] == ["credit"]
+
+
+POPULATION = """
+schema:
+  profile:
+    vulnerable: {type: bool, population: 0.08}
+    has_ev: {type: bool, population: {share: 0.06, absent: 0.1}}
+    tier:
+      type: enum
+      values: [gold, silver, bronze]
+      population: {gold: 20, silver: 50, bronze: 30}
+    age: {type: integer, min: 18, max: 100, population: {mean: 40, sd: 10}}
+    arrears: {type: number, min: 0, population: {median: 1200, spread: 2.5, absent: 0.9}}
+    score: {type: number, min: 0, max: 100, population: {min: 0, max: 90}}
+    renewal: {type: date, population: {from_days: -30, to_days: 365}}
+    nickname: {type: string, population: {absent: 0.3}}
+    days_behind: {type: integer, population: {median: 40, spread: 2, present_with: arrears}}
+    plain: {type: number}
+  intents: {cancel: 10, outage: 30}
+"""
+
+
+def test_a_field_declares_its_population(tmp_path: Path) -> None:
+    from decision_engine.ruleset.schema import FieldPopulation
+
+    write(tmp_path, "00-routing.yaml", ROUTING)
+    write(tmp_path, "schema.yaml", POPULATION)
+    fields = load_ruleset(tmp_path).fields
+    pops = {name: spec.population for name, spec in fields.items()}
+    assert pops["vulnerable"] == FieldPopulation("share", share=0.08)
+    assert pops["has_ev"] == FieldPopulation("share", share=0.06, absent=0.1)
+    assert pops["tier"] == FieldPopulation(
+        "weights", weights=(("gold", 20), ("silver", 50), ("bronze", 30))
+    )
+    assert pops["age"] == FieldPopulation("normal", low=40, high=10)
+    assert pops["arrears"] == FieldPopulation("lognormal", low=1200, high=2.5, absent=0.9)
+    assert pops["score"] == FieldPopulation("uniform", low=0, high=90)
+    assert pops["renewal"] == FieldPopulation("days", low=-30, high=365)
+    assert pops["nickname"] == FieldPopulation("declared", absent=0.3)
+    assert pops["days_behind"] == FieldPopulation(
+        "lognormal", low=40, high=2, present_with="arrears"
+    )
+    assert pops["plain"] is None
+    # intents as a mapping: the names, and the weights a simulation draws them by
+    assert fields["intent"].values == ("cancel", "outage")
+    assert pops["intent"] == FieldPopulation("weights", weights=(("cancel", 10), ("outage", 30)))
+
+
+@pytest.mark.parametrize(
+    ("declaration", "message"),
+    [
+        ("{type: bool, population: 1.5}", "population must be between 0 and 1, got 1.5"),
+        ("{type: bool, population: {shar: 0.1}}", "unknown key 'shar' in field f population"),
+        (
+            "{type: enum, values: [a, b], population: {a: 1, c: 2}}",
+            "unknown key 'c' in field f population (known: a, b, absent)",
+        ),
+        ("{type: enum, values: [a, b], population: {a: 0}}", "weights must add up to more"),
+        ("{type: number, population: {mean: 3}}", "mean goes with sd; sd is missing"),
+        (
+            "{type: number, population: {mean: 3, median: 4}}",
+            "not {mean, sd} and {median, spread}",
+        ),
+        ("{type: number, min: 0, max: 10, population: {min: 0, max: 20}}", "between 0 and 10"),
+        ("{type: number, population: {median: 5, spread: 0.5}}", "spread must be at least 1"),
+        ("{type: number, population: {median: -5, spread: 2}}", "median must be above 0"),
+        ("{type: number, population: {absent: 2}}", "absent must be between 0 and 1"),
+        ("{type: date, population: {from_days: 10}}", "from_days goes with to_days"),
+        ("{type: date, population: {from_days: 10, to_days: 5}}", "is before from_days 10"),
+        ("{type: string, population: 0.5}", "field f population must be a mapping"),
+        (
+            "{type: number, population: {present_with: g}}",
+            "present_with names a field declared before it, not 'g'",
+        ),
+        (
+            "{type: number, population: {present_with: g, absent: 0.2}}",
+            "present_with or absent, not both",
+        ),
+    ],
+)
+def test_a_wrong_population_is_located(tmp_path: Path, declaration: str, message: str) -> None:
+    write(tmp_path, "00-routing.yaml", ROUTING)
+    path = write(tmp_path, "schema.yaml", f"schema:\n  profile:\n    f: {declaration}\n")
+    found = problems(tmp_path)
+    assert len(found) == 1 and message in found[0], found
+    assert found[0].startswith(f"{path}:3:"), found
