@@ -29,6 +29,7 @@ FRAGMENT_SECTIONS = {
     "## arbitration": ("arbitration", "policies"),
     "## moments (live guidance)": ("moments",),
     "## notices (proactive care)": ("notices", "rules"),
+    "### Texts": ("moments",),
 }
 
 
@@ -63,7 +64,8 @@ def examples() -> list[Example]:
     pattern = re.compile(r"^(#+ [^\n]*)$|^```yaml\n(.*?)^```", re.M | re.S)
     for match in pattern.finditer(source):
         if match.group(1):
-            heading = match.group(1) if match.group(1).startswith("## ") else heading
+            named = match.group(1) in FRAGMENT_SECTIONS or match.group(1).startswith("## ")
+            heading = match.group(1) if named else heading
             continue
         # `...` stands for the parts of an item the example leaves out.
         text = "\n".join(line for line in match.group(2).splitlines() if line.strip() != "...")

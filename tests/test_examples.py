@@ -8,6 +8,7 @@ a real `decision-engine serve` on a real Redis, with a route and an offer of tha
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +114,22 @@ def test_the_example_is_served_over_grpc(
     assert reply.offers[0].offer_id == case.first_offer
     assert case.script_contains in reply.offers[0].script
     assert reply.ruleset_version == load_compiled(directory).version
+
+
+def test_the_energy_schema_declares_a_believable_population() -> None:
+    """Without a profiles file, `simulate` draws the mix the schema's `population:` says:
+    a few vulnerable customers and a tenth in arrears, not half of them each."""
+    from click.testing import CliRunner
+
+    from decision_engine.authoring.simulate_command import simulate_command
+
+    args = ["--rules", str(EXAMPLES / "energy"), "--count", "2000", "--now", "2025-03-03"]
+    result = CliRunner().invoke(simulate_command, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["new"]
+    queues = {q["id"]: q["share"] for q in report["queues"]}
+    offers = {o["id"]: o["share"] for o in report["offers"]}
+    assert 0.4 < queues["customer_service"] < 0.6
+    assert 0.04 < queues["priority_services"] < 0.1
+    assert 0.05 < queues["collections"] < 0.15
+    assert 0.05 < offers["payment-plan"] < 0.2

@@ -21,7 +21,7 @@ from decision_engine.authoring.case_model import (
 from decision_engine.authoring.case_nodes import CaseNodes
 from decision_engine.authoring.moment_case_read import MAX_AT, MomentCaseReader
 from decision_engine.authoring.notice_case_read import NoticeCaseReader
-from decision_engine.decide.values import Contact, Context, CustomerState, OfferEvent
+from decision_engine.decide.values import Contact, Context, CustomerState, NoticeRecord, OfferEvent
 from decision_engine.errors import Where
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.ruleset.sections import MAX_OFFERS_LIMIT
@@ -32,7 +32,8 @@ from decision_engine.vocabulary import CHANNELS, OFFER_OUTCOMES
 _DAY = 86_400.0
 _FILE_KEYS = ("now", "description", "cases")
 _CASE_KEYS = (
-    "name", "description", "now", "profile", "contacts", "history", "caps_spent", "context",
+    "name", "description", "now", "profile", "contacts", "history", "notices", "caps_spent",
+    "context",
     "interaction_id", "max_offers", "degraded", "expect",
 )  # fmt: skip
 _MOMENT_CASE_KEYS = (
@@ -43,6 +44,8 @@ _MOMENT_CASE_KEYS = (
 _NOTICE_CASE_KEYS = ("name", "description", "now", "profile", "event", "notices_sent", "expect")
 """A case with `event:` is a notice case (notice_case_read.py)."""
 _HISTORY_KEYS = ("offer", "outcome", "days_ago", "at", "interaction_id")
+_NOTICE_KEYS = ("notice", "channel", "status", "text", "days_ago", "hours_ago", "at")
+_NOTICE_STATUSES = ("queued", "held", "sent", "failed", "dead_lettered", "delivered")
 _CONTACT_KEYS = ("days_ago", "at", "channel", "intent", "interaction_id")
 _CONTEXT_KEYS = ("channel", "intent", "queue", "agent_id", "sentiment", "ivr_path", "attributes")
 _EXPECT_KEYS = ("routing", "offers", "script_contains", "profile_found", "degraded")
@@ -168,6 +171,7 @@ class _CaseFile(CaseNodes):
         profile = self.profile(spec["profile"]) if "profile" in spec else None
         contacts = self.contacts(spec.get("contacts"), now) if now is not None else ()
         history = self.history(spec.get("history"), now) if now is not None else {}
+        notices = self.notices(spec.get("notices"), now) if now is not None else {}
         caps_spent = self.choices(spec.get("caps_spent"), "caps_spent", self.offer_ids) or ()
         context = self.context(spec["context"]) if "context" in spec else None
         interaction_id = self.text(spec.get("interaction_id"), "interaction_id") or ""
@@ -179,7 +183,7 @@ class _CaseFile(CaseNodes):
             name=name,
             where=self.where(node),
             now=now,
-            state=CustomerState(profile, contacts, history),
+            state=CustomerState(profile, contacts, history, notices),
             context=context,
             interaction_id=interaction_id,
             max_offers=max_offers or 0,
@@ -258,6 +262,33 @@ class _CaseFile(CaseNodes):
             if at is not None and offer is not None and outcome is not None:
                 out.setdefault(offer, []).append(OfferEvent(at, outcome, interaction_id))
         return {offer: tuple(sorted(events, key=lambda e: e.at)) for offer, events in out.items()}
+
+    def notices(self, node: yaml.Node | None, now: float) -> dict[str, NoticeRecord]:
+        """Notices the customer was sent: `{notice, channel, status, days_ago | hours_ago | at}`
+        (the latest of each notice id counts, as in the store's notice log)."""
+        out: dict[str, NoticeRecord] = {}
+        for item in self.sequence(node, "notices"):
+            spec = self.mapping(item, "a notice sent", _NOTICE_KEYS)
+            if spec is None:
+                continue
+            self.required(spec, "notice", item, "a notice sent")
+            given = [k for k in ("days_ago", "hours_ago", "at") if k in spec]
+            if len(given) != 1:
+                self.error(item, "a notice sent has one of `days_ago`, `hours_ago` or `at`")
+                continue
+            if given[0] == "at":
+                at = self.moment(spec["at"], "at")
+            else:
+                ago = self.number(spec[given[0]], given[0], 0, 3650 * 24)
+                unit = _DAY if given[0] == "days_ago" else _DAY / 24
+                at = None if ago is None else now - ago * unit
+            notice = self.choice(spec.get("notice"), "notice", self.notice_reader.notice_ids)
+            status = self.choice(spec.get("status"), "status", _NOTICE_STATUSES) or "sent"
+            channel = self.text(spec.get("channel"), "channel") or ""
+            text = self.text(spec.get("text"), "text") or ""
+            if at is not None and notice is not None:
+                out[notice] = NoticeRecord(notice, channel, status, text, at, at)
+        return out
 
     def profile(self, node: yaml.Node) -> dict[str, str] | None:
         """None (unknown customer) for `profile: null`; else the stored text of each field."""

@@ -166,20 +166,31 @@ def _check_routing(
         candidates = [r.id for r in ruleset.routes if r.queue == expect.queue]
         if ruleset.source.default_route.queue == expect.queue:
             candidates.append(DEFAULT_ROUTE)
-        why = "; ".join(_route_why(c, explained) for c in candidates) or chosen
+        why = "; ".join(_route_why(c, explained, ruleset, routing.rule_id) for c in candidates)
+        why = why or chosen
         yield Failure("routing.queue", expect.queue, routing.queue, why)
     if expect.priority is not None and expect.priority != routing.priority:
         yield Failure("routing.priority", str(expect.priority), str(routing.priority), chosen)
     if expect.skip_ivr is not None and expect.skip_ivr != routing.skip_ivr:
         yield Failure("routing.skip_ivr", _yes(expect.skip_ivr), _yes(routing.skip_ivr), chosen)
     if expect.rule is not None and expect.rule != routing.rule_id:
-        why = _route_why(expect.rule, explained) if expect.rule != DEFAULT_ROUTE else chosen
+        why = _route_why(expect.rule, explained, ruleset, routing.rule_id)
         yield Failure("routing.rule", expect.rule, routing.rule_id, why)
 
 
-def _route_why(rule_id: str, explained: dict[tuple[str, str], Explanation]) -> str:
+def _route_why(
+    rule_id: str,
+    explained: dict[tuple[str, str], Explanation],
+    ruleset: CompiledRuleset,
+    winner: str,
+) -> str:
+    """Why `rule_id` did not route: its failing condition, or for the default route the
+    rule that won and its `when`."""
     if rule_id == DEFAULT_ROUTE:
-        return "default: a routing rule applied"
+        won = next((r for r in ruleset.routes if r.id == winner), None)
+        terms = [c.text for c in won.when] if won is not None else []
+        when = " and ".join(f"({t})" if len(terms) > 1 and " or " in t else t for t in terms)
+        return f"default: routing rule {winner} applied" + (f" ({when})" if when else "")
     e = explained.get(("routing", rule_id))
     return f"{rule_id}: {e.detail}" if e is not None else ""
 

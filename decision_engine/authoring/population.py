@@ -8,7 +8,7 @@ import csv
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from decision_engine.authoring.contexts import DAY, Contexts, Interaction
@@ -18,7 +18,7 @@ from decision_engine.errors import ProfileImportError
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.ruleset.fields import CONTACT_WINDOW_DAYS
 from decision_engine.ruleset.schema import FieldSpec
-from decision_engine.store.generate import generate_profiles
+from decision_engine.store.generate import declared_value, generate_profiles
 from decision_engine.store.importer import _csv, _jsonl, canonical_profile, detect_format
 from decision_engine.vocabulary import CHANNELS
 
@@ -125,9 +125,11 @@ def build_population(
     now: float,
     seed: int,
     contexts: Contexts | None = None,
+    declared: Mapping[str, FieldSpec] | None = None,
 ) -> Population:
-    """Pair every customer with an interaction: from the file when it has one, else drawn."""
-    mix = _Mix(intents, seed)
+    """Pair every customer with an interaction: from the file when it has one, else drawn
+    (by the `declared` fields' populations: the intents' weights, attributes)."""
+    mix = _Mix(intents, seed, declared or {})
     paired = contexts.paired if contexts is not None else {}
     free = contexts.free if contexts is not None else ()
     states: list[CustomerState] = []
@@ -159,13 +161,23 @@ def _unmatched(paired: Mapping[str, Interaction], ids: Sequence[str]) -> tuple[s
 class _Mix:
     """A seeded draw of realistic contexts over the ruleset's declared intents."""
 
-    def __init__(self, intents: Sequence[str], seed: int) -> None:
+    def __init__(
+        self, intents: Sequence[str], seed: int, declared: Mapping[str, FieldSpec]
+    ) -> None:
         # A string seed keeps this stream independent of the profile generator's.
         self.rng = random.Random(f"contexts:{seed}")
         self.channels = list(_CHANNEL_MIX)
         self.channel_weights = list(_CHANNEL_MIX.values())
         self.intents = list(intents) or [""]
-        self.intent_weights = [_INTENT_MIX.get(i, _OTHER_INTENT_WEIGHT) for i in self.intents]
+        intent = declared.get("intent")
+        declared_mix = dict(intent.population.weights) if intent and intent.population else {}
+        self.intent_weights = [
+            declared_mix.get(i, _INTENT_MIX.get(i, _OTHER_INTENT_WEIGHT)) for i in self.intents
+        ]
+        # Only attributes that declare a population are drawn; the others stay absent.
+        self.attributes = [
+            s for s in declared.values() if s.source == "attribute" and s.population is not None
+        ]
         self.earlier = list(_EARLIER_CONTACTS)
         self.earlier_weights = list(_EARLIER_CONTACTS.values())
 
@@ -178,9 +190,23 @@ class _Mix:
             channel = rng.choices(self.channels, self.channel_weights)[0]
         intent = rng.choices(self.intents, self.intent_weights)[0]
         context = Context(
-            channel=channel, intent=intent, sentiment=self._sentiment(channel, intent)
+            channel=channel,
+            intent=intent,
+            sentiment=self._sentiment(channel, intent),
+            attributes=self._attributes(now),
         )
         return Interaction(context, self._earlier(customer_id, intent, now))
+
+    def _attributes(self, now: float) -> dict[str, str]:
+        today = datetime.fromtimestamp(now, UTC).date()
+        out: dict[str, str] = {}
+        for spec in self.attributes:
+            if spec.population and spec.population.present_with not in ("", *out):
+                continue  # present exactly when the attribute it names is
+            value = declared_value(spec, self.rng, today, 0)
+            if value is not None:
+                out[spec.name] = spec.to_text(spec.parse(value))
+        return out
 
     def _sentiment(self, channel: str, intent: str) -> float | None:
         rng = self.rng

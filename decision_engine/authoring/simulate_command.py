@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ from decision_engine.authoring.simulation import simulate
 from decision_engine.config import setting_option
 from decision_engine.errors import ProfileImportError, RulesetError, tally
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
+from decision_engine.store.commands import parse_now
 
 DEFAULT_COUNT = 10_000
 MAX_LISTED_ERRORS = 50
@@ -48,19 +48,6 @@ def _load(directory: Path, what: str) -> CompiledRuleset:
             err=True,
         )
         sys.exit(2)
-
-
-def parse_now(text: str | None) -> float:
-    """Epoch seconds of an ISO date or time (UTC when no offset); now when not given."""
-    if not text:
-        return time.time()
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"not an ISO date or time: {text!r}", param_hint="--now") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _population(ruleset: CompiledRuleset, options: Mapping[str, Any], now: float) -> Population:
@@ -80,7 +67,9 @@ def _population(ruleset: CompiledRuleset, options: Mapping[str, Any], now: float
     except ProfileImportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    return build_population(profiles, intents, now=now, seed=seed, contexts=contexts)
+    return build_population(
+        profiles, intents, now=now, seed=seed, contexts=contexts, declared=ruleset.source.fields
+    )
 
 
 def _report_problems(population: Population) -> None:
@@ -152,7 +141,12 @@ def _run_with_progress(
     help=f"Customers to generate when no --profiles [default: {DEFAULT_COUNT}].",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of generated data.")
-@click.option("--now", "now_text", metavar="ISO", help="Instant of the decisions [default: now].")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO",
+    help="Instant of the decisions; generated dates are relative to its day [default: now].",
+)
 @click.option(
     "--baseline",
     type=click.Path(path_type=Path),

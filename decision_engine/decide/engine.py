@@ -22,7 +22,6 @@ from decision_engine.decide.values import (
 from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset
 from decision_engine.ruleset.runtime import first_failure, set_bits
 from decision_engine.ruleset.spec import OfferSpec
-from decision_engine.ruleset.template import display
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +128,6 @@ def decide(
         _present(
             ruleset.offers[i],
             facts,
-            ruleset.date_fields,
             -neg_score,
             value,
             p,
@@ -317,7 +315,6 @@ def _score(
 def _present(
     offer: CompiledOffer,
     facts: dict[str, Any],
-    date_fields: frozenset[str],
     score: float,
     value: float,
     propensity: float,
@@ -334,11 +331,7 @@ def _present(
     reasons = [f"eligible: {offer.eligibility}", *weights_applied]
     if promoted_by:
         reasons.append(f"{spec.category} first: policy {promoted_by}")
-    script = spec.script.render(
-        lambda name: display(
-            params[name] if name in params else facts.get(name), name in date_fields
-        )
-    )
+    script = offer.script(facts, params)
     return RankedOffer(
         offer_id=spec.id,
         title=spec.title,

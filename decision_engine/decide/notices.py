@@ -18,11 +18,12 @@ from decision_engine.decide.facts import add_profile_facts, today_ordinal
 from decision_engine.ruleset.compiled import CompiledNotice, CompiledRuleset
 from decision_engine.ruleset.runtime import TODAY, first_failure
 from decision_engine.ruleset.spec import NoticeRules, NoticeSpec, QuietHours
-from decision_engine.ruleset.template import Template, display
 
 _DAY = 86_400.0
 
 SEND, HELD, SUPPRESSED = "send", "held", "suppressed"
+_NO_EXTRA: Mapping[str, Any] = {}
+"""Notices have no params: their texts see the facts only."""
 REASONS = ("conditions", "no_channel", "no_consent", "dedupe", "cap", "quiet_hours")
 """Why a notice is not sent now: suppressed for all but quiet_hours, which holds it."""
 
@@ -163,7 +164,7 @@ def _plan(
     if notice.test(facts) is not True:
         why = first_failure(notice.checks, facts) or "its conditions do not hold"
         return NoticePlan(spec.id, SUPPRESSED, "conditions", why)
-    key = _render(spec.dedupe_key, facts, ruleset) if spec.dedupe_key else ""
+    key = notice.dedupe_key(facts, _NO_EXTRA) if notice.dedupe_key else ""
     for earlier in history:
         if (
             earlier.notice_id == spec.id
@@ -181,14 +182,14 @@ def _plan(
     channel, why_not = _channel(rules, spec, profile, facts)
     if channel is None:
         return NoticePlan(spec.id, SUPPRESSED, why_not[0], why_not[1], dedupe_key=key)
-    message = spec.messages[channel]
+    subject, text = notice.texts[channel]
     plan = NoticePlan(
         spec.id,
         SEND,
         channel=channel,
         address=profile[rules.channels[channel].address].strip(),
-        subject=_render(message.subject, facts, ruleset) if message.subject else "",
-        text=_render(message.text, facts, ruleset),
+        subject=subject(facts, _NO_EXTRA) if subject is not None else "",
+        text=text(facts, _NO_EXTRA),
         urgent=spec.urgent,
         not_before=now,
         dedupe_key=key,
@@ -277,8 +278,3 @@ def _zone(name: str, default: str) -> ZoneInfo:
         return ZoneInfo(name.strip()) if name.strip() else ZoneInfo(default)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         return ZoneInfo(default)
-
-
-def _render(template: Template, facts: Mapping[str, Any], ruleset: CompiledRuleset) -> str:
-    dates = ruleset.date_fields
-    return template.render(lambda name: display(facts.get(name), name in dates))

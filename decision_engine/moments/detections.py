@@ -27,7 +27,6 @@ from decision_engine.ruleset.closures import compile_all
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.ruleset.runtime import Fn
 from decision_engine.ruleset.spec import MomentSpec
-from decision_engine.ruleset.template import Template, display
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +61,11 @@ class Detector:
         self._supersedes = tuple(
             frozenset(self._index[s] for s in m.supersedes) for m in self.moments
         )
-        self._date_fields = ruleset.date_fields
+        # Titles and texts compiled once, as the offers' scripts are.
+        self._texts = tuple(
+            (ruleset.texts.compile(m.guidance.title), ruleset.texts.compile(m.guidance.text))
+            for m in self.moments
+        )
         self._parsers = ruleset.attribute_parsers
 
     def detect(self, interaction: Interaction, candidates: Sequence[Candidate]) -> list[Detection]:
@@ -105,8 +108,9 @@ class Detector:
             at=candidate.at,
             event_ids=tuple(e.event_id for e in candidate.events),
             kind=guidance.kind,
-            title=self._render(guidance.title, interaction, candidate.trigger),
-            text=self._render(guidance.text, interaction, candidate.trigger),
+            # The trigger event's own fields ({text}, {duration_s}) first, then the state.
+            title=self._texts[candidate.moment][0](interaction.facts, candidate.trigger.data),
+            text=self._texts[candidate.moment][1](interaction.facts, candidate.trigger.data),
             severity=guidance.severity,
             decide=spec.decide,
             route_queue=spec.transfer.queue if spec.transfer is not None else "",
@@ -114,19 +118,6 @@ class Detector:
             context=dict(spec.context),
             supersedes=spec.supersedes,
         )
-
-    def _render(
-        self, template: Template, interaction: Interaction, trigger: InteractionEvent
-    ) -> str:
-        data, facts, dates = trigger.data, interaction.facts, self._date_fields
-
-        def lookup(name: str) -> str | None:
-            # The trigger event's own field first ({text}, {duration_s}), then the state.
-            if name in data:
-                return display(data[name], False)
-            return display(facts.get(name), name in dates)
-
-        return template.render(lookup)
 
     def _after(self, interaction: Interaction, candidate: Candidate) -> None:
         index = candidate.moment

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+from babel import Locale
 
 from decision_engine.ruleset.closures import compile_all, compile_checks, compile_node, constant
 from decision_engine.ruleset.expr import (
@@ -19,6 +21,7 @@ from decision_engine.ruleset.expr import (
     outcome_calls,
     render,
 )
+from decision_engine.ruleset.formats import DEFAULT_LOCALE
 from decision_engine.ruleset.load import load_ruleset
 from decision_engine.ruleset.rule_index import RuleIndex
 from decision_engine.ruleset.runtime import Checks, Facts, Fn
@@ -33,8 +36,28 @@ from decision_engine.ruleset.spec import (
     RouteSpec,
     Ruleset,
 )
+from decision_engine.ruleset.template import Render, Template, compile_template
 
 Parser = Callable[[str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TextStyle:
+    """How a ruleset's scripts and guidance texts show values: its locale, currency, dates."""
+
+    locale: Locale
+    currency: str
+    dates: frozenset[str]
+
+    @classmethod
+    def of(cls, ruleset: Ruleset) -> TextStyle:
+        dates = frozenset(n for n, s in ruleset.fields.items() if s.kind == "date")
+        return cls(Locale.parse(ruleset.locale or DEFAULT_LOCALE), ruleset.currency, dates)
+
+    def compile(self, template: Template) -> Render:
+        return compile_template(
+            template, dates=self.dates, locale=self.locale, currency=self.currency
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +67,8 @@ class CompiledOffer:
     weights: tuple[tuple[Fn, float, str], ...]
     """(condition, factor, the reason shown when it applies: "weight x1.5: tenure_months >= 24")."""
     params: tuple[tuple[str, Fn], ...]
+    script: Render
+    """The script, formats and conditions resolved: (facts, params) → the text read out."""
     eligibility: str
     """The conditions as written, for the offer's reasons."""
     scale: float
@@ -111,11 +136,14 @@ class DailyCap:
 
 @dataclass(frozen=True, slots=True)
 class CompiledNotice:
-    """A notice rule with its conditions compiled."""
+    """A notice rule with its conditions and texts compiled."""
 
     spec: NoticeSpec
     test: Fn
     checks: Checks
+    texts: dict[str, tuple[Render | None, Render]]
+    """Channel → (subject, text)."""
+    dedupe_key: Render | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +169,8 @@ class CompiledRuleset:
     profile_parsers: dict[str, Parser]
     attribute_parsers: dict[str, Parser]
     date_fields: frozenset[str]
+    texts: TextStyle
+    """For the texts compiled elsewhere (moments' guidance), read as the offers' scripts."""
     outcome_lookups: tuple[OutcomeLookup, ...] = ()
     """The days_since_outcome() values the facts need (none: nothing is computed)."""
     notice_lookups: tuple[tuple[str, str], ...] = ()
@@ -161,7 +191,8 @@ class CompiledRuleset:
 
 def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     """Index offers and routing rules, compile every expression."""
-    offers, groups = _grouped_offers(ruleset.offers)
+    texts = TextStyle.of(ruleset)
+    offers, groups = _grouped_offers(ruleset.offers, texts)
     offer_terms = [
         [c.node for c in o.spec.when]
         + ([_channel_term(o.spec)] if _channel_term(o.spec) is not None else [])
@@ -209,9 +240,10 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         attribute_parsers={n: fast_parser(s) for n, s in fields.items() if s.source == "attribute"},
         date_fields=frozenset(n for n, s in fields.items() if s.kind == "date")
         | _event_dates(ruleset.notices),
+        texts=texts,
         outcome_lookups=_outcome_lookups(ruleset),
         notice_lookups=_notice_lookups(ruleset),
-        notices_on=_notices_on(ruleset.notices),
+        notices_on=_notices_on(ruleset.notices, texts),
         event_parsers={
             name: {a: fast_parser(spec) for a, spec in event.attributes.items()}
             for name, event in (ruleset.notices.events.items() if ruleset.notices else ())
@@ -260,13 +292,27 @@ def _outcome_lookups(ruleset: Ruleset) -> tuple[OutcomeLookup, ...]:
     return tuple(lookups.values())
 
 
-def _notices_on(rules: NoticeRules | None) -> dict[str, tuple[CompiledNotice, ...]]:
+def _notices_on(
+    rules: NoticeRules | None, style: TextStyle
+) -> dict[str, tuple[CompiledNotice, ...]]:
     if rules is None:
         return {}
+    # Event attributes that are dates read as dates in the texts, like profile dates.
+    style = replace(style, dates=style.dates | _event_dates(rules))
     by_event: dict[str, list[CompiledNotice]] = {}
     for spec in rules.notices:
         nodes = [c.node for c in spec.when]
-        compiled = CompiledNotice(spec, compile_all(nodes) or _always, compile_checks(nodes))
+        texts = {
+            channel: (
+                style.compile(m.subject) if m.subject is not None else None,
+                style.compile(m.text),
+            )
+            for channel, m in spec.messages.items()
+        }
+        dedupe = style.compile(spec.dedupe_key) if spec.dedupe_key is not None else None
+        compiled = CompiledNotice(
+            spec, compile_all(nodes) or _always, compile_checks(nodes), texts, dedupe
+        )
         by_event.setdefault(spec.on, []).append(compiled)
     return {event: tuple(notices) for event, notices in by_event.items()}
 
@@ -324,7 +370,7 @@ def linear_value(node: Node) -> tuple[str, Node | None, float]:
 
 
 def _grouped_offers(
-    specs: tuple[OfferSpec, ...],
+    specs: tuple[OfferSpec, ...], texts: TextStyle
 ) -> tuple[tuple[CompiledOffer, ...], tuple[OfferGroup, ...]]:
     """Offers in bit order: by value base, then by descending score bound."""
     by_base: dict[str, tuple[Node | None, list[tuple[OfferSpec, float]]]] = {}
@@ -334,7 +380,9 @@ def _grouped_offers(
     offers: list[CompiledOffer] = []
     groups: list[OfferGroup] = []
     for base, members in by_base.values():
-        compiled = sorted((_offer(spec, scale) for spec, scale in members), key=lambda o: -o.bound)
+        compiled = sorted(
+            (_offer(spec, scale, texts) for spec, scale in members), key=lambda o: -o.bound
+        )
         start = len(offers)
         offers.extend(compiled)
         mask = ((1 << len(offers)) - 1) ^ ((1 << start) - 1)
@@ -348,7 +396,7 @@ def _grouped_offers(
     return tuple(offers), tuple(groups)
 
 
-def _offer(spec: OfferSpec, scale: float) -> CompiledOffer:
+def _offer(spec: OfferSpec, scale: float, texts: TextStyle) -> CompiledOffer:
     factor = spec.propensity * spec.lever
     # Weights multiply the score; for a non-negative base the largest product bounds it.
     high = 1.0
@@ -362,6 +410,7 @@ def _offer(spec: OfferSpec, scale: float) -> CompiledOffer:
             for w in spec.weights
         ),
         params=tuple((name, compile_node(c.node)) for name, c in spec.params),
+        script=texts.compile(spec.script),
         eligibility=" and ".join(_bracketed(c, len(spec.when)) for c in spec.when) or "always",
         scale=scale,
         factor=factor,

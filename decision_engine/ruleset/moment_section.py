@@ -22,12 +22,11 @@ from dataclasses import dataclass
 import yaml
 
 from decision_engine.errors import Problem
-from decision_engine.ruleset.moment_fields import when_fields
+from decision_engine.ruleset.moment_fields import event_fields, when_fields
 from decision_engine.ruleset.moment_pattern import MAX_WINDOW, MIN_WINDOW, pattern
 from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.spec import Guidance, MomentSpec, Transfer
-from decision_engine.ruleset.template import Template, TemplateError, parse_template
 from decision_engine.ruleset.typecheck import did_you_mean
 from decision_engine.vocabulary import EVENT_FIELDS, GUIDANCE_KINDS, SEVERITIES, id_problem
 
@@ -55,6 +54,8 @@ class MomentScope:
     fields: dict[str, FieldSpec]
     intents: tuple[str, ...]
     queues: tuple[str, ...]
+    currency: str = ""
+    """The ruleset's currency, for `{field:money}` in guidance texts."""
 
 
 def moment(r: RuleNodes, node: yaml.Node, scope: MomentScope) -> MomentSpec | None:
@@ -136,34 +137,16 @@ def _guidance(
     severity = _choice(r, spec.get("severity"), f"{what} severity", SEVERITIES, "info")
     # Placeholders name a profile, context or interaction field, or a field of the event
     # the guidance is about (the pattern's last event, or an absence's anchor).
-    known = set(when_fields(scope.fields))
+    known = when_fields(scope.fields)
     if trigger is not None:
-        known |= set(EVENT_FIELDS[trigger])
-    title = _template(r, spec.get("title"), f"{what} guidance title", known)
-    text = _template(r, spec.get("text"), f"{what} guidance text", known)
+        # Word lists have no type a condition could test; they read as text.
+        words = {n: FieldSpec(n, "string", source="event") for n in EVENT_FIELDS[trigger]}
+        known = {**known, **words, **event_fields(trigger, scope.intents)}
+    title = r.template(spec.get("title"), f"{what} guidance title", known, currency=scope.currency)
+    text = r.template(spec.get("text"), f"{what} guidance text", known, currency=scope.currency)
     if title is None or text is None or kind is None or severity is None:
         return None
     return Guidance(kind, title, text, severity)
-
-
-def _template(r: RuleNodes, node: yaml.Node | None, what: str, known: set[str]) -> Template | None:
-    if node is None:
-        return None
-    raw = r.text(node, what)
-    try:
-        template = parse_template(raw)
-    except TemplateError as exc:
-        r.error(node, f"{what}: {exc.message}")
-        return None
-    ok = True
-    for ph in template.names:
-        if ph.name not in known:
-            r.error(
-                node,
-                f"{what}: unknown placeholder {{{ph.name}}}" + did_you_mean(ph.name, sorted(known)),
-            )
-            ok = False
-    return template if ok else None
 
 
 def _choice(

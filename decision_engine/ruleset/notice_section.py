@@ -46,7 +46,7 @@ from decision_engine.ruleset.spec import (
     NoticeSpec,
     QuietHours,
 )
-from decision_engine.ruleset.template import Template, TemplateError, parse_template
+from decision_engine.ruleset.template import Template
 from decision_engine.ruleset.typecheck import did_you_mean
 from decision_engine.vocabulary import id_problem
 
@@ -60,7 +60,7 @@ _RULE_KEYS = (
 _DEFAULT_DEDUPE = 86_400.0
 _TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
-FieldReader = Callable[[RuleNodes, str, yaml.Node, str], FieldSpec | None]
+FieldReader = Callable[[RuleNodes, str, yaml.Node, str, list[str]], FieldSpec | None]
 """Reads one declared field (the schema's reader), for event attributes."""
 
 
@@ -68,6 +68,8 @@ def notice_rules(
     parts: list[tuple[RuleNodes, yaml.Node]],
     fields: dict[str, FieldSpec],
     read_field: FieldReader,
+    *,
+    currency: str = "",
 ) -> NoticeRules | None:
     """The `notices:` section (it lives in one file), or None when there is none."""
     if not parts:
@@ -103,7 +105,7 @@ def notice_rules(
     notices = tuple(
         spec
         for item in r.sequence(section.get("rules"), "notice rules")
-        if (spec := _notice(r, item, rules, fields)) is not None
+        if (spec := _notice(r, item, rules, fields, currency)) is not None
     )
     return NoticeRules(
         channels=rules.channels,
@@ -211,7 +213,7 @@ def _events(
                     "pick another name",
                 )
                 continue
-            field = read_field(r, attr, attr_node, "event")
+            field = read_field(r, attr, attr_node, "event", [])
             if field is not None:
                 attributes[attr] = field
         date_field = _profile_field(r, spec.get("date"), f"event {name} date", profile, ("date",))
@@ -228,7 +230,11 @@ def _events(
 
 
 def _notice(
-    r: RuleNodes, node: yaml.Node, rules: NoticeRules, all_fields: dict[str, FieldSpec]
+    r: RuleNodes,
+    node: yaml.Node,
+    rules: NoticeRules,
+    all_fields: dict[str, FieldSpec],
+    currency: str,
 ) -> NoticeSpec | None:
     if not isinstance(node, yaml.MappingNode):
         r.error(node, "a notice rule is a mapping (id, on, channels, messages, ...)")
@@ -260,9 +266,9 @@ def _notice(
                 f"{what}: channel {channel!r} has no address (declare it under notices: channels)"
                 + did_you_mean(channel, list(rules.channels)),
             )
-    messages = _messages(r, spec["messages"], what, channels, set(fields))
+    messages = _messages(r, spec["messages"], what, channels, fields, currency)
     dedupe = r.mapping(spec.get("dedupe"), f"{what} dedupe", ("key", "within"))
-    key = _template(r, dedupe.get("key"), f"{what} dedupe key", set(fields))
+    key = r.template(dedupe.get("key"), f"{what} dedupe key", fields, currency=currency)
     within = r.duration(dedupe.get("within"), f"{what} dedupe within", 60, 366 * 86_400)
     return NoticeSpec(
         id=notice_id,
@@ -282,7 +288,12 @@ def _notice(
 
 
 def _messages(
-    r: RuleNodes, node: yaml.Node, what: str, channels: tuple[str, ...], known: set[str]
+    r: RuleNodes,
+    node: yaml.Node,
+    what: str,
+    channels: tuple[str, ...],
+    fields: dict[str, FieldSpec],
+    currency: str,
 ) -> dict[str, Message]:
     out: dict[str, Message] = {}
     entries = r.mapping(node, f"{what} messages")
@@ -295,12 +306,16 @@ def _messages(
         subject: Template | None = None
         if isinstance(message_node, yaml.MappingNode):
             parts = r.mapping(message_node, f"{what} {channel} message", ("subject", "text"))
-            subject = _template(r, parts.get("subject"), f"{what} {channel} subject", known)
-            text = _template(r, parts.get("text"), f"{what} {channel} text", known)
+            subject = r.template(
+                parts.get("subject"), f"{what} {channel} subject", fields, currency=currency
+            )
+            text = r.template(
+                parts.get("text"), f"{what} {channel} text", fields, currency=currency
+            )
             if "text" not in parts:
                 r.error(message_node, f"{what} {channel} message has no text")
         else:
-            text = _template(r, message_node, f"{what} {channel} message", known)
+            text = r.template(message_node, f"{what} {channel} message", fields, currency=currency)
         if channel == "email" and subject is None:
             r.error(
                 message_node, f"{what}: an email message has a subject: {{subject: ..., text: ...}}"
@@ -311,25 +326,6 @@ def _messages(
         if channel not in entries:
             r.error(node, f"{what}: no message for its channel {channel!r}")
     return out
-
-
-def _template(r: RuleNodes, node: yaml.Node | None, what: str, known: set[str]) -> Template | None:
-    if node is None:
-        return None
-    raw = r.text(node, what)
-    try:
-        template = parse_template(raw)
-    except TemplateError as exc:
-        r.error(node, f"{what}: {exc.message}")
-        return None
-    for ph in template.names:
-        if ph.name not in known:
-            r.error(
-                node,
-                f"{what}: unknown placeholder {{{ph.name}}}" + did_you_mean(ph.name, sorted(known)),
-            )
-            return None
-    return template
 
 
 def _profile_field(

@@ -7,7 +7,7 @@ import yaml
 from decision_engine.ruleset.rule_nodes import RuleNodes
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.spec import Condition, ContactPolicy, Limit, OfferSpec, Weight
-from decision_engine.ruleset.template import Template, TemplateError, parse_template
+from decision_engine.ruleset.template import Template
 from decision_engine.ruleset.typecheck import did_you_mean
 from decision_engine.vocabulary import CHANNELS, id_problem
 
@@ -17,6 +17,8 @@ def offer(
     node: yaml.Node,
     fields: dict[str, FieldSpec],
     contact_policies: list[ContactPolicy],
+    *,
+    currency: str = "",
 ) -> OfferSpec | None:
     """An offer; its own contact policy, if it has one, is appended to `contact_policies`."""
     keys = (
@@ -71,7 +73,7 @@ def offer(
             r.error(wnode, "a weight has `when` and `factor`")
         for cond in conds:
             weights.append(Weight(cond, factor))
-    script = _script(r, node, spec.get("script"), offer_id, fields, set(declared))
+    script = _script(r, node, spec.get("script"), offer_id, fields, set(declared), currency)
     # Everything is checked before giving up, so one run reports every problem.
     cost = r.number(spec.get("cost"), "cost", 0.0, 0)
     propensity = r.number(spec.get("propensity"), "propensity", 0.1, 0, 1)
@@ -171,25 +173,14 @@ def _script(
     offer_id: str,
     fields: dict[str, FieldSpec],
     params: set[str],
+    currency: str,
 ) -> Template | None:
     if node is None:
         r.error(offer, f"offer {offer_id} has no script")
         return None
-    raw = r.text(node, "script")
-    try:
-        template = parse_template(raw)
-    except TemplateError as exc:
-        r.error(node, f"offer {offer_id} script: {exc.message}")
-        return None
-    for ph in template.names:
-        if ph.name not in fields and ph.name not in params:
-            known = list(fields) + sorted(params)
-            r.error(
-                node,
-                f"offer {offer_id} script: unknown placeholder {{{ph.name}}}"
-                + did_you_mean(ph.name, known),
-            )
-    return template
+    # A script sees the offer's params as computed numbers, beside the fields.
+    known = {**fields, **{p: FieldSpec(p, "number", source="param") for p in sorted(params)}}
+    return r.template(node, f"offer {offer_id} script", known, currency=currency)
 
 
 def category_policy(r: RuleNodes, node: yaml.Node, categories: set[str]) -> ContactPolicy | None:

@@ -6,6 +6,8 @@ reports every problem in the rules.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import yaml
 
 from decision_engine.errors import Problem
@@ -13,6 +15,12 @@ from decision_engine.ruleset.durations import DurationError, format_duration, pa
 from decision_engine.ruleset.expr import ExprError, parse
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.spec import DEFAULT_PRECEDENCE, MAX_PRECEDENCE, Condition
+from decision_engine.ruleset.template import (
+    Template,
+    TemplateError,
+    check_template,
+    parse_template,
+)
 from decision_engine.ruleset.typecheck import OutcomeNames, check
 from decision_engine.ruleset.yaml_nodes import NodeReader
 
@@ -158,3 +166,32 @@ class RuleNodes(NodeReader):
             self.problems.append(Problem.at(self.file, line, col, f"{what}: {exc.message}"))
             return None
         return Condition(raw.strip(), tree, where)
+
+    def template(
+        self,
+        node: yaml.Node | None,
+        what: str,
+        fields: Mapping[str, FieldSpec],
+        *,
+        currency: str,
+    ) -> Template | None:
+        """A script or guidance text, parsed and checked; each problem at its own column."""
+        if node is None:
+            return None
+        raw = self.text(node, what)
+        try:
+            template = parse_template(raw)
+        except TemplateError as exc:
+            self._template_error(node, what, exc)
+            return None
+        errors = check_template(template, fields, currency=currency)
+        for error in errors:
+            self._template_error(node, what, error)
+        return None if errors else template
+
+    def _template_error(self, node: yaml.Node, what: str, exc: TemplateError) -> None:
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(node, f"{what}: {exc.message}")
+            return
+        line, col = self.locate(node, exc.col - 1)
+        self.problems.append(Problem.at(self.file, line, col, f"{what}: {exc.message}"))

@@ -22,6 +22,31 @@ _TRUE = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "f"})
 
 
+SHAPES = ("share", "weights", "normal", "lognormal", "uniform", "days", "declared")
+"""How a declared population draws a field's value (FieldPopulation.shape)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPopulation:
+    """How generated customers get a field (`population:` in its declaration)."""
+
+    shape: str
+    """One of SHAPES: "share" (a bool true for `share` of them), "weights" (an enum's
+    values by weight), "normal" (mean, sd), "lognormal" (median, multiplicative spread),
+    "uniform" (low, high), "days" (a date today + low..high days), "declared" (drawn from
+    the declaration alone, as without a population)."""
+    share: float = 0.0
+    weights: tuple[tuple[str, float], ...] = ()
+    low: float = 0.0
+    """Mean, median or lower bound, by shape."""
+    high: float = 0.0
+    """Standard deviation, spread or upper bound, by shape."""
+    absent: float = 0.0
+    """Share of customers without the field."""
+    present_with: str = ""
+    """A field declared before it: this one is present exactly when that one is."""
+
+
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
     """A declared field: its type and the values it may take."""
@@ -36,6 +61,8 @@ class FieldSpec:
     source: str = "profile"
     """Where the value comes from: "profile", "context", "attribute" or "derived"."""
     description: str = ""
+    population: FieldPopulation | None = None
+    """How generated customers get it; None: the demo's shape or the declaration's."""
 
     def parse(self, raw: object) -> Value:
         """Type a raw value (from Redis, JSON or CSV); ValueError says why it is not valid."""

@@ -7,13 +7,14 @@ over several files (offers in one, routing in another).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import yaml
 
 from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.fields import builtin_fields
+from decision_engine.ruleset.formats import currency_problem, locale_problem
 from decision_engine.ruleset.moment_section import MomentScope, check_moments, moment
 from decision_engine.ruleset.notice_section import declared_notices, notice_rules
 from decision_engine.ruleset.offer_section import (
@@ -23,8 +24,9 @@ from decision_engine.ruleset.offer_section import (
     items_of,
     offer,
 )
+from decision_engine.ruleset.population_section import field_population
 from decision_engine.ruleset.rule_nodes import RuleNodes
-from decision_engine.ruleset.schema import KINDS, UNKNOWN_ATTRIBUTES, FieldSpec
+from decision_engine.ruleset.schema import KINDS, UNKNOWN_ATTRIBUTES, FieldPopulation, FieldSpec
 from decision_engine.ruleset.spec import (
     ContactPolicy,
     DefaultRoute,
@@ -68,6 +70,23 @@ def in_precedence_order(items: list[P]) -> tuple[P, ...]:
     return tuple(sorted(items, key=lambda item: item.precedence))
 
 
+RULESET_KEYS = ("label", "description", "locale", "currency")
+
+
+def _setting(
+    r: RuleNodes, node: yaml.Node | None, what: str, problem: Callable[[str], str | None]
+) -> str:
+    """A locale or currency of the `ruleset:` section; "" when absent or wrong."""
+    if node is None:
+        return ""
+    value = r.text(node, f"ruleset {what}")
+    found = problem(value) if value else None
+    if found is not None:
+        r.error(node, found)
+        return ""
+    return value
+
+
 def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
     """The node of `key` in a mapping node (the first, when it is repeated)."""
     if isinstance(mapping, yaml.MappingNode):
@@ -81,6 +100,8 @@ def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
 @dataclass
 class _Sections:
     label: str = ""
+    locale: str = ""
+    currency: str = ""
     schema: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
     offers: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
     routing: list[tuple[RuleNodes, yaml.Node]] = field(default_factory=list)
@@ -106,8 +127,12 @@ class _Builder:
                 routing_key = (r, key_node)
             for key, value in r.mapping(doc, "a rule file", SECTIONS).items():
                 if key == "ruleset":
-                    meta = r.mapping(value, "ruleset", ("label", "description"))
+                    meta = r.mapping(value, "ruleset", RULESET_KEYS)
                     sections.label = r.text(meta.get("label"), "ruleset label", "")
+                    sections.locale = _setting(r, meta.get("locale"), "locale", locale_problem)
+                    sections.currency = _setting(
+                        r, meta.get("currency"), "currency", currency_problem
+                    )
                 else:
                     getattr(sections, key).append((r, value))
         fields, intents, unknown_attributes = self._schema(sections.schema)
@@ -131,7 +156,9 @@ class _Builder:
             self._each(
                 sections.offers,
                 "offers",
-                lambda r, n: offer(r, n, fields, self.offer_contact_policies),
+                lambda r, n: offer(
+                    r, n, fields, self.offer_contact_policies, currency=sections.currency
+                ),
             )
         )
         routes: list[RouteSpec] = []
@@ -192,12 +219,12 @@ class _Builder:
             r.error(node, "arbitration is declared twice; keep it in one file")
         first = () if default is None else (default.queue,)
         queues = tuple(dict.fromkeys([*first, *(route.queue for route in routes)]))
-        scope = MomentScope(fields, intents, queues)
+        scope = MomentScope(fields, intents, queues, sections.currency)
         for r, _ in docs:
             r.outcomes = None  # moment conditions do not see the offer history
         moments = list(self._each(sections.moments, "moments", lambda r, n: moment(r, n, scope)))
         check_moments(moments, self.problems)
-        notices = notice_rules(sections.notices, fields, self._field)
+        notices = notice_rules(sections.notices, fields, self._field, currency=sections.currency)
         self._unique("offer", offers)
         self._unique("routing rule", routes)
         self._unique("policy", policies)
@@ -216,6 +243,8 @@ class _Builder:
         return Ruleset(
             version=version,
             label=sections.label,
+            locale=sections.locale,
+            currency=sections.currency,
             fields=fields,
             offers=tuple(offers),
             routes=in_precedence_order(routes),
@@ -275,6 +304,7 @@ class _Builder:
         declared: dict[str, FieldSpec] = {}
         declared_at: dict[str, tuple[RuleNodes, yaml.Node]] = {}
         intents: tuple[str, ...] = ()
+        intent_mix: FieldPopulation | None = None
         unknown_attributes = "ignore"
         for r, node in parts:
             section = r.mapping(
@@ -294,12 +324,9 @@ class _Builder:
             for source in ("profile", "attributes"):
                 source_node = section.get(source)
                 for field_name, spec_node in r.mapping(source_node, f"schema {source}").items():
-                    spec = self._field(
-                        r,
-                        field_name,
-                        spec_node,
-                        "attribute" if source == "attributes" else "profile",
-                    )
+                    kind = "attribute" if source == "attributes" else "profile"
+                    earlier = [n for n, s in declared.items() if s.source == kind]
+                    spec = self._field(r, field_name, spec_node, kind, earlier)
                     if spec is None:
                         continue
                     if field_name in declared:
@@ -307,10 +334,23 @@ class _Builder:
                     declared[field_name] = spec
                     assert source_node is not None
                     declared_at[field_name] = (r, _key_node(source_node, field_name) or spec_node)
-            if "intents" in section:
+            if isinstance(section.get("intents"), yaml.MappingNode):
+                # intent: weight, the mix a simulation draws the intents from
+                weights = r.mapping(section["intents"], "intents")
+                intents = tuple(weights)
+                intent_mix = FieldPopulation(
+                    "weights",
+                    weights=tuple(
+                        (i, r.number(w, f"intent {i} weight", 1.0, 0)) for i, w in weights.items()
+                    ),
+                )
+            elif "intents" in section:
                 intents = r.names(section["intents"], "intents")
+                intent_mix = None
         has_contract_end = declared.get("contract_end", FieldSpec("", "string")).kind == "date"
         fields = builtin_fields(intents, has_contract_end=has_contract_end)
+        if intent_mix is not None:
+            fields["intent"] = replace(fields["intent"], population=intent_mix)
         for field_name, spec in declared.items():
             if field_name in fields:
                 r, node = declared_at[field_name]
@@ -318,8 +358,11 @@ class _Builder:
             fields[field_name] = spec
         return fields, intents, unknown_attributes
 
-    def _field(self, r: RuleNodes, name: str, node: yaml.Node, source: str) -> FieldSpec | None:
-        spec = r.mapping(node, f"field {name}", ("type", "values", "min", "max", "description"))
+    def _field(
+        self, r: RuleNodes, name: str, node: yaml.Node, source: str, earlier: list[str]
+    ) -> FieldSpec | None:
+        keys = ("type", "values", "min", "max", "description", "population")
+        spec = r.mapping(node, f"field {name}", keys)
         kind = r.text(spec.get("type"), f"{name} type", "")
         if kind not in KINDS:
             r.error(
@@ -333,7 +376,7 @@ class _Builder:
             r.error(node, f"field {name}: an enum lists its values")
         low = r.number(spec.get("min"), f"{name} min", float("nan")) if "min" in spec else None
         high = r.number(spec.get("max"), f"{name} max", float("nan")) if "max" in spec else None
-        return FieldSpec(
+        declared = FieldSpec(
             name,
             kind,
             values,
@@ -342,6 +385,10 @@ class _Builder:
             source=source,
             description=r.text(spec.get("description"), "description", ""),
         )
+        if "population" not in spec:
+            return declared
+        population = field_population(r, declared, spec["population"], earlier)
+        return replace(declared, population=population)
 
     def _route(
         self, r: RuleNodes, node: yaml.Node, fields: dict[str, FieldSpec]

@@ -254,6 +254,10 @@ class Ruleset:
     learning: Learning = field(default_factory=Learning)
     moments: tuple[MomentSpec, ...] = ()
     """Live guidance: patterns in an interaction's events (none without a `moments:` section)."""
+    locale: str = ""
+    """Locale of formatted placeholders (`{clv:money}`), e.g. de_DE; "" reads as en_US."""
+    currency: str = ""
+    """ISO 4217 code that `{field:money}` shows; "" when the ruleset sets none."""
     unknown_attributes: str = "ignore"
     """What Decide does with a context attribute the schema does not declare: "ignore"
     (counted in unknown_attributes_total) or "reject" (INVALID_ARGUMENT)."""

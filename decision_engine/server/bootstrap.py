@@ -159,7 +159,7 @@ def _embedded_redis(settings: Settings) -> Iterator[tuple[str, str]]:
 
 @contextlib.contextmanager
 def _embedded_profiles(settings: Settings) -> Iterator[str]:
-    from decision_engine.store.demo import ensure_demo_data
+    from decision_engine.store.demo import ensure_demo_data, named_customers_fit
     from decision_engine.store.embedded import EmbeddedRedis
     from decision_engine.store.profiles import ProfileStore
 
@@ -188,14 +188,26 @@ def _embedded_profiles(settings: Settings) -> Iterator[str]:
             finally:
                 await store.aclose()
 
-        if asyncio.run(load_demo()):
+        first = asyncio.run(load_demo())
+        named = named_customers_fit(
+            load_profile_rules(settings.rules_dir)[0], datetime.now(UTC).date()
+        )
+        if first:
             log.info(
-                "first start: loaded demo customers C-1001..C-1007 and %d synthetic ones "
-                "(C-000001...)",
+                "first start: loaded %s%d synthetic customers (C-000001...) for the schema of %s",
+                "demo customers C-1001..C-1007 and " if named else "",
                 settings.demo_profiles,
+                settings.rules_dir,
             )
-        else:
+        elif named:
             log.info("demo data already present in %s; named demo customers refreshed", data_dir)
+        else:
+            log.info("demo data already present in %s", data_dir)
+        if not named:
+            log.info(
+                "the named demo customers (C-1001...) do not fit the schema of %s; not loaded",
+                settings.rules_dir,
+            )
         yield redis.url
 
 

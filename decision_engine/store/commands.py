@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Mapping
-from datetime import date
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -88,6 +89,19 @@ def import_command(file: Path, redis_url: str, fmt: str | None, rules: Path) -> 
         sys.exit(1)
 
 
+def parse_now(text: str | None) -> float:
+    """Epoch seconds of an ISO date or time (UTC when no offset); now when not given."""
+    if not text:
+        return time.time()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO date or time: {text!r}", param_hint="--now") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 @profiles.command("generate")
 @click.option("--count", type=click.IntRange(min=0), required=True, help="How many customers.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same customers.")
@@ -100,7 +114,15 @@ def import_command(file: Path, redis_url: str, fmt: str | None, rules: Path) -> 
     show_default=True,
     help="Ruleset whose schema the customers follow.",
 )
-def generate_command(count: int, seed: int, out: IO[str], rules: Path) -> None:
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO",
+    help="Day the generated dates are relative to [default: today]; as simulate's --now.",
+)
+def generate_command(
+    count: int, seed: int, out: IO[str], rules: Path, now_text: str | None
+) -> None:
     """Write synthetic customers as JSON Lines (ready for `profiles import`)."""
     from decision_engine.ruleset.load import load_schema
 
@@ -108,7 +130,8 @@ def generate_command(count: int, seed: int, out: IO[str], rules: Path) -> None:
         schema = load_schema(rules)
     except RulesetError as exc:
         raise click.ClickException(str(exc)) from exc
-    for profile in generate_profiles(count, seed=seed, today=date.today(), schema=schema):
+    today = datetime.fromtimestamp(parse_now(now_text), UTC).date()
+    for profile in generate_profiles(count, seed=seed, today=today, schema=schema):
         out.write(json.dumps(profile) + "\n")
 
 

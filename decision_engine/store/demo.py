@@ -1,5 +1,11 @@
 """Demo data loaded on the first start of the embedded server.
 
+The named customers (C-1001 Alice…) are the telco demo's: they are loaded only when they
+fit the served schema (every field of theirs declared as a profile field, every value
+valid), so serving another business's ruleset does not answer with Alice. The synthetic
+customers are generated from the served schema (its `population:` declarations, or the
+demo generator's shape), so any ruleset can be explored.
+
 Dates are relative to the day of loading, so each named customer shows the
 situation the README describes whichever day the demo is started.
 """
@@ -77,6 +83,7 @@ _REACH: dict[str, dict[str, object]] = {
     "C-1007": {"app_token": "app-C-1007", "push_opt_out": False, "postcode": "1011",
                "timezone": "America/New_York"},
 }  # fmt: skip
+REACH_FIELDS = frozenset(name for fields in _REACH.values() for name in fields)
 
 
 def demo_contacts(now: float) -> list[tuple[str, Contact]]:
@@ -91,6 +98,22 @@ def demo_contacts(now: float) -> list[tuple[str, Contact]]:
     ]
 
 
+def named_customers_fit(schema: Mapping[str, FieldSpec], today: date) -> bool:
+    """Whether every named demo customer fits the profile fields of `schema`."""
+    for record in demo_profiles(today):
+        for name, raw in record.items():
+            spec = schema.get(name)
+            if name == "customer_id" or (spec is None and name in REACH_FIELDS):
+                continue  # where notices reach them: only where the schema has it
+            if spec is None or spec.source != "profile":
+                return False
+            try:
+                spec.parse(raw)
+            except ValueError:
+                return False
+    return True
+
+
 async def ensure_demo_data(
     store: ProfileStore,
     *,
@@ -100,7 +123,8 @@ async def ensure_demo_data(
     generated: int = 1000,
     audiences: tuple[str, ...] = (),
 ) -> bool:
-    """Refresh the named demo customers; load the synthetic ones once. True on that first load.
+    """Refresh the named demo customers (when they fit the schema, see the module doc);
+    load the synthetic ones, generated for the schema, once. True on that first load.
 
     The named customers' dates are relative to today, so they are rewritten on every
     start to keep each demo situation true whatever the day.
@@ -109,11 +133,15 @@ async def ensure_demo_data(
         first = not await store.client.exists(DEMO_MARKER)
     except RedisError as exc:
         raise StoreUnavailableError(f"profile store: {exc}") from exc
-    synthetic = generate_profiles(generated if first else 0, seed=DEMO_SEED, today=today)
-    await store.put_profiles(
-        _canonical(chain(demo_profiles(today), synthetic), schema), audiences=audiences
+    synthetic = generate_profiles(
+        generated if first else 0, seed=DEMO_SEED, today=today, schema=schema
     )
-    for customer_id, contact in demo_contacts(now):
+    named = named_customers_fit(schema, today)
+    await store.put_profiles(
+        _canonical(chain(demo_profiles(today) if named else (), synthetic), schema),
+        audiences=audiences,
+    )
+    for customer_id, contact in demo_contacts(now) if named else ():
         # HSETNX on a fixed interaction id: loading twice never doubles a contact.
         await store.load(customer_id, interaction=contact, now=now)
     try:

@@ -1,7 +1,9 @@
 """Synthetic customer profiles: realistic shapes, deterministic by seed.
 
 Profiles follow a ruleset's schema (`schema=`): every declared profile field gets a value of
-its type. A field the demo generator knows (clv, segment, plan, …) keeps the demo's
+its type. A field that declares its `population:` is drawn as it says (share true, enum
+weights, normal, log-normal, uniform, a day range, a share absent). Otherwise a field the
+demo generator knows (clv, segment, plan, …) keeps the demo's
 realistic, correlated values when its declaration accepts them all (DEMO_FIELDS: same kind,
 enum values and range wide enough); every other field is drawn from its declaration alone:
 an enum's values evenly, numbers uniformly within the declared range (0–1,000 for numbers
@@ -72,7 +74,7 @@ def generate_profiles(
             yield _customer(rng, f"C-{n:06d}", today)
         return
     profile_fields = [s for s in schema.values() if s.source == "profile"]
-    demo = {s.name for s in profile_fields if accepts_demo(s)}
+    demo = {s.name for s in profile_fields if s.population is None and accepts_demo(s)}
     drawn = [s for s in profile_fields if s.name not in demo]
     # A string seed keeps this stream apart from the demo's, so the demo's stays as it was.
     other = random.Random(f"schema:{seed}")
@@ -83,8 +85,54 @@ def generate_profiles(
             realistic = _customer(rng, customer_id, today)
             profile.update((k, v) for k, v in realistic.items() if k in demo)
         for spec in drawn:
-            profile[spec.name] = field_value(spec, other, today, n)
+            if spec.population and spec.population.present_with not in ("", *profile):
+                continue  # present exactly when the field it names is
+            value = declared_value(spec, other, today, n)
+            if value is not None:
+                profile[spec.name] = value
         yield profile
+
+
+def declared_value(spec: FieldSpec, rng: random.Random, today: date, n: int) -> object | None:
+    """A value drawn as the field's `population:` says (None: this customer lacks it), or
+    from the declaration alone when it has none."""
+    pop = spec.population
+    if pop is None:
+        return field_value(spec, rng, today, n)
+    if pop.absent and rng.random() < pop.absent:
+        return None
+    if pop.shape == "share":
+        return rng.random() < pop.share
+    if pop.shape == "weights":
+        return rng.choices([v for v, _ in pop.weights], [w for _, w in pop.weights])[0]
+    if pop.shape == "days":
+        return (today + timedelta(days=rng.randint(int(pop.low), int(pop.high)))).isoformat()
+    if pop.shape == "normal":
+        return _clipped(spec, rng.gauss(pop.low, pop.high))
+    if pop.shape == "lognormal":
+        return _clipped(spec, rng.lognormvariate(math.log(pop.low), math.log(pop.high)))
+    if pop.shape == "uniform":
+        if spec.kind == "integer":
+            return rng.randint(math.ceil(pop.low), max(math.ceil(pop.low), math.floor(pop.high)))
+        return _clipped(spec, rng.uniform(pop.low, pop.high))
+    return field_value(spec, rng, today, n)  # "declared": only the absent share is given
+
+
+def _clipped(spec: FieldSpec, value: float) -> float | int:
+    """A drawn number inside the declared bounds, whole for an integer, else to the cent."""
+    if spec.kind == "integer":
+        whole = round(value)
+        if spec.minimum is not None:
+            whole = max(whole, math.ceil(spec.minimum))
+        if spec.maximum is not None:
+            whole = min(whole, math.floor(spec.maximum))
+        return whole
+    number = round(value, 2)
+    if spec.minimum is not None:
+        number = max(number, spec.minimum)
+    if spec.maximum is not None:
+        number = min(number, spec.maximum)
+    return number
 
 
 def accepts_demo(spec: FieldSpec) -> bool:

@@ -56,6 +56,21 @@ cases:
       script_contains: {digital-self-service: "four taps"}
 """
 
+DEFAULT_EXPECTED = """\
+now: 2025-03-03T10:00:00Z
+cases:
+  - name: lost card wrongly expected at the default route
+    profile: {clv: 5000, churn_risk: 0.1, cost_to_serve: 100, plan: standard}
+    context: {channel: voice, intent: lost_card}
+    expect:
+      routing: {rule: default}
+  - name: lost card wrongly expected in the general queue
+    profile: {clv: 5000, churn_risk: 0.1, cost_to_serve: 100, plan: standard}
+    context: {channel: voice, intent: lost_card}
+    expect:
+      routing: {queue: general}
+"""
+
 
 class TestDemoCases:
     def test_every_demo_case_passes_and_covers_every_rule(self) -> None:
@@ -112,6 +127,15 @@ class TestFailures:
         assert 'script_contains.digital-self-service: expected "four taps", got "Did you' in out
         passed, failed = summary(result)
         assert failed == 1 and passed >= 20
+
+    def test_an_expected_default_route_names_the_rule_that_won(self, rules: Path) -> None:
+        write_cases(rules, "default.yaml", DEFAULT_EXPECTED)
+        out = run(str(rules)).output
+        assert "routing.rule: expected default, got card-security" in out
+        assert "routing.queue: expected general, got card_security" in out
+        why = 'why: default: routing rule card-security applied (intent == "lost_card" or'
+        assert out.count(why) == 2, out
+        assert "a routing rule applied" not in out
 
     def test_failures_as_json(self, rules: Path) -> None:
         write_cases(rules, "wrong.yaml", WRONG)

@@ -428,3 +428,28 @@ def test_html_escapes_names(demo: CompiledRuleset, population: Population) -> No
     html = render_html(odd)
     assert "<b>file</b>" not in html and "&lt;b&gt;file&lt;/b&gt;" in html
     assert report_json(odd)["population"]["source"] == "<b>file</b>"
+
+
+def test_drawn_contexts_follow_the_declared_intent_mix_and_attributes(
+    demo: CompiledRuleset,
+) -> None:
+    from decision_engine.ruleset.schema import FieldPopulation, FieldSpec
+
+    weights = (("cancel", 1.0), ("complaint", 3.0), ("upgrade", 0.0))
+    intent = FieldSpec(
+        "intent", "enum", ("cancel", "complaint", "upgrade"), source="context",
+        population=FieldPopulation("weights", weights=weights),
+    )  # fmt: skip
+    outage = FieldSpec(
+        "outage", "enum", ("none", "reported"), source="attribute",
+        population=FieldPopulation("weights", weights=(("none", 9), ("reported", 1))),
+    )  # fmt: skip
+    silent = FieldSpec("card_status", "enum", ("active", "lost"), source="attribute")
+    declared = {"intent": intent, "outage": outage, "card_status": silent}
+    profiles = generated_profiles(2000, seed=1, today=TODAY, schema=profile_schema(demo))
+    population = build_population(profiles, intent.values, now=NOW, seed=1, declared=declared)
+    intents = Counter(c.intent for c in population.contexts)
+    assert intents["upgrade"] == 0 and 0.7 < intents["complaint"] / 2000 < 0.8
+    outages = Counter(c.attributes.get("outage") for c in population.contexts)
+    assert 0.07 < outages["reported"] / 2000 < 0.13 and None not in outages
+    assert all("card_status" not in c.attributes for c in population.contexts)

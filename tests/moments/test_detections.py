@@ -142,3 +142,25 @@ def test_guidance_ids_depend_on_interaction_moment_and_occurrence_only() -> None
     assert guidance_id("i-1", "m", 1) == guidance_id("i-1", "m", 1)
     ids = {guidance_id(*key) for key in (("i-1", "m", 1), ("i-2", "m", 1), ("i-1", "m", 2))}
     assert len(ids | {guidance_id("i-1", "n", 1)}) == 4
+
+
+def test_texts_take_formats_and_conditional_text(tmp_path: Path) -> None:
+    # The demo ruleset sets currency EUR and no locale (en_US).
+    moments = """
+    moments:
+      - id: renewal
+        pattern: {event: utterance, says: [renew]}
+        guidance:
+          kind: knowledge
+          title: "{if clv >= 10000}Valuable customer{else}Renewal{end}"
+          text: >-
+            Ends {contract_end:date long}; worth {clv:money 0}{if holds > 0}
+            after {holds} holds{end}; {if speaker == "customer"}they{else}you{end} said it
+    """
+    call = Call(engine(tmp_path, moments))
+    profile = {"contract_end": date(2025, 9, 19).toordinal(), "clv": 4800.5}
+    call.start(profile)
+    call.at(3, "utterance", speaker="customer", text="Can I renew?")
+    detection = call.detections[0]
+    assert detection.title == "Renewal"
+    assert detection.text == "Ends September 19, 2025; worth €4,800; they said it"

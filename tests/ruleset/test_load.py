@@ -487,19 +487,72 @@ def test_multi_line_condition_error_location(tmp_path: Path, when: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("script", "message"),
+    ("script", "anchor", "message"),
     [
         (
             '"Hello {frist_name|there}"',
+            "{frist",
             "offer x script: unknown placeholder {frist_name} (did you mean 'first_name'?)",
         ),
-        ('"Hello {nobody}"', "offer x script: unknown placeholder {nobody}"),
-        ('"Hello {"', "offer x script: unmatched '{' (write {{ for a brace)"),
-        ('"Hello }"', "offer x script: unmatched '}' (write }} for a brace)"),
-        ('"Hello { }"', "offer x script: placeholder '{ }' must name a field"),
+        ('"Hello {nobody}"', "{nobody", "offer x script: unknown placeholder {nobody}"),
+        ('"Hello {"', '{"', "offer x script: unmatched '{' (write {{ for a brace)"),
+        ('"Hello }"', '}"', "offer x script: unmatched '}' (write }} for a brace)"),
+        ('"Hello { }"', "{ }", "offer x script: placeholder '{ }' must name a field"),
+        # Formats: parsed with the template, checked against the field's type.
+        (
+            '"Limit {clv:mony}"',
+            "mony",
+            "offer x script: unknown format 'mony' (known: money, number, percent, date)",
+        ),
+        (
+            '"Limit {clv:number x}"',
+            "number x",
+            "offer x script: number takes a number of decimals (0 to 6), got 'x'",
+        ),
+        (
+            '"Hi {first_name:number}"',
+            "{first",
+            "offer x script: {first_name}: format number needs a number or integer field, "
+            "not a string",
+        ),
+        (
+            '"Limit {clv:money}"',
+            "{clv",
+            "offer x script: {clv}: format money needs the ruleset's currency "
+            "(ruleset: currency: EUR)",
+        ),
+        # Conditional text: the condition is a `when:` condition, located in the script.
+        (
+            '"Hi {if clv > }x{end}"',
+            "}x",
+            "offer x script: condition: expected a value, found end of condition",
+        ),
+        (
+            '"Hi {if clvv > 5}x{end}"',
+            "clvv",
+            "offer x script: condition: unknown field 'clvv' (did you mean 'clv'?)",
+        ),
+        (
+            '"Hi {if segment > 5}x{end}"',
+            "> 5",
+            "offer x script: condition: cannot compare a string with a number: segment > 5",
+        ),
+        ('"Hi {if clv > 5}x"', "{if", "offer x script: {if} has no {end}"),
+        ('"Hi x{end}"', "{end", "offer x script: {end} without an open {if}"),
+        ('"Hi {else}x"', "{else", "offer x script: {else} without an open {if}"),
+        (
+            '"Hi {if clv > 5}a{else}b{else}c{end}"',
+            "{else}c",
+            "offer x script: {else} without an open {if}",
+        ),
+        (
+            '"Hi {if}x{end}"',
+            "{if}",
+            "offer x script: {if} needs a condition, e.g. {if tenure_months >= 24}",
+        ),
     ],
 )
-def test_bad_template_placeholder(tmp_path: Path, script: str, message: str) -> None:
+def test_bad_template_placeholder(tmp_path: Path, script: str, anchor: str, message: str) -> None:
     base(tmp_path)
     bad = write(
         tmp_path,
@@ -511,7 +564,7 @@ def test_bad_template_placeholder(tmp_path: Path, script: str, message: str) -> 
             script: {script}
         """,
     )
-    assert problems(tmp_path) == [f"{at(bad, script)}: error: {message}"]
+    assert problems(tmp_path) == [f"{at(bad, anchor)}: error: {message}"]
 
 
 def test_placeholders_may_name_fields_and_params(tmp_path: Path) -> None:
@@ -634,7 +687,12 @@ def test_demo_ruleset_loads_cleanly() -> None:
     assert "retention-loyalty-credit" in offer_ids
     precedences = [r.precedence for r in ruleset.routes]
     assert precedences == sorted(precedences)
-    assert ruleset.routes[0].id == "card-security"
+    # Precedence 5 and 10: a customer told their card is blocked, then any card security.
+    assert [r.id for r in ruleset.routes[:2]] == ["card-compromised-notified", "card-security"]
+    assert ruleset.notices is not None
+    assert [n.id for n in ruleset.notices.notices] == [
+        "card_compromised", "service_outage", "payment_failed", "renewal_offer",
+    ]  # fmt: skip
     assert {p.id for p in ruleset.policies} >= {"complaint-no-upsell", "security-first"}
     assert ruleset.fields["contract_end"].kind == "date"
     assert "days_to_contract_end" in ruleset.fields
@@ -771,3 +829,157 @@ def test_line_ends_do_not_change_the_rules_only_the_version(tmp_path: Path) -> N
     assert repr(dataclasses.replace(crlf, version="")).replace(str(windows), "<dir>") == repr(
         dataclasses.replace(lf, version="")
     ).replace(str(unix), "<dir>")
+
+
+# -- formats and locale ---------------------------------------------------------------------
+
+
+def test_ruleset_sets_locale_and_currency(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(tmp_path, "meta.yaml", "ruleset:\n  label: de\n  locale: de_DE\n  currency: EUR\n")
+    ruleset = load_ruleset(tmp_path)
+    assert (ruleset.locale, ruleset.currency) == ("de_DE", "EUR")
+
+
+@pytest.mark.parametrize(
+    ("line", "anchor", "message"),
+    [
+        (
+            "locale: xx_YY",
+            "xx_YY",
+            "unknown locale 'xx_YY' (write it like en_US or de_DE): unknown locale 'xx_YY'",
+        ),
+        ("currency: EUX", "EUX", "unknown currency 'EUX' (an ISO 4217 code such as EUR, USD, GBP)"),
+    ],
+)
+def test_unknown_locale_or_currency_is_a_load_error(
+    tmp_path: Path, line: str, anchor: str, message: str
+) -> None:
+    base(tmp_path)
+    meta = write(tmp_path, "meta.yaml", f"ruleset:\n  {line}\n")
+    assert problems(tmp_path) == [f"{at(meta, anchor)}: error: {message}"]
+
+
+def test_a_format_that_does_not_fit_the_field_is_located_in_a_block_script(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(tmp_path, "meta.yaml", "ruleset:\n  currency: EUR\n")
+    bad = write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            script: >-
+              Hello {first_name}, your limit is {clv:money}
+              and {first_name:date long}.
+        """,
+    )
+    assert problems(tmp_path) == [
+        f"{at(bad, '{first_name:date')}: error: offer x script: {{first_name}}: "
+        "format date needs a date field, not a string"
+    ]
+
+
+def test_script_conditions_see_params(tmp_path: Path) -> None:
+    base(tmp_path)
+    write(
+        tmp_path,
+        "offers.yaml",
+        """
+        offers:
+          - id: x
+            value: 1
+            params:
+              credit: clv * 0.01
+            script: "{if credit >= 10 and segment == 'gold'}{credit:number} back{end}"
+        """,
+    )
+    (offer,) = load_ruleset(tmp_path).offers
+    assert [p.name for p in offer.script.names] == ["credit"]
+
+
+POPULATION = """
+schema:
+  profile:
+    vulnerable: {type: bool, population: 0.08}
+    has_ev: {type: bool, population: {share: 0.06, absent: 0.1}}
+    tier:
+      type: enum
+      values: [gold, silver, bronze]
+      population: {gold: 20, silver: 50, bronze: 30}
+    age: {type: integer, min: 18, max: 100, population: {mean: 40, sd: 10}}
+    arrears: {type: number, min: 0, population: {median: 1200, spread: 2.5, absent: 0.9}}
+    score: {type: number, min: 0, max: 100, population: {min: 0, max: 90}}
+    renewal: {type: date, population: {from_days: -30, to_days: 365}}
+    nickname: {type: string, population: {absent: 0.3}}
+    days_behind: {type: integer, population: {median: 40, spread: 2, present_with: arrears}}
+    plain: {type: number}
+  intents: {cancel: 10, outage: 30}
+"""
+
+
+def test_a_field_declares_its_population(tmp_path: Path) -> None:
+    from decision_engine.ruleset.schema import FieldPopulation
+
+    write(tmp_path, "00-routing.yaml", ROUTING)
+    write(tmp_path, "schema.yaml", POPULATION)
+    fields = load_ruleset(tmp_path).fields
+    pops = {name: spec.population for name, spec in fields.items()}
+    assert pops["vulnerable"] == FieldPopulation("share", share=0.08)
+    assert pops["has_ev"] == FieldPopulation("share", share=0.06, absent=0.1)
+    assert pops["tier"] == FieldPopulation(
+        "weights", weights=(("gold", 20), ("silver", 50), ("bronze", 30))
+    )
+    assert pops["age"] == FieldPopulation("normal", low=40, high=10)
+    assert pops["arrears"] == FieldPopulation("lognormal", low=1200, high=2.5, absent=0.9)
+    assert pops["score"] == FieldPopulation("uniform", low=0, high=90)
+    assert pops["renewal"] == FieldPopulation("days", low=-30, high=365)
+    assert pops["nickname"] == FieldPopulation("declared", absent=0.3)
+    assert pops["days_behind"] == FieldPopulation(
+        "lognormal", low=40, high=2, present_with="arrears"
+    )
+    assert pops["plain"] is None
+    # intents as a mapping: the names, and the weights a simulation draws them by
+    assert fields["intent"].values == ("cancel", "outage")
+    assert pops["intent"] == FieldPopulation("weights", weights=(("cancel", 10), ("outage", 30)))
+
+
+@pytest.mark.parametrize(
+    ("declaration", "message"),
+    [
+        ("{type: bool, population: 1.5}", "population must be between 0 and 1, got 1.5"),
+        ("{type: bool, population: {shar: 0.1}}", "unknown key 'shar' in field f population"),
+        (
+            "{type: enum, values: [a, b], population: {a: 1, c: 2}}",
+            "unknown key 'c' in field f population (known: a, b, absent)",
+        ),
+        ("{type: enum, values: [a, b], population: {a: 0}}", "weights must add up to more"),
+        ("{type: number, population: {mean: 3}}", "mean goes with sd; sd is missing"),
+        (
+            "{type: number, population: {mean: 3, median: 4}}",
+            "not {mean, sd} and {median, spread}",
+        ),
+        ("{type: number, min: 0, max: 10, population: {min: 0, max: 20}}", "between 0 and 10"),
+        ("{type: number, population: {median: 5, spread: 0.5}}", "spread must be at least 1"),
+        ("{type: number, population: {median: -5, spread: 2}}", "median must be above 0"),
+        ("{type: number, population: {absent: 2}}", "absent must be between 0 and 1"),
+        ("{type: date, population: {from_days: 10}}", "from_days goes with to_days"),
+        ("{type: date, population: {from_days: 10, to_days: 5}}", "is before from_days 10"),
+        ("{type: string, population: 0.5}", "field f population must be a mapping"),
+        (
+            "{type: number, population: {present_with: g}}",
+            "present_with names a field declared before it, not 'g'",
+        ),
+        (
+            "{type: number, population: {present_with: g, absent: 0.2}}",
+            "present_with or absent, not both",
+        ),
+    ],
+)
+def test_a_wrong_population_is_located(tmp_path: Path, declaration: str, message: str) -> None:
+    write(tmp_path, "00-routing.yaml", ROUTING)
+    path = write(tmp_path, "schema.yaml", f"schema:\n  profile:\n    f: {declaration}\n")
+    found = problems(tmp_path)
+    assert len(found) == 1 and message in found[0], found
+    assert found[0].startswith(f"{path}:3:"), found

@@ -130,8 +130,8 @@ def test_pattern_mistakes(tmp_path: Path, pattern: str, anchor: str, message: st
     [
         ("    guidance: {kind: advice, title: t, text: x}\n", 4, "advice", "moment m guidance kind must be one of offer, route, compliance, coaching, knowledge, survey"),
         ("    guidance: {kind: offer, title: t, text: x, severity: high}\n", 4, "high", "moment m severity must be one of info, warning, critical"),
-        ('    guidance: {kind: offer, title: t, text: "Hi {frist_name}"}\n', 4, '"Hi', "moment m guidance text: unknown placeholder {frist_name} (did you mean 'first_name'?)"),
-        ('    guidance: {kind: offer, title: "{", text: x}\n', 4, '"{"', "moment m guidance title: unmatched '{' (write {{ for a brace)"),
+        ('    guidance: {kind: offer, title: t, text: "Hi {frist_name}"}\n', 4, '{frist', "moment m guidance text: unknown placeholder {frist_name} (did you mean 'first_name'?)"),
+        ('    guidance: {kind: offer, title: "{", text: x}\n', 4, '{"', "moment m guidance title: unmatched '{' (write {{ for a brace)"),
         ("    guidance: {kind: offer, text: x}\n", 4, "{kind", "moment m: guidance has no title"),
         ("", 2, "id: m", "moment m has no guidance (what should the agent see?)"),
         (GUIDE + "    when: clv > 'high'\n", 5, ">", 'moment m when: cannot compare a number with a string: clv > "high"'),

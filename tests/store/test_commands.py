@@ -99,3 +99,22 @@ def test_profiles_for_another_schema_are_named_once(
         profiles, ["import", str(out), "--redis-url", redis_url, "--rules", str(bank_rules)]
     )
     assert "imported 61 profiles" in right.stdout, right.output
+
+
+def test_generate_dates_are_relative_to_now(tmp_path: Path) -> None:
+    runner = CliRunner()
+
+    def generated(*now: str) -> list[dict[str, object]]:
+        result = runner.invoke(profiles, ["generate", "--count", "50", *now])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    march = generated("--now", "2025-03-03")
+    assert generated("--now", "2025-03-03T23:00:00Z") == march  # the same day
+    ends = sorted(str(p["contract_end"]) for p in march if "contract_end" in p)
+    # The demo's contract ends lie from a year before to two years after the day.
+    assert ends[0] >= "2024-03-03" and ends[-1] <= "2027-03-03"
+    june = generated("--now", "2025-06-01")
+    assert [p.get("contract_end") for p in june] != [p.get("contract_end") for p in march]
+    bad = runner.invoke(profiles, ["generate", "--count", "1", "--now", "soon"])
+    assert bad.exit_code == 2 and "not an ISO date or time" in bad.output

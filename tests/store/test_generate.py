@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from statistics import mean, median
 
@@ -83,3 +84,56 @@ def test_a_field_the_demo_values_do_not_fit_is_drawn_from_its_declaration() -> N
         assert -110 <= int(str(person["debt"])) <= -10
     assert max(num(p, "clv") for p in people) > 50_000, "clv keeps the demo's long tail"
     assert {p["segment"] for p in people} == {"mass", "premier"}
+
+
+def test_a_declared_population_shapes_the_generated_customers() -> None:
+    from decision_engine.ruleset.schema import FieldPopulation as Pop
+
+    schema = {
+        # clv: the demo knows it, but a declared population takes precedence
+        "clv": FieldSpec("clv", "number", minimum=0, population=Pop("normal", low=500, high=50)),
+        "vulnerable": FieldSpec("vulnerable", "bool", population=Pop("share", share=0.1)),
+        "tier": FieldSpec(
+            "tier",
+            "enum",
+            ("gold", "silver"),
+            population=Pop("weights", weights=(("gold", 1), ("silver", 3))),
+        ),
+        "age": FieldSpec(
+            "age", "integer", minimum=18, maximum=60, population=Pop("normal", low=40, high=15)
+        ),
+        "arrears": FieldSpec(
+            "arrears",
+            "number",
+            minimum=0,
+            maximum=5000,
+            population=Pop("lognormal", low=300, high=2, absent=0.8),
+        ),
+        "days_behind": FieldSpec(
+            "days_behind", "integer", population=Pop("declared", present_with="arrears")
+        ),
+        "score": FieldSpec("score", "number", population=Pop("uniform", low=10, high=20)),
+        "renewal": FieldSpec("renewal", "date", population=Pop("days", low=-30, high=60)),
+        "nickname": FieldSpec("nickname", "string", population=Pop("declared", absent=0.5)),
+    }
+    people = list(generate_profiles(4000, seed=1, today=TODAY, schema=schema))
+    assert people == list(generate_profiles(4000, seed=1, today=TODAY, schema=schema))
+
+    def share(test: Callable[[dict[str, object]], bool]) -> float:
+        return sum(1 for p in people if test(p)) / len(people)
+
+    for person in people:
+        canonical_profile(person, schema)  # raises if invalid
+    assert 450 < mean(num(p, "clv") for p in people) < 550
+    assert 0.08 < share(lambda p: p["vulnerable"] is True) < 0.12
+    assert 0.72 < share(lambda p: p["tier"] == "silver") < 0.78
+    ages = [int(str(p["age"])) for p in people]
+    assert min(ages) == 18 and max(ages) == 60 and 36 < mean(ages) < 42
+    arrears = [num(p, "arrears") for p in people if "arrears" in p]
+    assert 0.17 < len(arrears) / len(people) < 0.23
+    assert 250 < median(arrears) < 350 and max(arrears) > 1200
+    assert all(("days_behind" in p) == ("arrears" in p) for p in people)
+    assert all(10 <= num(p, "score") <= 20 for p in people)
+    days = {(date.fromisoformat(str(p["renewal"])) - TODAY).days for p in people}
+    assert min(days) == -30 and max(days) == 60
+    assert 0.45 < share(lambda p: "nickname" in p) < 0.55
