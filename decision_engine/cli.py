@@ -141,12 +141,7 @@ def decide_command(**options: Any) -> None:  # fmt: skip
     """Ask a running server for a decision and print it."""
     from decision_engine.client import call_decide, print_decision
 
-    attributes: dict[str, str] = {}
-    for item in options.pop("attributes"):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--attr")
-        attributes[key] = value
+    attributes = dict(_pair(item, "--attr") for item in options.pop("attributes"))
     as_json = options.pop("as_json")
     response = call_decide(_connection(options), attributes=attributes, **options)
     if as_json:
@@ -177,6 +172,58 @@ def outcome_command(**options: Any) -> None:
         click.echo("already recorded (counted once)")
     else:
         click.echo(f"recorded as {reply['outcome_id']}")
+
+
+@main.group()
+def event() -> None:
+    """Business events: what makes the engine send customers notices."""
+
+
+@event.command("publish")
+@click.option("--type", "event_type", required=True, help="An event type the rules declare.")
+@click.option("--customer", default="", help="The customer it is about.")
+@click.option(
+    "--audience",
+    default="",
+    metavar="FIELD=VALUE",
+    help="Instead of --customer: every customer with this profile value.",
+)
+@click.option(
+    "--attr", "attributes", multiple=True, metavar="KEY=VALUE", help="Attribute; repeatable."
+)
+@click.option("--id", "event_id", default="", help="Event id [default: a new one].")
+@_client_options
+def event_publish(
+    event_type: str,
+    customer: str,
+    audience: str,
+    attributes: tuple[str, ...],
+    event_id: str,
+    **options: Any,
+) -> None:
+    """Publish a business event; the notice rules decide who is told what."""
+    import uuid
+
+    from decision_engine.client import call_publish_event
+
+    pairs = dict(_pair(item, "--attr") for item in attributes)
+    reply = call_publish_event(
+        _connection(options),
+        event_id=event_id or f"cli-{uuid.uuid4()}",
+        event_type=event_type,
+        customer=customer,
+        audience=_pair(audience, "--audience") if audience else None,
+        attributes=pairs,
+    )
+    status = reply["status"].removeprefix("EVENT_STATUS_").lower()
+    click.echo(f"event {reply['event_id']}: {status}")
+
+
+def _pair(item: str, hint: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=hint)
+    return key, value
 
 
 @main.group()

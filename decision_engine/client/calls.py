@@ -94,7 +94,28 @@ def call_record_outcome(
 
 def call_ruleset_status(connection: Connection, *, timeout: float = 5.0) -> dict[str, Any]:
     """The active ruleset of the worker that answers."""
-    return _call(connection, "GetRuleset", pb.GetRulesetRequest(), timeout, admin=True)
+    return _call(
+        connection, "GetRuleset", pb.GetRulesetRequest(), timeout, stub=pb_grpc.AdminServiceStub
+    )
+
+
+def call_publish_event(
+    connection: Connection,
+    *,
+    event_id: str,
+    event_type: str,
+    customer: str,
+    audience: tuple[str, str] | None,
+    attributes: dict[str, str],
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """Call PublishEvent; a gRPC error exits with its status and message."""
+    request = pb.BusinessEvent(
+        event_id=event_id, type=event_type, customer_id=customer, attributes=attributes
+    )
+    if audience is not None:
+        request.audience.CopyFrom(pb.Audience(field=audience[0], value=audience[1]))
+    return _call(connection, "PublishEvent", request, timeout, stub=pb_grpc.NoticeServiceStub)
 
 
 def _call(
@@ -103,7 +124,7 @@ def _call(
     request: Message,
     timeout: float,
     *,
-    admin: bool = False,
+    stub: Any = pb_grpc.DecisionServiceStub,
 ) -> dict[str, Any]:
     """One unary call as a dict; a gRPC error exits with its status and message."""
     try:
@@ -112,9 +133,10 @@ def _call(
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     with channel:
-        stub = (pb_grpc.AdminServiceStub if admin else pb_grpc.DecisionServiceStub)(channel)
         try:
-            reply = getattr(stub, method)(request, timeout=timeout, metadata=connection.metadata)
+            reply = getattr(stub(channel), method)(
+                request, timeout=timeout, metadata=connection.metadata
+            )
         except grpc.RpcError as exc:
             click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
             sys.exit(1)
@@ -153,6 +175,12 @@ def print_decision(response: dict[str, Any]) -> None:
             offer["script"],
         )
     console.print(table)
+    for notice in response.get("notices", []):
+        # What we told the customer before they called: the agent should know.
+        console.print(
+            f"[bold]notice[/bold] {notice['notice_id']} by {notice['channel']} "
+            f"({notice['status']}, {notice.get('decided_at', '')}): {notice['text']}"
+        )
     # Printed whole, unwrapped: it is what `decision-engine outcome --decision` takes.
     console.print(f"[dim]decision id:[/dim] {response['decision_id']}", soft_wrap=True)
     if response["explanations"]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from decision_engine.decide.notices import (
@@ -82,6 +82,7 @@ class NoticeProcessor:
         claim_idle_s: float = 30.0,
         batch: int = 20,
         block_ms: int = 1000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._rules = rules
         self._decision = decision
@@ -92,6 +93,7 @@ class NoticeProcessor:
         self.batch = batch
         self.block_ms = block_ms
         self._group_ready = False
+        self._clock = clock
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process events until `stop` is set."""
@@ -198,7 +200,7 @@ class NoticeProcessor:
         self, event: BusinessEvent, ruleset: CompiledRuleset, customer_id: str, progress: Progress
     ) -> None:
         for _ in range(MAX_REPLANS):
-            now = time.time()
+            now = self._clock()
             customer = await read_customer(self._decision, self._durable, customer_id, now=now)
             plans = plan_notices(ruleset, event, customer.profile, customer.sent, now=now)
             if await commit(self._durable, customer, event, plans, now=now):

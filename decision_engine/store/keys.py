@@ -139,3 +139,12 @@ def audience_key(field: str, value: str) -> str:
 def notice_key_index(key: str) -> str:
     """A notice's idempotency key → `customer|notice`, for provider receipts (30 days)."""
     return f"{PREFIX}:notice-key:{{{key}}}"
+
+
+SWEEP_LOCK = f"{PREFIX}:notices:sweep-lock"
+"""Held by the one process sweeping key dates (durable Redis)."""
+
+
+def sweep_done_key(day: str) -> str:
+    """Set once the key-date sweep of a UTC day (YYYY-MM-DD) has run."""
+    return f"{PREFIX}:notices:swept:{day}"

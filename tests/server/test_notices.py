@@ -57,12 +57,18 @@ def run(make: Callable[[PipelinedConnection], Awaitable[T]], url: str) -> T:
     return asyncio.run(main())
 
 
-async def process_all(url: str, *, consumer: str = "test-0", batch: int = 20) -> int:
+async def process_all(
+    url: str,
+    *,
+    consumer: str = "test-0",
+    batch: int = 20,
+    clock: Callable[[], float] = lambda: NOON,
+) -> int:
     """Run a processor until the stream has nothing new for it; entries processed."""
     decision, reader = PipelinedConnection(url), PipelinedConnection(url)
     processor = NoticeProcessor(
         Fixed(RULESET), decision=decision, durable=decision, reader=reader,
-        consumer=consumer, block_ms=50, batch=batch,
+        consumer=consumer, block_ms=50, batch=batch, clock=clock,
     )  # fmt: skip
     total = 0
     try:
@@ -132,7 +138,9 @@ def test_an_audience_event_reaches_every_customer_of_the_postcode_once(demo: str
     asyncio.run(process_all(demo))
 
     held = [json.loads(m) for m in client.zrange(NOTICE_HELD, 0, -1)]
-    sent = outbox(demo) + held  # some are in quiet hours where they live, now
+    # At noon in Amsterdam: Grace, in New York, is in her quiet hours (06:00).
+    assert [e["customer_id"] for e in held] == ["C-1007"]
+    sent = outbox(demo) + held
     by_customer = {e["customer_id"]: e["channel"] for e in sent}
     # Alice: sms (her preferred voice is not a notice channel); Bob: app (sms refused);
     # Dan: sms; Grace: app. Each exactly once.
@@ -254,7 +262,7 @@ def test_publish_and_process_and_the_next_decide_goes_to_card_security(demo: str
                 attributes={"card_last4": "9999"},
             )
         )  # fmt: skip
-        await process_all(demo)
+        await process_all(demo, clock=time.time)  # Decide reads the real clock
         decided = await server.stub.Decide(
             pb.DecideRequest(
                 customer_id="C-1003",
@@ -315,3 +323,31 @@ async def _with_server(
 ) -> T:
     async with in_process_server(url, authenticator=authenticator) as server:
         return await body(server)
+
+
+def test_the_key_date_sweep_raises_each_due_contract_once_and_only_once_a_day(demo: str) -> None:
+    from decision_engine.store.key_dates import claim_sweep, finish_sweep, sweep
+
+    async def twice(connection: PipelinedConnection) -> tuple[Any, Any, str | None, str | None]:
+        now = time.time()
+        day = await claim_sweep(connection, "replica-a", now=now)
+        other = await claim_sweep(connection, "replica-b", now=now)  # a's lock is held
+        first = await sweep(connection, connection, RULESET, now=now)
+        assert day is not None
+        await finish_sweep(connection, "replica-a", day)
+        again = await sweep(connection, connection, RULESET, now=now)  # by hand, same day
+        later = await claim_sweep(connection, "replica-b", now=now)  # done for today
+        return first, again, other, later
+
+    first, again, other, later = run(twice, demo)
+
+    # The demo's contracts end in 30 (Eva), 150 (Bob), 200+ days: Eva's is due (<= 60).
+    assert (first.raised, again.raised, again.duplicates) == (1, 0, 1)
+    assert first.profiles >= 7
+    assert (other, later) == (None, None)
+    asyncio.run(process_all(demo))
+    (entry,) = outbox(demo)
+    assert (entry["notice_id"], entry["customer_id"], entry["channel"]) == (
+        "renewal_offer", "C-1005", "email",
+    )  # fmt: skip
+    assert "Your contract ends on" in entry["subject"]
