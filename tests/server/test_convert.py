@@ -371,6 +371,7 @@ def test_what_is_for_the_server_only_is_not_on_the_wire() -> None:
         "degraded",
         "explanations",
         "arm",
+        "notices",
     }
 
 
