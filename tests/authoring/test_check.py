@@ -15,13 +15,12 @@ from click.testing import CliRunner
 from decision_engine.authoring import cases
 from decision_engine.authoring.check import (
     CheckReport,
-    _implies,
-    _rule,
     check_command,
     check_rules,
     format_json,
     format_text,
 )
+from decision_engine.authoring.rule_analysis import _implies, _rule
 from decision_engine.authoring.simulate_command import simulate_command
 from decision_engine.errors import Where
 from decision_engine.ruleset.closures import compile_node
