@@ -275,3 +275,42 @@ def test_fuzz_of_the_guidance_calls_never_unknown_or_internal(fuzzed: Server) ->
         assert first.events[0].status != again.events[0].status
         assert again.events[0].status == pb.PUBLISH_STATUS_DUPLICATE
     assert "Traceback" not in fuzzed.log(), fuzzed.log()[-3000:]
+
+
+NOTICES = "/decision.v1.NoticeService/"
+
+
+def notice_cases(rng: random.Random) -> Iterator[tuple[str, bytes]]:
+    """(method, request bytes) for the business-event calls: random, truncated, bit-flipped."""
+    event = pb.BusinessEvent(
+        event_id="FZ-card", type="card_compromised", customer_id="C-1001",
+        attributes={"card_last4": "4242"},
+    ).SerializeToString()  # fmt: skip
+    batch = pb.PublishBusinessEventsRequest(
+        events=[pb.BusinessEvent.FromString(event)]
+    ).SerializeToString()
+    for _ in range(200):
+        yield NOTICES + "PublishEvent", rng.randbytes(rng.randrange(0, 200))
+        yield NOTICES + "PublishBusinessEvents", rng.randbytes(rng.randrange(0, 200))
+        yield NOTICES + "RecordNoticeReceipt", rng.randbytes(rng.randrange(0, 80))
+    for method, valid in (("PublishEvent", event), ("PublishBusinessEvents", batch)):
+        for cut in range(len(valid)):
+            yield NOTICES + method, valid[:cut]
+        for _ in range(200):
+            mutated = bytearray(valid)
+            for _ in range(rng.randrange(1, 4)):
+                mutated[rng.randrange(len(mutated))] ^= 1 << rng.randrange(8)
+            yield NOTICES + method, bytes(mutated)
+
+
+def test_fuzz_of_the_notice_calls_never_unknown_or_internal(fuzzed: Server) -> None:
+    rng = random.Random(20261203)
+    codes: Counter[grpc.StatusCode] = Counter()
+    bad: Bad = []
+    with fuzzed.channel() as channel:
+        for method, data in notice_cases(rng):
+            _send(channel, method, data, codes, bad)
+        assert sum(codes.values()) >= 1000, codes
+        assert not bad, f"{len(bad)} of {sum(codes.values())}: {bad[:10]}"
+        assert codes[grpc.StatusCode.INVALID_ARGUMENT] > 300, codes
+    assert "Traceback" not in fuzzed.log(), fuzzed.log()[-3000:]
