@@ -29,7 +29,7 @@ from decision_engine.decide.notices import (
 )
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.server import metrics
-from decision_engine.store.connection import PipelinedConnection, ReplyError
+from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.keys import EVENTS_GROUP, EVENTS_STREAM
 from decision_engine.store.notices import (
     BadEventEntry,
@@ -42,6 +42,7 @@ from decision_engine.store.notices import (
     record_status,
     reject,
 )
+from decision_engine.store.work_queue import ensure_group
 
 log = logging.getLogger("decision_engine.notices")
 
@@ -115,16 +116,9 @@ class NoticeProcessor:
         return len(entries)
 
     async def _ensure_group(self) -> None:
-        if self._group_ready:
-            return
-        try:
-            await self._durable.call(
-                "XGROUP", "CREATE", EVENTS_STREAM, EVENTS_GROUP, "0", "MKSTREAM"
-            )
-        except ReplyError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
+        if not self._group_ready:
+            await ensure_group(self._durable, EVENTS_STREAM, EVENTS_GROUP)
+            self._group_ready = True
 
     async def _claim(self) -> list[tuple[str, dict[str, str]]]:
         reply = await self._durable.call(

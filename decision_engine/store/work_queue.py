@@ -35,16 +35,19 @@ def consumer_name(index: int) -> str:
 
 
 async def ensure_groups(connection: PipelinedConnection, shards: Iterable[int]) -> None:
-    """The consumer group on each shard's stream, made once (from the stream's start, so
-    entries added before it existed are read too)."""
+    """The consumer group on each shard's stream, made once."""
     for shard in shards:
-        try:
-            await connection.call(
-                "XGROUP", "CREATE", moment_work_key(shard), GROUP, "0", "MKSTREAM"
-            )
-        except ReplyError as exc:
-            if not str(exc).startswith("BUSYGROUP"):
-                raise
+        await ensure_group(connection, moment_work_key(shard), GROUP)
+
+
+async def ensure_group(connection: PipelinedConnection, stream: str, group: str) -> None:
+    """A consumer group on a stream, made once (from the stream's start, so entries added
+    before it existed are read too); an existing one is left as it is."""
+    try:
+        await connection.call("XGROUP", "CREATE", stream, group, "0", "MKSTREAM")
+    except ReplyError as exc:
+        if not str(exc).startswith("BUSYGROUP"):
+            raise
 
 
 async def claim_pending(connection: PipelinedConnection, shard: int, consumer: str) -> int:
