@@ -42,6 +42,7 @@ from decision_engine.store.notices import (
     record_status,
     reject,
 )
+from decision_engine.store.replies import stream_entries
 from decision_engine.store.work_queue import ensure_group
 
 log = logging.getLogger("decision_engine.notices")
@@ -125,7 +126,7 @@ class NoticeProcessor:
             "XAUTOCLAIM", EVENTS_STREAM, EVENTS_GROUP, self.consumer,
             int(self.claim_idle_s * 1000), "0-0", "COUNT", self.batch,
         )  # fmt: skip
-        return _entries(reply[1])
+        return stream_entries(reply[1])
 
     async def _read(self) -> list[tuple[str, dict[str, str]]]:
         reply = await self._reader.call(
@@ -134,7 +135,7 @@ class NoticeProcessor:
         )  # fmt: skip
         if not reply:
             return []
-        return _entries(reply[0][1])
+        return stream_entries(reply[0][1])
 
     async def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
         ruleset = self._rules.current
@@ -235,16 +236,6 @@ class NoticeProcessor:
                 record_status(self._decision, customer_id, plan.notice_id, fields, now=now)
             )
         await asyncio.gather(*writes)
-
-
-def _entries(raw: list[object]) -> list[tuple[str, dict[str, str]]]:
-    out = []
-    for item in raw:
-        if not isinstance(item, list) or len(item) != 2 or item[1] is None:
-            continue  # XAUTOCLAIM names entries deleted meanwhile with no fields
-        flat = [str(part) for part in item[1]]
-        out.append((str(item[0]), dict(zip(flat[::2], flat[1::2], strict=True))))
-    return out
 
 
 def _label(ruleset: CompiledRuleset, event_type: str) -> str:

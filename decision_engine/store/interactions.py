@@ -46,6 +46,7 @@ from decision_engine.store.keys import (
     moment_live_key,
     moment_work_key,
 )
+from decision_engine.store.replies import pairs
 
 MOMENT_SHARDS = 16
 """Interactions are spread over this many work streams by a stable hash of their id;
@@ -295,13 +296,9 @@ async def _gather(calls: list[Coroutine[Any, Any, Any]]) -> list[list[str]]:
     return replies
 
 
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 def parse_event(interaction_id: str, entry_id: str, flat: list[str]) -> StoredEvent:
     """A stream entry of `interaction_events_key` as the event it holds."""
-    fields = _pairs(flat)
+    fields = pairs(flat)
     event = InteractionEvent(
         event_id=fields["id"],
         interaction_id=interaction_id,
@@ -407,7 +404,7 @@ def guidance_cursor(after_seq: int) -> str:
 
 def parse_guidance(interaction_id: str, entry_id: str, flat: list[str] | None) -> GuidanceEntry:
     """A guidance stream entry; the end marker has `record` None."""
-    fields = _pairs(flat or [])
+    fields = pairs(flat or [])
     if "end" in fields or "guidance_id" not in fields:
         return GuidanceEntry(entry_id, None)
     return GuidanceEntry(

@@ -108,6 +108,7 @@ NOTICE_HELD = f"{PREFIX}:notices:held"
 """Sorted set of notices held until their score (quiet hours, retry backoff)."""
 NOTICE_DEAD = f"{PREFIX}:notices:dead"
 """Notices that could not be delivered after every attempt."""
+OUTBOX_GROUP = "delivery"
 
 
 def event_seen_key(event_id: str) -> str:
@@ -139,6 +140,11 @@ def audience_key(field: str, value: str) -> str:
 def notice_key_index(key: str) -> str:
     """A notice's idempotency key → `customer|notice`, for provider receipts (30 days)."""
     return f"{PREFIX}:notice-key:{{{key}}}"
+
+
+def notice_delivered_key(key: str) -> str:
+    """Set once a notice of this idempotency key is delivered (30 days)."""
+    return f"{PREFIX}:notice-delivered:{{{key}}}"
 
 
 SWEEP_LOCK = f"{PREFIX}:notices:sweep-lock"

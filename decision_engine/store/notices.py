@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from decision_engine.decide.notices import HELD, SEND, BusinessEvent, NoticePlan, SentNotice
 from decision_engine.errors import NoticeNotFoundError
@@ -33,6 +32,8 @@ from decision_engine.store.keys import (
     notices_version_key,
     profile_key,
 )
+from decision_engine.store.outbox import OutboxEntry, flat, held_member
+from decision_engine.store.replies import pairs
 
 EVENT_ID_TTL_S = 7 * 86_400
 SENT_HORIZON_S = 400 * 86_400
@@ -208,7 +209,7 @@ async def read_customer(
     members = await durable.call(
         "ZRANGEBYSCORE", notices_sent_key(customer_id), now - SENT_HORIZON_S, "+inf", "WITHSCORES"
     )
-    fields = _pairs([str(p) for p in profile])
+    fields = pairs([str(p) for p in profile])
     return CustomerNotices(
         customer_id,
         fields or None,
@@ -235,26 +236,24 @@ def notice_key(event_id: str, notice_id: str, customer_id: str, channel: str) ->
     return f"{event_id}/{notice_id}/{customer_id}/{channel}"
 
 
-def outbox_fields(
+def outbox_entry(
     plan: NoticePlan, event: BusinessEvent, customer_id: str, *, now: float
-) -> list[str]:
-    """A notice as the outbox stream entry the delivery workers read."""
-    entry: dict[str, Any] = {
-        "key": notice_key(event.event_id, plan.notice_id, customer_id, plan.channel),
-        "notice_id": plan.notice_id,
-        "event_id": event.event_id,
-        "event_type": event.type,
-        "customer_id": customer_id,
-        "channel": plan.channel,
-        "address": plan.address,
-        "subject": plan.subject,
-        "text": plan.text,
-        "urgent": "1" if plan.urgent else "0",
-        "decided_at": repr(now),
-        "not_before": repr(plan.not_before),
-        "attempt": "0",
-    }
-    return [part for item in entry.items() for part in item]
+) -> OutboxEntry:
+    """A notice planned to send, as the outbox holds it for the delivery workers."""
+    return OutboxEntry(
+        key=notice_key(event.event_id, plan.notice_id, customer_id, plan.channel),
+        notice_id=plan.notice_id,
+        event_id=event.event_id,
+        event_type=event.type,
+        customer_id=customer_id,
+        channel=plan.channel,
+        address=plan.address,
+        subject=plan.subject,
+        text=plan.text,
+        urgent=plan.urgent,
+        decided_at=now,
+        not_before=plan.not_before,
+    )
 
 
 async def commit(
@@ -277,14 +276,14 @@ async def commit(
     for plan in plans:
         if plan.status not in (SEND, HELD):
             continue
-        fields = outbox_fields(plan, event, customer.customer_id, now=now)
+        entry = outbox_entry(plan, event, customer.customer_id, now=now)
         held = plan.status == HELD
-        member = json.dumps(dict(zip(fields[::2], fields[1::2], strict=True))) if held else ""
-        keys.append(notice_key_index(fields[1]))
+        fields = [] if held else flat(entry)
+        keys.append(notice_key_index(entry.key))
         args += [
             _sent_member(plan, event.event_id),
             repr(plan.not_before) if held else "",
-            member,
+            held_member(entry) if held else "",
             f"{customer.customer_id}|{plan.notice_id}",
             len(fields),
             *fields,
@@ -300,10 +299,6 @@ async def audience_members(
     """One page of an audience (SSCAN): the next cursor (0 at the end) and customer ids."""
     reply = await decision.call("SSCAN", audience_key(field, value), cursor, "COUNT", count)
     return int(reply[0]), [str(c) for c in reply[1]]
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def record_status(

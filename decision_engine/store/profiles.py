@@ -29,6 +29,7 @@ from decision_engine.store.keys import (
     notice_log_key,
     profile_key,
 )
+from decision_engine.store.replies import pairs
 
 DEFAULT_RETENTION_S = 30 * 86400
 UNKNOWN_CUSTOMER_RETENTION_S = 3600
@@ -191,14 +192,14 @@ class ProfileStore:
         raw_profile, raw_contacts, raw_history, counts, mine, refused, raw_notices = reply
         skipped: dict[str, int] = {}
         contacts = []
-        for interaction_id, entry in _pairs(raw_contacts).items():
+        for interaction_id, entry in pairs(raw_contacts).items():
             contact = _contact(interaction_id, entry)
             if contact is None:
                 skipped["contact"] = skipped.get("contact", 0) + 1
             else:
                 contacts.append(contact)
         history = {}
-        for offer_id, text in _pairs(raw_history).items():
+        for offer_id, text in pairs(raw_history).items():
             events, bad = _events(text)
             history[offer_id] = events
             if bad:
@@ -216,10 +217,10 @@ class ProfileStore:
             if got >= cap.per_customer:
                 customer_spent.add(offer_id)
         state = CustomerState(
-            profile=_pairs(raw_profile) or None,
+            profile=pairs(raw_profile) or None,
             contacts=tuple(sorted(contacts, key=lambda c: (c.at, c.interaction_id))),
             history=history,
-            notices=parse_notice_log(_pairs(raw_notices), skipped),
+            notices=parse_notice_log(pairs(raw_notices), skipped),
         )
         return Loaded(state, frozenset(exhausted), frozenset(customer_spent), skipped, refused == 1)
 
@@ -281,10 +282,6 @@ def _text_or_none(value: object) -> str | None:
     if value is None or value in ("", b""):
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def parse_notice_log(raw: Mapping[str, str], skipped: dict[str, int]) -> dict[str, NoticeRecord]:
