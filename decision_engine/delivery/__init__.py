@@ -1,0 +1,1 @@
+"""Delivery: notices from the outbox to the customer, through pluggable senders."""
