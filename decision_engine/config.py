@@ -139,6 +139,26 @@ class Settings:
     )
     """What the moment processes detect moments with: a callable taking the compiled
     ruleset (server/detector.py says what it must do)."""
+    notice_workers: int = setting(
+        1,
+        help="Notice processes (business events → notices → delivery, and the daily "
+        "key-date sweep), apart from the gRPC workers; 0: none here.",
+    )
+    """Notice processes: each decides the notices of business events, delivers the
+    outbox through the senders, and takes its turn at the key-date sweep."""
+    notice_senders: str = setting(
+        "*=file:notices.jsonl",
+        help="Where notices go, per channel: `sms=https://…,email=smtp://host:25?from=…,"
+        "*=file:notices.jsonl` (a webhook URL, an SMTP server, or a JSON Lines file under "
+        "--data-dir; `*` for every other channel).",
+    )
+    """The sender of each notice channel (delivery/senders.py reads the URIs)."""
+    webhook_secret: str = setting(
+        "",
+        secret=True,
+        help="Key of the HMAC-SHA256 signature (X-Signature-256) on notice webhooks.",
+    )
+    """Signs every webhook call, so the receiver knows it came from us."""
     max_watches: int = setting(
         1000,
         help="Guidance streams (WatchGuidance, Guide) one worker keeps open; more are "
@@ -236,6 +256,9 @@ class Settings:
             raise ConfigError(
                 f"moment_workers must be 0..{MAX_MOMENT_WORKERS}, got {self.moment_workers}"
             )
+        if not 0 <= self.notice_workers <= 16:
+            raise ConfigError(f"notice_workers must be 0..16, got {self.notice_workers}")
+        sender_uris(self.notice_senders)
         if not 1 <= self.max_watches <= 100_000:
             raise ConfigError(f"max_watches must be 1..100000, got {self.max_watches}")
         if not 1 <= self.max_in_flight <= 100_000:
@@ -294,6 +317,20 @@ class Settings:
                 f"the port could read profile values and record outcomes; configure them, "
                 f"bind 127.0.0.1, or pass --insecure if a trusted network stands in for them"
             )
+
+
+def sender_uris(text: str) -> dict[str, str]:
+    """`sms=https://…,*=file:notices.jsonl` as {channel: URI}; ConfigError if malformed."""
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        channel, eq, uri = item.partition("=")
+        channel, uri = channel.strip(), uri.strip()
+        if not eq or not channel or not uri:
+            raise ConfigError(f"notice_senders: {item!r} is not channel=URI")
+        if channel in out:
+            raise ConfigError(f"notice_senders: channel {channel!r} is given twice")
+        out[channel] = uri
+    return out
 
 
 def is_loopback(host: str) -> bool:

@@ -185,6 +185,34 @@ class Metrics:
             "Age of the last business event a notice process took up (published → read).",
             multiprocess_mode="livemax",
         )
+        self.NOTICE_DELIVERIES = Counter(
+            "notice_deliveries_total",
+            "Delivery attempts, by channel, sender and result (delivered, retry, failed, "
+            "dead_lettered, already_delivered).",
+            ["channel", "sender", "result"],
+        )
+        self.NOTICE_DELIVERY_LATENCY = Histogram(
+            "notice_delivery_latency_seconds",
+            "From a notice being due (decided, or released after quiet hours or a backoff) "
+            "to its sender accepting it, in seconds, by channel.",
+            ["channel"],
+            buckets=GUIDANCE_BUCKETS,
+        )
+        self.NOTICE_OUTBOX_LAG = Gauge(
+            "notice_outbox_lag_seconds",
+            "Age of the oldest notice waiting on the outbox stream (0: delivery keeps up).",
+            multiprocess_mode="livemax",
+        )
+        self.NOTICES_HELD = Gauge(
+            "notices_held",
+            "Notices held for later (quiet hours, retry backoff).",
+            multiprocess_mode="livemax",
+        )
+        self.NOTICE_DEAD_LETTERS = Gauge(
+            "notice_dead_letters",
+            "Notices on the dead-letter stream (see `decision-engine notices dead-letters`).",
+            multiprocess_mode="livemax",
+        )
         self.GUIDANCE_WRITTEN = Counter(
             "guidance_written_total", "Guidance items written, by moment.", ["moment_id"]
         )
@@ -267,6 +295,11 @@ if TYPE_CHECKING:
     NOTICES_SUPPRESSED: Counter
     NOTICE_RECEIPTS: Counter
     EVENT_LAG: Gauge
+    NOTICE_DELIVERIES: Counter
+    NOTICE_DELIVERY_LATENCY: Histogram
+    NOTICE_OUTBOX_LAG: Gauge
+    NOTICES_HELD: Gauge
+    NOTICE_DEAD_LETTERS: Gauge
     GUIDANCE_LATENCY: Histogram
     LIVE_INTERACTIONS: Gauge
     MOMENT_RESTARTS: Counter

@@ -31,6 +31,7 @@ from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.server import metrics
 from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.keys import EVENTS_GROUP, EVENTS_STREAM
+from decision_engine.store.notice_log import write_notice_log
 from decision_engine.store.notices import (
     BadEventEntry,
     audience_members,
@@ -39,7 +40,6 @@ from decision_engine.store.notices import (
     notice_key,
     parse_entry,
     read_customer,
-    record_status,
     reject,
 )
 from decision_engine.store.replies import stream_entries
@@ -225,15 +225,19 @@ class NoticeProcessor:
             else:
                 progress.queued += 1
             metrics.NOTICES_DECIDED.labels(plan.notice_id, plan.channel, status).inc()
-            fields = {
-                "decided_at": repr(now),
-                "channel": plan.channel,
-                "status": status,
-                "text": plan.text,
-                "key": notice_key(event.event_id, plan.notice_id, customer_id, plan.channel),
-            }
+            key = notice_key(event.event_id, plan.notice_id, customer_id, plan.channel)
             writes.append(
-                record_status(self._decision, customer_id, plan.notice_id, fields, now=now)
+                write_notice_log(
+                    self._decision,
+                    customer_id,
+                    plan.notice_id,
+                    key=key,
+                    status=status,
+                    now=now,
+                    at=now,
+                    channel=plan.channel,
+                    text=plan.text,
+                )
             )
         await asyncio.gather(*writes)
 

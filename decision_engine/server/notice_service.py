@@ -23,7 +23,8 @@ from decision_engine.server.notice_convert import business_event, business_event
 from decision_engine.server.service import ActiveRuleset
 from decision_engine.server.status import status_for
 from decision_engine.store.connection import PipelinedConnection
-from decision_engine.store.notices import ACCEPTED, publish, record_receipt
+from decision_engine.store.notice_log import record_receipt
+from decision_engine.store.notices import ACCEPTED, publish
 
 _STATUS = {"accepted": pb.EVENT_STATUS_ACCEPTED, "duplicate": pb.EVENT_STATUS_DUPLICATE}
 

@@ -20,6 +20,7 @@ from decision_engine.server.bootstrap import (
     moment_processes,
     prepared,
 )
+from decision_engine.server.notice_worker import check_senders
 from decision_engine.server.supervisor import reserved_port, supervise
 
 log = logging.getLogger("decision_engine.serve")
@@ -35,6 +36,10 @@ def serve(settings: Settings) -> int:
         return 2
     try:
         ruleset = load_rulesets(settings)
+        check_senders(settings, ruleset)
+    except ConfigError as exc:
+        log.error("%s; not starting", exc)
+        return 2
     except RulesetError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
@@ -44,4 +49,7 @@ def serve(settings: Settings) -> int:
         prepared(settings) as (ready, redis_url),
         reserved_port(ready.host, ready.port) as port,
     ):
-        return supervise(ready, redis_url, port, ruleset.version, moment_workers=moment_workers)
+        return supervise(
+            ready, redis_url, port, ruleset.version,
+            moment_workers=moment_workers, notice_workers=settings.notice_workers,
+        )  # fmt: skip

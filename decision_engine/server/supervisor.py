@@ -1,15 +1,16 @@
-"""The supervisor: N forked workers sharing one port, and the moment processes, kept
-running.
+"""The supervisor: N forked workers sharing one port, and the moment and notice
+processes, kept running.
 
 gRPC Python cannot fork once a server or channel exists, so the supervisor never
 makes one: it holds the port with SO_REUSEPORT (which also resolves port 0), forks
 the workers (worker.py), each of which builds its own server on that port, and the
 kernel spreads connections over them; and it forks `--moment-workers` moment processes
 (moment_worker.py), which detect the moments of live interactions apart from any gRPC
-worker. It then restarts a worker or a moment process that dies (a restarted moment
-process replays its live interactions), tells them all (SIGHUP) when the rules on disk
-change and check, serves /metrics for all of them from the multiprocess directory, and
-stops them on SIGINT/SIGTERM.
+worker, and `--notice-workers` notice processes (notice_worker.py), which turn business
+events into notices and deliver them. It then restarts any of them that dies (a
+restarted moment process replays its live interactions), tells them all (SIGHUP) when
+the rules on disk change and check, serves /metrics for all of them from the
+multiprocess directory, and stops them on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
 from decision_engine.config import Settings
 from decision_engine.ruleset.compiled import load_compiled
 from decision_engine.server import metrics
 from decision_engine.server.moment_worker import moment_worker_main
+from decision_engine.server.notice_worker import notice_worker_main
 from decision_engine.server.reload import RulesWatcher
 from decision_engine.server.worker import worker_main
 
@@ -51,38 +54,73 @@ def reserved_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
+@dataclass
+class _Pool:
+    """Processes of one kind, kept at their number: restarted when one dies."""
+
+    kind: str
+    target: Callable[..., None]
+    args: Callable[[int], tuple[object, ...]]
+    count: int
+    restart_note: str = ""
+    on_restart: Callable[[], None] | None = None
+    processes: list[BaseProcess] = field(default_factory=list)
+
+    def spawn(self, index: int) -> BaseProcess:
+        ctx = multiprocessing.get_context("fork")
+        process = ctx.Process(
+            target=self.target,
+            args=self.args(index),
+            name=f"decision-engine-{self.kind.split()[0]}-{index}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    def start(self) -> None:
+        self.processes = [self.spawn(i) for i in range(self.count)]
+
+    def keep(self) -> None:
+        """Restart every process that died."""
+        from prometheus_client import multiprocess
+
+        for i, process in enumerate(self.processes):
+            if process.is_alive():
+                continue
+            log.error("%s %d (pid %s) exited with %s; restarting%s",
+                      self.kind, i, process.pid, process.exitcode, self.restart_note)  # fmt: skip
+            if self.on_restart is not None:
+                self.on_restart()
+            multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+            time.sleep(_RESTART_BACKOFF_S)
+            self.processes[i] = self.spawn(i)
+
+
 def supervise(
-    settings: Settings, redis_url: str, port: int, version: str, *, moment_workers: int = 0
+    settings: Settings,
+    redis_url: str,
+    port: int,
+    version: str,
+    *,
+    moment_workers: int = 0,
+    notice_workers: int = 0,
 ) -> int:
-    """Fork the workers (and `moment_workers` moment processes) and keep them running
-    until SIGINT/SIGTERM; the exit code."""
-    from prometheus_client import multiprocess
-
-    ctx = multiprocessing.get_context("fork")
+    """Fork the workers (and `moment_workers` moment processes, `notice_workers` notice
+    processes) and keep them running until SIGINT/SIGTERM; the exit code."""
     stopping = False
-
-    def spawn(index: int) -> BaseProcess:
-        process = ctx.Process(
-            target=worker_main,
-            args=(settings, redis_url, port, index, os.getpid()),
-            name=f"decision-engine-worker-{index}",
-            daemon=True,
-        )
-        process.start()
-        return process
-
-    def spawn_moments(index: int) -> BaseProcess:
-        process = ctx.Process(
-            target=moment_worker_main,
-            args=(settings, redis_url, index, os.getpid()),
-            name=f"decision-engine-moments-{index}",
-            daemon=True,
-        )
-        process.start()
-        return process
-
-    workers = [spawn(i) for i in range(settings.workers)]
-    moments = [spawn_moments(i) for i in range(moment_workers)]
+    supervisor = os.getpid()
+    pools = [
+        _Pool("worker", worker_main, lambda i: (settings, redis_url, port, i, supervisor),
+              settings.workers),
+        _Pool("moment process", moment_worker_main,
+              lambda i: (settings, redis_url, i, supervisor), moment_workers,
+              " (it replays its live interactions)", metrics.MOMENT_RESTARTS.inc),
+        _Pool("notice process", notice_worker_main,
+              lambda i: (settings, redis_url, i, supervisor), notice_workers,
+              " (its pending events and notices are claimed again)"),
+    ]  # fmt: skip
+    for pool in pools:
+        pool.start()
     if settings.metrics_port:
         _serve_metrics(settings.metrics_host, settings.metrics_port)
     log.info(
@@ -94,10 +132,12 @@ def supervise(
         else "mTLS"
         if settings.tls_enabled
         else "plaintext",
-        len(workers),
+        settings.workers,
     )
-    if moments:
-        log.info("live guidance: %d moment process(es)", len(moments))
+    if moment_workers:
+        log.info("live guidance: %d moment process(es)", moment_workers)
+    if notice_workers:
+        log.info("proactive notices: %d notice process(es)", notice_workers)
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -117,33 +157,13 @@ def supervise(
             # Once per change that goes live, here: every worker swapping would count it
             # once per worker.
             metrics.RELOADS.inc(len(changed))
-            for process in [*workers, *moments]:
+            for process in (p for pool in pools for p in pool.processes):
                 if process.is_alive() and process.pid is not None:
                     os.kill(process.pid, signal.SIGHUP)
-        for i, process in enumerate(workers):
-            if process.is_alive() or stopping:
-                continue
-            log.error(
-                "worker %d (pid %s) exited with %s; restarting", i, process.pid, process.exitcode
-            )
-            multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
-            time.sleep(_RESTART_BACKOFF_S)
-            workers[i] = spawn(i)
-        for i, process in enumerate(moments):
-            if process.is_alive() or stopping:
-                continue
-            log.error(
-                "moment process %d (pid %s) exited with %s; restarting (it replays its live "
-                "interactions)",
-                i,
-                process.pid,
-                process.exitcode,
-            )
-            metrics.MOMENT_RESTARTS.inc()
-            multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
-            time.sleep(_RESTART_BACKOFF_S)
-            moments[i] = spawn_moments(i)
-    _stop([*workers, *moments])
+        for pool in pools:
+            if not stopping:
+                pool.keep()
+    _stop([p for pool in pools for p in pool.processes])
     return 0
 
 

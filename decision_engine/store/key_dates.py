@@ -136,3 +136,26 @@ def _date(raw: object) -> date | None:
 
 def _day(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).date().isoformat()
+
+
+async def run_sweep(
+    decision: PipelinedConnection,
+    durable: PipelinedConnection,
+    ruleset: CompiledRuleset,
+    *,
+    owner: str,
+    now: float,
+) -> SweepReport | None:
+    """Today's sweep, if no process has done it or is doing it; None when not ours to do.
+    A sweep that fails lets go of the lock, for the next try."""
+    day = await claim_sweep(durable, owner, now=now)
+    if day is None:
+        return None
+    try:
+        report = await sweep(decision, durable, ruleset, now=now)
+    except BaseException:
+        if await durable.call("GET", SWEEP_LOCK) == owner:
+            await durable.call("DEL", SWEEP_LOCK)
+        raise
+    await finish_sweep(durable, owner, day)
+    return report

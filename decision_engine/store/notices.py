@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from decision_engine.decide.notices import HELD, SEND, BusinessEvent, NoticePlan, SentNotice
-from decision_engine.errors import NoticeNotFoundError
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import (
     EVENTS_GROUP,
@@ -27,7 +26,6 @@ from decision_engine.store.keys import (
     audience_key,
     event_seen_key,
     notice_key_index,
-    notice_log_key,
     notices_sent_key,
     notices_version_key,
     profile_key,
@@ -299,48 +297,3 @@ async def audience_members(
     """One page of an audience (SSCAN): the next cursor (0 at the end) and customer ids."""
     reply = await decision.call("SSCAN", audience_key(field, value), cursor, "COUNT", count)
     return int(reply[0]), [str(c) for c in reply[1]]
-
-
-async def record_status(
-    decision: PipelinedConnection,
-    customer_id: str,
-    notice_id: str,
-    fields: Mapping[str, str],
-    *,
-    now: float,
-) -> None:
-    """Write the notice's record to the customer's notice log (what Decide shows)."""
-    record = {
-        "at": float(fields.get("decided_at") or now),
-        "channel": fields.get("channel", ""),
-        "status": fields.get("status", ""),
-        "text": fields.get("text", ""),
-        "key": fields.get("key", ""),
-        "updated": now,
-    }
-    if fields.get("provider_ref"):
-        record["provider_ref"] = fields["provider_ref"]
-    await decision.call("HSET", notice_log_key(customer_id), notice_id, json.dumps(record))
-
-
-async def record_receipt(
-    decision: PipelinedConnection,
-    durable: PipelinedConnection,
-    key: str,
-    status: str,
-    provider_ref: str,
-    *,
-    now: float,
-) -> None:
-    """A provider's receipt onto the notice log; NoticeNotFoundError for an unknown key."""
-    found = await durable.call("GET", notice_key_index(key))
-    if found is None:
-        raise NoticeNotFoundError(f"no notice with key {key[:200]!r} was sent in the last 30 days")
-    customer_id, _, notice_id = str(found).rpartition("|")
-    raw = await decision.call("HGET", notice_log_key(customer_id), notice_id)
-    record = json.loads(raw) if raw else {}
-    if record.get("key") not in (None, key):
-        return  # the log has moved on to a newer notice of the same id: keep that one
-    record.update({"status": status, "updated": now, "provider_ref": provider_ref, "key": key})
-    record.setdefault("at", now)
-    await decision.call("HSET", notice_log_key(customer_id), notice_id, json.dumps(record))

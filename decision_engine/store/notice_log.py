@@ -1,0 +1,80 @@
+"""The customer's notice log on the decision Redis: what Decide and the agent see.
+
+One record per notice id (the latest notice of that id), written by three parties in
+any order: the notice process (queued, held), the delivery worker (sent, failed,
+dead_lettered) and the provider's receipt (delivered, failed, bounced). One script
+merges each write, so a late write never undoes a later fact: a status only moves
+forward (queued → sent → a receipt), and a record of an older notice never replaces
+that of a newer one.
+"""
+
+from __future__ import annotations
+
+import json
+
+from decision_engine.errors import NoticeNotFoundError
+from decision_engine.store.connection import PipelinedConnection, Script
+from decision_engine.store.keys import notice_key_index, notice_log_key
+
+# KEYS: the notice log. ARGV: notice id, the record (JSON; `key` and `status` at least).
+_WRITE_LUA = """
+local new = cjson.decode(ARGV[2])
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local old = cjson.decode(raw)
+  if old.key ~= new.key then
+    if (old.at or 0) > (new.at or 0) then return 0 end
+  else
+    local rank = {queued = 1, held = 1, sent = 2}
+    if (rank[old.status] or 3) > (rank[new.status] or 3) then new.status = old.status end
+    for k, v in pairs(old) do if new[k] == nil then new[k] = v end end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(new))
+return 1
+"""
+_WRITE = Script(_WRITE_LUA)
+
+
+async def write_notice_log(
+    decision: PipelinedConnection,
+    customer_id: str,
+    notice_id: str,
+    *,
+    key: str,
+    status: str,
+    now: float,
+    at: float | None = None,
+    channel: str | None = None,
+    text: str | None = None,
+    provider_ref: str | None = None,
+) -> bool:
+    """Merge one fact about a notice into the customer's log; False when the log holds a
+    newer notice of the same id (this write is about an older one, and is dropped)."""
+    record: dict[str, str | float] = {"key": key, "status": status, "updated": now}
+    for name, value in (("at", at), ("channel", channel), ("text", text),
+                        ("provider_ref", provider_ref)):  # fmt: skip
+        if value is not None:
+            record[name] = value
+    reply = await _WRITE(decision, [notice_log_key(customer_id)], [notice_id, json.dumps(record)])
+    return bool(reply)
+
+
+async def record_receipt(
+    decision: PipelinedConnection,
+    durable: PipelinedConnection,
+    key: str,
+    status: str,
+    provider_ref: str,
+    *,
+    now: float,
+) -> None:
+    """A provider's receipt onto the notice log; NoticeNotFoundError for an unknown key."""
+    found = await durable.call("GET", notice_key_index(key))
+    if found is None:
+        raise NoticeNotFoundError(f"no notice with key {key[:200]!r} was sent in the last 30 days")
+    customer_id, _, notice_id = str(found).rpartition("|")
+    await write_notice_log(
+        decision, customer_id, notice_id, key=key, status=status, now=now,
+        provider_ref=provider_ref,
+    )  # fmt: skip
