@@ -362,10 +362,12 @@ def _add_commands() -> None:
     from decision_engine.authoring.check import check_command
     from decision_engine.authoring.simulate_command import simulate_command
     from decision_engine.store.commands import profiles
+    from decision_engine.store.notice_commands import notices
 
     rules.add_command(check_command)
     rules.add_command(test_command)
     main.add_command(profiles)
+    main.add_command(notices)
     main.add_command(simulate_command)
     main.add_command(report_command)
 
