@@ -1,13 +1,14 @@
 """A delivery worker: notices from the outbox to their channel's sender, at least once.
 
-Each step moves the held notices that are due onto the outbox stream, claims entries a
-crashed worker left pending (after `claim_idle_s`), or reads new ones with the consumer
-group `delivery`, and hands each to the sender of its channel, many at once. Then:
-delivered → the entry is dropped and its key remembered (a redelivery after a crash is
-not sent again; a crash between the send and that write sends it twice, with the same
-idempotency key, for the receiver to drop); a transient failure → held again with an
-exponential backoff; a permanent one, or `max_attempts` transient ones → the dead-letter
-stream. Each result goes into the customer's notice log, which Decide reads.
+Each step moves the held notices that are due onto the outbox stream, then takes entries
+of the consumer group `delivery` (what it left pending itself before a restart, what a
+crashed worker left pending for `claim_idle_s`, or new ones), and hands each to the
+sender of its channel, many at once. Then: delivered → the entry is dropped and its key
+remembered (a redelivery after a crash is not sent again; a crash between the send and
+that write sends it twice, with the same idempotency key, for the receiver to drop); a
+transient failure → held again with an exponential backoff; a permanent one, or
+`max_attempts` transient ones → the dead-letter stream. Each result goes into the
+customer's notice log, which Decide reads.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ from decision_engine.store.outbox import (
     settle_delivered,
     was_delivered,
 )
-from decision_engine.store.replies import stream_entries
-from decision_engine.store.work_queue import ensure_group
+from decision_engine.store.work_queue import StreamConsumer
 
 log = logging.getLogger("decision_engine.delivery")
 
@@ -99,7 +99,10 @@ class DeliveryWorker:
         self.batch = batch
         self.block_ms = block_ms
         self._clock = clock
-        self._group_ready = False
+        self._queue = StreamConsumer(
+            durable, reader, stream=NOTICE_OUTBOX, group=OUTBOX_GROUP, consumer=consumer,
+            claim_idle_s=claim_idle_s, batch=batch, block_ms=block_ms,
+        )  # fmt: skip
         self._gauges_at = 0.0
         self.counts = DeliveryCounts()
 
@@ -114,31 +117,12 @@ class DeliveryWorker:
 
     async def step(self) -> int:
         """Release due notices, then claim stale entries or read new ones; deliver them."""
-        if not self._group_ready:
-            await ensure_group(self._durable, NOTICE_OUTBOX, OUTBOX_GROUP)
-            self._group_ready = True
         now = self._clock()
         await release_due(self._durable, now=now, limit=self.batch * 5)
         await self._refresh_gauges(now)
-        entries = await self._claim()
-        if not entries:
-            entries = await self._read()
+        entries = await self._queue.next_batch()
         await asyncio.gather(*(self._deliver(entry_id, fields) for entry_id, fields in entries))
         return len(entries)
-
-    async def _claim(self) -> list[tuple[str, dict[str, str]]]:
-        reply = await self._durable.call(
-            "XAUTOCLAIM", NOTICE_OUTBOX, OUTBOX_GROUP, self.consumer,
-            int(self.claim_idle_s * 1000), "0-0", "COUNT", self.batch,
-        )  # fmt: skip
-        return stream_entries(reply[1])
-
-    async def _read(self) -> list[tuple[str, dict[str, str]]]:
-        reply = await self._reader.call(
-            "XREADGROUP", "GROUP", OUTBOX_GROUP, self.consumer, "COUNT", self.batch,
-            "BLOCK", self.block_ms, "STREAMS", NOTICE_OUTBOX, ">",
-        )  # fmt: skip
-        return stream_entries(reply[0][1]) if reply else []
 
     async def _deliver(self, entry_id: str, fields: dict[str, str]) -> None:
         try:

@@ -1,13 +1,13 @@
 """A notice process's work: business events in, notices onto the outbox.
 
-Events are read from the durable Redis's events stream with the consumer group
-`notices` (at least once): entries a crashed process left pending are claimed after
-`claim_idle_s`. For each customer of an event (one, or every member of an audience,
-a page at a time) the customer's profile and sent notices are read, the pure planner
-decides, and store/notices.py commits the plans atomically with the customer's sent
-notices, planning again if another process changed them in between. Processing an
-event twice (after a crash) is harmless: what was queued the first time is in the
-customer's sent notices, so deduplication suppresses it.
+Events are read from the durable Redis's events stream with the consumer group `notices`
+(at least once): a restarted process first takes what it left pending, and entries a
+crashed process left pending are claimed after `claim_idle_s`. For each customer of an
+event (one, or every member of an audience, a page at a time) the customer's profile and
+sent notices are read, the pure planner decides, and store/notices.py commits the plans
+atomically with the customer's sent notices, planning again if another process changed
+them in between. Processing an event twice (after a crash) is harmless: what was queued
+the first time is in the customer's sent notices, so deduplication suppresses it.
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ from decision_engine.store.notices import (
     read_customer,
     reject,
 )
-from decision_engine.store.replies import stream_entries
-from decision_engine.store.work_queue import ensure_group
+from decision_engine.store.work_queue import StreamConsumer
 
 log = logging.getLogger("decision_engine.notices")
 
@@ -89,12 +88,11 @@ class NoticeProcessor:
         self._rules = rules
         self._decision = decision
         self._durable = durable
-        self._reader = reader
         self.consumer = consumer
-        self.claim_idle_s = claim_idle_s
-        self.batch = batch
-        self.block_ms = block_ms
-        self._group_ready = False
+        self._queue = StreamConsumer(
+            durable, reader, stream=EVENTS_STREAM, group=EVENTS_GROUP, consumer=consumer,
+            claim_idle_s=claim_idle_s, batch=batch, block_ms=block_ms,
+        )  # fmt: skip
         self._clock = clock
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -107,35 +105,11 @@ class NoticeProcessor:
                 await asyncio.sleep(1.0)
 
     async def step(self) -> int:
-        """Claim stale entries, or read new ones (blocking up to block_ms); process them."""
-        await self._ensure_group()
-        entries = await self._claim()
-        if not entries:
-            entries = await self._read()
+        """Take entries (own pending, stale, or new: blocking up to block_ms); process them."""
+        entries = await self._queue.next_batch()
         for entry_id, fields in entries:
             await self._handle(entry_id, fields)
         return len(entries)
-
-    async def _ensure_group(self) -> None:
-        if not self._group_ready:
-            await ensure_group(self._durable, EVENTS_STREAM, EVENTS_GROUP)
-            self._group_ready = True
-
-    async def _claim(self) -> list[tuple[str, dict[str, str]]]:
-        reply = await self._durable.call(
-            "XAUTOCLAIM", EVENTS_STREAM, EVENTS_GROUP, self.consumer,
-            int(self.claim_idle_s * 1000), "0-0", "COUNT", self.batch,
-        )  # fmt: skip
-        return stream_entries(reply[1])
-
-    async def _read(self) -> list[tuple[str, dict[str, str]]]:
-        reply = await self._reader.call(
-            "XREADGROUP", "GROUP", EVENTS_GROUP, self.consumer, "COUNT", self.batch,
-            "BLOCK", self.block_ms, "STREAMS", EVENTS_STREAM, ">",
-        )  # fmt: skip
-        if not reply:
-            return []
-        return stream_entries(reply[0][1])
 
     async def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
         ruleset = self._rules.current
@@ -162,7 +136,7 @@ class NoticeProcessor:
         metrics.EVENTS_PROCESSED.labels(event_type, "done").inc()
 
     async def _ack(self, entry_id: str) -> None:
-        await self._durable.call("XACK", EVENTS_STREAM, EVENTS_GROUP, entry_id)
+        await self._queue.ack(entry_id)
 
     async def process(self, event: BusinessEvent, ruleset: CompiledRuleset) -> Progress:
         """Plan and queue the event's notices for each of its customers."""

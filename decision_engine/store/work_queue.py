@@ -1,4 +1,5 @@
-"""The moment processes' work: one Redis stream per shard, read through a consumer group.
+"""Work handed out through Redis streams and consumer groups: the moment processes'
+shards, and (StreamConsumer) the notice processes' events and outbox.
 
 The publish script (interactions.py) appends `interaction seq` to the shard's stream for
 every event released to moments. The moment process that owns the shard reads it as
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from decision_engine.store.connection import PipelinedConnection, ReplyError
 from decision_engine.store.keys import moment_work_key
+from decision_engine.store.replies import stream_entries
 
 GROUP = "moments"
 
@@ -130,3 +132,62 @@ async def pending_count(connection: PipelinedConnection, shard: int) -> int:
     """Entries of the shard read and not acknowledged (for tests and operators)."""
     summary = await connection.call("XPENDING", moment_work_key(shard), GROUP)
     return int(summary[0]) if summary else 0
+
+
+class StreamConsumer:
+    """One consumer of a stream's group, reading at least once: first the entries it
+    left pending itself (it restarted under the same name), then entries another consumer
+    has held for over `claim_idle_s` (it crashed), then new ones (blocking)."""
+
+    def __init__(
+        self,
+        connection: PipelinedConnection,
+        reader: PipelinedConnection,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        claim_idle_s: float,
+        batch: int,
+        block_ms: int,
+    ) -> None:
+        self._connection = connection
+        self._reader = reader  # a connection of its own: BLOCK holds up what follows it
+        self.stream, self.group, self.consumer = stream, group, consumer
+        self.claim_idle_s, self.batch, self.block_ms = claim_idle_s, batch, block_ms
+        self._ready = False
+        self._own_pending = True
+
+    async def next_batch(self) -> list[tuple[str, dict[str, str]]]:
+        """The next entries to work on (none if nothing came within block_ms)."""
+        if not self._ready:
+            await ensure_group(self._connection, self.stream, self.group)
+            self._ready = True
+        while self._own_pending:
+            reply = await self._connection.call(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.batch,
+                "STREAMS", self.stream, "0",
+            )  # fmt: skip
+            raw = reply[0][1] if reply else []
+            if not raw:
+                self._own_pending = False
+                break
+            if entries := stream_entries(raw):
+                return entries
+            # Only entries deleted while pending: let go of them and look further.
+            await self.ack(*(str(item[0]) for item in raw))
+        reply = await self._connection.call(
+            "XAUTOCLAIM", self.stream, self.group, self.consumer,
+            int(self.claim_idle_s * 1000), "0-0", "COUNT", self.batch,
+        )  # fmt: skip
+        if entries := stream_entries(reply[1]):
+            return entries
+        reply = await self._reader.call(
+            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.batch,
+            "BLOCK", self.block_ms, "STREAMS", self.stream, ">",
+        )  # fmt: skip
+        return stream_entries(reply[0][1]) if reply else []
+
+    async def ack(self, *entry_ids: str) -> None:
+        if entry_ids:
+            await self._connection.call("XACK", self.stream, self.group, *entry_ids)
