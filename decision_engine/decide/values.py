@@ -35,7 +35,8 @@ class NoticeRecord:
     notice_id: str
     channel: str
     status: str
-    """queued, held, sent, failed, dead_lettered or delivered."""
+    """queued, held, sent, rejected (by the provider), dead_lettered; or a receipt:
+    delivered, failed, bounced."""
     text: str
     at: float
     """When it was decided, epoch seconds."""

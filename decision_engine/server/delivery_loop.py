@@ -65,7 +65,7 @@ class DeliveryCounts:
 
     delivered: int = 0
     retried: int = 0
-    failed: int = 0
+    rejected: int = 0
     dead_lettered: int = 0
     already_delivered: int = 0
 
@@ -128,7 +128,7 @@ class DeliveryWorker:
         try:
             entry = decode(fields)
         except BadOutboxEntry as exc:
-            await self._give_up(entry_id, _unreadable(fields, str(exc)), "unreadable")
+            await self._give_up(entry_id, _unreadable(fields), f"unreadable: {exc}")
             return
         if await was_delivered(self._durable, entry.key):
             await settle_delivered(self._durable, entry_id, entry.key)
@@ -161,8 +161,8 @@ class DeliveryWorker:
         attempt = entry.attempt + 1
         failed = replace(entry, attempt=attempt, last_error=result.detail[:200])
         if result.status == FAILED:
-            await self._give_up(entry_id, failed, result.detail, sender.name, status="failed")
-            self.counts.failed += 1
+            await self._give_up(entry_id, failed, result.detail, sender.name, status="rejected")
+            self.counts.rejected += 1
         elif attempt >= self.max_attempts:
             await self._give_up(entry_id, failed, result.detail, sender.name)
         else:
@@ -218,7 +218,7 @@ class DeliveryWorker:
         metrics.NOTICE_DEAD_LETTERS.set(int(dead))
 
 
-def _unreadable(fields: Mapping[str, str], why: str) -> OutboxEntry:
+def _unreadable(fields: Mapping[str, str]) -> OutboxEntry:
     """An entry that does not decode, kept on the dead-letter stream with what it had."""
     return OutboxEntry(
         key=fields.get("key", ""), notice_id=fields.get("notice_id", ""),
@@ -226,5 +226,4 @@ def _unreadable(fields: Mapping[str, str], why: str) -> OutboxEntry:
         customer_id=fields.get("customer_id", ""), channel=fields.get("channel", ""),
         address=fields.get("address", ""), subject=fields.get("subject", ""),
         text=fields.get("text", ""), urgent=False, decided_at=0.0, not_before=0.0,
-        last_error=why,
     )  # fmt: skip

@@ -187,7 +187,7 @@ class Metrics:
         )
         self.NOTICE_DELIVERIES = Counter(
             "notice_deliveries_total",
-            "Delivery attempts, by channel, sender and result (delivered, retry, failed, "
+            "Delivery attempts, by channel, sender and result (delivered, retry, rejected, "
             "dead_lettered, already_delivered).",
             ["channel", "sender", "result"],
         )

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from decision_engine.decide.notices import (
     HELD,
@@ -63,7 +64,7 @@ class Progress:
     conflicts: int = 0
 
 
-class RulesetSource:
+class RulesetSource(Protocol):
     """Anything with the ruleset currently served (server/service.py's ActiveRuleset)."""
 
     current: CompiledRuleset

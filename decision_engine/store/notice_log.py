@@ -1,11 +1,11 @@
 """The customer's notice log on the decision Redis: what Decide and the agent see.
 
 One record per notice id (the latest notice of that id), written by three parties in
-any order: the notice process (queued, held), the delivery worker (sent, failed,
-dead_lettered) and the provider's receipt (delivered, failed, bounced). One script
-merges each write, so a late write never undoes a later fact: a status only moves
-forward (queued → sent → a receipt), and a record of an older notice never replaces
-that of a newer one.
+any order: the notice process (queued, held), the delivery worker (sent, rejected, dead_lettered)
+and the provider's receipt (delivered, failed, bounced). One script merges each write,
+so a late write never undoes a later fact: a status only moves forward (queued → sent →
+a receipt; a dead letter an operator retries can still become sent), and a record of an
+older notice never replaces that of a newer one.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ if raw then
   if old.key ~= new.key then
     if (old.at or 0) > (new.at or 0) then return 0 end
   else
-    local rank = {queued = 1, held = 1, sent = 2}
+    local rank = {queued = 1, held = 1, rejected = 1, dead_lettered = 1, sent = 2}
     if (rank[old.status] or 3) > (rank[new.status] or 3) then new.status = old.status end
     for k, v in pairs(old) do if new[k] == nil then new[k] = v end end
   end

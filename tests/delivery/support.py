@@ -4,7 +4,10 @@ handler, both recording what they get, and the notice the tests send."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from decision_engine.delivery.webhook import verify_signature
 from decision_engine.store.outbox import OutboxEntry
 
 
@@ -102,3 +106,76 @@ class Relay:
         assert isinstance(message, EmailMessage)  # what the default policy builds
         self.messages.append((envelope, message))
         return "250 Message accepted"
+
+
+class WebhookThread:
+    """A webhook receiver on a thread of its own (for a `serve` or a worker in another
+    process): records every call's Idempotency-Key and JSON body; answers `status`, or
+    what `answer` returns for the body."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.calls: list[tuple[str, dict[str, Any], bool]] = []
+        self.status = 200
+        self._lock = threading.Lock()
+        self._started = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> WebhookThread:
+        self._thread.start()
+        assert self._started.wait(10), "webhook receiver did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return [key for key, _, _ in self.calls]
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [body for _, body, _ in self.calls]
+
+    def all_signed(self) -> bool:
+        with self._lock:
+            return all(ok for _, _, ok in self.calls)
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Until `count` distinct keys arrived (False if not within `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(set(self.keys())) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        signed = verify_signature(
+            self.secret,
+            request.headers.get("X-Timestamp", ""),
+            body,
+            request.headers.get("X-Signature-256", ""),
+        )
+        with self._lock:
+            self.calls.append(
+                (request.headers.get("Idempotency-Key", ""), json.loads(body), signed)
+            )
+        return web.json_response({"id": f"prov-{len(self.calls)}"}, status=self.status)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        self._started.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
