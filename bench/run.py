@@ -85,6 +85,7 @@ def start_server(
     metrics_port: int = 0,
     extra: tuple[str, ...] = (),
     moment_workers: int = 0,
+    notice_workers: int = 0,
 ) -> subprocess.Popen[bytes]:
     args = [
         str(BIN / "decision-engine"), "serve",
@@ -92,7 +93,8 @@ def start_server(
         "--outcomes-redis-url", outcomes_url or redis_url,
         "--host", "127.0.0.1", "--port", str(port),
         "--metrics-port", str(metrics_port or free_port()), "--workers", "2",
-        "--moment-workers", str(moment_workers), "--log-level", "WARNING", *extra,
+        "--moment-workers", str(moment_workers), "--notice-workers", str(notice_workers),
+        "--log-level", "WARNING", *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)

@@ -67,15 +67,23 @@ def check_senders(settings: Settings, ruleset: CompiledRuleset) -> None:
         build_senders(settings, ruleset)
 
 
-def notice_worker_main(settings: Settings, redis_url: str, index: int, supervisor: int) -> None:
+def notice_worker_main(
+    settings: Settings, redis_url: str, port: int, index: int, supervisor: int
+) -> None:
     """The forked process's entry point: work until SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     die_with(supervisor, name=f"notices-{index}")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(settings, redis_url, index))
+        asyncio.run(_run(settings, redis_url, consumer_suffix(port, index)))
 
 
-async def _run(settings: Settings, redis_url: str, index: int) -> None:
+def consumer_suffix(port: int, index: int) -> str:
+    """Names this process's consumers: the same after a restart (it takes back what it
+    left pending), different for every replica and process (none takes another's)."""
+    return f"{socket.gethostname()}:{port}:{index}"
+
+
+async def _run(settings: Settings, redis_url: str, suffix: str) -> None:
     from decision_engine.server.delivery_loop import DeliveryWorker
     from decision_engine.server.notice_loop import NoticeProcessor
 
@@ -92,15 +100,15 @@ async def _run(settings: Settings, redis_url: str, index: int) -> None:
     )
     processor = NoticeProcessor(
         served.rules, decision=decision, durable=durable, reader=events_reader,
-        consumer=f"notices-{index}",
+        consumer=f"notices-{suffix}",
     )  # fmt: skip
     delivery = DeliveryWorker(
         senders, durable=durable, reader=outbox_reader, decision=decision,
-        consumer=f"delivery-{index}",
+        consumer=f"delivery-{suffix}",
     )  # fmt: skip
     log.info(
-        "notice process %d (pid %d): senders %s",
-        index,
+        "notice process %s (pid %d): senders %s",
+        suffix,
         os.getpid(),
         ", ".join(f"{c}={s.name}" for c, s in sorted(senders.items())),
     )
@@ -110,7 +118,7 @@ async def _run(settings: Settings, redis_url: str, index: int) -> None:
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
     tasks = [
-        asyncio.create_task(reload_on_signal(served, reload_wanted, f"notice process {index}")),
+        asyncio.create_task(reload_on_signal(served, reload_wanted, f"notice process {suffix}")),
         asyncio.create_task(
             _sweep_daily(served.rules, decision, durable, stopped), name="key-date sweep"
         ),

@@ -116,7 +116,7 @@ def supervise(
               lambda i: (settings, redis_url, i, supervisor), moment_workers,
               " (it replays its live interactions)", metrics.MOMENT_RESTARTS.inc),
         _Pool("notice process", notice_worker_main,
-              lambda i: (settings, redis_url, i, supervisor), notice_workers,
+              lambda i: (settings, redis_url, port, i, supervisor), notice_workers,
               " (its pending events and notices are claimed again)"),
     ]  # fmt: skip
     for pool in pools:

@@ -74,20 +74,23 @@ def start_server(
     *args: str,
     workers: int = 2,
     moment_workers: int = 0,
+    notice_workers: int = 0,
     timeout: float = 30.0,
     env: dict[str, str] | None = None,
     tls: ClientTls | None = None,
 ) -> Server:
     """Start `decision-engine serve` and wait until its health check says SERVING.
 
-    Without moment processes unless asked (`moment_workers`): the supervisor's children
-    are then its gRPC workers, whatever moment engine is installed."""
+    Without moment or notice processes unless asked (`moment_workers`, `notice_workers`):
+    the supervisor's children are then its gRPC workers, whatever moment engine is
+    installed."""
     port, metrics_port = free_port(), free_port()
     log_path = tmp / f"serve-{port}.log"
     command = [
         sys.executable, "-m", "decision_engine.cli", "serve",
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
-        "--workers", str(workers), "--moment-workers", str(moment_workers), *args,
+        "--workers", str(workers), "--moment-workers", str(moment_workers),
+        "--notice-workers", str(notice_workers), *args,
     ]  # fmt: skip
     with log_path.open("w") as log:
         process = subprocess.Popen(
