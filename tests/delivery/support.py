@@ -117,6 +117,9 @@ class WebhookThread:
         self.secret = secret
         self.calls: list[tuple[str, dict[str, Any], bool]] = []
         self.status = 200
+        self.hold_after: int | None = None
+        """Calls after this many are held unanswered until `release()`."""
+        self._gate = asyncio.Event()  # set (and waited on) in the receiver's own loop
         self._lock = threading.Lock()
         self._started = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -132,23 +135,39 @@ class WebhookThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def keys(self) -> list[str]:
+    def keys(self, prefix: str = "") -> list[str]:
         with self._lock:
-            return [key for key, _, _ in self.calls]
+            return [key for key, _, _ in self.calls if key.startswith(prefix)]
 
-    def bodies(self) -> list[dict[str, Any]]:
+    def bodies(self, prefix: str = "") -> list[dict[str, Any]]:
         with self._lock:
-            return [body for _, body, _ in self.calls]
+            return [body for key, body, _ in self.calls if key.startswith(prefix)]
+
+    def wait_held(self, timeout: float) -> bool:
+        """Until a call is being held (False if none within `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.hold_after is not None and len(self.calls) > self.hold_after:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def release(self) -> None:
+        """Answer the held calls, and hold none from now on."""
+        self.hold_after = None
+        self._loop.call_soon_threadsafe(self._gate.set)
 
     def all_signed(self) -> bool:
         with self._lock:
             return all(ok for _, _, ok in self.calls)
 
-    def wait_for(self, count: int, timeout: float) -> bool:
-        """Until `count` distinct keys arrived (False if not within `timeout`)."""
+    def wait_for(self, count: int, timeout: float, prefix: str = "") -> bool:
+        """Until `count` distinct keys (starting with `prefix`) arrived; False if not
+        within `timeout`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(set(self.keys())) >= count:
+            if len(set(self.keys(prefix))) >= count:
                 return True
             time.sleep(0.05)
         return False
@@ -161,10 +180,12 @@ class WebhookThread:
             body,
             request.headers.get("X-Signature-256", ""),
         )
+        key = request.headers.get("Idempotency-Key", "")
         with self._lock:
-            self.calls.append(
-                (request.headers.get("Idempotency-Key", ""), json.loads(body), signed)
-            )
+            self.calls.append((key, json.loads(body), signed))
+            held = self.hold_after is not None and len(self.calls) > self.hold_after
+        if held:
+            await self._gate.wait()
         return web.json_response({"id": f"prov-{len(self.calls)}"}, status=self.status)
 
     def _serve(self) -> None:
@@ -179,3 +200,4 @@ class WebhookThread:
         self._started.set()
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
