@@ -32,15 +32,16 @@ from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.server import metrics
 from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.keys import EVENTS_GROUP, EVENTS_STREAM
-from decision_engine.store.notice_log import write_notice_log
+from decision_engine.store.notice_log import log_write, write_notice_logs
 from decision_engine.store.notices import (
     BadEventEntry,
+    CustomerNotices,
     audience_members,
     commit,
     first_sight,
     notice_key,
     parse_entry,
-    read_customer,
+    read_customers,
     reject,
 )
 from decision_engine.store.work_queue import StreamConsumer
@@ -49,6 +50,7 @@ log = logging.getLogger("decision_engine.notices")
 
 PAGE = 500
 """Customers of an audience planned at once (their reads and commits share round trips)."""
+PAGES_AT_ONCE = 3
 MAX_REPLANS = 5
 """Commits refused because the customer's notices changed, before giving up on one."""
 
@@ -108,8 +110,9 @@ class NoticeProcessor:
     async def step(self) -> int:
         """Take entries (own pending, stale, or new: blocking up to block_ms); process them."""
         entries = await self._queue.next_batch()
-        for entry_id, fields in entries:
-            await self._handle(entry_id, fields)
+        # At once: a customer's notices are committed compare-and-set, so two events
+        # about one customer in the same batch plan again rather than race.
+        await asyncio.gather(*(self._handle(entry_id, fields) for entry_id, fields in entries))
         return len(entries)
 
     async def _handle(self, entry_id: str, fields: Mapping[str, str]) -> None:
@@ -142,11 +145,20 @@ class NoticeProcessor:
     async def process(self, event: BusinessEvent, ruleset: CompiledRuleset) -> Progress:
         """Plan and queue the event's notices for each of its customers."""
         progress = Progress()
-        async for customer_ids in self._customers(event):
-            progress.customers += len(customer_ids)
-            await asyncio.gather(
-                *(self._for_customer(event, ruleset, c, progress) for c in customer_ids)
-            )
+        # A few pages at once: one's reads travel while another is planned.
+        pages: set[asyncio.Task[None]] = set()
+        try:
+            async for customer_ids in self._customers(event):
+                progress.customers += len(customer_ids)
+                if len(pages) >= PAGES_AT_ONCE:
+                    done, pages = await asyncio.wait(pages, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
+                pages.add(asyncio.create_task(self._page(event, ruleset, customer_ids, progress)))
+            await asyncio.gather(*pages)
+        finally:
+            for task in pages:
+                task.cancel()
         return progress
 
     async def _customers(self, event: BusinessEvent) -> AsyncIterator[list[str]]:
@@ -166,55 +178,68 @@ class NoticeProcessor:
             if cursor == 0:
                 return
 
-    async def _for_customer(
-        self, event: BusinessEvent, ruleset: CompiledRuleset, customer_id: str, progress: Progress
+    async def _page(
+        self,
+        event: BusinessEvent,
+        ruleset: CompiledRuleset,
+        customer_ids: list[str],
+        progress: Progress,
     ) -> None:
+        """Read, plan and commit a page of customers, each step one pipeline per Redis;
+        customers whose sent notices changed meanwhile are planned again."""
+        pending = customer_ids
         for _ in range(MAX_REPLANS):
             now = self._clock()
-            customer = await read_customer(self._decision, self._durable, customer_id, now=now)
-            plans = plan_notices(ruleset, event, customer.profile, customer.sent, now=now)
-            if await commit(self._durable, customer, event, plans, now=now):
-                await self._record(event, customer_id, plans, now, progress)
+            customers = await read_customers(self._decision, self._durable, pending, now=now)
+            planned = [
+                (c, plan_notices(ruleset, event, c.profile, c.sent, now=now)) for c in customers
+            ]
+            committed = await commit(self._durable, event, planned, now=now)
+            done = [item for item, ok in zip(planned, committed, strict=True) if ok]
+            await self._record(event, done, now, progress)
+            pending = [c.customer_id for (c, _), ok in zip(planned, committed, strict=True)
+                       if not ok]  # fmt: skip
+            if not pending:
                 return
-            progress.conflicts += 1
-        log.warning("notices of event %s: gave up on a customer after %d conflicts",
-                    event.event_id, MAX_REPLANS)  # fmt: skip
+            progress.conflicts += len(pending)
+        log.warning("notices of event %s: gave up on %d customer(s) after %d conflicts",
+                    event.event_id, len(pending), MAX_REPLANS)  # fmt: skip
 
     async def _record(
         self,
         event: BusinessEvent,
-        customer_id: str,
-        plans: list[NoticePlan],
+        done: list[tuple[CustomerNotices, list[NoticePlan]]],
         now: float,
         progress: Progress,
     ) -> None:
         writes = []
-        for plan in plans:
-            if plan.status == SUPPRESSED:
-                progress.suppressed += 1
-                metrics.NOTICES_SUPPRESSED.labels(plan.notice_id, plan.reason).inc()
-                continue
-            status = "queued" if plan.status == SEND else "held"
-            if plan.status == HELD:
-                progress.held += 1
-            else:
-                progress.queued += 1
-            metrics.NOTICES_DECIDED.labels(plan.notice_id, plan.channel, status).inc()
-            key = notice_key(event.event_id, plan.notice_id, customer_id, plan.channel)
-            writes.append(
-                write_notice_log(
-                    self._decision,
-                    customer_id,
-                    plan.notice_id,
-                    key=key,
-                    status=status,
-                    now=now,
-                    at=now,
-                    channel=plan.channel,
-                    text=plan.text,
+        for customer, plans in done:
+            for plan in plans:
+                if plan.status == SUPPRESSED:
+                    progress.suppressed += 1
+                    metrics.NOTICES_SUPPRESSED.labels(plan.notice_id, plan.reason).inc()
+                    continue
+                status = "queued" if plan.status == SEND else "held"
+                if plan.status == HELD:
+                    progress.held += 1
+                else:
+                    progress.queued += 1
+                metrics.NOTICES_DECIDED.labels(plan.notice_id, plan.channel, status).inc()
+                customer_id = customer.customer_id
+                key = notice_key(event.event_id, plan.notice_id, customer_id, plan.channel)
+                writes.append(
+                    log_write(
+                        customer_id,
+                        plan.notice_id,
+                        key=key,
+                        status=status,
+                        now=now,
+                        at=now,
+                        channel=plan.channel,
+                        text=plan.text,
+                    )
                 )
-            )
-        await asyncio.gather(*writes)
+        await write_notice_logs(self._decision, writes)
 
 
 def _label(ruleset: CompiledRuleset, event_type: str) -> str:

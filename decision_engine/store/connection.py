@@ -62,7 +62,16 @@ class Mark:
 
 
 def encode(*parts: str | bytes | float) -> bytes:
-    """A command in the Redis protocol (RESP)."""
+    """A command in the Redis protocol (RESP); hiredis packs it in C (2.5× faster for a
+    script call), we pack what it refuses (a bool)."""
+    try:
+        # (hiredis's stub types the tuple as having one item.)
+        return cast(bytes, hiredis.pack_command(parts))  # type: ignore[arg-type]
+    except TypeError:
+        return _encode(parts)
+
+
+def _encode(parts: Sequence[str | bytes | float]) -> bytes:
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
         data = part if isinstance(part, bytes) else str(part).encode()
@@ -195,10 +204,20 @@ class PipelinedConnection:
         try:
             return await protocol.send(encode(*parts))
         except _ReplyError as exc:
-            message = str(exc)
-            if message.split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
-                raise StoreUnavailableError(message) from None
-            raise ReplyError(message) from None
+            raise _translated(exc) from None
+
+    async def pipeline(self, commands: Sequence[Sequence[str | bytes | float]]) -> list[Any]:
+        """Send many commands at once and wait for all replies, in order; a reply that is an
+        error comes back as the ReplyError or StoreUnavailableError `call` would raise.
+        Cheaper than as many concurrent `call`s: one coroutine, not one each."""
+        if not commands:
+            return []
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            protocol = await self._connect()
+        futures = [protocol.send(encode(*parts)) for parts in commands]
+        replies = await asyncio.gather(*futures, return_exceptions=True)
+        return [_translated(r) if isinstance(r, _ReplyError) else r for r in replies]
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:
@@ -245,6 +264,13 @@ class ReplyError(Exception):
     """Redis answered a command with an error (e.g. NOSCRIPT)."""
 
 
+def _translated(exc: _ReplyError) -> Exception:
+    message = str(exc)
+    if message.split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
+        return StoreUnavailableError(message)
+    return ReplyError(message)
+
+
 class Script:
     """A Lua script run by its SHA1, sent along only when Redis does not have it cached."""
 
@@ -265,3 +291,31 @@ class Script:
             return await connection.call("EVAL", self.source, len(keys), *keys, *args)
         except ReplyError as exc:
             raise StoreUnavailableError(str(exc)) from exc
+
+    async def many(
+        self,
+        connection: PipelinedConnection,
+        calls: Sequence[tuple[Sequence[str], Sequence[str | float]]],
+    ) -> list[Any]:
+        """The script once per (keys, args), all in one pipeline; the replies in order."""
+        replies = await connection.pipeline(
+            [("EVALSHA", self.sha, len(keys), *keys, *args) for keys, args in calls]
+        )
+        forgotten = [i for i, r in enumerate(replies) if _noscript(r)]
+        if forgotten:
+            again = await connection.pipeline(
+                [("EVAL", self.source, len(calls[i][0]), *calls[i][0], *calls[i][1])
+                 for i in forgotten]
+            )  # fmt: skip
+            for i, reply in zip(forgotten, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise StoreUnavailableError(str(reply)) from reply
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+
+def _noscript(reply: object) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")

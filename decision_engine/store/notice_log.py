@@ -11,6 +11,7 @@ older notice never replaces that of a newer one.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from decision_engine.errors import NoticeNotFoundError
 from decision_engine.store.connection import PipelinedConnection, Script
@@ -36,6 +37,35 @@ return 1
 _WRITE = Script(_WRITE_LUA)
 
 
+def log_write(
+    customer_id: str,
+    notice_id: str,
+    *,
+    key: str,
+    status: str,
+    now: float,
+    at: float | None = None,
+    channel: str | None = None,
+    text: str | None = None,
+    provider_ref: str | None = None,
+) -> tuple[list[str], list[str | float]]:
+    """One fact about a notice, as the merge script's keys and arguments."""
+    record: dict[str, str | float] = {"key": key, "status": status, "updated": now}
+    for name, value in (("at", at), ("channel", channel), ("text", text),
+                        ("provider_ref", provider_ref)):  # fmt: skip
+        if value is not None:
+            record[name] = value
+    return [notice_log_key(customer_id)], [notice_id, json.dumps(record)]
+
+
+async def write_notice_logs(
+    decision: PipelinedConnection, writes: Sequence[tuple[list[str], list[str | float]]]
+) -> list[bool]:
+    """Merge facts (log_write) into customers' logs, one pipeline; per fact False when the
+    log holds a newer notice of the same id (the fact is about an older one: dropped)."""
+    return [bool(r) for r in await _WRITE.many(decision, writes)]
+
+
 async def write_notice_log(
     decision: PipelinedConnection,
     customer_id: str,
@@ -49,15 +79,12 @@ async def write_notice_log(
     text: str | None = None,
     provider_ref: str | None = None,
 ) -> bool:
-    """Merge one fact about a notice into the customer's log; False when the log holds a
-    newer notice of the same id (this write is about an older one, and is dropped)."""
-    record: dict[str, str | float] = {"key": key, "status": status, "updated": now}
-    for name, value in (("at", at), ("channel", channel), ("text", text),
-                        ("provider_ref", provider_ref)):  # fmt: skip
-        if value is not None:
-            record[name] = value
-    reply = await _WRITE(decision, [notice_log_key(customer_id)], [notice_id, json.dumps(record)])
-    return bool(reply)
+    """Merge one fact about a notice into the customer's log (see write_notice_logs)."""
+    write = log_write(
+        customer_id, notice_id, key=key, status=status, now=now, at=at, channel=channel,
+        text=text, provider_ref=provider_ref,
+    )  # fmt: skip
+    return bool(await _WRITE(decision, *write))
 
 
 async def record_receipt(

@@ -11,11 +11,13 @@ is never counted without being queued, nor queued without being counted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from decision_engine.decide.notices import HELD, SEND, BusinessEvent, NoticePlan, SentNotice
+from decision_engine.errors import StoreUnavailableError
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import (
     EVENTS_GROUP,
@@ -198,22 +200,40 @@ class CustomerNotices:
     version: str
 
 
-async def read_customer(
-    decision: PipelinedConnection, durable: PipelinedConnection, customer_id: str, *, now: float
-) -> CustomerNotices:
-    """The customer's profile and sent notices (concurrent calls share round trips)."""
-    profile = await decision.call("HGETALL", profile_key(customer_id))
-    version = await durable.call("GET", notices_version_key(customer_id))
-    members = await durable.call(
-        "ZRANGEBYSCORE", notices_sent_key(customer_id), now - SENT_HORIZON_S, "+inf", "WITHSCORES"
-    )
-    fields = pairs([str(p) for p in profile])
-    return CustomerNotices(
-        customer_id,
-        fields or None,
-        tuple(_sent(str(m), float(s)) for m, s in zip(members[::2], members[1::2], strict=True)),
-        "0" if version is None else str(version),
-    )
+async def read_customers(
+    decision: PipelinedConnection,
+    durable: PipelinedConnection,
+    customer_ids: Sequence[str],
+    *,
+    now: float,
+) -> list[CustomerNotices]:
+    """Each customer's profile and sent notices: one pipeline to each Redis."""
+    since = now - SENT_HORIZON_S
+    profiles, reads = await asyncio.gather(
+        decision.pipeline([("HGETALL", profile_key(c)) for c in customer_ids]),
+        durable.pipeline(
+            [command for c in customer_ids for command in (
+                ("GET", notices_version_key(c)),
+                ("ZRANGEBYSCORE", notices_sent_key(c), since, "+inf", "WITHSCORES"),
+            )]
+        ),
+    )  # fmt: skip
+    out = []
+    for n, customer_id in enumerate(customer_ids):
+        profile, version, members = profiles[n], reads[2 * n], reads[2 * n + 1]
+        for reply in (profile, version, members):
+            if isinstance(reply, Exception):
+                raise StoreUnavailableError(str(reply)) from reply
+        sent = (_sent(str(m), float(s)) for m, s in zip(members[::2], members[1::2], strict=True))
+        out.append(
+            CustomerNotices(
+                customer_id,
+                pairs([str(p) for p in profile]) or None,
+                tuple(sent),
+                "0" if version is None else str(version),
+            )
+        )
+    return out
 
 
 def _sent(member: str, at: float) -> SentNotice:
@@ -256,14 +276,30 @@ def outbox_entry(
 
 async def commit(
     durable: PipelinedConnection,
-    customer: CustomerNotices,
     event: BusinessEvent,
-    plans: Sequence[NoticePlan],
+    planned: Sequence[tuple[CustomerNotices, Sequence[NoticePlan]]],
     *,
     now: float,
-) -> bool:
-    """Count and queue the plans that send (now or held); False if the customer's sent
-    notices changed since they were read (plan again)."""
+) -> list[bool]:
+    """Count and queue each customer's plans that send (now or held), one pipeline for
+    all; per customer False if their sent notices changed since they were read (plan
+    again)."""
+    calls = []
+    committed = [True] * len(planned)
+    for n, (customer, plans) in enumerate(planned):
+        call = _commit_call(customer, event, plans, now=now)
+        if call is not None:
+            calls.append((n, call))
+    replies = await _COMMIT.many(durable, [call for _, call in calls])
+    for (n, _), reply in zip(calls, replies, strict=True):
+        committed[n] = bool(reply)
+    return committed
+
+
+def _commit_call(
+    customer: CustomerNotices, event: BusinessEvent, plans: Sequence[NoticePlan], *, now: float
+) -> tuple[list[str], list[str | float]] | None:
+    """The commit script's keys and arguments for one customer; None if nothing sends."""
     args: list[str | float] = [customer.version, repr(now), SENT_HORIZON_S, KEY_TTL_S]
     keys = [
         notices_version_key(customer.customer_id),
@@ -286,9 +322,7 @@ async def commit(
             len(fields),
             *fields,
         ]
-    if len(keys) == 4:
-        return True
-    return bool(await _COMMIT(durable, keys, args))
+    return None if len(keys) == 4 else (keys, args)
 
 
 async def audience_members(

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
 
 from decision_engine.store.connection import PipelinedConnection, Script
 from decision_engine.store.keys import (
@@ -58,7 +59,8 @@ class BadOutboxEntry(ValueError):
 def encode(entry: OutboxEntry) -> dict[str, str]:
     """The entry as stream fields (all strings)."""
     out = {}
-    for name, value in asdict(entry).items():
+    for name in _FIELDS:  # not asdict(): it deep-copies, 60 µs an entry
+        value = getattr(entry, name)
         if isinstance(value, bool):
             out[name] = "1" if value else "0"
         elif isinstance(value, float):
@@ -66,6 +68,9 @@ def encode(entry: OutboxEntry) -> dict[str, str]:
         else:
             out[name] = str(value)
     return out
+
+
+_FIELDS = tuple(f.name for f in dataclass_fields(OutboxEntry))
 
 
 def decode(fields: Mapping[str, str]) -> OutboxEntry:
