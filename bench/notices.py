@@ -1,5 +1,5 @@
-"""Proactive notices under load: a real `serve` with one notice process, delivering to a
-real signed webhook (an aiohttp receiver in this process).
+"""Proactive notices under load: a real `serve` with `notice_workers` notice processes,
+delivering to a real signed webhook (bench/webhook_receiver.py, in a process of its own).
 
 - audience: one `service_outage` event for an audience of `audience` customers: seconds
   until every notice is decided (queued on the outbox or held for quiet hours), then
@@ -28,13 +28,22 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bench.load import Calls, Options, latency_summary, open_channels, open_loop, wait_serving
-from bench.run import free_port, start_server, stop
+from bench.load import (
+    Calls,
+    Options,
+    cpu_seconds,
+    latency_summary,
+    open_channels,
+    open_loop,
+    wait_serving,
+)
+from bench.run import child_pids, free_port, start_server, stop
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.ruleset.load import load_profile_rules
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.generate import generate_profiles
+from decision_engine.store.keys import EVENTS_STREAM
 from decision_engine.store.profiles import ProfileStore
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
@@ -49,6 +58,7 @@ class NoticeOptions:
     decide_rate: float = 1000.0
     duration: float = 20.0
     timeout_s: float = 300.0
+    notice_workers: int = 2
 
 
 @dataclass
@@ -96,8 +106,17 @@ def metric_sum(metrics_port: int, name: str, *labels: str) -> float:
     return total
 
 
+def events_settled(durable_url: str) -> bool:
+    """No entry of the events stream waits to be read or is pending."""
+    import redis as redis_py
+
+    with redis_py.Redis.from_url(durable_url) as client:
+        groups = client.xinfo_groups(EVENTS_STREAM)
+    return all(g["pending"] == 0 and not g.get("lag") for g in groups)
+
+
 async def audience_phase(
-    target: str, metrics_port: int, receiver: Receiver, opts: NoticeOptions
+    target: str, metrics_port: int, durable_url: str, receiver: Receiver, opts: NoticeOptions
 ) -> dict[str, Any]:
     async with open_channels(target, 1)[0] as channel:
         stub = pb_grpc.NoticeServiceStub(channel)
@@ -109,8 +128,11 @@ async def audience_phase(
         began = time.perf_counter()
         wall = time.time()
         await stub.PublishEvent(event, timeout=10)
-    done = 'type="service_outage"'
-    while metric_sum(metrics_port, "business_events_processed_total", done, 'result="done"') < 1:
+    # Split into pages, and every page done (none waiting or pending in the group).
+    kind = 'type="service_outage"'
+    while metric_sum(
+        metrics_port, "business_events_processed_total", kind, 'result="split"'
+    ) < 1 or not events_settled(durable_url):
         await asyncio.sleep(0.05)
         if time.perf_counter() - began > opts.timeout_s:
             raise TimeoutError("the audience event was not processed in time")
@@ -177,6 +199,34 @@ async def single_events(
     }
 
 
+def process_names(server_pid: int, receiver_pid: int, redis: dict[str, str]) -> dict[str, int]:
+    """The processes whose CPU the phases report, by what they are."""
+    import redis as redis_py
+
+    names = {"load generator": os.getpid(), "webhook receiver": receiver_pid}
+    for pid in child_pids(server_pid):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        names[comm if comm.startswith("notices") else f"grpc worker {pid}"] = pid
+    for name, url in redis.items():
+        with redis_py.Redis.from_url(url) as client:
+            names[name] = int(client.info("server")["process_id"])
+    return names
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds([pid]) for name, pid in pids.items()}
+
+
+def _cpu_share(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
+    """Share of one core each process used over the phase."""
+    return {name: round((after[name] - before[name]) / seconds, 2) for name in before}
+
+
 def _decide(samples: Any) -> dict[str, Any]:
     ok = sorted(samples.by_outcome.get("OK", []))
     summary = latency_summary(ok)
@@ -185,19 +235,27 @@ def _decide(samples: Any) -> dict[str, Any]:
 
 
 async def run(
-    opts: NoticeOptions, target: str, metrics_port: int, receiver: Receiver
+    opts: NoticeOptions,
+    target: str,
+    metrics_port: int,
+    receiver: Receiver,
+    pids: dict[str, int],
 ) -> dict[str, Any]:
     results: dict[str, Any] = {"options": asdict(opts)}
     print(f"notices: an audience event for {opts.audience:,} customers", flush=True)
-    results["audience"] = await audience_phase(target, metrics_port, receiver, opts)
+    results["audience"] = await audience_phase(target, metrics_port, durable_url, receiver, opts)
     channels = open_channels(target, 8)
     workload = Calls(channels, Options(target=target, customers=opts.audience))
     try:
         print(f"notices: Decide alone at {opts.decide_rate:g}/s", flush=True)
+        before = _cpu(pids)
         alone = await open_loop(workload.decide, opts.decide_rate, opts.duration)
+        results["cpu_share_decide_alone"] = _cpu_share(before, _cpu(pids), opts.duration)
         print(f"notices: events at {opts.event_rate:g}/s, Decide beside", flush=True)
+        before = _cpu(pids)
         events = asyncio.create_task(single_events(target, receiver, opts, "bench-card-"))
         together = await open_loop(workload.decide, opts.decide_rate, opts.duration)
+        results["cpu_share_with_events"] = _cpu_share(before, _cpu(pids), opts.duration)
         results["single_events"] = await events
     finally:
         for channel in channels:
@@ -223,13 +281,16 @@ async def main_async(opts: NoticeOptions, work: Path) -> dict[str, Any]:
         os.environ["DECISION_ENGINE_WEBHOOK_SECRET"] = SECRET
         server = start_server(
             RULES, decision.url, port, work / "serve-notices.log", durable.url, metrics_port,
-            extra=("--notice-senders", f"*={receiver.url}"), notice_workers=1,
+            extra=("--notice-senders", f"*={receiver.url}"), notice_workers=opts.notice_workers,
         )  # fmt: skip
         try:
             target = f"127.0.0.1:{port}"
             await wait_serving(target, timeout=60)
             await asyncio.sleep(2.0)  # the key-date sweep at start, out of the way
-            return await run(opts, target, metrics_port, receiver)
+            pids = process_names(
+                server.pid, hook.pid, {"redis": decision.url, "durable redis": durable.url}
+            )
+            return await run(opts, target, metrics_port, durable.url, receiver, pids)
         finally:
             stop(server)
             hook.terminate()

@@ -41,6 +41,8 @@ from decision_engine.store.work_queue import StreamConsumer
 log = logging.getLogger("decision_engine.delivery")
 
 GAUGES_EVERY_S = 5.0
+RELEASE_EVERY_S = 0.2
+"""Held notices due are moved onto the outbox this often (not on every step)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ class DeliveryWorker:
             durable, reader, stream=NOTICE_OUTBOX, group=OUTBOX_GROUP, consumer=consumer,
             claim_idle_s=claim_idle_s, batch=batch, block_ms=block_ms,
         )  # fmt: skip
-        self._gauges_at = 0.0
+        self._gauges_at = self._released_at = float("-inf")
         self.counts = DeliveryCounts()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -118,7 +120,9 @@ class DeliveryWorker:
     async def step(self) -> int:
         """Release due notices, then claim stale entries or read new ones; deliver them."""
         now = self._clock()
-        await release_due(self._durable, now=now, limit=self.batch * 5)
+        if now - self._released_at >= RELEASE_EVERY_S:
+            self._released_at = now
+            await release_due(self._durable, now=now, limit=self.batch * 5)
         await self._refresh_gauges(now)
         entries = await self._queue.next_batch()
         await asyncio.gather(*(self._deliver(entry_id, fields) for entry_id, fields in entries))

@@ -163,7 +163,7 @@ class Metrics:
         self.EVENTS_PROCESSED = Counter(
             "business_events_processed_total",
             "Business events the notice processes finished, by type and result (done, "
-            "duplicate, rejected).",
+            "duplicate, rejected; split: an audience event made into pages; page: one done).",
             ["type", "result"],
         )
         self.NOTICES_DECIDED = Counter(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +43,7 @@ from decision_engine.store.notices import (
     parse_entry,
     read_customers,
     reject,
+    split_audience,
 )
 from decision_engine.store.work_queue import StreamConsumer
 
@@ -135,20 +136,36 @@ class NoticeProcessor:
             return
         if stored.published_at:
             metrics.EVENT_LAG.set(max(time.time() - stored.published_at, 0.0))
-        await self.process(stored.event, ruleset)
+        if stored.page is not None:
+            await self.process(stored.event, ruleset, stored.page)
+            result = "page"
+        elif stored.event.audience is not None:
+            # Pages for every notice process to share, rather than one doing them all.
+            pages = [page async for page in self._customers(stored.event)]
+            await split_audience(self._durable, stored, pages)
+            metrics.EVENTS_PROCESSED.labels(event_type, "split").inc()
+            return
+        else:
+            await self.process(stored.event, ruleset)
+            result = "done"
         await self._ack(entry_id)
-        metrics.EVENTS_PROCESSED.labels(event_type, "done").inc()
+        metrics.EVENTS_PROCESSED.labels(event_type, result).inc()
 
     async def _ack(self, entry_id: str) -> None:
         await self._queue.ack(entry_id)
 
-    async def process(self, event: BusinessEvent, ruleset: CompiledRuleset) -> Progress:
-        """Plan and queue the event's notices for each of its customers."""
+    async def process(
+        self,
+        event: BusinessEvent,
+        ruleset: CompiledRuleset,
+        customers: Sequence[str] | None = None,
+    ) -> Progress:
+        """Plan and queue the event's notices for each of its customers (or these)."""
         progress = Progress()
         # A few pages at once: one's reads travel while another is planned.
         pages: set[asyncio.Task[None]] = set()
         try:
-            async for customer_ids in self._customers(event):
+            async for customer_ids in self._customers(event, customers):
                 progress.customers += len(customer_ids)
                 if len(pages) >= PAGES_AT_ONCE:
                     done, pages = await asyncio.wait(pages, return_when=asyncio.FIRST_COMPLETED)
@@ -161,7 +178,13 @@ class NoticeProcessor:
                 task.cancel()
         return progress
 
-    async def _customers(self, event: BusinessEvent) -> AsyncIterator[list[str]]:
+    async def _customers(
+        self, event: BusinessEvent, customers: Sequence[str] | None = None
+    ) -> AsyncIterator[list[str]]:
+        if customers is not None:
+            for start in range(0, len(customers), PAGE):
+                yield list(customers[start : start + PAGE])
+            return
         if event.audience is None:
             yield [event.customer_id]
             return

@@ -124,6 +124,8 @@ class StoredEvent:
     event: BusinessEvent
     published_at: float
     checked: bool
+    page: tuple[str, ...] | None = None
+    """A page of an audience event: the customers this entry is for."""
 
 
 class BadEventEntry(ValueError):
@@ -157,7 +159,45 @@ def parse_entry(entry_id: str, fields: Mapping[str, str]) -> StoredEvent:
         customer_id=fields.get("customer_id", ""),
         audience=audience,
     )
-    return StoredEvent(entry_id, event, published, checked="published_at" in fields)
+    return StoredEvent(
+        entry_id, event, published, checked="published_at" in fields, page=_page(fields)
+    )
+
+
+MAX_PAGE = 10_000
+
+
+def _page(fields: Mapping[str, str]) -> tuple[str, ...] | None:
+    if "customers" not in fields:
+        return None
+    try:
+        customers = json.loads(fields["customers"])
+    except json.JSONDecodeError as exc:
+        raise BadEventEntry(f"customers: not JSON ({exc.msg})") from None
+    if not isinstance(customers, list) or not all(isinstance(c, str) and c for c in customers):
+        raise BadEventEntry("customers: not a list of customer ids")
+    if len(customers) > MAX_PAGE:
+        raise BadEventEntry(f"customers: more than {MAX_PAGE} in one entry")
+    return tuple(customers)
+
+
+async def split_audience(
+    durable: PipelinedConnection,
+    stored: StoredEvent,
+    pages: Sequence[Sequence[str]],
+) -> None:
+    """An audience event as page entries on the events stream, which every notice process
+    shares; then the event itself is acknowledged. Split twice (a crash before the
+    acknowledgement) the pages repeat, and deduplication sends nothing twice."""
+    base = event_fields(stored.event, published_at=stored.published_at or 1.0)
+    commands = [
+        ("XADD", EVENTS_STREAM, "*", *base, "customers", json.dumps(list(page))) for page in pages
+    ]
+    for start in range(0, len(commands), 200):
+        for reply in await durable.pipeline(commands[start : start + 200]):
+            if isinstance(reply, Exception):
+                raise StoreUnavailableError(str(reply)) from reply
+    await durable.call("XACK", EVENTS_STREAM, EVENTS_GROUP, stored.entry_id)
 
 
 REJECTED_MAXLEN = 100_000

@@ -11,6 +11,7 @@ starts, it claims them and reads them first.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -157,6 +158,7 @@ class StreamConsumer:
         self.claim_idle_s, self.batch, self.block_ms = claim_idle_s, batch, block_ms
         self._ready = False
         self._own_pending = True
+        self._next_claim = 0.0
 
     async def next_batch(self) -> list[tuple[str, dict[str, str]]]:
         """The next entries to work on (none if nothing came within block_ms)."""
@@ -176,12 +178,16 @@ class StreamConsumer:
                 return entries
             # Only entries deleted while pending: let go of them and look further.
             await self.ack(*(str(item[0]) for item in raw))
-        reply = await self._connection.call(
-            "XAUTOCLAIM", self.stream, self.group, self.consumer,
-            int(self.claim_idle_s * 1000), "0-0", "COUNT", self.batch,
-        )  # fmt: skip
-        if entries := stream_entries(reply[1]):
-            return entries
+        if time.monotonic() >= self._next_claim:
+            # Stale entries are looked for a few times per claim_idle_s, not every read.
+            self._next_claim = time.monotonic() + min(self.claim_idle_s / 4, 5.0)
+            reply = await self._connection.call(
+                "XAUTOCLAIM", self.stream, self.group, self.consumer,
+                int(self.claim_idle_s * 1000), "0-0", "COUNT", self.batch,
+            )  # fmt: skip
+            if entries := stream_entries(reply[1]):
+                self._next_claim = 0.0  # there may be more
+                return entries
         reply = await self._reader.call(
             "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.batch,
             "BLOCK", self.block_ms, "STREAMS", self.stream, ">",

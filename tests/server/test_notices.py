@@ -351,3 +351,39 @@ def test_the_key_date_sweep_raises_each_due_contract_once_and_only_once_a_day(de
         "renewal_offer", "C-1005", "email",
     )  # fmt: skip
     assert "Your contract ends on" in entry["subject"]
+
+
+def test_a_large_audience_is_split_into_pages_that_processes_share(redis_url: str) -> None:
+    load_demo(redis_url, generated=1200)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    everyone = [f"C-{n:06d}" for n in range(1, 1201)]
+    client.sadd(audience_key("postcode", "9999"), *everyone)
+    event = BusinessEvent(
+        "outage-big", "service_outage", NOON, {"outage_id": "o-9"}, audience=("postcode", "9999")
+    )
+    run(lambda c: publish(c, [event], now=time.time()), redis_url)
+
+    async def two() -> list[int]:
+        runs = (process_all(redis_url, consumer=f"p{i}", batch=1) for i in range(2))
+        return await asyncio.gather(*runs)
+
+    # The event, then its pages (of about 500: SSCAN's COUNT is a hint), taken by both.
+    counts = asyncio.run(two())
+    pages = [json.loads(f["customers"]) for _, f in client.xrange(EVENTS_STREAM)
+             if "customers" in f]  # fmt: skip
+    assert len(pages) >= 3 and sum(counts) == 1 + len(pages) and min(counts) >= 1
+    assert sorted(c for page in pages for c in page) == sorted(everyone)
+    decided = outbox(redis_url) + [json.loads(m) for m in client.zrange(NOTICE_HELD, 0, -1)]
+    customers = [d["customer_id"] for d in decided]
+    assert len(customers) == len(set(customers)) > 900  # once each (some have no consent)
+    assert client.xpending(EVENTS_STREAM, "notices")["pending"] == 0
+
+
+def test_a_page_entry_that_is_not_a_list_of_customers_is_set_aside(demo: str) -> None:
+    client = redis.Redis.from_url(demo, decode_responses=True)
+    client.xadd(EVENTS_STREAM, {"event_id": "p-1", "type": "service_outage", "customers": "[1]",
+                                "attributes": '{"outage_id": "o"}'})  # fmt: skip
+
+    assert asyncio.run(process_all(demo)) == 1
+    ((_, rejected),) = client.xrange(EVENTS_REJECTED)
+    assert rejected["reason"] == "customers: not a list of customer ids"
