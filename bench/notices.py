@@ -238,6 +238,7 @@ async def run(
     opts: NoticeOptions,
     target: str,
     metrics_port: int,
+    durable_url: str,
     receiver: Receiver,
     pids: dict[str, int],
 ) -> dict[str, Any]:
