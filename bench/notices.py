@@ -43,7 +43,6 @@ from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
 from decision_engine.ruleset.load import load_profile_rules
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.generate import generate_profiles
-from decision_engine.store.keys import EVENTS_STREAM
 from decision_engine.store.profiles import ProfileStore
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
@@ -106,17 +105,16 @@ def metric_sum(metrics_port: int, name: str, *labels: str) -> float:
     return total
 
 
-def events_settled(durable_url: str) -> bool:
-    """No entry of the events stream waits to be read or is pending."""
-    import redis as redis_py
-
-    with redis_py.Redis.from_url(durable_url) as client:
-        groups = client.xinfo_groups(EVENTS_STREAM)
-    return all(g["pending"] == 0 and not g.get("lag") for g in groups)
+def decided(metrics_port: int) -> float:
+    """Customers the service_outage notice was planned for so far."""
+    notice = 'notice="service_outage"'
+    return metric_sum(metrics_port, "notices_decided_total", notice) + metric_sum(
+        metrics_port, "notices_suppressed_total", notice
+    )
 
 
 async def audience_phase(
-    target: str, metrics_port: int, durable_url: str, receiver: Receiver, opts: NoticeOptions
+    target: str, metrics_port: int, receiver: Receiver, opts: NoticeOptions
 ) -> dict[str, Any]:
     async with open_channels(target, 1)[0] as channel:
         stub = pb_grpc.NoticeServiceStub(channel)
@@ -128,11 +126,8 @@ async def audience_phase(
         began = time.perf_counter()
         wall = time.time()
         await stub.PublishEvent(event, timeout=10)
-    # Split into pages, and every page done (none waiting or pending in the group).
-    kind = 'type="service_outage"'
-    while metric_sum(
-        metrics_port, "business_events_processed_total", kind, 'result="split"'
-    ) < 1 or not events_settled(durable_url):
+    # Every customer decided: one plan each (queued, held or suppressed) for the notice.
+    while decided(metrics_port) < opts.audience:
         await asyncio.sleep(0.05)
         if time.perf_counter() - began > opts.timeout_s:
             raise TimeoutError("the audience event was not processed in time")
@@ -238,13 +233,12 @@ async def run(
     opts: NoticeOptions,
     target: str,
     metrics_port: int,
-    durable_url: str,
     receiver: Receiver,
     pids: dict[str, int],
 ) -> dict[str, Any]:
     results: dict[str, Any] = {"options": asdict(opts)}
     print(f"notices: an audience event for {opts.audience:,} customers", flush=True)
-    results["audience"] = await audience_phase(target, metrics_port, durable_url, receiver, opts)
+    results["audience"] = await audience_phase(target, metrics_port, receiver, opts)
     channels = open_channels(target, 8)
     workload = Calls(channels, Options(target=target, customers=opts.audience))
     try:
@@ -291,7 +285,7 @@ async def main_async(opts: NoticeOptions, work: Path) -> dict[str, Any]:
             pids = process_names(
                 server.pid, hook.pid, {"redis": decision.url, "durable redis": durable.url}
             )
-            return await run(opts, target, metrics_port, durable.url, receiver, pids)
+            return await run(opts, target, metrics_port, receiver, pids)
         finally:
             stop(server)
             hook.terminate()

@@ -98,6 +98,7 @@ class NoticeProcessor:
             claim_idle_s=claim_idle_s, batch=batch, block_ms=block_ms,
         )  # fmt: skip
         self._clock = clock
+        self._pages = asyncio.Semaphore(PAGES_AT_ONCE)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process events until `stop` is set."""
@@ -210,6 +211,16 @@ class NoticeProcessor:
     ) -> None:
         """Read, plan and commit a page of customers, each step one pipeline per Redis;
         customers whose sent notices changed meanwhile are planned again."""
+        async with self._pages:  # across every event of a batch: Redis's replies are bounded
+            await self._page_now(event, ruleset, customer_ids, progress)
+
+    async def _page_now(
+        self,
+        event: BusinessEvent,
+        ruleset: CompiledRuleset,
+        customer_ids: list[str],
+        progress: Progress,
+    ) -> None:
         pending = customer_ids
         for _ in range(MAX_REPLANS):
             now = self._clock()
