@@ -17,8 +17,6 @@ import json
 import math
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,7 @@ from typing import Any
 from bench import micro
 from bench.gen_rules import write_ruleset
 from bench.load import REFUSED, wait_serving
+from bench.serve import child_pids, compact_aof, free_port, start_server, stop
 from decision_engine.ruleset.load import load_schema
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.generate import generate_profiles
@@ -41,7 +40,6 @@ from decision_engine.store.profiles import ProfileStore
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 """The demo rules, with the moments live guidance runs."""
-BIN = Path(sys.executable).parent
 EVAL_TARGET_US = 50.0
 P99_TARGET_MS = 5.0
 THROUGHPUT_TARGET = 0.5
@@ -50,13 +48,6 @@ OVERLOAD_P99_FACTOR = 3.0
 """Under 3x the max, admitted calls' p99 within this multiple of the p99 at 1,000 req/s."""
 REFUSED_P99_TARGET_MS = 5.0
 RSS_GROWTH_TARGET = 0.10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def load_profiles(url: str, rules: Path, count: int) -> dict[str, float]:
@@ -76,30 +67,6 @@ async def load_profiles(url: str, rules: Path, count: int) -> dict[str, float]:
     return {"profiles": written, "seconds": round(seconds, 2), "per_s": round(written / seconds)}
 
 
-def start_server(
-    rules: Path,
-    redis_url: str,
-    port: int,
-    log: Path,
-    outcomes_url: str | None = None,
-    metrics_port: int = 0,
-    extra: tuple[str, ...] = (),
-    moment_workers: int = 0,
-    notice_workers: int = 0,
-) -> subprocess.Popen[bytes]:
-    args = [
-        str(BIN / "decision-engine"), "serve",
-        "--rules", str(rules), "--redis-url", redis_url,
-        "--outcomes-redis-url", outcomes_url or redis_url,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--metrics-port", str(metrics_port or free_port()), "--workers", "2",
-        "--moment-workers", str(moment_workers), "--notice-workers", str(notice_workers),
-        "--log-level", "WARNING", *extra,
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-
-
 def server_counters(metrics_port: int) -> dict[str, float]:
     """The server's shed, Redis-error and degraded-decision counters (all workers)."""
     url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -115,43 +82,6 @@ def server_counters(metrics_port: int) -> dict[str, float]:
                 "decisions_total{degraded=true}", 0.0
             ) + float(value)
     return counters
-
-
-def child_pids(pid: int) -> list[int]:
-    """The direct children of a process (the server's workers), from /proc."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        children += [int(c) for c in task.read_text().split()]
-    return children
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def compact_aof(url: str) -> None:
-    """Rewrite the append-only file after the bulk load, as an operator would.
-
-    Otherwise Redis starts the rewrite by itself in the middle of the measurement
-    (the file doubled during the import): its fork stalls Redis for tens of
-    milliseconds on this machine and shows up as degraded answers at p99.9.
-    """
-    import redis as redis_py
-
-    with redis_py.Redis.from_url(url) as client:
-        client.bgrewriteaof()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            info = client.info("persistence")
-            if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
-                break
-            time.sleep(0.2)
 
 
 def server_under_load(
@@ -309,6 +239,20 @@ def guidance_cost(redis_url: str, outcomes_url: str, work: Path, *, quick: bool)
         finally:
             stop(server)
     return results
+
+
+def notices_cost(*, quick: bool) -> dict[str, Any]:
+    """Proactive notices in a server of their own (bench/notices.py)."""
+    print("proactive notices: an audience, single events, Decide beside", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-notices-") as work:
+        out = Path(work) / "notices.json"
+        sizes = ["--audience", "20000", "--duration", "8"] if quick else []
+        subprocess.run(
+            [sys.executable, "-m", "bench.notices", "--out", str(out), *sizes],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        result: dict[str, Any] = json.loads(out.read_text())
+    return result
 
 
 def _guidance_errors(g: dict[str, Any]) -> int:
@@ -506,6 +450,10 @@ def report(results: dict[str, Any]) -> None:
             report_overload(load)
     if load and "guidance" in load:
         report_guidance(load["guidance"])
+    if "notices" in results:
+        from bench import notices
+
+        notices.report(results["notices"])
     if load and "security" in load:
         print("\n== Decide at fixed rates: plaintext without auth, then TLS + tokens ==")
         for rate, sec in load["security"].items():
@@ -588,12 +536,14 @@ def main() -> None:
     parser.add_argument(
         "--guidance-only", action="store_true", help="only live guidance under load"
     )
+    parser.add_argument("--notices-only", action="store_true", help="only proactive notices")
     args = parser.parse_args()
     results: dict[str, Any] = {"quick": args.quick, "machine": machine()}
-    if not (args.security_only or args.guidance_only):
+    only = args.security_only or args.guidance_only or args.notices_only
+    if not only:
         print("micro-benchmarks: decide() by rule count", flush=True)
         results["micro"] = micro.run(quick=args.quick)
-    if not args.no_server:
+    if not args.no_server and not args.notices_only:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
             results["load"] = server_under_load(
                 args.quick,
@@ -601,13 +551,21 @@ def main() -> None:
                 only_security=args.security_only,
                 only_guidance=args.guidance_only,
             )
+    if not args.no_server and not (args.security_only or args.guidance_only):
+        results["notices"] = notices_cost(quick=args.quick)
     results["targets"] = targets(results.get("micro"), results.get("load"))
+    if "notices" in results:
+        from bench import notices
+
+        results["targets"].update(notices.targets(results["notices"]))
     RESULTS.mkdir(exist_ok=True)
     name = "latest.json"
     if args.security_only:
         name = "security.json"
     elif args.guidance_only:
         name = "guidance.json"
+    elif args.notices_only:
+        name = "notices.json"
     written = RESULTS / name
     written.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     report(results)
