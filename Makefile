@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROTO_OUT := decision_engine/_proto
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit rules-test examples-test protos bench clean install
+.PHONY: run test lint typecheck unit rules-test examples-test ops-tools ops-test protos bench clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected nothing: that is a failure of ours, not a pass.
-unit: install
+unit: install ops-tools
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
 rules-test: install
@@ -60,7 +60,21 @@ examples-test: install
 	  echo "ok: $$dir checked, tested, simulated"; \
 	done
 
-test: lint typecheck rules-test examples-test unit
+test: lint typecheck rules-test examples-test ops-test unit
+
+# Prometheus and promtool (Debian's prometheus package) for the operations kit's checks
+# and for the test that scrapes a real serve; installed when missing (as root, as in CI).
+ops-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "prometheus and promtool are missing: sudo apt-get install prometheus" >&2; exit 1; fi; }
+
+# The alert rules and the Prometheus config of ops/, checked and unit-tested.
+ops-test: ops-tools
+	promtool check config ops/prometheus/prometheus.yml
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/alerts_test.yml
 
 bench: install
 	$(BIN)/python -m bench.run

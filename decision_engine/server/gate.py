@@ -98,6 +98,8 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._open = _OPEN_PREFIXES + (_REFLECTION_PREFIXES if reflection_open else ())
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
         self._unexpected_log = Throttle(every_s=_UNEXPECTED_LOG_EVERY_S)
+        for method in NEEDS:  # exported at 0 from the start, for rate() and alerts
+            metrics.INTERNAL_ERRORS.labels(method.rsplit("/", 1)[-1])
 
     async def intercept_service(
         self,

@@ -47,6 +47,8 @@ class Metrics:
             "because the worker was too busy to run them (overloaded: not a Redis problem).",
             ["kind"],
         )
+        for kind in ("error", "timeout", "overloaded"):  # at 0 from the start, for rate()
+            self.REDIS_ERRORS.labels(kind)
         self.INVALID_REQUESTS = Counter(
             "invalid_requests_total",
             "Requests rejected with INVALID_ARGUMENT, by field.",
@@ -213,6 +215,11 @@ class Metrics:
             "Notices on the dead-letter stream (see `decision-engine notices dead-letters`).",
             multiprocess_mode="livemax",
         )
+        self.PROCESS_RESTARTS = Counter(
+            "process_restarts_total",
+            "Processes the supervisor restarted after they died, by kind (worker, moment, notice).",
+            ["kind"],
+        )
         self.GUIDANCE_WRITTEN = Counter(
             "guidance_written_total", "Guidance items written, by moment.", ["moment_id"]
         )
@@ -296,6 +303,7 @@ if TYPE_CHECKING:
     NOTICE_RECEIPTS: Counter
     EVENT_LAG: Gauge
     NOTICE_DELIVERIES: Counter
+    PROCESS_RESTARTS: Counter
     NOTICE_DELIVERY_LATENCY: Histogram
     NOTICE_OUTBOX_LAG: Gauge
     NOTICES_HELD: Gauge

@@ -137,6 +137,12 @@ class DecisionSession:
         self._overloads = outage_log(
             "server overloaded, not the profile store", "server keeps up again"
         )
+        # Exported at 0 from the start, so rate() and alerts see the series before the
+        # first cap runs out (offers a reload adds start when they first run out).
+        for ruleset in (rules, challenger):
+            if ruleset is not None:
+                for offer_id in ruleset.current.daily_caps:
+                    metrics.CAP_EXHAUSTED.labels(offer_id)
 
     def ruleset_for(self, arm: str) -> CompiledRuleset:
         """The ruleset an arm is decided by (control is routed by the champion's)."""

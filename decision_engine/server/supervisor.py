@@ -62,6 +62,7 @@ class _Pool:
     target: Callable[..., None]
     args: Callable[[int], tuple[object, ...]]
     count: int
+    metric_kind: str
     restart_note: str = ""
     on_restart: Callable[[], None] | None = None
     processes: list[BaseProcess] = field(default_factory=list)
@@ -78,6 +79,7 @@ class _Pool:
         return process
 
     def start(self) -> None:
+        metrics.PROCESS_RESTARTS.labels(self.metric_kind)  # at 0 from the start
         self.processes = [self.spawn(i) for i in range(self.count)]
 
     def keep(self) -> None:
@@ -89,6 +91,7 @@ class _Pool:
                 continue
             log.error("%s %d (pid %s) exited with %s; restarting%s",
                       self.kind, i, process.pid, process.exitcode, self.restart_note)  # fmt: skip
+            metrics.PROCESS_RESTARTS.labels(self.metric_kind).inc()
             if self.on_restart is not None:
                 self.on_restart()
             multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
@@ -111,12 +114,12 @@ def supervise(
     supervisor = os.getpid()
     pools = [
         _Pool("worker", worker_main, lambda i: (settings, redis_url, port, i, supervisor),
-              settings.workers),
+              settings.workers, "worker"),
         _Pool("moment process", moment_worker_main,
-              lambda i: (settings, redis_url, i, supervisor), moment_workers,
+              lambda i: (settings, redis_url, i, supervisor), moment_workers, "moment",
               " (it replays its live interactions)", metrics.MOMENT_RESTARTS.inc),
         _Pool("notice process", notice_worker_main,
-              lambda i: (settings, redis_url, port, i, supervisor), notice_workers,
+              lambda i: (settings, redis_url, port, i, supervisor), notice_workers, "notice",
               " (its pending events and notices are claimed again)"),
     ]  # fmt: skip
     for pool in pools:
