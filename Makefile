@@ -63,12 +63,15 @@ examples-test: install
 test: lint typecheck rules-test examples-test ops-test unit
 
 # Prometheus and promtool (Debian's prometheus package) for the operations kit's checks
-# and for the test that scrapes a real serve; installed when missing (as root, as in CI).
+# and the test that scrapes a real serve, and nginx for the replicas' load balancer test;
+# installed when missing (as root, as in CI).
 ops-tools:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && \
+	  { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || { \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "prometheus and promtool are missing: sudo apt-get install prometheus" >&2; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus nginx-light >/dev/null; \
+	  else echo "prometheus, promtool or nginx is missing: sudo apt-get install prometheus nginx-light" >&2; exit 1; fi; }
 
 # The alert rules and the Prometheus config of ops/, checked and unit-tested.
 ops-test: ops-tools

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import random
 import time
@@ -209,8 +210,10 @@ class DecisionSession:
         learning = self._learning_for(arm)
         learned = learning.for_ruleset(ruleset) if learning is not None else None
         sample_seed = None
-        if learned is not None and random.random() < ruleset.source.learning.exploration:
-            sample_seed = random.getrandbits(64)
+        if learned is not None:
+            sample_seed = exploration_seed(
+                ruleset.source.learning.exploration, customer_id, interaction_id
+            )
         state = None if degraded else loaded.state
         inputs = _Inputs(
             ruleset,
@@ -394,3 +397,16 @@ class DecisionSession:
         else:
             metrics.REDIS_ERRORS.labels("timeout").inc()
             self._outages.failed(f"no answer within {budget * 1e3:.1f} ms")
+
+
+def exploration_seed(exploration: float, customer_id: str, interaction_id: str) -> int | None:
+    """Whether a decision explores, and the seed it samples with (None: it does not).
+
+    Drawn from the interaction when it has an id, so that the same interaction asked
+    again (a client's retry, on any replica) gets the same answer; at random otherwise.
+    """
+    if not interaction_id:
+        return random.getrandbits(64) if random.random() < exploration else None
+    digest = hashlib.blake2b(f"{customer_id}\0{interaction_id}".encode(), digest_size=16).digest()
+    draw = int.from_bytes(digest[:8], "big") / 2**64
+    return int.from_bytes(digest[8:], "big") if draw < exploration else None

@@ -75,6 +75,7 @@ def start_server(
     workers: int = 2,
     moment_workers: int = 0,
     notice_workers: int = 0,
+    port: int = 0,
     timeout: float = 30.0,
     env: dict[str, str] | None = None,
     tls: ClientTls | None = None,
@@ -84,8 +85,8 @@ def start_server(
     Without moment or notice processes unless asked (`moment_workers`, `notice_workers`):
     the supervisor's children are then its gRPC workers, whatever moment engine is
     installed."""
-    port, metrics_port = free_port(), free_port()
-    log_path = tmp / f"serve-{port}.log"
+    port, metrics_port = port or free_port(), free_port()
+    log_path = tmp / f"serve-{port}-{metrics_port}.log"
     command = [
         sys.executable, "-m", "decision_engine.cli", "serve",
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
