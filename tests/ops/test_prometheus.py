@@ -90,7 +90,8 @@ def scraped(tmp_path: Path, redis_url: str) -> Iterator[tuple[Server, int]]:
     assert prometheus, "prometheus is not installed: `make ops-tools` installs it"
     load_demo(redis_url, generated=50)
     server = start_server(tmp_path, "--rules", str(RULES), "--redis-url", redis_url,
-                          moment_workers=1, notice_workers=1)  # fmt: skip
+                          "--data-dir", str(tmp_path), moment_workers=1,
+                          notice_workers=1)  # fmt: skip
     port = free_port()
     shutil.copy(ALERTS, tmp_path / "alerts.yml")
     config = {

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -35,13 +36,21 @@ DECIDE = pb.DecideRequest(
 )
 
 
+def fresh_demo(url: str) -> None:
+    """The demo customers alone: what an earlier test left (a notice sent to C-1001
+    routes her to card security) must not change these answers."""
+    with redis.Redis.from_url(url) as client:
+        client.flushall()
+    load_demo(url)
+
+
 @pytest.fixture(scope="module")
 def secured(
     redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Path, JwtIssuer]]:
     """A server that takes tokens from a file and JWTs, on plaintext loopback."""
     tmp = tmp_path_factory.mktemp("auth")
-    load_demo(redis_server.url)
+    fresh_demo(redis_server.url)
     tokens = tmp / "tokens"
     tokens.write_text(
         "# test tokens\n"
@@ -185,6 +194,7 @@ def mtls(
     redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Path]]:
     tmp = tmp_path_factory.mktemp("mtls")
+    fresh_demo(redis_server.url)
     pki = make_pki(tmp)
     tokens = tmp / "tokens"
     tokens.write_text(token_line(DESKTOP, "desktop"))
