@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,46 +50,33 @@ HISTORY_EVENTS = 50
 CAP_TTL_S = 2 * 86_400
 """Cap counters are named by their UTC day; the expiry only clears them once it is over."""
 
-_SCRIPT_KEYS = {
-    "STREAM": OUTCOME_STREAM,
-    "STATS": OFFER_STATS,
-    "LEARNING": LEARNING,
-    "ARMS": ARM_STATS,
-}
-"""The fixed keys the scripts below name as @NAME@."""
-
-
-def _with_keys(lua: str) -> str:
-    """The script with each @NAME@ replaced by its key (KeyError for an unknown name)."""
-    return re.sub(r"@([A-Z]+)@", lambda match: _SCRIPT_KEYS[match[1]], lua)
-
-
-# The outcome log, on the durable Redis. KEYS: the outcome's dedupe marker.
+# The outcome log, on the durable Redis. KEYS: the outcome's dedupe marker, the stream.
 # ARGV: decision id, customer, offer ("" for an interaction outcome), outcome, channel,
 # reason, at, stream maxlen, marker ttl (ms), arm, ruleset version, interaction id.
-_LOG_LUA = _with_keys("""
+_LOG_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[9]) then return {'duplicate'} end
-local id = redis.call('XADD', '@STREAM@', 'MAXLEN', '~', ARGV[8], '*',
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*',
   'decision', ARGV[1], 'customer', ARGV[2], 'offer', ARGV[3], 'outcome', ARGV[4],
   'channel', ARGV[5], 'reason', ARGV[6], 'at', ARGV[7], 'arm', ARGV[10],
   'ruleset', ARGV[11], 'interaction', ARGV[12])
 return {'ok', id}
-""")
+"""
 
 # What decisions read, on the decision path's Redis: idempotent on its own marker, so
 # running it again after a failure (or for a retried outcome) applies an outcome once.
 # KEYS: applied marker, marker of the decision's first outcome, the customer's offer
-# history, the customer's profile. ARGV: offer, outcome, at, marker ttl (ms), history
+# history, the customer's profile, the arms' counters, the offers' counters, the learning
+# counters. ARGV: offer, outcome, at, marker ttl (ms), history
 # days, history events, learning half-life in seconds ("" when not learning), the
 # profile field learned by, arm, interaction id.
-_APPLY_LUA = _with_keys("""
+_APPLY_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[4]) then return 0 end
 local offer, outcome, arm = ARGV[1], ARGV[2], ARGV[9]
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then
-  redis.call('HINCRBY', '@ARMS@', arm .. '|decisions', 1)
+  redis.call('HINCRBY', KEYS[5], arm .. '|decisions', 1)
 end
 if offer == '' then
-  redis.call('HINCRBY', '@ARMS@', arm .. '|' .. outcome, 1)
+  redis.call('HINCRBY', KEYS[5], arm .. '|' .. outcome, 1)
   return 1
 end
 
@@ -107,8 +93,8 @@ kept[#kept + 1] = ARGV[3] .. '|' .. outcome .. '|' .. ARGV[10]
 local first = math.max(1, #kept - tonumber(ARGV[6]) + 1)
 redis.call('HSET', KEYS[3], offer, table.concat(kept, ';', first))
 redis.call('PEXPIRE', KEYS[3], math.floor(tonumber(ARGV[5]) * 86400000))
-redis.call('HINCRBY', '@STATS@', offer .. '|' .. outcome, 1)
-redis.call('HINCRBY', '@STATS@', arm .. '|' .. offer .. '|' .. outcome, 1)
+redis.call('HINCRBY', KEYS[6], offer .. '|' .. outcome, 1)
+redis.call('HINCRBY', KEYS[6], arm .. '|' .. offer .. '|' .. outcome, 1)
 
 -- Learning: accepted counts as a success, declined or unanswered as a failure;
 -- older evidence halves every half-life.
@@ -123,7 +109,7 @@ if ARGV[8] ~= '' then
 end
 for _, field in ipairs(fields) do
   local a, b, stamp, weight = 0, 0, now, 1
-  local stored = redis.call('HGET', '@LEARNING@', field)
+  local stored = redis.call('HGET', KEYS[7], field)
   local sa, sb, st
   if stored then
     sa, sb, st = string.match(stored, '^([^,]+),([^,]+),([^,]+)$')
@@ -141,10 +127,10 @@ for _, field in ipairs(fields) do
     a, b = sa * decay, sb * decay
   end
   local counts = string.format('%.6f,%.6f,%.3f', a + success * weight, b + failure * weight, stamp)
-  redis.call('HSET', '@LEARNING@', field, counts)
+  redis.call('HSET', KEYS[7], field, counts)
 end
 return 1
-""")
+"""
 # KEYS: the customer's capped-offer counts of the day, then the day's counter of each
 # offer to reserve. ARGV: ttl (s), then per offer: offer id, cap, cap per customer.
 # All or nothing per offer: both counters are taken, or neither. The reply per offer:
@@ -231,7 +217,7 @@ async def log_outcome(
     """Write an outcome to the durable log, once (a repeat is "duplicate")."""
     logged = await _LOG(
         log,
-        [f"nba:outcome:{_digest(decision.decision_id)}:{offer_id}:{outcome}"],
+        [f"nba:outcome:{_digest(decision.decision_id)}:{offer_id}:{outcome}", OUTCOME_STREAM],
         [
             decision.decision_id, decision.customer_id, offer_id, outcome,
             channel or decision.channel, reason, f"{at:.3f}", stream_maxlen,
@@ -260,6 +246,9 @@ async def apply_outcome(
             f"nba:applied:{digest}",
             history_key(entry.customer_id),
             profile_key(entry.customer_id),
+            ARM_STATS,
+            OFFER_STATS,
+            LEARNING,
         ],
         [
             entry.offer_id, entry.outcome, f"{entry.at:.3f}", int(decision_ttl_s * 1000),
