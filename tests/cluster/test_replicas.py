@@ -41,7 +41,10 @@ def nginx_config(tmp: Path, listen: int, ports: list[int]) -> Path:
     """The shipped server and upstream blocks, pointed at these replicas, in an nginx.conf
     of this test's own (foreground, files under tmp)."""
     shipped = (OPS / "nginx" / "decision-engine.conf").read_text()
-    servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n" for p in ports)
+    # The shipped server lines' parameters (max_fails…), on these replicas' addresses.
+    options = re.search(r"(?m)^    server replica-1:50051([^;]*);", shipped)
+    assert options is not None
+    servers = "".join(f"    server 127.0.0.1:{p}{options[1]};\n" for p in ports)
     shipped = re.sub(r"(?m)^    server replica-\d:50051[^\n]*\n", "", shipped)
     shipped = shipped.replace("    keepalive 64;", servers + "    keepalive 64;")
     shipped = shipped.replace("listen 50050 http2;", f"listen 127.0.0.1:{listen} http2;")
@@ -200,5 +203,6 @@ def test_a_rolling_restart_of_every_replica_fails_no_call(fleet: Fleet) -> None:
             load.wait_calls(100)
             fleet.replicas[i] = fleet.start(i)
             load.wait_calls(100)
-    assert set(load.results) == {"OK"}, load.results
+    errors = (fleet.tmp / "nginx-error.log").read_text()[-3000:]
+    assert set(load.results) == {"OK"}, f"{load.results}\n{errors}"
     assert all("Traceback" not in server.log() for server in fleet.replicas)
