@@ -185,7 +185,8 @@ async def _interactions(
     await asyncio.gather(*(lane(i) for i in range(opts.interactions)))
 
 
-def _decide_summary(samples: Any) -> dict[str, Any]:
+def decide_summary(samples: Any) -> dict[str, Any]:
+    """Decide in one open-loop phase: calls, errors, degraded answers, p50 / p99."""
     ok = sorted(samples.by_outcome.get("OK", []))
     errors = {k: len(v) for k, v in samples.by_outcome.items() if k != "OK"}
     return {
@@ -217,7 +218,7 @@ async def run(opts: GuidanceOptions) -> dict[str, Any]:
     finally:
         for channel in channels:
             await channel.close()
-    decide_alone, decide_together = _decide_summary(alone), _decide_summary(together)
+    decide_alone, decide_together = decide_summary(alone), decide_summary(together)
     return {
         "options": asdict(opts),
         "events_per_second": round(published / seconds, 1),

@@ -28,6 +28,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bench.guidance import decide_summary
 from bench.load import (
     Calls,
     Options,
@@ -222,13 +223,6 @@ def _cpu_share(
     return {name: round((after[name] - before[name]) / seconds, 2) for name in before}
 
 
-def _decide(samples: Any) -> dict[str, Any]:
-    ok = sorted(samples.by_outcome.get("OK", []))
-    summary = latency_summary(ok)
-    summary["errors"] = {k: len(v) for k, v in samples.by_outcome.items() if k != "OK"}
-    return summary
-
-
 async def run(
     opts: NoticeOptions,
     target: str,
@@ -260,7 +254,10 @@ async def run(
     finally:
         for channel in channels:
             await channel.close()
-    results["decide_alone"], results["decide_with_events"] = _decide(alone), _decide(together)
+    results["decide_alone"], results["decide_with_events"] = (
+        decide_summary(alone),
+        decide_summary(together),
+    )
     a, b = results["decide_alone"]["p99_ms"], results["decide_with_events"]["p99_ms"]
     results["decide_p99_ratio"] = round(b / a, 3) if a else None
     return results

@@ -24,7 +24,7 @@ from decision_engine.delivery.senders import DELIVERED, FAILED, Sender, SendResu
 from decision_engine.server import metrics
 from decision_engine.store.connection import PipelinedConnection
 from decision_engine.store.keys import NOTICE_DEAD, NOTICE_HELD, NOTICE_OUTBOX, OUTBOX_GROUP
-from decision_engine.store.notice_log import write_notice_log
+from decision_engine.store.notice_log import log_write, write_notice_log
 from decision_engine.store.outbox import (
     BadOutboxEntry,
     OutboxEntry,
@@ -198,11 +198,11 @@ class DeliveryWorker:
             await self._log(entry, status, self._clock(), None)
 
     async def _log(self, entry: OutboxEntry, status: str, now: float, ref: str | None) -> None:
-        await write_notice_log(
-            self._decision, entry.customer_id, entry.notice_id, key=entry.key, status=status,
-            now=now, at=entry.decided_at, channel=entry.channel, text=entry.text,
-            provider_ref=ref or None,
+        write = log_write(
+            entry.customer_id, entry.notice_id, key=entry.key, status=status, now=now,
+            at=entry.decided_at, channel=entry.channel, text=entry.text, provider_ref=ref or None,
         )  # fmt: skip
+        await write_notice_log(self._decision, write)
 
     def _count(self, entry: OutboxEntry, result: str, sender: str = "none") -> None:
         channel = entry.channel if entry.channel in self._senders else "other"

@@ -35,6 +35,8 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(new))
 return 1
 """
 _WRITE = Script(_WRITE_LUA)
+LogWrite = tuple[list[str], list[str | float]]
+"""The merge script's keys and arguments for one fact (log_write)."""
 
 
 def log_write(
@@ -48,7 +50,7 @@ def log_write(
     channel: str | None = None,
     text: str | None = None,
     provider_ref: str | None = None,
-) -> tuple[list[str], list[str | float]]:
+) -> LogWrite:
     """One fact about a notice, as the merge script's keys and arguments."""
     record: dict[str, str | float] = {"key": key, "status": status, "updated": now}
     for name, value in (("at", at), ("channel", channel), ("text", text),
@@ -59,31 +61,15 @@ def log_write(
 
 
 async def write_notice_logs(
-    decision: PipelinedConnection, writes: Sequence[tuple[list[str], list[str | float]]]
+    decision: PipelinedConnection, writes: Sequence[LogWrite]
 ) -> list[bool]:
     """Merge facts (log_write) into customers' logs, one pipeline; per fact False when the
     log holds a newer notice of the same id (the fact is about an older one: dropped)."""
     return [bool(r) for r in await _WRITE.many(decision, writes)]
 
 
-async def write_notice_log(
-    decision: PipelinedConnection,
-    customer_id: str,
-    notice_id: str,
-    *,
-    key: str,
-    status: str,
-    now: float,
-    at: float | None = None,
-    channel: str | None = None,
-    text: str | None = None,
-    provider_ref: str | None = None,
-) -> bool:
-    """Merge one fact about a notice into the customer's log (see write_notice_logs)."""
-    write = log_write(
-        customer_id, notice_id, key=key, status=status, now=now, at=at, channel=channel,
-        text=text, provider_ref=provider_ref,
-    )  # fmt: skip
+async def write_notice_log(decision: PipelinedConnection, write: LogWrite) -> bool:
+    """Merge one fact (log_write) into a customer's log; see write_notice_logs."""
     return bool(await _WRITE(decision, *write))
 
 
@@ -101,7 +87,6 @@ async def record_receipt(
     if found is None:
         raise NoticeNotFoundError(f"no notice with key {key[:200]!r} was sent in the last 30 days")
     customer_id, _, notice_id = str(found).rpartition("|")
-    await write_notice_log(
-        decision, customer_id, notice_id, key=key, status=status, now=now,
-        provider_ref=provider_ref,
-    )  # fmt: skip
+    write = log_write(customer_id, notice_id, key=key, status=status, now=now,
+                      provider_ref=provider_ref)  # fmt: skip
+    await write_notice_log(decision, write)

@@ -189,7 +189,8 @@ async def split_audience(
     """An audience event as page entries on the events stream, which every notice process
     shares; then the event itself is acknowledged. Split twice (a crash before the
     acknowledgement) the pages repeat, and deduplication sends nothing twice."""
-    base = event_fields(stored.event, published_at=stored.published_at or 1.0)
+    # A page counts as published (its event id was seen once already): event_fields says so.
+    base = event_fields(stored.event, published_at=stored.published_at)
     commands = [
         ("XADD", EVENTS_STREAM, "*", *base, "customers", json.dumps(list(page))) for page in pages
     ]

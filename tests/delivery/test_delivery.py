@@ -24,7 +24,7 @@ from decision_engine.store.keys import (
     OUTBOX_GROUP,
     notice_log_key,
 )
-from decision_engine.store.notice_log import write_notice_log
+from decision_engine.store.notice_log import log_write, write_notice_log
 from decision_engine.store.outbox import OutboxEntry, flat, held_member
 from tests.delivery.support import Receiver, entry, receiving
 
@@ -280,21 +280,24 @@ def test_a_notice_held_for_quiet_hours_is_posted_when_they_end(redis_url: str) -
     assert client.zcard(NOTICE_HELD) == 0
 
 
+async def fact(conn: PipelinedConnection, notice_id: str, **fields: Any) -> bool:
+    """One fact about customer C-9's notice into the log."""
+    return await write_notice_log(conn, log_write("C-9", notice_id, **fields))
+
+
 def test_the_log_keeps_the_latest_fact_whatever_order_writes_come_in(redis_url: str) -> None:
     """A receipt may come before the worker's own `sent`; an older notice's write may come
     after a newer notice of the same id."""
 
     async def writes(conn: PipelinedConnection) -> None:
         log = {"key": "k1", "now": T0}
-        await write_notice_log(conn, "C-9", "n", status="queued", at=T0, channel="sms", **log)
-        await write_notice_log(conn, "C-9", "n", status="delivered", **log)
-        await write_notice_log(conn, "C-9", "n", status="sent", provider_ref="p-1", **log)
+        await fact(conn, "n", status="queued", at=T0, channel="sms", **log)
+        await fact(conn, "n", status="delivered", **log)
+        await fact(conn, "n", status="sent", provider_ref="p-1", **log)
         # A newer notice of the same id replaces it; a late write about k1 is dropped.
-        assert await write_notice_log(conn, "C-9", "m", key="k2", status="queued", now=T0, at=T0)
-        await write_notice_log(conn, "C-9", "n", key="k2", status="queued", now=T0, at=T0 + 5)
-        assert not await write_notice_log(
-            conn, "C-9", "n", key="k1", status="failed", now=T0, at=T0
-        )
+        assert await fact(conn, "m", key="k2", status="queued", now=T0, at=T0)
+        await fact(conn, "n", key="k2", status="queued", now=T0, at=T0 + 5)
+        assert not await fact(conn, "n", key="k1", status="failed", now=T0, at=T0)
 
     async def main() -> None:
         conn = PipelinedConnection(redis_url)
@@ -313,9 +316,8 @@ def test_delivered_then_sent_keeps_delivered_and_the_ref(redis_url: str) -> None
     async def main() -> None:
         conn = PipelinedConnection(redis_url)
         try:
-            await write_notice_log(conn, "C-9", "n", key="k", status="delivered", now=T0)
-            await write_notice_log(conn, "C-9", "n", key="k", status="sent", now=T0,
-                                   provider_ref="p-1", at=T0)  # fmt: skip
+            await fact(conn, "n", key="k", status="delivered", now=T0)
+            await fact(conn, "n", key="k", status="sent", now=T0, provider_ref="p-1", at=T0)
         finally:
             await conn.aclose()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.keys import NOTICE_HELD, NOTICE_OUTBOX, OUTBOX_GROUP, profile_key
 from decision_engine.store.notices import notice_key
 from tests.delivery.support import WebhookThread
-from tests.server.conftest import RULES, Server, load_demo, start_server
+from tests.server.conftest import RULES, Server, child_named, load_demo, start_server
 
 SECRET = "e2e-webhook-secret"
 CUSTOMERS = 300
@@ -92,23 +91,6 @@ def publish_many(server: Server, customers: list[str], prefix: str) -> None:
                 pb.PublishBusinessEventsRequest(events=batch), timeout=10
             )
             assert {e.status for e in reply.events} == {pb.EVENT_STATUS_ACCEPTED}
-
-
-def child_named(server: Server, name: str, *, not_pid: int = 0, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = subprocess.run(
-            ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        for pid in map(int, children):
-            try:
-                comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                continue
-            if comm == name and pid != not_pid:
-                return pid
-        time.sleep(0.05)
-    raise AssertionError(f"no {name} process:\n{server.log()}")
 
 
 def settled(url: str, prefix: str) -> tuple[int, int, int]:

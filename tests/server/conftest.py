@@ -69,6 +69,25 @@ class Server:
         return self.process.returncode
 
 
+def child_named(server: Server, name: str, *, not_pid: int = 0, timeout: float = 30) -> int:
+    """The pid of the supervisor's child process named `name` (as prctl set it, e.g.
+    `moments-0`, `notices-0`), other than `not_pid`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = subprocess.run(
+            ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for pid in map(int, children):
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == name and pid != not_pid:
+                return pid
+        time.sleep(0.05)
+    raise AssertionError(f"no {name} process:\n{server.log()}")
+
+
 def start_server(
     tmp: Path,
     *args: str,

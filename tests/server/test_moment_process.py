@@ -24,7 +24,7 @@ from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.interactions import MOMENT_SHARDS
 from decision_engine.store.keys import moment_work_key
 from decision_engine.store.work_queue import GROUP
-from tests.server.conftest import RULES, Server, load_demo, start_server
+from tests.server.conftest import RULES, Server, child_named, load_demo, start_server
 from tests.server.interaction_events import ended, said, started
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,20 +49,7 @@ def guided(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
 
 def moment_process(server: Server, *, not_pid: int = 0, timeout: float = 30) -> int:
     """The pid of the supervisor's child named moments-0 (other than `not_pid`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = subprocess.run(
-            ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        for pid in map(int, children):
-            try:
-                name = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                continue
-            if name == "moments-0" and pid != not_pid:
-                return pid
-        time.sleep(0.05)
-    raise AssertionError(f"no moment process:\n{server.log()}")
+    return child_named(server, "moments-0", not_pid=not_pid, timeout=timeout)
 
 
 def publish(stub: pb_grpc.GuidanceServiceStub, *events: pb.InteractionEvent) -> None:
