@@ -10,7 +10,9 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.crc import key_slot
@@ -94,22 +96,25 @@ class LocalCluster:
         return redis.Redis(port=node.port, password=self.password, decode_responses=True,
                            socket_timeout=2)  # fmt: skip
 
+    def command(self, node: Node, *args: Any) -> Any:
+        """One command on one node (redis-py's execute_command, which its stubs leave untyped)."""
+        return self.client(node).execute_command(*args)  # type: ignore[no-untyped-call]
+
     def _form(self) -> None:
         for node in self.nodes:
-            wait_until(lambda node=node: bool(self.client(node).ping()), 5, "node did not start")
-            node.id = self.client(node).execute_command("CLUSTER", "MYID")
+            wait_until(partial(self._pings, node), 5, "node did not start")
+            node.id = self.command(node, "CLUSTER", "MYID")
         masters, replicas = self.nodes[:MASTERS], self.nodes[MASTERS:]
         for i, master in enumerate(masters):
-            c = self.client(master)
             # Distinct epochs up front, as redis-cli does: no collision to settle later.
-            c.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+            self.command(master, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
             first, last = i * SLOTS // MASTERS, (i + 1) * SLOTS // MASTERS - 1
-            c.execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
+            self.command(master, "CLUSTER", "ADDSLOTS", *range(first, last + 1))
         for node in self.nodes[1:]:
-            self.client(node).execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            self.command(node, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
         for master, replica in zip(masters, replicas, strict=True):
-            wait_until(lambda r=replica, m=master: m.id in self._view(r), 10, "no MEET")
-            self.client(replica).execute_command("CLUSTER", "REPLICATE", master.id)
+            wait_until(partial(self._knows, replica, master), 10, "no MEET")
+            self.command(replica, "CLUSTER", "REPLICATE", master.id)
         self.wait_ok(self.nodes)
 
         def linked() -> bool:
@@ -126,23 +131,24 @@ class LocalCluster:
 
         wait_until(known, 10, "replicas not known everywhere")
 
+    def _pings(self, node: Node) -> bool:
+        return bool(self.client(node).ping())
+
+    def _knows(self, node: Node, other: Node) -> bool:
+        return other.id in self._view(node)
+
     def _view(self, node: Node) -> str:
-        return str(self.client(node).execute_command("CLUSTER", "NODES"))
+        return str(self.command(node, "CLUSTER", "NODES"))
 
     def wait_ok(self, nodes: list[Node], timeout: float = 15) -> None:
         def ok() -> bool:
-            return all(
-                "cluster_state:ok" in str(self.client(n).execute_command("CLUSTER", "INFO"))
-                for n in nodes
-            )
+            return all("cluster_state:ok" in str(self.command(n, "CLUSTER", "INFO")) for n in nodes)
 
         wait_until(ok, timeout, "cluster_state is not ok")
 
     def slot_owner(self, slot: int) -> Node:
         """The master serving `slot`, as a live node sees it."""
-        for start, end, master, *_ in self.client(self.alive()[0]).execute_command(
-            "CLUSTER", "SLOTS"
-        ):
+        for start, end, master, *_ in self.command(self.alive()[0], "CLUSTER", "SLOTS"):
             if start <= slot <= end:
                 return self.by_port(int(master[1]))
         raise LookupError(f"no master serves slot {slot}")
@@ -153,8 +159,7 @@ class LocalCluster:
     def masters(self) -> list[Node]:
         """The live masters, as a live node sees them."""
         ports = {
-            int(master[1])
-            for _, _, master, *_ in self.client(self.alive()[0]).execute_command("CLUSTER", "SLOTS")
+            int(master[1]) for _, _, master, *_ in self.command(self.alive()[0], "CLUSTER", "SLOTS")
         }
         return [n for n in self.alive() if n.port in ports]
 
@@ -175,7 +180,7 @@ class LocalCluster:
 
         def taken_over() -> bool:
             for node in survivors:
-                for _, _, master, *_ in self.client(node).execute_command("CLUSTER", "SLOTS"):
+                for _, _, master, *_ in self.command(node, "CLUSTER", "SLOTS"):
                     if int(master[1]) == old_master_port:
                         return False
             return True

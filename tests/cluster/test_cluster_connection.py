@@ -42,18 +42,16 @@ def start_migration(cluster: LocalCluster, key: str) -> tuple[int, Node, Node]:
     slot = key_slot(key.encode())
     source = cluster.slot_owner(slot)
     target = next(m for m in cluster.masters() if m is not source)
-    cluster.client(target).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.id)
-    cluster.client(source).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.id)
-    cluster.client(source).execute_command(
-        "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", key
-    )
+    cluster.command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source.id)
+    cluster.command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target.id)
+    cluster.command(source, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", key)
     return slot, source, target
 
 
 def finish_migration(cluster: LocalCluster, slot: int, target: Node) -> None:
     # The new owner first, as the cluster spec says, then every other master.
     for master in sorted(cluster.masters(), key=lambda m: m is not target):
-        cluster.client(master).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.id)
+        cluster.command(master, "CLUSTER", "SETSLOT", slot, "NODE", target.id)
 
 
 def test_each_key_goes_to_its_slots_master(redis_cluster: LocalCluster) -> None:
@@ -149,7 +147,7 @@ def test_moved_slot_is_followed(redis_cluster: LocalCluster) -> None:
                 1,
             ]
             assert redis_cluster.client(target).get(key) == "after"
-            assert redis_cluster.client(source).execute_command("DBSIZE") == 0
+            assert redis_cluster.command(source, "DBSIZE") == 0
         finally:
             await connection.aclose()
 
@@ -172,7 +170,7 @@ def test_ask_during_a_migration(redis_cluster: LocalCluster) -> None:
                 "migrated",
                 "OK",
             ]
-            assert redis_cluster.client(target).execute_command("DBSIZE") == 2
+            assert redis_cluster.command(target, "DBSIZE") == 2
             # ASK changes no map: the slot is still `source`'s.
             assert redis_cluster.slot_owner(slot) is source
         finally:
@@ -193,7 +191,7 @@ def test_a_master_killed_fails_over_without_wrong_answers(fresh_cluster: LocalCl
     master = cluster.client(victim)
     for key in doomed:
         master.set(key, f"v-{key}")
-    assert master.execute_command("WAIT", 1, 1000) == 1  # on the replica before the kill
+    assert master.wait(1, 1000) == 1  # on the replica before the kill
 
     async def scenario() -> tuple[int, int]:
         connection = ClusterConnection(cluster.url, connect_timeout=0.5)
