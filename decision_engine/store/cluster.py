@@ -15,6 +15,7 @@ credentials apply to every node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -202,6 +203,21 @@ class ClusterConnection:
         """Send one command to its slot's master and wait for its reply;
         StoreUnavailableError if the cluster cannot answer now, ReplyError for other
         error replies."""
+        node = self._nodes.get(address) if (address := self._address(parts)) else None
+        if node is not None:  # the common case, without pipeline's bookkeeping
+            try:
+                return await node.call(*parts)
+            except ReplyError as exc:
+                redirect = _redirect(exc)
+                if redirect is None:
+                    raise
+                if redirect[0] == "MOVED":
+                    self._slots[redirect[1]] = redirect[2]
+                    self._refresh_soon()
+            except StoreUnavailableError as exc:
+                if not (_lost(exc) or _tryagain(exc)):
+                    raise
+            # A redirect meant the command did not run: pipeline sends it where it belongs.
         [reply] = await self.pipeline([parts])
         if isinstance(reply, Exception):
             raise reply
@@ -229,10 +245,9 @@ class ClusterConnection:
             groups: dict[Address | None, list[int]] = {}
             for i, (address, _) in targets.items():
                 groups.setdefault(address, []).append(i)
-            answers = await asyncio.gather(
-                *(self._send(address, [(commands[i], targets[i][1]) for i in indices])
-                  for address, indices in groups.items())
-            )  # fmt: skip
+            sends = [self._send(address, [(commands[i], targets[i][1]) for i in indices])
+                     for address, indices in groups.items()]  # fmt: skip
+            answers = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
             again: dict[int, tuple[Address | None, bool]] = {}
             pause = stale = False
             for indices, group_replies in zip(groups.values(), answers, strict=True):
@@ -271,6 +286,8 @@ class ClusterConnection:
         self._closed = True
         if self._background is not None:
             self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
         nodes, self._nodes = list(self._nodes.values()), {}
         await asyncio.gather(*(node.aclose() for node in nodes))
 
