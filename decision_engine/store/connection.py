@@ -21,7 +21,7 @@ import ssl
 import termios
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.connection import parse_url
@@ -271,6 +271,14 @@ def _translated(exc: _ReplyError) -> Exception:
     return ReplyError(message)
 
 
+class Connection(Protocol):
+    """What a Script needs: a PipelinedConnection, or a ClusterConnection (store/cluster.py)."""
+
+    async def call(self, *parts: str | bytes | float) -> Any: ...
+
+    async def pipeline(self, commands: Sequence[Sequence[str | bytes | float]]) -> list[Any]: ...
+
+
 class Script:
     """A Lua script run by its SHA1, sent along only when Redis does not have it cached."""
 
@@ -279,7 +287,7 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(
-        self, connection: PipelinedConnection, keys: Sequence[str], args: Sequence[str | float]
+        self, connection: Connection, keys: Sequence[str], args: Sequence[str | float]
     ) -> Any:
         try:
             return await connection.call("EVALSHA", self.sha, len(keys), *keys, *args)
@@ -294,7 +302,7 @@ class Script:
 
     async def many(
         self,
-        connection: PipelinedConnection,
+        connection: Connection,
         calls: Sequence[tuple[Sequence[str], Sequence[str | float]]],
     ) -> list[Any]:
         """The script once per (keys, args), all in one pipeline; the replies in order."""
