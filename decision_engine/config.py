@@ -18,6 +18,8 @@ from decision_engine.errors import ConfigError
 F = TypeVar("F", bound=Callable[..., Any])
 
 ENV_PREFIX = "DECISION_ENGINE_"
+REDIS_CLUSTER_SCHEME = "redis+cluster://"
+"""A --redis-url of this scheme names the startup nodes of a Redis Cluster."""
 
 T = TypeVar("T")
 
@@ -108,6 +110,12 @@ class Settings:
         help="RecordOutcome's budget for writing the outcome; past it the answer is UNAVAILABLE.",
     )
     """RecordOutcome's budget for logging and applying; past it, UNAVAILABLE."""
+    outcomes_wait_replicas: int = setting(
+        0,
+        help="Replicas of the outcome log that must have an outcome before it is "
+        "acknowledged (Redis WAIT); 1 on a Redis Cluster, so that a failover keeps it.",
+    )
+    """Replicas that must have an outcome before RecordOutcome acknowledges it."""
     max_in_flight: int = setting(
         128,
         help="Calls one worker serves at once; more are answered RESOURCE_EXHAUSTED at once.",
@@ -233,6 +241,20 @@ class Settings:
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
+    def _check_cluster(self) -> None:
+        """On a Redis Cluster, only what keeps each script in one slot runs (README: Running
+        at scale): live guidance and notices need a plain Redis for now."""
+        urls = (self.redis_url, self.outcomes_redis_url)
+        if not any(url and url.startswith(REDIS_CLUSTER_SCHEME) for url in urls):
+            return
+        if self.redis_url is None or not self.redis_url.startswith(REDIS_CLUSTER_SCHEME):
+            raise ConfigError("a Redis Cluster outcome log needs a Redis Cluster --redis-url too")
+        if self.moment_workers or self.notice_workers:
+            raise ConfigError(
+                "on a Redis Cluster (redis+cluster://) live guidance and notices do not run yet: "
+                "give --moment-workers 0 --notice-workers 0"
+            )
+
     @property
     def experiment(self) -> Experiment:
         return Experiment(self.control_share, self.challenger_share)
@@ -252,6 +274,11 @@ class Settings:
             raise ConfigError(
                 f"outcomes_timeout_ms must be in (0, 60000], got {self.outcomes_timeout_ms}"
             )
+        if not 0 <= self.outcomes_wait_replicas <= 16:
+            raise ConfigError(
+                f"outcomes_wait_replicas must be 0..16, got {self.outcomes_wait_replicas}"
+            )
+        self._check_cluster()
         if not 0 <= self.moment_workers <= MAX_MOMENT_WORKERS:
             raise ConfigError(
                 f"moment_workers must be 0..{MAX_MOMENT_WORKERS}, got {self.moment_workers}"

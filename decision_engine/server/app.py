@@ -26,7 +26,7 @@ from decision_engine.server.service import (
 )
 from decision_engine.server.session import DecisionSession
 from decision_engine.server.tls import ServerTls
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Connection
 from decision_engine.store.outcomes import DEFAULT_OUTCOMES_TIMEOUT_S
 from decision_engine.store.profiles import ProfileStore
 
@@ -35,6 +35,11 @@ ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 GUIDANCE_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuidanceService"].full_name
 NOTICE_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NoticeService"].full_name
 _SERVING = ("", SERVICE_NAME, GUIDANCE_SERVICE_NAME, NOTICE_SERVICE_NAME)
+
+
+_NEEDS_PLAIN_REDIS = (
+    "live guidance and notices need a plain Redis (redis://); this deployment's is a Redis Cluster"
+)
 
 
 async def create_server(
@@ -49,11 +54,12 @@ async def create_server(
     learned: LearnedState | None = None,
     challenger: ActiveRuleset | None = None,
     experiment: Experiment | None = None,
-    outcomes: PipelinedConnection | None = None,
+    outcomes: Connection | None = None,
     authenticator: Authenticator | None = None,
     tls: ServerTls | None = None,
     reflection_on: bool = True,
     outcomes_timeout_s: float = DEFAULT_OUTCOMES_TIMEOUT_S,
+    outcomes_wait_replicas: int = 0,
     limits: ServerLimits = DEFAULT_LIMITS,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks one), health NOT_SERVING until started.
@@ -68,7 +74,14 @@ async def create_server(
         min_deadline_s=limits.min_deadline_s,
         services=(SERVICE_NAME, GUIDANCE_SERVICE_NAME, NOTICE_SERVICE_NAME),
     )
-    gate = Gate(authenticator or Authenticator(), reflection_open=reflection_on)
+    # Their scripts span slots (an interaction's keys with the moment shards; a customer's
+    # notices with the outbox): on a Redis Cluster they are refused with the reason.
+    closed = (
+        {f"/{name}/": _NEEDS_PLAIN_REDIS for name in (GUIDANCE_SERVICE_NAME, NOTICE_SERVICE_NAME)}
+        if store.cluster
+        else {}
+    )
+    gate = Gate(authenticator or Authenticator(), reflection_open=reflection_on, closed=closed)
     server = grpc.aio.server(
         interceptors=[admission, gate],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.grpc_options()],
@@ -83,7 +96,12 @@ async def create_server(
         experiment=experiment,
     )
     recorder = OutcomeRecorder(
-        session, store, ids=ids, outcomes=outcomes, timeout_s=outcomes_timeout_s
+        session,
+        store,
+        ids=ids,
+        outcomes=outcomes,
+        timeout_s=outcomes_timeout_s,
+        wait_replicas=outcomes_wait_replicas,
     )
     pb_grpc.add_DecisionServiceServicer_to_server(DecisionService(session, recorder), server)
     # Live guidance on the same Redis: events in, guidance out (the moment processes,

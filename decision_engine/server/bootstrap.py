@@ -117,6 +117,7 @@ def prepared(settings: Settings) -> Iterator[tuple[Settings, str]]:
         if settings.redis_url:
             redis_url = settings.redis_url
             outcomes_url = settings.outcomes_redis_url or redis_url
+            _check_cluster_urls(redis_url, outcomes_url)
         else:
             redis_url, outcomes_url = stack.enter_context(_embedded_redis(settings))
         settings = dataclasses.replace(
@@ -127,6 +128,17 @@ def prepared(settings: Settings) -> Iterator[tuple[Settings, str]]:
             settings = dataclasses.replace(settings, decision_secret=_shared_secret(redis_url))
         stack.enter_context(_metrics_dir())
         yield settings, redis_url
+
+
+def _check_cluster_urls(*urls: str) -> None:
+    from decision_engine.store.cluster import is_cluster_url, startup_nodes
+
+    for url in urls:
+        if is_cluster_url(url):
+            try:
+                startup_nodes(url)
+            except ValueError as exc:
+                raise ConfigError(f"--redis-url: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -216,9 +228,10 @@ def _shared_secret(url: str) -> str:
     import redis
 
     from decision_engine.server.decision_ids import SECRET_KEY, new_secret
+    from decision_engine.store.cluster import sync_redis
 
     try:
-        with redis.Redis.from_url(url, socket_timeout=2, decode_responses=True) as client:
+        with sync_redis(url, socket_timeout=2, decode_responses=True) as client:
             client.set(SECRET_KEY, new_secret(), nx=True)
             secret = client.get(SECRET_KEY)
     except redis.RedisError as exc:
@@ -238,20 +251,22 @@ def _warn_if_not_durable(url: str) -> None:
     """Outcomes are acknowledged once Redis has them: say so when a crash could lose them."""
     import redis
 
+    from decision_engine.store.cluster import persistence
+
     try:
-        with redis.Redis.from_url(url, socket_timeout=2) as client:
-            config = client.config_get("append*")
+        servers = persistence(url, socket_timeout=2)
     except redis.RedisError as exc:
         log.warning("could not read the Redis persistence settings (%s)", exc)
         return
-    if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
-        log.warning(
-            "Redis at %s runs with appendonly=%s appendfsync=%s: acknowledged outcomes may be "
-            "lost if it crashes; use appendonly yes and appendfsync always",
-            url.split("@")[-1],
-            config.get("appendonly"),
-            config.get("appendfsync"),
-        )
+    for address, config in servers.items():
+        if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
+            log.warning(
+                "Redis at %s runs with appendonly=%s appendfsync=%s: acknowledged outcomes may "
+                "be lost if it crashes; use appendonly yes and appendfsync always",
+                address,
+                config.get("appendonly"),
+                config.get("appendfsync"),
+            )
 
 
 def authenticator(settings: Settings) -> Authenticator:

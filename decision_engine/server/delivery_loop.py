@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from decision_engine.delivery.senders import DELIVERED, FAILED, Sender, SendResult
 from decision_engine.server import metrics
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Connection
 from decision_engine.store.keys import NOTICE_DEAD, NOTICE_HELD, NOTICE_OUTBOX, OUTBOX_GROUP
 from decision_engine.store.notice_log import log_write, write_notice_log
 from decision_engine.store.outbox import (
@@ -79,9 +79,9 @@ class DeliveryWorker:
         self,
         senders: Mapping[str, Sender],
         *,
-        durable: PipelinedConnection,
-        reader: PipelinedConnection,
-        decision: PipelinedConnection,
+        durable: Connection,
+        reader: Connection,
+        decision: Connection,
         consumer: str,
         max_attempts: int = 8,
         backoff: Backoff = Backoff(),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -93,8 +93,17 @@ def _safe(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] 
 class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Parse, authenticate, authorize: once per call, before any servicer runs."""
 
-    def __init__(self, authenticator: Authenticator, *, reflection_open: bool = True) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        reflection_open: bool = True,
+        closed: Mapping[str, str] | None = None,
+    ) -> None:
         self._auth = authenticator
+        self._closed = dict(closed or {})
+        """Method prefix → why its calls are refused (FAILED_PRECONDITION) after the
+        caller is checked: services this deployment cannot run."""
         self._open = _OPEN_PREFIXES + (_REFLECTION_PREFIXES if reflection_open else ())
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
         self._unexpected_log = Throttle(every_s=_UNEXPECTED_LOG_EVERY_S)
@@ -122,18 +131,27 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         is_open = method.startswith(self._open)
         need = NEEDS.get(method, _ADMIN_NEED)
         name = method.rsplit("/", 1)[-1]
+        closed = next(
+            (why for prefix, why in self._closed.items() if method.startswith(prefix)), ""
+        )
         replaced: dict[str, Any] = {"request_deserializer": _safe(handler.request_deserializer)}
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             behavior = getattr(handler, kind)
             if behavior is not None:
-                replaced[kind] = self._guard(name, behavior, need, is_open, kind)
+                replaced[kind] = self._guard(name, behavior, need, is_open, kind, closed)
         return handler._replace(**replaced)
 
     async def _check(
-        self, name: str, request: Any, need: Need, is_open: bool, context: grpc.aio.ServicerContext
+        self,
+        name: str,
+        request: Any,
+        need: Need,
+        is_open: bool,
+        context: grpc.aio.ServicerContext,
+        closed: str = "",
     ) -> None:
-        """Abort unless `request` parsed (None: a stream, checked per message) and the
-        caller may make the call."""
+        """Abort unless `request` parsed (None: a stream, checked per message), the
+        caller may make the call and the service is not `closed` (why it is)."""
         if isinstance(request, _Malformed):
             metrics.MALFORMED_REQUESTS.labels(name).inc()
             log.debug("%s: request does not parse: %s", name, request.reason)
@@ -151,9 +169,11 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             metrics.AUTH_FAILURES.labels(name, exc.reason).inc()
             code, message = status_for(exc)
             await context.abort(code, message)
+        if closed:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, closed)
 
     def _guard(
-        self, name: str, behavior: Any, need: Need, is_open: bool, kind: str
+        self, name: str, behavior: Any, need: Need, is_open: bool, kind: str, closed: str
     ) -> Callable[..., Any]:
         check = self._check
         streamed_in = kind.startswith("stream_")
@@ -175,7 +195,7 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not yields:
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await check(name, None if streamed_in else request, need, is_open, context)
+                await check(name, None if streamed_in else request, need, is_open, context, closed)
                 try:
                     return await call(request, context)
                 except (grpc.aio.AbortError, grpc.aio.UsageError):
@@ -187,7 +207,7 @@ class Gate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return unary
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await check(name, None if streamed_in else request, need, is_open, context)
+            await check(name, None if streamed_in else request, need, is_open, context, closed)
             async for item in call(request, context):
                 yield item
 

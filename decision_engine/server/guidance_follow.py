@@ -18,7 +18,7 @@ import logging
 
 from decision_engine.errors import StoreError
 from decision_engine.server.throttle import Outage
-from decision_engine.store.connection import PipelinedConnection, ReplyError
+from decision_engine.store.connection import Connection, PipelinedConnection, ReplyError
 from decision_engine.store.interactions import GuidanceEntry, parse_guidance
 from decision_engine.store.keys import guidance_key
 
@@ -72,13 +72,13 @@ class Subscription:
 class GuidanceFollower:
     """Shares one blocking read of guidance streams among a worker's watches."""
 
-    def __init__(self, url: str, control: PipelinedConnection, *, block_ms: int = _BLOCK_MS):
+    def __init__(self, url: str, control: Connection, *, block_ms: int = _BLOCK_MS):
         self._url = url
         self._control = control
         self._block_ms = block_ms
         self._subs: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._connection: PipelinedConnection | None = None
+        self._connection: Connection | None = None
         self._client_id: int | None = None
         self._reading = False
         self._changed = False
@@ -157,7 +157,7 @@ class GuidanceFollower:
                 sub.cursor = new[-1].entry_id
                 sub.deliver(new)
 
-    async def _connect(self) -> PipelinedConnection:
+    async def _connect(self) -> Connection:
         if self._connection is None:
             # Kept before its first call, so that it is closed however that call ends.
             self._connection = connection = PipelinedConnection(self._url)

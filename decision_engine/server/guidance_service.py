@@ -36,7 +36,7 @@ from decision_engine.server.interaction_convert import (
     publish_request,
 )
 from decision_engine.server.status import status_for
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Connection
 from decision_engine.store.interactions import (
     Published,
     guidance_cursor,
@@ -61,7 +61,7 @@ class GuidanceService(pb_grpc.GuidanceServiceServicer):
 
     def __init__(
         self,
-        connection: PipelinedConnection,
+        connection: Connection,
         follower: GuidanceFollower,
         *,
         max_watches: int = DEFAULT_MAX_WATCHES,

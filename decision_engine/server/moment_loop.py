@@ -46,7 +46,7 @@ from decision_engine.server.interaction_convert import decision_json
 from decision_engine.server.rulesets import ActiveRuleset
 from decision_engine.server.session import DecisionSession
 from decision_engine.server.throttle import Outage
-from decision_engine.store.connection import PipelinedConnection, ReplyError
+from decision_engine.store.connection import Connection, ReplyError
 from decision_engine.store.interactions import (
     GuidanceRecord,
     StoredEvent,
@@ -129,8 +129,8 @@ class MomentLoop:
     def __init__(
         self,
         *,
-        connection: PipelinedConnection,
-        reader: PipelinedConnection,
+        connection: Connection,
+        reader: Connection,
         shards: Sequence[int],
         consumer: str,
         factory: DetectorFactory,

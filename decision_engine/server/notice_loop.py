@@ -30,7 +30,7 @@ from decision_engine.decide.notices import (
 )
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.server import metrics
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Connection
 from decision_engine.store.keys import EVENTS_GROUP, EVENTS_STREAM
 from decision_engine.store.notice_log import log_write, write_notice_logs
 from decision_engine.store.notices import (
@@ -80,9 +80,9 @@ class NoticeProcessor:
         self,
         rules: RulesetSource,
         *,
-        decision: PipelinedConnection,
-        durable: PipelinedConnection,
-        reader: PipelinedConnection,
+        decision: Connection,
+        durable: Connection,
+        reader: Connection,
         consumer: str,
         claim_idle_s: float = 30.0,
         batch: int = 20,

@@ -22,7 +22,7 @@ from decision_engine.server.interaction_convert import metric_field
 from decision_engine.server.notice_convert import business_event, business_events, notice_receipt
 from decision_engine.server.service import ActiveRuleset
 from decision_engine.server.status import status_for
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Connection
 from decision_engine.store.notice_log import record_receipt
 from decision_engine.store.notices import ACCEPTED, publish
 
@@ -36,8 +36,8 @@ class NoticeService(pb_grpc.NoticeServiceServicer):
         self,
         rules: ActiveRuleset,
         *,
-        decision: PipelinedConnection,
-        durable: PipelinedConnection,
+        decision: Connection,
+        durable: Connection,
     ) -> None:
         self._rules = rules
         self._decision = decision

@@ -32,7 +32,7 @@ from decision_engine.server.serving import (
     reload_on_signal,
     served_rulesets,
 )
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Connection, PipelinedConnection
 
 log = logging.getLogger("decision_engine.serve")
 
@@ -139,8 +139,8 @@ async def _run(settings: Settings, redis_url: str, suffix: str) -> None:
 
 async def _sweep_daily(
     rules: ActiveRuleset,
-    decision: PipelinedConnection,
-    durable: PipelinedConnection,
+    decision: Connection,
+    durable: Connection,
     stopped: asyncio.Event,
 ) -> None:
     """Try the key-date sweep now and every hour; the lock lets one process run it a day."""

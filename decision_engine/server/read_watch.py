@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from decision_engine.store.connection import Fate, Mark, PipelinedConnection
+from decision_engine.store.connection import Connection, Fate, Mark
 
 # Event-loop turns a read whose reply has arrived gets to read it, past its grace.
 _TURNS_FOR_A_REPLY = 3
@@ -22,7 +22,7 @@ class ReadWatch:
     """
 
     def __init__(
-        self, connection: PipelinedConnection, mark: Mark | None, *, budget: float, grace: float
+        self, connection: Connection, mark: Mark | None, *, budget: float, grace: float
     ) -> None:
         self._connection = connection
         self._mark = mark

@@ -8,7 +8,7 @@ import time
 from decision_engine.server.convert import OutcomeRequest, check_against_decision
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.session import DecisionSession
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Connection
 from decision_engine.store.outcomes import DEFAULT_OUTCOMES_TIMEOUT_S, Recorded, record_outcome
 from decision_engine.store.profiles import ProfileStore
 
@@ -22,8 +22,9 @@ class OutcomeRecorder:
         store: ProfileStore,
         *,
         ids: DecisionIds,
-        outcomes: PipelinedConnection | None = None,
+        outcomes: Connection | None = None,
         timeout_s: float = DEFAULT_OUTCOMES_TIMEOUT_S,
+        wait_replicas: int = 0,
     ) -> None:
         self._session = session
         self._store = store
@@ -31,6 +32,7 @@ class OutcomeRecorder:
         self._outcomes = outcomes or store.connection
         """The outcome log's Redis (the profile store's unless configured apart)."""
         self._timeout_s = timeout_s
+        self._wait_replicas = wait_replicas
 
     async def record(
         self, outcome: OutcomeRequest, *, caller_deadline: float | None
@@ -56,6 +58,7 @@ class OutcomeRecorder:
             # Applied as the arm the decision was made in learns (the counters are shared).
             learning=self._session.ruleset_for(decision.arm).source.learning,
             budget=lambda: self._outcome_budget(caller_deadline),
+            wait_replicas=self._wait_replicas,
         )
         return recorded, decision.arm
 

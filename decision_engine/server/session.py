@@ -47,6 +47,9 @@ _DEADLINE_SHARE_FOR_STORE = 0.5
 _DEADLINE_SHARE_FOR_LATE_READ = 0.75
 # A capped offer lost to another replica is replaced by deciding again, at most this often.
 _CAP_ATTEMPTS = 3
+_SPENT_RECHECK_S = 1.0
+"""On a Redis Cluster a spent budget is found by reserving; for this long after, decisions
+leave the offer out without asking (units given back may make it available again)."""
 # Degraded: the store said nothing (the decision gets no state at all).
 _NOTHING = CustomerState(profile=None)
 
@@ -138,6 +141,9 @@ class DecisionSession:
         self._overloads = outage_log(
             "server overloaded, not the profile store", "server keeps up again"
         )
+        self._spent: dict[str, tuple[str, float]] = {}
+        """On a Redis Cluster, where the load reads no budgets: capped offers a reservation
+        found spent, with the day and until when to leave them out without asking again."""
         # Exported at 0 from the start, so rate() and alerts see the series before the
         # first cap runs out (offers a reload adds start when they first run out).
         for ruleset in (rules, challenger):
@@ -224,7 +230,7 @@ class DecisionSession:
             interaction_id,
             max_offers,
             explain,
-            loaded.exhausted,
+            loaded.exhausted | self._known_spent(now),
             loaded.customer_spent,
             degraded,
             learned,
@@ -331,7 +337,11 @@ class DecisionSession:
             return frozenset(), frozenset()
         try:
             reserved = await reserve_caps(
-                self._store.connection, customer_id, caps, day=cap_day(now)
+                self._store.connection,
+                customer_id,
+                caps,
+                day=cap_day(now),
+                split=self._store.cluster,
             )
         except StoreUnavailableError:
             # No budget can be taken: as if it were spent.
@@ -340,7 +350,15 @@ class DecisionSession:
         held |= reserved.granted
         for offer_id in reserved.spent:
             metrics.CAP_EXHAUSTED.labels(offer_id).inc()
+            if self._store.cluster:
+                self._spent[offer_id] = (cap_day(now), now + _SPENT_RECHECK_S)
         return reserved.spent, reserved.customer_spent
+
+    def _known_spent(self, now: float) -> frozenset[str]:
+        if not self._spent:
+            return frozenset()
+        day = cap_day(now)
+        return frozenset(o for o, (d, until) in self._spent.items() if d == day and now < until)
 
     async def _load(
         self,

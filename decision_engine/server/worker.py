@@ -45,7 +45,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     from decision_engine.server.app import create_server, mark_serving
     from decision_engine.server.limits import ServerLimits
     from decision_engine.server.service import LearnedState
-    from decision_engine.store.connection import PipelinedConnection
+    from decision_engine.store.cluster import connect
     from decision_engine.store.profiles import ProfileStore
 
     metrics.init_metrics()
@@ -55,7 +55,10 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
     timeout_s = settings.redis_timeout_ms / 1000
     store = ProfileStore.from_url(redis_url, socket_timeout=max(timeout_s * 4, 0.5))
     outcomes_url = settings.outcomes_redis_url or redis_url
-    outcomes = PipelinedConnection(outcomes_url) if outcomes_url != redis_url else None
+    # A connection of its own for the log when it waits for replicas: WAIT holds up
+    # whatever follows it on a connection.
+    apart = outcomes_url != redis_url or settings.outcomes_wait_replicas > 0
+    outcomes = connect(outcomes_url) if apart else None
     learned = LearnedState(rules, store)
     background = [asyncio.create_task(learned.run(), name="learning refresh")]
     if index == 0:
@@ -84,6 +87,7 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
         tls=server_tls(settings),
         reflection_on=settings.reflection,
         outcomes_timeout_s=settings.outcomes_timeout_ms / 1000,
+        outcomes_wait_replicas=settings.outcomes_wait_replicas,
         limits=ServerLimits(
             max_in_flight=settings.max_in_flight,
             max_queued=settings.max_queued,
@@ -124,12 +128,12 @@ async def _reconcile(
     """Apply what reached the outcome log but not the decision Redis (store/reconcile.py)."""
     from decision_engine.decide.experiment import CHALLENGER
     from decision_engine.server.reconcile import run_reconciler
-    from decision_engine.store.connection import PipelinedConnection
+    from decision_engine.store.cluster import connect
     from decision_engine.store.reconcile import Reconciler
 
     # Connections of its own: a replay must not queue ahead of Decide's reads.
-    log_connection = PipelinedConnection(outcomes_url)
-    apply_connection = PipelinedConnection(redis_url)
+    log_connection = connect(outcomes_url)
+    apply_connection = connect(redis_url)
     reconciler = Reconciler(
         log_connection,
         apply_connection,

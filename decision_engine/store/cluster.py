@@ -21,14 +21,16 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
+import redis
 import redis.asyncio.cluster
 import redis.cluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from decision_engine.config import REDIS_CLUSTER_SCHEME
 from decision_engine.errors import StoreUnavailableError
 from decision_engine.store.connection import Fate, Mark, PipelinedConnection, ReplyError
 
-SCHEME = "redis+cluster://"
+SCHEME = REDIS_CLUSTER_SCHEME
 MAX_REDIRECTS = 5
 TRYAGAIN_RETRIES = 3
 
@@ -54,7 +56,7 @@ def is_cluster_url(url: str) -> bool:
 def _split(url: str) -> tuple[str | None, str | None, list[Address]]:
     """(username, password, startup nodes) of a cluster URL."""
     if not is_cluster_url(url):
-        raise ValueError(f"not a {SCHEME} URL: {url!r}")
+        raise ValueError(f"not a {SCHEME} URL")
     rest = url[len(SCHEME) :].split("/", 1)[0].split("?", 1)[0]
     username = password = None
     if "@" in rest:
@@ -68,7 +70,7 @@ def _split(url: str) -> tuple[str | None, str | None, list[Address]]:
     for item in rest.split(","):
         host, sep, port = item.strip().rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise ValueError(f"cluster node {item!r} of {url!r} is not host:port")
+            raise ValueError(f"cluster node {item!r} is not host:port")
         nodes.append((host.strip("[]"), int(port)))
     return username, password, nodes
 
@@ -98,6 +100,27 @@ def sync_client(url: str, **kwargs: Any) -> redis.cluster.RedisCluster:
         password=password,
         **kwargs,
     )
+
+
+def sync_redis(url: str, **kwargs: Any) -> redis.Redis | redis.cluster.RedisCluster:
+    """redis-py's client for any of our URLs: the cluster client for `redis+cluster://`."""
+    if is_cluster_url(url):
+        return sync_client(url, **kwargs)
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def persistence(url: str, **kwargs: Any) -> dict[str, dict[str, str]]:
+    """`CONFIG GET append*` of every master (the one server of a plain URL), by address."""
+    if not is_cluster_url(url):
+        with redis.Redis.from_url(url, decode_responses=True, **kwargs) as client:
+            return {url.split("@")[-1]: dict(client.config_get("append*"))}
+    with sync_client(url, decode_responses=True, **kwargs) as cluster:
+        return {
+            f"{node.host}:{node.port}": dict(
+                cluster.get_redis_connection(node).config_get("append*")
+            )
+            for node in cluster.get_primaries()
+        }
 
 
 def async_client(url: str, **kwargs: Any) -> redis.asyncio.cluster.RedisCluster:
@@ -222,6 +245,15 @@ class ClusterConnection:
         if isinstance(reply, Exception):
             raise reply
         return reply
+
+    async def call_on(self, key: str, *parts: Part) -> Any:
+        """A keyless command (WAIT) on the connection of `key`'s master."""
+        if self._generation == 0:
+            await self._refresh(0)
+        address = self._slots[key_slot(key.encode())]
+        if address is None:
+            raise StoreUnavailableError(f"no master serves the slot of {key}")
+        return await self._node(address).call(*parts)
 
     async def pipeline(self, commands: Sequence[Sequence[Part]]) -> list[Any]:
         """Send many commands, each group of one master in one pipeline, all groups at once;

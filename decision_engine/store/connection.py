@@ -153,6 +153,7 @@ class PipelinedConnection:
     """A lazily (re)connected, shared connection; `call` is safe from many tasks at once."""
 
     def __init__(self, url: str, *, connect_timeout: float = 1.0) -> None:
+        self.url = url
         options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
         self._host = str(options.get("host", "localhost"))
         self._port = int(options.get("port", 6379))
@@ -205,6 +206,10 @@ class PipelinedConnection:
             return await protocol.send(encode(*parts))
         except _ReplyError as exc:
             raise _translated(exc) from None
+
+    async def call_on(self, key: str, *parts: str | bytes | float) -> Any:
+        """`call`: every key's commands go down this one connection."""
+        return await self.call(*parts)
 
     async def pipeline(self, commands: Sequence[Sequence[str | bytes | float]]) -> list[Any]:
         """Send many commands at once and wait for all replies, in order; a reply that is an
@@ -272,11 +277,26 @@ def _translated(exc: _ReplyError) -> Exception:
 
 
 class Connection(Protocol):
-    """What a Script needs: a PipelinedConnection, or a ClusterConnection (store/cluster.py)."""
+    """The request path's connection: a PipelinedConnection, or a ClusterConnection
+    (store/cluster.py) that routes each command to its slot's master."""
+
+    url: str
 
     async def call(self, *parts: str | bytes | float) -> Any: ...
 
+    async def call_on(self, key: str, *parts: str | bytes | float) -> Any:
+        """A keyless command (WAIT) on the connection that `key`'s commands go down."""
+        ...
+
     async def pipeline(self, commands: Sequence[Sequence[str | bytes | float]]) -> list[Any]: ...
+
+    def send_nowait(self, *parts: str | bytes | float) -> asyncio.Future[Any]: ...
+
+    def mark(self) -> Mark | None: ...
+
+    def fate(self, mark: Mark | None) -> tuple[Fate, float]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Script:
@@ -306,23 +326,33 @@ class Script:
         calls: Sequence[tuple[Sequence[str], Sequence[str | float]]],
     ) -> list[Any]:
         """The script once per (keys, args), all in one pipeline; the replies in order."""
-        replies = await connection.pipeline(
-            [("EVALSHA", self.sha, len(keys), *keys, *args) for keys, args in calls]
-        )
-        forgotten = [i for i, r in enumerate(replies) if _noscript(r)]
-        if forgotten:
-            again = await connection.pipeline(
-                [("EVAL", self.source, len(calls[i][0]), *calls[i][0], *calls[i][1])
-                 for i in forgotten]
-            )  # fmt: skip
-            for i, reply in zip(forgotten, again, strict=True):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, ReplyError):
-                raise StoreUnavailableError(str(reply)) from reply
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return await run_scripts(connection, [(self, call) for call in calls])
+
+
+ScriptCall = tuple[Script, tuple[Sequence[str], Sequence[str | float]]]
+
+
+async def run_scripts(connection: Connection, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Each script with its (keys, args), all in one pipeline (on a Redis Cluster, one
+    per master, all at once); the replies in order. StoreUnavailableError for an error
+    reply."""
+    replies = await connection.pipeline(
+        [("EVALSHA", script.sha, len(keys), *keys, *args) for script, (keys, args) in calls]
+    )
+    forgotten = [i for i, r in enumerate(replies) if _noscript(r)]
+    if forgotten:
+        again = await connection.pipeline(
+            [("EVAL", calls[i][0].source, len(calls[i][1][0]), *calls[i][1][0], *calls[i][1][1])
+             for i in forgotten]
+        )  # fmt: skip
+        for i, reply in zip(forgotten, again, strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise StoreUnavailableError(str(reply)) from reply
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def _noscript(reply: object) -> bool:

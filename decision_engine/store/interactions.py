@@ -36,7 +36,7 @@ from typing import Any
 
 from decision_engine.errors import InteractionStateError
 from decision_engine.moments.model import EventValue, InteractionEvent
-from decision_engine.store.connection import PipelinedConnection, Script
+from decision_engine.store.connection import Connection, Script
 from decision_engine.store.keys import (
     guidance_ids_key,
     guidance_key,
@@ -242,7 +242,7 @@ def _decode_data(text: str) -> dict[str, EventValue]:
 
 
 async def publish_events(
-    connection: PipelinedConnection,
+    connection: Connection,
     events: Sequence[InteractionEvent],
     *,
     now: float,
@@ -311,7 +311,7 @@ def parse_event(interaction_id: str, entry_id: str, flat: list[str]) -> StoredEv
 
 
 async def read_events(
-    connection: PipelinedConnection, interaction_id: str, *, after: str = "", count: int = 1000
+    connection: Connection, interaction_id: str, *, after: str = "", count: int = 1000
 ) -> list[StoredEvent]:
     """The interaction's events after the entry `after` ("": from the first), at most
     `count` of them."""
@@ -323,7 +323,7 @@ async def read_events(
 
 
 async def read_all_events(
-    connection: PipelinedConnection, interaction_id: str, *, after: str = ""
+    connection: Connection, interaction_id: str, *, after: str = ""
 ) -> list[StoredEvent]:
     """Every event after `after`, in pages."""
     events: list[StoredEvent] = []
@@ -335,29 +335,27 @@ async def read_all_events(
         after = page[-1].entry_id
 
 
-async def interaction_done(connection: PipelinedConnection, interaction_id: str) -> bool:
+async def interaction_done(connection: Connection, interaction_id: str) -> bool:
     """True once the end of the interaction's guidance is written."""
     return bool(await connection.call("HGET", interaction_state_key(interaction_id), "done"))
 
 
-async def live_interactions(connection: PipelinedConnection, shard: int) -> list[str]:
+async def live_interactions(connection: Connection, shard: int) -> list[str]:
     """The shard's interactions started and not yet done."""
     return sorted(await connection.call("SMEMBERS", moment_live_key(shard)) or ())
 
 
-async def forget_interaction(connection: PipelinedConnection, interaction_id: str) -> None:
+async def forget_interaction(connection: Connection, interaction_id: str) -> None:
     """Take an interaction whose events are gone (expired) off its shard's live set."""
     await connection.call("SREM", moment_live_key(shard_of(interaction_id)), interaction_id)
 
 
-async def guidance_written(
-    connection: PipelinedConnection, interaction_id: str, guidance_id: str
-) -> bool:
+async def guidance_written(connection: Connection, interaction_id: str, guidance_id: str) -> bool:
     return bool(await connection.call("HEXISTS", guidance_ids_key(interaction_id), guidance_id))
 
 
 async def write_guidance(
-    connection: PipelinedConnection, record: GuidanceRecord, *, now: float,
+    connection: Connection, record: GuidanceRecord, *, now: float,
     ttl_s: float = INTERACTION_TTL_S,
 ) -> tuple[int, bool]:  # fmt: skip
     """Write an item once: (its seq, True if written now). A guidance id written before
@@ -381,7 +379,7 @@ async def write_guidance(
 
 
 async def end_guidance(
-    connection: PipelinedConnection, interaction_id: str, *, now: float,
+    connection: Connection, interaction_id: str, *, now: float,
     ttl_s: float = INTERACTION_TTL_S,
 ) -> None:  # fmt: skip
     """Write the end marker after the last item (once) and take the interaction off its
@@ -431,7 +429,7 @@ def parse_guidance(interaction_id: str, entry_id: str, flat: list[str] | None) -
 
 
 async def read_guidance(
-    connection: PipelinedConnection, interaction_id: str, *, after: str, count: int = 100
+    connection: Connection, interaction_id: str, *, after: str, count: int = 100
 ) -> list[GuidanceEntry]:
     """Guidance entries after the stream id `after`, at most `count`."""
     reply = await connection.call(

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from decision_engine.decide.notices import BusinessEvent
 from decision_engine.ruleset.compiled import CompiledRuleset
 from decision_engine.ruleset.spec import EventType
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Connection
 from decision_engine.store.keys import PREFIX, SWEEP_LOCK, profile_key, sweep_done_key
 from decision_engine.store.notices import ACCEPTED, publish
 
@@ -45,7 +45,7 @@ def key_date_events(ruleset: CompiledRuleset) -> list[EventType]:
     return [e for e in rules.events.values() if e.date_field is not None]
 
 
-async def claim_sweep(durable: PipelinedConnection, owner: str, *, now: float) -> str | None:
+async def claim_sweep(durable: Connection, owner: str, *, now: float) -> str | None:
     """Today's sweep for `owner` (the day), unless it is done or another process has it."""
     day = _day(now)
     if await durable.call("EXISTS", sweep_done_key(day)):
@@ -55,7 +55,7 @@ async def claim_sweep(durable: PipelinedConnection, owner: str, *, now: float) -
     return day
 
 
-async def finish_sweep(durable: PipelinedConnection, owner: str, day: str) -> None:
+async def finish_sweep(durable: Connection, owner: str, day: str) -> None:
     """Mark the day swept and let go of the lock (if it is still ours)."""
     await durable.call("SET", sweep_done_key(day), owner, "EX", DONE_TTL_S)
     if await durable.call("GET", SWEEP_LOCK) == owner:
@@ -63,8 +63,8 @@ async def finish_sweep(durable: PipelinedConnection, owner: str, day: str) -> No
 
 
 async def sweep(
-    decision: PipelinedConnection,
-    durable: PipelinedConnection,
+    decision: Connection,
+    durable: Connection,
     ruleset: CompiledRuleset,
     *,
     now: float,
@@ -101,7 +101,7 @@ async def sweep(
 
 
 async def _publish(
-    durable: PipelinedConnection, events: list[BusinessEvent], report: SweepReport, *, now: float
+    durable: Connection, events: list[BusinessEvent], report: SweepReport, *, now: float
 ) -> None:
     statuses = await publish(durable, events, now=now)
     accepted = sum(1 for s in statuses if s == ACCEPTED)
@@ -139,8 +139,8 @@ def _day(now: float) -> str:
 
 
 async def run_sweep(
-    decision: PipelinedConnection,
-    durable: PipelinedConnection,
+    decision: Connection,
+    durable: Connection,
     ruleset: CompiledRuleset,
     *,
     owner: str,

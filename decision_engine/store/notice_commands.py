@@ -19,7 +19,7 @@ import click
 
 from decision_engine.config import setting_option
 from decision_engine.errors import RulesetError, StoreUnavailableError
-from decision_engine.store.connection import PipelinedConnection
+from decision_engine.store.connection import Connection, PipelinedConnection
 from decision_engine.store.embedded import running_url
 from decision_engine.store.keys import NOTICE_DEAD, NOTICE_HELD, NOTICE_OUTBOX, notice_log_key
 from decision_engine.store.outbox import dead_letters, oldest_age, revive
@@ -55,7 +55,7 @@ def _redis_options(command: Callable[..., None]) -> Callable[..., None]:
     )(command)  # fmt: skip
 
 
-def _run(url: str, work: Callable[[PipelinedConnection], Awaitable[T]]) -> T:
+def _run(url: str, work: Callable[[Connection], Awaitable[T]]) -> T:
     async def main() -> T:
         connection = PipelinedConnection(url)
         try:
@@ -84,7 +84,7 @@ def status_command(**options: Any) -> None:
     """How far delivery is: notices waiting, held for later, dead-lettered."""
     _, durable = _urls(options)
 
-    async def read(conn: PipelinedConnection) -> tuple[int, int, int, float]:
+    async def read(conn: Connection) -> tuple[int, int, int, float]:
         waiting, held, dead, lag = await asyncio.gather(
             conn.call("XLEN", NOTICE_OUTBOX), conn.call("ZCARD", NOTICE_HELD),
             conn.call("XLEN", NOTICE_DEAD), oldest_age(conn, now=time.time()),
@@ -104,7 +104,7 @@ def list_command(customer: str, as_json: bool, **options: Any) -> None:
     """The notices a customer was sent (what Decide and the agent see)."""
     decision, _ = _urls(options)
 
-    async def read(conn: PipelinedConnection) -> dict[str, str]:
+    async def read(conn: Connection) -> dict[str, str]:
         return pairs([str(p) for p in await conn.call("HGETALL", notice_log_key(customer))])
 
     records = {k: json.loads(v) for k, v in sorted(_run(decision, read).items())}
@@ -143,7 +143,7 @@ def retry_command(entry_ids: tuple[str, ...], every: bool, **options: Any) -> No
         raise click.UsageError("name the dead letters (ids from `notices dead-letters`) or --all")
     _, durable = _urls(options)
 
-    async def move(conn: PipelinedConnection) -> tuple[int, list[str]]:
+    async def move(conn: Connection) -> tuple[int, list[str]]:
         letters = await dead_letters(conn, count=1_000_000 if every else 100_000)
         wanted = {e: entry for e, entry in letters if every or e in entry_ids}
         moved = [e for e in wanted if await revive(conn, e, wanted[e])]
@@ -174,7 +174,7 @@ def sweep_command(rules_dir: Path, force: bool, **options: Any) -> None:
         raise click.ClickException(f"{rules_dir}: {exc.problems[0]}") from exc
     decision_url, durable_url = _urls(options)
 
-    async def work(decision: PipelinedConnection) -> str:
+    async def work(decision: Connection) -> str:
         from decision_engine.store.key_dates import run_sweep
 
         durable = PipelinedConnection(durable_url)

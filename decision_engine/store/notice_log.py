@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 
 from decision_engine.errors import NoticeNotFoundError
-from decision_engine.store.connection import PipelinedConnection, Script
+from decision_engine.store.connection import Connection, Script
 from decision_engine.store.keys import notice_key_index, notice_log_key
 
 # KEYS: the notice log. ARGV: notice id, the record (JSON; `key` and `status` at least).
@@ -60,22 +60,20 @@ def log_write(
     return [notice_log_key(customer_id)], [notice_id, json.dumps(record)]
 
 
-async def write_notice_logs(
-    decision: PipelinedConnection, writes: Sequence[LogWrite]
-) -> list[bool]:
+async def write_notice_logs(decision: Connection, writes: Sequence[LogWrite]) -> list[bool]:
     """Merge facts (log_write) into customers' logs, one pipeline; per fact False when the
     log holds a newer notice of the same id (the fact is about an older one: dropped)."""
     return [bool(r) for r in await _WRITE.many(decision, writes)]
 
 
-async def write_notice_log(decision: PipelinedConnection, write: LogWrite) -> bool:
+async def write_notice_log(decision: Connection, write: LogWrite) -> bool:
     """Merge one fact (log_write) into a customer's log; see write_notice_logs."""
     return bool(await _WRITE(decision, *write))
 
 
 async def record_receipt(
-    decision: PipelinedConnection,
-    durable: PipelinedConnection,
+    decision: Connection,
+    durable: Connection,
     key: str,
     status: str,
     provider_ref: str,

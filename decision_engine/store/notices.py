@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from decision_engine.decide.notices import HELD, SEND, BusinessEvent, NoticePlan, SentNotice
 from decision_engine.errors import StoreUnavailableError
-from decision_engine.store.connection import PipelinedConnection, Script
+from decision_engine.store.connection import Connection, Script
 from decision_engine.store.keys import (
     EVENTS_GROUP,
     EVENTS_REJECTED,
@@ -102,9 +102,7 @@ def event_fields(event: BusinessEvent, *, published_at: float) -> list[str]:
     return fields
 
 
-async def publish(
-    durable: PipelinedConnection, events: Sequence[BusinessEvent], *, now: float
-) -> list[str]:
+async def publish(durable: Connection, events: Sequence[BusinessEvent], *, now: float) -> list[str]:
     """Store each event once; ACCEPTED or DUPLICATE per event, in order."""
     keys = [EVENTS_STREAM, *(event_seen_key(e.event_id) for e in events)]
     args: list[str | float] = [EVENT_ID_TTL_S, EVENTS_MAXLEN]
@@ -182,7 +180,7 @@ def _page(fields: Mapping[str, str]) -> tuple[str, ...] | None:
 
 
 async def split_audience(
-    durable: PipelinedConnection,
+    durable: Connection,
     stored: StoredEvent,
     pages: Sequence[Sequence[str]],
 ) -> None:
@@ -213,7 +211,7 @@ _REJECT = Script(_REJECT_LUA)
 
 
 async def reject(
-    durable: PipelinedConnection, entry_id: str, fields: Mapping[str, str], reason: str
+    durable: Connection, entry_id: str, fields: Mapping[str, str], reason: str
 ) -> None:
     """Move an entry that is not a good event aside, with why (and acknowledge it)."""
     flat = [part for item in fields.items() for part in item]
@@ -224,7 +222,7 @@ async def reject(
     )
 
 
-async def first_sight(durable: PipelinedConnection, event_id: str) -> bool:
+async def first_sight(durable: Connection, event_id: str) -> bool:
     """True the first time an event id is seen (for events written to the stream directly)."""
     return bool(
         await durable.call("SET", event_seen_key(event_id), "1", "NX", "EX", EVENT_ID_TTL_S)
@@ -242,8 +240,8 @@ class CustomerNotices:
 
 
 async def read_customers(
-    decision: PipelinedConnection,
-    durable: PipelinedConnection,
+    decision: Connection,
+    durable: Connection,
     customer_ids: Sequence[str],
     *,
     now: float,
@@ -316,7 +314,7 @@ def outbox_entry(
 
 
 async def commit(
-    durable: PipelinedConnection,
+    durable: Connection,
     event: BusinessEvent,
     planned: Sequence[tuple[CustomerNotices, Sequence[NoticePlan]]],
     *,
@@ -367,7 +365,7 @@ def _commit_call(
 
 
 async def audience_members(
-    decision: PipelinedConnection, field: str, value: str, *, cursor: int, count: int
+    decision: Connection, field: str, value: str, *, cursor: int, count: int
 ) -> tuple[int, list[str]]:
     """One page of an audience (SSCAN): the next cursor (0 at the end) and customer ids."""
     reply = await decision.call("SSCAN", audience_key(field, value), cursor, "COUNT", count)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 
-from decision_engine.store.connection import PipelinedConnection, Script
+from decision_engine.store.connection import Connection, Script
 from decision_engine.store.keys import (
     NOTICE_DEAD,
     NOTICE_HELD,
@@ -153,17 +153,17 @@ _RELEASE, _DELIVERED = Script(_RELEASE_LUA), Script(_DELIVERED_LUA)
 _RETRY, _DEAD, _REVIVE = Script(_RETRY_LUA), Script(_DEAD_LUA), Script(_REVIVE_LUA)
 
 
-async def release_due(durable: PipelinedConnection, *, now: float, limit: int = 500) -> int:
+async def release_due(durable: Connection, *, now: float, limit: int = 500) -> int:
     """Move held notices due by `now` onto the outbox stream; how many moved."""
     return int(await _RELEASE(durable, [NOTICE_HELD, NOTICE_OUTBOX], [repr(now), limit]))
 
 
-async def was_delivered(durable: PipelinedConnection, key: str) -> bool:
+async def was_delivered(durable: Connection, key: str) -> bool:
     """True when a notice of this key was delivered (a redelivery after a crash)."""
     return bool(await durable.call("EXISTS", notice_delivered_key(key)))
 
 
-async def settle_delivered(durable: PipelinedConnection, entry_id: str, key: str) -> None:
+async def settle_delivered(durable: Connection, entry_id: str, key: str) -> None:
     """The notice is delivered: remember its key, drop its entry."""
     await _DELIVERED(
         durable,
@@ -172,9 +172,7 @@ async def settle_delivered(durable: PipelinedConnection, entry_id: str, key: str
     )
 
 
-async def retry_later(
-    durable: PipelinedConnection, entry_id: str, entry: OutboxEntry, *, at: float
-) -> bool:
+async def retry_later(durable: Connection, entry_id: str, entry: OutboxEntry, *, at: float) -> bool:
     """Hold the notice (its attempt counted) until `at`; False if another worker settled
     the entry first."""
     member = held_member(replace(entry, not_before=at))
@@ -185,7 +183,7 @@ async def retry_later(
     )
 
 
-async def dead_letter(durable: PipelinedConnection, entry_id: str, entry: OutboxEntry) -> bool:
+async def dead_letter(durable: Connection, entry_id: str, entry: OutboxEntry) -> bool:
     """Move the notice to the dead-letter stream; False if another worker settled it first."""
     return bool(
         await _DEAD(
@@ -196,9 +194,7 @@ async def dead_letter(durable: PipelinedConnection, entry_id: str, entry: Outbox
     )
 
 
-async def dead_letters(
-    durable: PipelinedConnection, *, count: int = 100
-) -> list[tuple[str, OutboxEntry]]:
+async def dead_letters(durable: Connection, *, count: int = 100) -> list[tuple[str, OutboxEntry]]:
     """The oldest dead letters: (entry id, notice)."""
     reply = await durable.call("XRANGE", NOTICE_DEAD, "-", "+", "COUNT", count)
     out = []
@@ -210,13 +206,13 @@ async def dead_letters(
     return out
 
 
-async def revive(durable: PipelinedConnection, entry_id: str, entry: OutboxEntry) -> bool:
+async def revive(durable: Connection, entry_id: str, entry: OutboxEntry) -> bool:
     """A dead letter back onto the outbox with its attempts reset; False if it is gone."""
     fresh = replace(entry, attempt=0, last_error="")
     return bool(await _REVIVE(durable, [NOTICE_DEAD, NOTICE_OUTBOX], [entry_id, *flat(fresh)]))
 
 
-async def oldest_age(durable: PipelinedConnection, *, now: float) -> float:
+async def oldest_age(durable: Connection, *, now: float) -> float:
     """Seconds since the oldest notice still on the outbox stream was added (0 if none):
     delivered entries are deleted, so this is how far delivery is behind."""
     reply = await durable.call("XRANGE", NOTICE_OUTBOX, "-", "+", "COUNT", 1)

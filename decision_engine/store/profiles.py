@@ -12,14 +12,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 import redis.asyncio as aioredis
+import redis.asyncio.cluster
 from redis.exceptions import RedisError
 
 from decision_engine.decide.values import Contact, CustomerState, NoticeRecord, OfferEvent
 from decision_engine.errors import StoreUnavailableError
 from decision_engine.ruleset.compiled import DailyCap
-from decision_engine.store.connection import PipelinedConnection, Script
+from decision_engine.store.cluster import async_client, connect, is_cluster_url
+from decision_engine.store.connection import Connection, Script
 from decision_engine.store.keys import (
     audience_key,
     cap_key,
@@ -32,6 +35,8 @@ from decision_engine.store.keys import (
 from decision_engine.store.replies import pairs
 
 DEFAULT_RETENTION_S = 30 * 86400
+AsyncClient = aioredis.Redis | redis.asyncio.cluster.RedisCluster
+
 UNKNOWN_CUSTOMER_RETENTION_S = 3600
 """Contacts of a customer without a profile are kept this long: enough to see a repeat
 call, while made-up ids cost a key for an hour rather than a month."""
@@ -40,7 +45,8 @@ MAX_CONTACTS_PER_DAY = 20
 not recorded, so one caller cannot grow a customer's contact history without bound."""
 
 # KEYS: profile, contacts, offer history, notice log, the customer's capped-offer counts
-# of the day, then the day's counter of each capped offer.
+# of the day, then the day's counter of each capped offer (none on a Redis Cluster, where
+# they live in other slots: the reservation finds a spent budget there).
 # ARGV: now, retention_s, interaction_id ("" for none), entry, retention_s without a
 # profile, contacts per day, then the id of each capped offer.
 # Contacts are a hash so that a retried interaction counts once; their age lives in the
@@ -82,13 +88,13 @@ end
 local history = redis.call('HGETALL', KEYS[3])
 local notices = redis.call('HGETALL', KEYS[4])
 local caps, mine = {}, {}
+if #ARGV > 6 then
+  mine = redis.call('HMGET', KEYS[5], unpack(ARGV, 7, #ARGV))
+  for i = 1, #mine do mine[i] = mine[i] or '0' end
+end
 if #KEYS > 5 then
   caps = redis.call('MGET', unpack(KEYS, 6, #KEYS))
-  mine = redis.call('HMGET', KEYS[5], unpack(ARGV, 7, #ARGV))
-  for i = 1, #caps do
-    caps[i] = caps[i] or '0'
-    mine[i] = mine[i] or '0'
-  end
+  for i = 1, #caps do caps[i] = caps[i] or '0' end
 end
 return {profile, kept, history, caps, mine, refused, notices}
 """
@@ -115,34 +121,39 @@ class Loaded:
 class ProfileStore:
     """Async access to profiles and contact history over one connection pool."""
 
-    def __init__(self, client: aioredis.Redis, fast: PipelinedConnection, *, url: str = "") -> None:
+    def __init__(self, client: AsyncClient, fast: Connection, *, url: str = "") -> None:
         self._redis = client
         self._fast = fast
         self.url = url
         """Where it is (from_url's), for connections of their own (blocking reads)."""
+        self.cluster = is_cluster_url(url)
+        """On a Redis Cluster: the load reads no budgets (their keys are in other slots)."""
 
     @classmethod
     def from_url(
         cls, url: str, *, socket_timeout: float = 1.0, socket_connect_timeout: float = 1.0
     ) -> ProfileStore:
-        """A store with its own pool; the hiredis parser is used when installed."""
-        client = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
+        """A store with its own pool (redis-py's cluster client for a `redis+cluster://`
+        URL); the hiredis parser is used when installed."""
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+        }
+        client: AsyncClient = (
+            async_client(url, **options)
+            if is_cluster_url(url)
+            else aioredis.Redis.from_url(url, **options)
         )
-        return cls(
-            client, PipelinedConnection(url, connect_timeout=socket_connect_timeout), url=url
-        )
+        return cls(client, connect(url, connect_timeout=socket_connect_timeout), url=url)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> AsyncClient:
         """The underlying client (for markers and maintenance, not for decisions)."""
         return self._redis
 
     @property
-    def connection(self) -> PipelinedConnection:
+    def connection(self) -> Connection:
         """The pipelined request-path connection (decisions, outcomes, caps)."""
         return self._fast
 
@@ -185,11 +196,14 @@ class ProfileStore:
             history_key(customer_id),
             notice_log_key(customer_id),
             customer_caps_key(customer_id, day),
-            *(cap_key(offer_id, day) for offer_id, _ in capped),
         ]
+        if not self.cluster:
+            keys.extend(cap_key(offer_id, day) for offer_id, _ in capped)
         args.extend(offer_id for offer_id, _ in capped)
         reply = await _LOAD(self._fast, keys, args)
         raw_profile, raw_contacts, raw_history, counts, mine, refused, raw_notices = reply
+        if self.cluster:
+            counts = ["0"] * len(capped)  # not read: a spent budget is found on reserving
         skipped: dict[str, int] = {}
         contacts = []
         for interaction_id, entry in pairs(raw_contacts).items():

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from decision_engine.ruleset.spec import Learning
-from decision_engine.store.connection import PipelinedConnection, Script
+from decision_engine.store.connection import Connection, Script
 from decision_engine.store.keys import APPLIED_CURSOR, OUTCOME_STREAM, RECONCILER_LEASE
 from decision_engine.store.outcomes import DEFAULT_DECISION_TTL_S, LoggedOutcome, apply_outcome
 
@@ -54,8 +54,8 @@ class Reconciler:
 
     def __init__(
         self,
-        log: PipelinedConnection,
-        apply: PipelinedConnection,
+        log: Connection,
+        apply: Connection,
         *,
         learning: Callable[[str], Learning | None],
         decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
@@ -94,7 +94,7 @@ class Reconciler:
     async def run_once(self) -> int:
         """Apply every settled entry after the cursor; returns how many were not applied yet."""
         async with asyncio.timeout(self._timeout_s):
-            seconds, micros = await self._log.call("TIME")
+            seconds, micros = await self._log.call_on(OUTCOME_STREAM, "TIME")
             cursor = await self._apply.call("GET", APPLIED_CURSOR)
         # The log Redis's clock: stream ids are its milliseconds.
         now_ms = int(seconds) * 1000 + int(micros) // 1000

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from decision_engine.store.connection import PipelinedConnection, ReplyError
+from decision_engine.store.connection import Connection, ReplyError
 from decision_engine.store.keys import moment_work_key
 from decision_engine.store.replies import stream_entries
 
@@ -37,13 +37,13 @@ def consumer_name(index: int) -> str:
     return f"moments-{index}"
 
 
-async def ensure_groups(connection: PipelinedConnection, shards: Iterable[int]) -> None:
+async def ensure_groups(connection: Connection, shards: Iterable[int]) -> None:
     """The consumer group on each shard's stream, made once."""
     for shard in shards:
         await ensure_group(connection, moment_work_key(shard), GROUP)
 
 
-async def ensure_group(connection: PipelinedConnection, stream: str, group: str) -> None:
+async def ensure_group(connection: Connection, stream: str, group: str) -> None:
     """A consumer group on a stream, made once (from the stream's start, so entries added
     before it existed are read too); an existing one is left as it is."""
     try:
@@ -53,7 +53,7 @@ async def ensure_group(connection: PipelinedConnection, stream: str, group: str)
             raise
 
 
-async def claim_pending(connection: PipelinedConnection, shard: int, consumer: str) -> int:
+async def claim_pending(connection: Connection, shard: int, consumer: str) -> int:
     """Take over every pending entry of the shard (this process owns it now, whoever read
     them before); returns how many."""
     cursor, claimed = "0-0", 0
@@ -69,7 +69,7 @@ async def claim_pending(connection: PipelinedConnection, shard: int, consumer: s
 
 
 async def read_work(
-    connection: PipelinedConnection,
+    connection: Connection,
     shards: Sequence[int],
     consumer: str,
     *,
@@ -101,7 +101,7 @@ async def read_work(
     return items
 
 
-async def acknowledge(connection: PipelinedConnection, items: Iterable[WorkItem]) -> None:
+async def acknowledge(connection: Connection, items: Iterable[WorkItem]) -> None:
     """Done with these entries: they leave the pending list."""
     by_shard: dict[int, list[str]] = {}
     for item in items:
@@ -110,7 +110,7 @@ async def acknowledge(connection: PipelinedConnection, items: Iterable[WorkItem]
         await connection.call("XACK", moment_work_key(shard), GROUP, *ids)
 
 
-async def trim_acknowledged(connection: PipelinedConnection, shard: int) -> None:
+async def trim_acknowledged(connection: Connection, shard: int) -> None:
     """Drop the entries every consumer is done with (before the oldest pending one, or up
     to the last delivered when none is pending)."""
     key = moment_work_key(shard)
@@ -129,7 +129,7 @@ async def trim_acknowledged(connection: PipelinedConnection, shard: int) -> None
     await connection.call("XTRIM", key, "MINID", oldest)
 
 
-async def pending_count(connection: PipelinedConnection, shard: int) -> int:
+async def pending_count(connection: Connection, shard: int) -> int:
     """Entries of the shard read and not acknowledged (for tests and operators)."""
     summary = await connection.call("XPENDING", moment_work_key(shard), GROUP)
     return int(summary[0]) if summary else 0
@@ -142,8 +142,8 @@ class StreamConsumer:
 
     def __init__(
         self,
-        connection: PipelinedConnection,
-        reader: PipelinedConnection,
+        connection: Connection,
+        reader: Connection,
         *,
         stream: str,
         group: str,

@@ -70,16 +70,19 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 def marker(decision: DecisionRecord, offer_id: str, outcome: str) -> str:
     digest = hashlib.sha1(decision.decision_id.encode()).hexdigest()
-    return f"nba:outcome:{digest}:{offer_id}:{outcome}"
+    return f"nba:outcome:{{nba:outcomes}}:{digest}:{offer_id}:{outcome}"
 
 
-def applied_marker(decision: DecisionRecord, offer_id: str | None = None, outcome: str = "") -> str:
+def applied_markers(decision: DecisionRecord, offer_id: str, outcome: str) -> list[str]:
+    """Every step's marker of applying an offer outcome (with learning off)."""
     digest = hashlib.sha1(decision.decision_id.encode()).hexdigest()
-    return (
-        f"nba:applied:{digest}"
-        if offer_id is None
-        else f"nba:applied:{digest}:{offer_id}:{outcome}"
-    )
+    which = f"{digest}:{offer_id}:{outcome}"
+    return [
+        f"nba:{{{decision.customer_id}}}:applied:{which}",
+        f"nba:applied:{{nba:arm-stats}}:{digest}",
+        f"nba:applied:{{nba:arm-stats}}:{which}",
+        f"nba:applied:{{nba:offer-stats}}:{which}",
+    ]
 
 
 async def log(
@@ -265,7 +268,9 @@ def test_an_interaction_outcome_touches_no_offer(redis_url: str, client: redis.R
 
 def test_applied_markers_live_as_long_as_a_decision(redis_url: str, client: redis.Redis) -> None:
     run(redis_url, lambda c: apply(c, "a", "accepted"))
-    for key in (applied_marker(DECISION), applied_marker(DECISION, "a", "accepted")):
+    keys = applied_markers(DECISION, "a", "accepted")
+    assert sorted(client.keys("nba:*applied*")) == sorted(keys)
+    for key in keys:
         assert TTL_S * 1000 - 60_000 < client.pttl(key) <= TTL_S * 1000
 
 
