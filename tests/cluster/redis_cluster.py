@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ class Node:
     process: subprocess.Popen[bytes]
     dir: Path
     id: str = ""
+    args: list[str] = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
@@ -81,7 +82,7 @@ class LocalCluster:
                 if password:
                     args += ["--requirepass", password, "--masterauth", password]
                 process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                self.nodes.append(Node(port, process, home))
+                self.nodes.append(Node(port, process, home, args=args))
             self._form()
         except BaseException:
             self.stop()
@@ -172,6 +173,21 @@ class LocalCluster:
     def kill_master(self, node: Node) -> None:
         node.process.send_signal(signal.SIGKILL)
         node.process.wait()
+
+    def restart(self, node: Node, timeout: float = 30) -> None:
+        """Start a killed node again on its data: it rejoins as a replica of its successor."""
+        assert not node.alive
+        if node.process.stderr is not None:
+            node.process.stderr.close()
+        node.process = subprocess.Popen(node.args, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)  # fmt: skip
+        wait_until(lambda: self._pings(node), timeout, f"node {node.port} did not come back")
+
+        def replica() -> bool:
+            role = self.command(node, "ROLE")
+            return role[0] == "slave" and role[3] == "connected"
+
+        wait_until(replica, timeout, f"node {node.port} did not become a connected replica")
 
     def wait_failover(self, old_master_port: int, timeout: float = 30) -> None:
         """Until no slot is served by the (dead) old master and the survivors agree the
