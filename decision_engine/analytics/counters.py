@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
+import redis.cluster
 
+from decision_engine.store.cluster import is_cluster_url, sync_redis
 from decision_engine.store.keys import (
     APPLIED_CURSOR,
     ARM_STATS,
@@ -111,9 +113,9 @@ def _offer_counts(c: Mapping[str, int]) -> OfferCounts:
     return OfferCounts(c["presented"], c["accepted"], c["declined"], c["no_response"])
 
 
-def _client(redis_url: str) -> redis.Redis:
+def _client(redis_url: str) -> redis.Redis | redis.cluster.RedisCluster:
     """A short-lived client that gives up quickly on a Redis that does not answer."""
-    return redis.Redis.from_url(
+    return sync_redis(
         redis_url,
         decode_responses=True,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
@@ -122,10 +124,11 @@ def _client(redis_url: str) -> redis.Redis:
 
 
 def read_counters(redis_url: str) -> Counters:
-    """Both hashes, read in one transaction so that they agree; redis.RedisError or
-    ValueError (a bad URL) when Redis cannot be read."""
+    """Both hashes, read in one transaction so that they agree (on a Redis Cluster, where
+    they are in two slots, one after the other); redis.RedisError or ValueError (a bad
+    URL) when Redis cannot be read."""
     with _client(redis_url) as client:
-        pipe = client.pipeline(transaction=True)
+        pipe = client.pipeline(transaction=not is_cluster_url(redis_url))
         pipe.hgetall(OFFER_STATS)
         pipe.hgetall(ARM_STATS)
         offer_stats, arm_stats = pipe.execute()

@@ -22,12 +22,19 @@ import redis.cluster
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.analytics.counters import read_counters
 from decision_engine.config import Settings
 from decision_engine.errors import ConfigError
 from decision_engine.ruleset.compiled import DailyCap
+from decision_engine.ruleset.spec import Learning
 from decision_engine.store.cluster import sync_client
-from decision_engine.store.keys import OUTCOME_STREAM, cap_key, profile_key
-from decision_engine.store.outcomes import reserve_caps
+from decision_engine.store.keys import LEARNING, OUTCOME_STREAM, cap_key, history_key, profile_key
+from decision_engine.store.outcomes import (
+    DecisionRecord,
+    apply_outcome,
+    logged_outcome,
+    reserve_caps,
+)
 from decision_engine.store.profiles import ProfileStore, cap_day
 from tests.cluster.fleet import QUESTIONS, channel, running_fleet
 from tests.cluster.redis_cluster import LocalCluster
@@ -122,6 +129,33 @@ def test_a_reservation_denied_on_one_side_gives_the_other_back(
         assert client.get(cap_key("o", day)) == "2"
         assert client.hget(f"nba:{{C-1}}:caps:{day}", "o") == "1"
         assert client.hget(f"nba:{{C-3}}:caps:{day}", "o") == "0"
+
+
+# --- outcomes --------------------------------------------------------------------------
+
+
+def test_an_outcome_is_applied_across_slots_once_and_read_back(
+    redis_cluster: LocalCluster,
+) -> None:
+    decision = DecisionRecord("d.sig", "C-1", ("a",), "call-1", "voice", "v1", "champion", 1e9)
+    learning = Learning(enabled=True, by="segment")
+
+    async def scenario() -> list[bool]:
+        async with aclosing(ProfileStore.from_url(redis_cluster.url)) as store:
+            await store.put_profiles([("C-1", {"segment": "gold"})])
+            entry = logged_outcome(decision, offer_id="a", outcome="accepted", at=1e9)
+            return [
+                await apply_outcome(store.connection, entry, learning=learning),
+                await apply_outcome(store.connection, entry, learning=learning),
+            ]
+
+    assert asyncio.run(scenario()) == [True, False]
+    counters = read_counters(redis_cluster.url)
+    assert counters.by_offer["a"].accepted == 1
+    assert counters.arms["champion"].decisions == 1
+    with admin(redis_cluster) as client:
+        assert set(client.hgetall(LEARNING)) == {"a", "a|gold"}
+        assert client.hget(history_key("C-1"), "a") == "1000000000.000|accepted|call-1"
 
 
 # --- round trips -----------------------------------------------------------------------
