@@ -337,7 +337,8 @@ def test_guidance_and_notices_say_they_need_a_plain_redis(
             # Decide on the same server answers.
             reply = pb_grpc.DecisionServiceStub(ch).Decide(
                 pb.DecideRequest(customer_id="C-1001",
-                                 context=pb.InteractionContext(intent="cancel")),
+                                 context=pb.InteractionContext(channel=pb.CHANNEL_VOICE,
+                                                               intent="cancel")),
                 timeout=5,
             )  # fmt: skip
             assert reply.routing.queue == "retention_specialists"
