@@ -185,7 +185,7 @@ class LocalCluster:
 
         def replica() -> bool:
             role = self.command(node, "ROLE")
-            return role[0] == "slave" and role[3] == "connected"
+            return bool(role[0] == "slave" and role[3] == "connected")
 
         wait_until(replica, timeout, f"node {node.port} did not become a connected replica")
 
