@@ -100,6 +100,12 @@ class Metrics:
             "Capped offers not returned because the day's budget was spent.",
             ["offer_id"],
         )
+        self.CAP_BUDGET_LEFT = Gauge(
+            "cap_budget_left",
+            "Units of today's budget left, per capped offer (read every few seconds).",
+            ["offer_id"],
+            multiprocess_mode="livemin",
+        )
         self.OFFER_PROPENSITY = Gauge(
             "offer_propensity",
             "Learned acceptance rate (posterior mean) per offer, when the ruleset learns.",
@@ -284,6 +290,7 @@ if TYPE_CHECKING:
     STORED_ENTRIES_SKIPPED: Counter
     CONTACTS_NOT_RECORDED: Counter
     CAP_EXHAUSTED: Counter
+    CAP_BUDGET_LEFT: Gauge
     OFFER_PROPENSITY: Gauge
     DECISIONS_BY_ARM: Counter
     OUTCOMES_BY_ARM: Counter

@@ -2,7 +2,7 @@
 
 Runs in the child after the fork, so this is where gRPC objects may first be made:
 the server, the Redis connections, the background tasks (learning refresh, and on
-worker 0 the outcome reconciler). It swaps in new rules on SIGHUP, stops on SIGTERM,
+worker 0 the outcome reconciler and the cap budget gauge). It swaps in new rules on SIGHUP, stops on SIGTERM,
 and asks the kernel for SIGTERM when the supervisor dies.
 
 The metrics are made here, first thing (`init_metrics`), so they go to the
@@ -43,6 +43,7 @@ def worker_main(settings: Settings, redis_url: str, port: int, index: int, super
 
 async def _run_worker(settings: Settings, redis_url: str, port: int, index: int) -> None:
     from decision_engine.server.app import create_server, mark_serving
+    from decision_engine.server.budgets import run_budget_gauge
     from decision_engine.server.limits import ServerLimits
     from decision_engine.server.service import LearnedState
     from decision_engine.store.cluster import connect
@@ -68,6 +69,10 @@ async def _run_worker(settings: Settings, redis_url: str, port: int, index: int)
                 _reconcile(settings, redis_url, outcomes_url, rules, challenger),
                 name="outcome reconciler",
             )
+        )
+        arms = [rules] if challenger is None else [rules, challenger]
+        background.append(
+            asyncio.create_task(run_budget_gauge(store.connection, arms), name="cap budgets")
         )
     for task in background:
         task.add_done_callback(log_if_crashed)

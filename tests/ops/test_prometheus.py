@@ -4,27 +4,18 @@ every metric the rules and the dashboard use is there, with the labels they use.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
-from tests.server.conftest import RULES, Server, free_port, load_demo, start_server
-
-OPS = Path(__file__).resolve().parents[2] / "ops"
-ALERTS = OPS / "prometheus" / "alerts.yml"
-DASHBOARD = OPS / "grafana" / "decision-engine.json"
+from tests.ops.prometheus import ALERTS, dashboard_panels, query, running_prometheus
+from tests.server.conftest import RULES, Server, load_demo, start_server
 
 # Every metric the alert rules and the dashboard read, and the labels they group by or
 # match on. A metric added to either without a row here fails the first test.
@@ -36,6 +27,8 @@ USED: dict[str, set[str]] = {
     "requests_shed_total": {"method", "reason"},
     "redis_errors_total": {"kind"},
     "offers_returned_total": {"offer_id"},
+    "outcomes_total": {"offer_id", "outcome"},
+    "cap_budget_left": {"offer_id"},
     "cap_exhausted_total": {"offer_id"},
     "outcomes_reconciled_total": set(),
     "business_events_total": {"type", "status"},
@@ -51,14 +44,13 @@ USED: dict[str, set[str]] = {
     "ruleset_reload_failures_total": set(),
     "process_restarts_total": {"kind"},
 }
-_SUFFIXES = ("_total", "_bucket", "_seconds", "_letters", "_interactions")
+_SUFFIXES = ("_total", "_bucket", "_seconds", "_letters", "_interactions", "_left")
 
 
 def expressions() -> list[str]:
     rules = yaml.safe_load(ALERTS.read_text())
     exprs = [r["expr"] for group in rules["groups"] for r in group["rules"]]
-    dashboard = json.loads(DASHBOARD.read_text())
-    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [t["expr"] for panel in dashboard_panels() for t in panel["targets"]]
     return exprs
 
 
@@ -76,70 +68,38 @@ def test_the_table_names_every_metric_the_rules_and_the_dashboard_use() -> None:
     assert used == set(USED)
 
 
-def _get(port: int, path: str, **query: str) -> Any:
-    url = f"http://127.0.0.1:{port}{path}?{urllib.parse.urlencode(query)}"
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        body = json.loads(reply.read())
-    assert body["status"] == "success", body
-    return body["data"]
-
-
 @pytest.fixture
 def scraped(tmp_path: Path, redis_url: str) -> Iterator[tuple[Server, int]]:
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus is not installed: `make ops-tools` installs it"
     load_demo(redis_url, generated=50)
     server = start_server(tmp_path, "--rules", str(RULES), "--redis-url", redis_url,
                           "--data-dir", str(tmp_path), moment_workers=1,
                           notice_workers=1)  # fmt: skip
-    port = free_port()
-    shutil.copy(ALERTS, tmp_path / "alerts.yml")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["alerts.yml"],
-        "scrape_configs": [{
-            "job_name": "decision-engine",
-            "static_configs": [{"targets": [f"127.0.0.1:{server.metrics_port}"]}],
-        }],
-    }  # fmt: skip
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    log = (tmp_path / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
     try:
-        wait_ready(port, process, tmp_path / "prometheus.log")
-        yield server, port
+        with running_prometheus(tmp_path, [f"127.0.0.1:{server.metrics_port}"]) as port:
+            yield server, port
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
         assert server.stop() == 0, server.log()
 
 
-def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"Prometheus not ready:\n{log.read_text()}")
-
-
 def drive(server: Server) -> None:
-    """What makes the labelled series appear: decisions, offers, an event and its notice."""
+    """What makes the labelled series appear: decisions, offers and their outcomes, an
+    event and its notice."""
     with server.channel() as channel:
         decide = pb_grpc.DecisionServiceStub(channel)
         for customer in ("C-1001", "C-1002", "C-1003"):
             context = pb.InteractionContext(channel=pb.CHANNEL_VOICE, intent="cancel")
-            decide.Decide(pb.DecideRequest(customer_id=customer, context=context), timeout=5)
+            answer = decide.Decide(
+                pb.DecideRequest(customer_id=customer, context=context), timeout=5
+            )
+            for offer, outcome in zip(
+                answer.offers, (pb.OUTCOME_PRESENTED, pb.OUTCOME_ACCEPTED), strict=False
+            ):
+                decide.RecordOutcome(
+                    pb.RecordOutcomeRequest(
+                        decision_id=answer.decision_id, offer_id=offer.offer_id, outcome=outcome
+                    ),
+                    timeout=5,
+                )
         notices = pb_grpc.NoticeServiceStub(channel)
         event = pb.BusinessEvent(
             event_id="ops-1", type="card_compromised", customer_id="C-1001",
@@ -158,7 +118,7 @@ def test_prometheus_scrapes_every_metric_the_rules_and_the_dashboard_use(
     while time.monotonic() < deadline:
         missing = {}
         for name, labels in USED.items():
-            series = _get(port, "/api/v1/series", **{"match[]": name})
+            series = query(port, "/api/v1/series", **{"match[]": name})
             seen = set().union(*(s.keys() for s in series)) if series else set()
             if not series:
                 missing[name] = "no series"
@@ -170,9 +130,19 @@ def test_prometheus_scrapes_every_metric_the_rules_and_the_dashboard_use(
     assert missing == {}, server.log()[-3000:]
     # The shipped rules load and evaluate in this Prometheus, and none fires on a healthy
     # replica (DecisionEngineDown would mean the scrape failed).
-    groups = _get(port, "/api/v1/rules")["groups"]
+    groups = query(port, "/api/v1/rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
     assert len(rules) == len(yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"])
     assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
     firing = [r["name"] for r in rules if r["state"] == "firing"]
     assert firing == []
+    # Every panel's query runs in this Prometheus and finds series (a rate needs two
+    # scrapes of a series first).
+    exprs = {(p["title"], t["expr"]) for p in dashboard_panels() for t in p["targets"]}
+    deadline = time.monotonic() + 60
+    while exprs and time.monotonic() < deadline:
+        exprs = {
+            (title, e) for title, e in exprs if not query(port, "/api/v1/query", query=e)["result"]
+        }
+        time.sleep(0.5)
+    assert exprs == set()
