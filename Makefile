@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROTO_OUT := decision_engine/_proto
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit rules-test examples-test ops-tools ops-test protos bench clean install
+.PHONY: run test lint typecheck unit rules-test examples-test ops-tools ops-test protos bench dashboard clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,10 @@ ops-test: ops-tools
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# docs/dashboard.png: the Grafana dashboard's queries on a real Prometheus, plotted (~4 min).
+dashboard: install ops-tools
+	$(BIN)/python -m bench.dashboard
 
 clean:
 	rm -rf $(VENV) $(PROTO_OUT)/decision var .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

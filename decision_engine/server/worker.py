@@ -2,8 +2,8 @@
 
 Runs in the child after the fork, so this is where gRPC objects may first be made:
 the server, the Redis connections, the background tasks (learning refresh, and on
-worker 0 the outcome reconciler and the cap budget gauge). It swaps in new rules on SIGHUP, stops on SIGTERM,
-and asks the kernel for SIGTERM when the supervisor dies.
+worker 0 the outcome reconciler and the cap budget gauge). It swaps in new rules on
+SIGHUP, stops on SIGTERM, and asks the kernel for SIGTERM when the supervisor dies.
 
 The metrics are made here, first thing (`init_metrics`), so they go to the
 multiprocess directory the supervisor serves. The gRPC modules are imported inside
