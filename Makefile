@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROTO_OUT := decision_engine/_proto
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit rules-test examples-test ops-tools ops-test protos bench dashboard clean install
+.PHONY: run test lint typecheck unit rules-test examples-test ops-tools ops-test protos bench bench-cluster dashboard clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,9 @@ bench: install
 	$(BIN)/python -m bench.run
 
 # docs/dashboard.png: the Grafana dashboard's queries on a real Prometheus, plotted (~4 min).
+bench-cluster: install ops-tools
+	$(BIN)/python -m bench.cluster
+
 dashboard: install ops-tools
 	$(BIN)/python -m bench.dashboard
 

@@ -59,6 +59,8 @@ class Options:
     seed: int = 1
     server_pids: str = ""
     """Comma-separated pids of the server's workers, for CPU time per request (Linux)."""
+    other_pids: str = ""
+    """...and of what else serves the calls (a load balancer, Redis), counted apart."""
     phases: str = "decide,ping,overload,crowd"
     """Which phases to run, in this order."""
     overload_factor: float = 3.0
@@ -166,13 +168,18 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(ticks) - idle) / hz, sum(ticks) / hz
 
 
-async def measured(phase: Awaitable[dict[str, Any]], server_pids: list[int]) -> dict[str, Any]:
-    """A phase's result plus CPU µs per request (server, this process) and machine load.
+async def measured(
+    phase: Awaitable[dict[str, Any]], server_pids: list[int], helper_pids: list[int] | None = None
+) -> dict[str, Any]:
+    """A phase's result plus CPU µs per request (server, helpers, this process) and
+    machine load.
 
-    `other_cpu_cores` is what everything else on the machine (Redis included) used
-    meanwhile, in cores: the noise indicator of a shared machine.
+    `other_cpu_cores` is what everything else on the machine (Redis included, unless
+    among the helpers) used meanwhile, in cores: the noise indicator of a shared machine.
     """
     server, client, (busy, total) = cpu_seconds(server_pids), time.process_time(), machine_cpu()
+    helper_pids = helper_pids or []
+    helpers = cpu_seconds(helper_pids)
     result = await phase
     calls = result["requests"]
     client_cpu = time.process_time() - client
@@ -180,10 +187,14 @@ async def measured(phase: Awaitable[dict[str, Any]], server_pids: list[int]) -> 
     busy_after, total_after = machine_cpu()
     wall = (total_after - total) / (os.cpu_count() or 1)
     result["client_cpu_us_per_req"] = round(client_cpu / calls * 1e6)
+    helper_cpu = cpu_seconds(helper_pids) - helpers
     if server_pids:
         result["server_cpu_us_per_req"] = round(server_cpu / calls * 1e6)
+    if helper_pids:
+        result["helper_cpu_us_per_req"] = round(helper_cpu / calls * 1e6)
     if wall > 0:
-        result["other_cpu_cores"] = round((busy_after - busy - server_cpu - client_cpu) / wall, 2)
+        others = busy_after - busy - server_cpu - helper_cpu - client_cpu
+        result["other_cpu_cores"] = round(others / wall, 2)
     return result
 
 
@@ -493,6 +504,7 @@ async def run(opts: Options) -> dict[str, Any]:
     calls = Calls(channels, opts)
     results: dict[str, Any] = {"options": vars(opts)}
     pids = [int(p) for p in opts.server_pids.split(",") if p]
+    helpers = [int(p) for p in opts.other_pids.split(",") if p]
     results["rss_kib_at_start"] = rss_kib(pids)
     try:
         phases = opts.phases.split(",")
@@ -508,10 +520,10 @@ async def run(opts: Options) -> dict[str, Any]:
             print(f"[load] {name}: warm-up {opts.warmup:g} s", flush=True)
             await fixed_rate(call, opts.rate, opts.warmup)
             print(f"[load] {name}: {opts.rate:g} req/s for {opts.duration:g} s", flush=True)
-            latency = await measured(fixed_rate(call, opts.rate, opts.duration), pids)
+            latency = await measured(fixed_rate(call, opts.rate, opts.duration), pids, helpers)
             print(f"[load] {name}: closed loop x{opts.concurrency}", flush=True)
             throughput = await measured(
-                max_throughput(call, opts.concurrency, opts.max_duration), pids
+                max_throughput(call, opts.concurrency, opts.max_duration), pids, helpers
             )
             results[name] = {"fixed_rate": latency, "max_throughput": throughput}
         if "overload" in phases:
