@@ -10,6 +10,8 @@ import argparse
 import json
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime
@@ -20,7 +22,8 @@ from bench.gen_moments import DEMO_RULES, write_moments
 from bench.gen_rules import demo_schema_values, write_ruleset
 from decision_engine.decide.engine import decide
 from decision_engine.decide.facts import build_facts
-from decision_engine.decide.values import Contact, Context, CustomerState
+from decision_engine.decide.learning import Learned, learned_from
+from decision_engine.decide.values import Contact, Context, CustomerState, OfferEvent
 from decision_engine.moments.engine import MomentEngine
 from decision_engine.moments.model import InteractionEvent
 from decision_engine.moments.synthetic import stream
@@ -28,7 +31,8 @@ from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.store.generate import generate_profiles
 from decision_engine.vocabulary import CHANNELS
 
-RULE_COUNTS = (10, 100, 1000, 5000)
+RULE_COUNTS = (10, 100, 1000, 5000, 10_000, 20_000)
+QUICK_RULE_COUNTS = (10, 100, 1000, 10_000)
 TODAY = date(2025, 6, 2)
 NOW = datetime(2025, 6, 2, 10, 30, tzinfo=UTC).timestamp()
 Case = tuple[CustomerState, Context]
@@ -55,18 +59,62 @@ def population(size: int, intents: list[str], seed: int = 11) -> list[Case]:
     return cases
 
 
+def with_history(ruleset: CompiledRuleset, cases: list[Case], seed: int = 12) -> list[Case]:
+    """The same customers, each with 3 offers of the ruleset in their history (presented
+    in the last 30 days, some declined): the contact policies then have work to do."""
+    rng = random.Random(seed)
+    ids = [o.spec.id for o in ruleset.offers]
+    out: list[Case] = []
+    for state, context in cases:
+        history: dict[str, tuple[OfferEvent, ...]] = {}
+        for offer_id in rng.sample(ids, min(3, len(ids))):
+            at = NOW - rng.uniform(0, 30 * 86_400)
+            events = [OfferEvent(at, "presented", "i-old")]
+            if rng.random() < 0.4:
+                events.append(OfferEvent(at + 60, "declined", "i-old"))
+            history[offer_id] = tuple(events)
+        out.append((CustomerState(state.profile, state.contacts, history), context))
+    return out
+
+
+def learned_state(ruleset: CompiledRuleset, seed: int = 13) -> Learned:
+    """What outcomes would have taught: each offer's true rate its propensity times a
+    log-normal factor, seen in 0-400 outcomes overall and in each segment."""
+    rng = random.Random(seed)
+    segments = demo_schema_values()[1]
+    stored: dict[str, str] = {}
+    for offer in ruleset.offers:
+        prior = offer.spec.propensity
+        for segment in ("", *segments):
+            rate = min(max(prior * rng.lognormvariate(0, 0.5), 0.001), 0.95)
+            seen = rng.randint(0, 400)
+            accepted = round(seen * rate)
+            key = f"{offer.spec.id}|{segment}" if segment else offer.spec.id
+            stored[key] = f"{accepted},{seen - accepted},{NOW}"
+    return learned_from(stored, ruleset, now=NOW)
+
+
 def time_decisions(
-    ruleset: CompiledRuleset, cases: list[Case], rounds: int, *, explain: bool = False
+    ruleset: CompiledRuleset,
+    cases: list[Case],
+    rounds: int,
+    *,
+    explain: bool = False,
+    learned: Learned | None = None,
+    explore: bool = False,
 ) -> tuple[list[float], list[float]]:
     """µs per decision of each round over the whole population: (wall clock, CPU time).
 
-    CPU time is less disturbed by other processes on a shared machine.
+    CPU time is less disturbed by other processes on a shared machine. With `explore`,
+    every decision samples (Thompson) from `learned`, each with a seed of its own.
     """
     wall, cpu = [], []
     for _ in range(rounds):
         start, start_cpu = time.perf_counter(), time.process_time()
-        for state, context in cases:
-            decide(ruleset, state=state, context=context, now=NOW, decision_id="d", explain=explain)
+        for n, (state, context) in enumerate(cases):
+            seed = n if explore else None
+            decide(ruleset, state=state, context=context, now=NOW, decision_id="d",
+                   explain=explain, learned=learned, sample_seed=seed)  # fmt: skip
         wall.append((time.perf_counter() - start) / len(cases) * 1e6)
         cpu.append((time.process_time() - start_cpu) / len(cases) * 1e6)
     return wall, cpu
@@ -139,35 +187,102 @@ def moment_costs(*, quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+def load_cost(directory: Path) -> dict[str, float]:
+    """Seconds and MiB to load and compile a ruleset, in a fresh process (no earlier
+    ruleset's freed memory to reuse): resident memory grown, which includes what the
+    load needed on the way, and what the compiled ruleset keeps (tracemalloc, a second
+    load of the same files)."""
+    code = (
+        "import gc, json, sys, time, tracemalloc\n"
+        "from pathlib import Path\n"
+        "from decision_engine.ruleset.compiled import load_compiled\n"
+        "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+        "before, start = rss(), time.perf_counter()\n"
+        "ruleset = load_compiled(Path(sys.argv[1]))\n"
+        "seconds, grown = time.perf_counter() - start, (rss() - before) / 2**20\n"
+        "tracemalloc.start()\n"
+        "again = load_compiled(Path(sys.argv[1]))\n"
+        "gc.collect()\n"
+        "kept = tracemalloc.get_traced_memory()[0] / 2**20\n"
+        "print(json.dumps([seconds, grown, kept]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(directory)], check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    seconds, mib, kept = json.loads(out)
+    return {
+        "load_compile_s": round(seconds, 3),
+        "load_compile_mib": round(mib, 1),
+        "ruleset_mib": round(kept, 1),
+    }
+
+
+PATHS = ("plain", "history", "learned", "exploring")
+"""How production decides: the rule files' propensities, a customer with offers in
+their history (contact policies), learned propensities, learned and exploring."""
+
+
+def time_paths(
+    ruleset: CompiledRuleset, cases: list[Case], rounds: int
+) -> dict[str, dict[str, Any]]:
+    """µs per decision on each path, the paths taking turns round by round."""
+    learned = learned_state(ruleset)
+    variants = {
+        "plain": (cases, {}),
+        "history": (with_history(ruleset, cases), {}),
+        "learned": (cases, {"learned": learned}),
+        "exploring": (cases, {"learned": learned, "explore": True}),
+    }
+    wall: dict[str, list[float]] = {p: [] for p in PATHS}
+    cpu: dict[str, list[float]] = {p: [] for p in PATHS}
+    for _ in range(rounds):
+        for path, (population, options) in variants.items():
+            w, c = time_decisions(ruleset, population, 1, **options)  # type: ignore[arg-type]
+            wall[path] += w
+            cpu[path] += c
+    return {
+        p: {
+            "us_per_decision": round(statistics.median(wall[p]), 2),
+            "us_per_decision_rounds": [round(x, 2) for x in wall[p]],
+            "cpu_us_per_decision": round(statistics.median(cpu[p]), 2),
+        }
+        for p in PATHS
+    }
+
+
 def run(*, quick: bool = False, size: int = 2000) -> dict[str, Any]:
     rounds = 3 if quick else 7
     cases = population(size // 4 if quick else size, demo_schema_values()[0])
     results: dict[str, Any] = {"population": len(cases), "rounds": rounds, "by_rules": []}
     with tempfile.TemporaryDirectory(prefix="bench-rules-") as tmp:
-        for offers in RULE_COUNTS:
+        for offers in QUICK_RULE_COUNTS if quick else RULE_COUNTS:
             routes = max(5, offers // 10)
             directory = Path(tmp) / str(offers)
             write_ruleset(directory, offers=offers, routes=routes)
-            start = time.perf_counter()
+            cost = load_cost(directory)
             ruleset = load_compiled(directory)
-            load_s = time.perf_counter() - start
-            per_round, cpu = time_decisions(ruleset, cases, rounds)
+            # The largest rulesets decide a quarter of the customers: the paths that
+            # cannot prune cost milliseconds there.
+            sample = cases if offers <= 5000 else cases[: len(cases) // 4]
+            paths = time_paths(ruleset, sample, rounds)
             row = {
                 "offers": offers,
                 "routes": routes,
                 "rules": ruleset.rule_count,
-                "load_compile_s": round(load_s, 3),
-                "us_per_decision": round(statistics.median(per_round), 2),
-                "us_per_decision_rounds": [round(x, 2) for x in per_round],
-                "cpu_us_per_decision": round(statistics.median(cpu), 2),
-                **{k: round(v, 4) for k, v in selectivity(ruleset, cases).items()},
+                **cost,
+                "decisions": len(sample),
+                **paths["plain"],
+                "paths": paths,
+                **{k: round(v, 4) for k, v in selectivity(ruleset, sample).items()},
             }
             results["by_rules"].append(row)
             print(
-                f"  {offers:>5} offers: {row['us_per_decision']:8.1f} µs/decision "
-                f"({row['cpu_us_per_decision']:.1f} CPU), "
-                f"{row['candidates_per_decision']:.1f} candidates, "
-                f"{row['eligible_per_decision']:.1f} eligible"
+                f"  {offers:>6} offers: "
+                + ", ".join(f"{p} {paths[p]['us_per_decision']:.1f}" for p in PATHS)
+                + f" µs/decision; load+compile {cost['load_compile_s']:.2f} s "
+                f"+{cost['load_compile_mib']:.0f} MiB (keeps {cost['ruleset_mib']:.0f}); "
+                f"{row['candidates_per_decision']:.1f} "
+                f"candidates, {row['eligible_per_decision']:.1f} eligible",
+                flush=True,
             )
             if offers == 1000:
                 sample = cases[: max(50, len(cases) // 10)]
@@ -179,7 +294,8 @@ def run(*, quick: bool = False, size: int = 2000) -> dict[str, Any]:
                     "us_per_decision_explain": round(explained, 2),
                     "explain_factor": round(explained / plain, 1),
                 }
-                print(f"  explain=True at 1000 offers: {explained:,.0f} µs/decision")
+                print(f"  explain=True at 1000 offers: {explained:,.0f} µs/decision", flush=True)
+            del ruleset
     results["moments"] = moment_costs(quick=quick)
     return results
 

@@ -110,15 +110,11 @@ def decide(
         customer_spent=customer_spent,
     )
     limit = _limit(ruleset, max_offers, context.channel, presented_here)
-    blocked_mask = 0
-    for offer_id in blocked:
-        bit = ruleset.offer_bits.get(offer_id)
-        if bit is not None:
-            blocked_mask |= 1 << bit
-    propensity, ratio = _propensities(learned, facts, sample_seed)
+    blocked_mask = blocked.mask
+    propensity, ratios = _propensities(ruleset, learned, facts, sample_seed)
     ranked = (
         _ranked(
-            ruleset, facts, limit, first, suppress, candidates & ~blocked_mask, propensity, ratio
+            ruleset, facts, limit, first, suppress, candidates & ~blocked_mask, propensity, ratios
         )
         if limit
         else []
@@ -144,7 +140,7 @@ def decide(
         # Only the policies that kept out an offer this customer was a candidate for.
         kept_out = candidates & blocked_mask
         suppressed_by = tuple(
-            sorted({blocked[ruleset.offers[i].spec.id][0] for i in set_bits(kept_out)})
+            sorted({_policy_of(blocked, ruleset.offers[i].spec.id) for i in set_bits(kept_out)})
         )
     return Decision(
         decision_id=decision_id,
@@ -157,6 +153,12 @@ def decide(
         suppressed_by=suppressed_by,
         unparsed_fields=prepared.unparsed,
     )
+
+
+def _policy_of(blocked: Blocked, offer_id: str) -> str:
+    found = blocked.why(offer_id)
+    assert found is not None, offer_id  # the offer's bit is in blocked.mask
+    return found[0]
 
 
 def _limit(ruleset: CompiledRuleset, max_offers: int, channel: str, presented_here: int) -> int:
@@ -179,20 +181,24 @@ Propensity = Callable[[OfferSpec], float]
 
 
 def _propensities(
-    learned: Learned | None, facts: dict[str, Any], sample_seed: int | None
-) -> tuple[Propensity | None, float]:
-    """The propensity of each offer for this request, and how far above the rule files'
-    propensities it can be (the factor on the ranking's score bounds)."""
+    ruleset: CompiledRuleset,
+    learned: Learned | None,
+    facts: dict[str, Any],
+    sample_seed: int | None,
+) -> tuple[Propensity | None, tuple[float, ...] | None]:
+    """The propensity of each offer for this request, and per offer bit how far above
+    the rule files' propensities the rest of its group can be (None: not at all)."""
     if learned is None:
-        return None, 1.0
+        return None, None
     segment = facts.get(learned.by) if learned.by else None
+    ratios = learned.ratios(ruleset, segment, exploring=sample_seed is not None)
     if sample_seed is None:
 
         def mean(spec: OfferSpec) -> float:
             posterior = learned.posterior(spec.id, segment)
             return spec.propensity if posterior is None else posterior.mean
 
-        return mean, learned.max_ratio
+        return mean, ratios
     rng = random.Random(sample_seed)
     drawn: dict[str, float] = {}
 
@@ -202,7 +208,7 @@ def _propensities(
             drawn[spec.id] = spec.propensity if posterior is None else posterior.sample(rng)
         return drawn[spec.id]
 
-    return sample, float("inf")  # a draw can be anything: no bound holds
+    return sample, ratios
 
 
 def _ranked(
@@ -213,7 +219,7 @@ def _ranked(
     suppress: dict[str, str],
     candidates: int,
     propensity: Propensity | None,
-    ratio: float,
+    ratios: tuple[float, ...] | None,
 ) -> list[Ranked]:
     """The eligible offers that can still make the top `limit`, scored.
 
@@ -250,11 +256,13 @@ def _ranked(
             base = bases[g]
             if base is None:
                 continue  # the value is unknown for this customer
-            prune = group.prunable and base >= 0 and ratio != float("inf")
-            for i in set_bits(mask):
+            prune = group.prunable and base >= 0
+            for i in set_bits(mask, group.start):
                 offer = offers[i]
-                if prune and len(kept) >= limit and (-tier, offer.bound * base * ratio) < kept[0]:
-                    break
+                if prune and len(kept) >= limit:
+                    bound = offer.bound * base * (1.0 if ratios is None else ratios[i])
+                    if (-tier, bound) < kept[0]:
+                        break
                 residual = residuals[i]
                 if residual is not None and residual(facts) is not True:
                     continue
@@ -369,8 +377,9 @@ def _explain(
         spec = offer.spec
         if failure is None and spec.category in suppress:
             failure = f"suppressed by policy {suppress[spec.category]} ({spec.category})"
-        if failure is None and spec.id in blocked:
-            policy_id, why = blocked[spec.id]
+        kept_out = blocked.why(spec.id) if failure is None else None
+        if kept_out is not None:
+            policy_id, why = kept_out
             failure = f"suppressed by contact policy {policy_id}: {why}"
         p = spec.propensity if propensity is None else propensity(spec)
         scored = _score(offer, facts, p) if failure is None else None

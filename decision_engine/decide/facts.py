@@ -111,8 +111,11 @@ def _outcome_days(
     history = state.history
     for lookup in lookups:
         latest: float | None = None
-        for offer_id in lookup.offers:
-            for event in history.get(offer_id, ()):
+        # The customer's few offers, not every offer of the lookup's category.
+        for offer_id, events in history.items():
+            if offer_id not in lookup.offers:
+                continue
+            for event in events:
                 if lookup.outcome is not None and event.outcome != lookup.outcome:
                     continue
                 if latest is None or event.at > latest:

@@ -9,13 +9,19 @@ posteriors for a moment `now`.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from decision_engine.ruleset.compiled import CompiledRuleset
 
 _DAY = 86_400.0
+TRUNCATE_SD = 4.0
+"""Thompson draws above the posterior mean + this many standard deviations are taken
+as that much, so the ranking has a bound per offer and can stop early when exploring
+too. A draw gets there about once in 30,000 for a belief of many outcomes, and once in
+200 for one of very few successes (Beta(1.2, 30)), which then draws high anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +35,15 @@ class Posterior:
     def mean(self) -> float:
         return self.alpha / (self.alpha + self.beta)
 
+    @property
+    def ceiling(self) -> float:
+        """The largest value `sample` gives: the mean + TRUNCATE_SD standard deviations."""
+        a, b = self.alpha, self.beta
+        sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+        return min(self.mean + TRUNCATE_SD * sd, 1.0)
+
     def sample(self, rng: random.Random) -> float:
-        return rng.betavariate(self.alpha, self.beta)
+        return min(rng.betavariate(self.alpha, self.beta), self.ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +55,10 @@ class Learned:
     overall: Mapping[str, Posterior]
     by_segment: Mapping[tuple[str, str], Posterior]
     max_ratio: float
-    """The largest posterior mean / prior propensity: scales the ranking's score bounds."""
+    """The largest posterior mean / prior propensity, over every offer and segment."""
+    _ratios: dict[tuple[object, bool], tuple[float, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def posterior(self, offer_id: str, segment: object) -> Posterior | None:
         if segment is not None:
@@ -50,6 +66,39 @@ class Learned:
             if found is not None:
                 return found
         return self.overall.get(offer_id)
+
+    def ratios(
+        self, ruleset: CompiledRuleset, segment: object, *, exploring: bool
+    ) -> tuple[float, ...]:
+        """Per offer bit: how far above its rule file's propensity its propensity can be
+        for this segment (the mean, or the ceiling of a draw), at most, from that bit to
+        the end of its value group. The ranking visits a group in bit order, so this
+        bounds every offer still to come: it stops as early as the belief allows,
+        not as the most over-performing offer of the whole ruleset allows."""
+        key = (segment, exploring)
+        found = self._ratios.get(key)
+        if found is None:
+            found = self._ratios[key] = self._suffix_ratios(ruleset, segment, exploring)
+        return found
+
+    def _suffix_ratios(
+        self, ruleset: CompiledRuleset, segment: object, exploring: bool
+    ) -> tuple[float, ...]:
+        offers = ruleset.offers
+        out = [1.0] * len(offers)
+        for group in ruleset.offer_groups:
+            end = group.start + group.mask.bit_count()
+            running = 0.0
+            for i in range(end - 1, group.start - 1, -1):
+                spec = offers[i].spec
+                posterior = self.posterior(spec.id, segment)
+                p = spec.propensity
+                if posterior is not None:
+                    p = posterior.ceiling if exploring else posterior.mean
+                ratio = p / spec.propensity if spec.propensity > 0 else math.inf
+                running = max(running, ratio)
+                out[i] = running
+        return tuple(out)
 
 
 def decayed(counts: str, *, now: float, half_life_days: float) -> tuple[float, float]:

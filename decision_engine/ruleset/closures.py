@@ -6,9 +6,11 @@ Conditions use three-valued logic: a comparison with an absent field is *unknown
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from decision_engine.ruleset.expr import (
@@ -38,8 +40,42 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+class _Shared(threading.local):
+    memo: dict[int, tuple[Node, Fn]] | None = None
+
+
+_shared = _Shared()
+
+
+@contextlib.contextmanager
+def shared_compilation() -> Iterator[None]:
+    """Within it, a node met again (one parsed expression shared by many rules, as the
+    loader shares repeated texts) is compiled once: closures are pure, so one serves all.
+
+    Keyed by identity, not equality (`Literal(True) == Literal(1.0)` in Python); each
+    entry holds its node, so no id is reused while the memo lives."""
+    outer = _shared.memo
+    if outer is None:
+        _shared.memo = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _shared.memo = None
+
+
 def compile_node(node: Node) -> Fn:
     """A closure computing the node's value (None when unknown)."""
+    memo = _shared.memo
+    if memo is None:
+        return _compile(node)
+    found = memo.get(id(node))
+    if found is None:
+        found = memo[id(node)] = (node, _compile(node))
+    return found[1]
+
+
+def _compile(node: Node) -> Fn:
     if isinstance(node, Literal):
         value = node.value
         return lambda facts: value

@@ -10,7 +10,13 @@ from typing import Any
 
 from babel import Locale
 
-from decision_engine.ruleset.closures import compile_all, compile_checks, compile_node, constant
+from decision_engine.ruleset.closures import (
+    compile_all,
+    compile_checks,
+    compile_node,
+    constant,
+    shared_compilation,
+)
 from decision_engine.ruleset.expr import (
     NOTICE_DAYS,
     Arith,
@@ -22,7 +28,7 @@ from decision_engine.ruleset.expr import (
     render,
 )
 from decision_engine.ruleset.formats import DEFAULT_LOCALE
-from decision_engine.ruleset.load import load_ruleset
+from decision_engine.ruleset.load import load_ruleset, paused_gc
 from decision_engine.ruleset.rule_index import RuleIndex
 from decision_engine.ruleset.runtime import Checks, Facts, Fn
 from decision_engine.ruleset.schema import FieldSpec
@@ -93,6 +99,8 @@ class OfferGroup:
     """The shared base, computed once per request; None means 1 (fixed values)."""
     prunable: bool
     """Whether bounds hold: every scale is non-negative."""
+    start: int = 0
+    """The bit of its first offer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,8 @@ class ContactScope:
 
     policy: ContactPolicy
     offers: frozenset[str]
+    mask: int = 0
+    """The offers' bits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +170,9 @@ class CompiledRuleset:
     offer_bits: dict[str, int]
     """Offer id → its bit in the offer index."""
     contact_scopes: tuple[ContactScope, ...]
+    scopes_by_offer: dict[str, tuple[int, ...]]
+    """Offer id → the contact scopes (positions) that cover it: a decision reads the
+    customer's few offers' history, not every offer of a category."""
     daily_caps: dict[str, DailyCap]
     """Offer id → its budget per UTC day, for capped offers."""
     offer_index: RuleIndex
@@ -191,6 +204,11 @@ class CompiledRuleset:
 
 def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     """Index offers and routing rules, compile every expression."""
+    with paused_gc(), shared_compilation():
+        return _compile_ruleset(ruleset)
+
+
+def _compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     texts = TextStyle.of(ruleset)
     offers, groups = _grouped_offers(ruleset.offers, texts)
     offer_terms = [
@@ -199,25 +217,27 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         for o in offers
     ]
     position = {id(o.spec): i for i, o in enumerate(offers)}
+    bits = {o.spec.id: i for i, o in enumerate(offers)}
     fields = ruleset.fields
+    scopes = []
+    for policy in ruleset.contact_policies:
+        covered = frozenset(
+            o.id for o in ruleset.offers if o.id in policy.offers or o.category in policy.categories
+        )
+        scopes.append(ContactScope(policy, covered, sum(1 << bits[o] for o in covered)))
     return CompiledRuleset(
         source=ruleset,
         offers=offers,
         file_order=tuple(position[id(spec)] for spec in ruleset.offers),
         offer_groups=groups,
         category_masks=_category_masks(offers),
-        offer_bits={o.spec.id: i for i, o in enumerate(offers)},
-        contact_scopes=tuple(
-            ContactScope(
-                policy,
-                frozenset(
-                    o.id
-                    for o in ruleset.offers
-                    if o.id in policy.offers or o.category in policy.categories
-                ),
-            )
-            for policy in ruleset.contact_policies
-        ),
+        offer_bits=bits,
+        contact_scopes=tuple(scopes),
+        scopes_by_offer={
+            o.spec.id: covering
+            for o in offers
+            if (covering := tuple(k for k, c in enumerate(scopes) if o.spec.id in c.offers))
+        },
         daily_caps={
             o.id: DailyCap(o.daily_cap, o.daily_cap_per_customer or 1)
             for o in ruleset.offers
@@ -251,8 +271,10 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     )
 
 
-def _decision_conditions(ruleset: Ruleset) -> list[Condition]:
-    """Every condition and expression a decision evaluates (offers, routing, policies)."""
+def _decision_nodes(ruleset: Ruleset) -> list[Node]:
+    """Every distinct expression a decision evaluates (offers, routing, policies), each
+    once: the loader shares the node of a repeated text, and walking it again finds
+    nothing new."""
     conditions = [
         cond
         for o in ruleset.offers
@@ -260,15 +282,15 @@ def _decision_conditions(ruleset: Ruleset) -> list[Condition]:
     ]
     conditions += [cond for route in ruleset.routes for cond in route.when]
     conditions += [cond for policy in ruleset.policies for cond in policy.when]
-    return conditions
+    return list({id(c.node): c.node for c in conditions}.values())
 
 
 def _notice_lookups(ruleset: Ruleset) -> tuple[tuple[str, str], ...]:
     """Every distinct days_since_notice() a decision reads: (facts key, notice id)."""
     found = {
         render(call): str(call.args[0].value)
-        for cond in _decision_conditions(ruleset)
-        for call in outcome_calls(cond.node, NOTICE_DAYS)
+        for node in _decision_nodes(ruleset)
+        for call in outcome_calls(node, NOTICE_DAYS)
         if isinstance(call.args[0], Literal)
     }
     return tuple(found.items())
@@ -277,8 +299,8 @@ def _notice_lookups(ruleset: Ruleset) -> tuple[tuple[str, str], ...]:
 def _outcome_lookups(ruleset: Ruleset) -> tuple[OutcomeLookup, ...]:
     """Every distinct days_since_outcome() of the offers, routing rules and policies."""
     lookups: dict[str, OutcomeLookup] = {}
-    for cond in _decision_conditions(ruleset):
-        for call in outcome_calls(cond.node):
+    for node in _decision_nodes(ruleset):
+        for call in outcome_calls(node):
             key = render(call)
             if key in lookups:
                 continue
@@ -329,7 +351,8 @@ def _always(facts: Facts) -> bool:
 
 def load_compiled(directory: Path) -> CompiledRuleset:
     """Load, check and compile a rules directory (RulesetError if it cannot go live)."""
-    return compile_ruleset(load_ruleset(directory))
+    with paused_gc():
+        return compile_ruleset(load_ruleset(directory))
 
 
 def _channel_term(offer: OfferSpec) -> Any:
@@ -391,6 +414,7 @@ def _grouped_offers(
                 mask,
                 None if base is None else compile_node(base),
                 prunable=all(o.scale >= 0 for o in compiled),
+                start=start,
             )
         )
     return tuple(offers), tuple(groups)

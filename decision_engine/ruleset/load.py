@@ -7,7 +7,10 @@ The reading of nodes is in yaml_nodes.py and rule_nodes.py, the sections in sect
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -60,12 +63,35 @@ def not_checked(directory: Path, count: int) -> Problem:
     return Problem(Where(str(directory), 0, 0), message, severity="note")
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off while a ruleset is built.
+
+    Building one makes hundreds of thousands of objects that all stay alive, and each of
+    the collector's passes over them finds nothing: at 10,000 offers they were 3 of the
+    4.7 s of reading and compiling. Reference counting still frees what dies; the
+    collector runs again afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_ruleset(directory: Path) -> Ruleset:
     """Parse and check every rule file; RulesetError lists all problems found.
 
     When a file cannot be read or parsed, only the problems of such files are reported,
     then a note of how many other files were not checked.
     """
+    with paused_gc():
+        return _load_ruleset(directory)
+
+
+def _load_ruleset(directory: Path) -> Ruleset:
     directory = Path(directory)
     if not directory.is_dir():
         raise RulesetError([Problem.at(str(directory), 0, 0, "rules directory not found")])

@@ -28,12 +28,14 @@ def first_failure(checks: Checks, facts: Facts) -> str | None:
     return None
 
 
-def set_bits(mask: int) -> Iterator[int]:
-    """Positions of the set bits, lowest first."""
+def set_bits(mask: int, start: int = 0) -> Iterator[int]:
+    """Positions of the set bits, lowest first; no bit is set below `start`."""
     # One C-level conversion, then str.find per bit: far cheaper than big-int
-    # arithmetic per bit on a mask of a thousand rules.
-    bits = bin(mask)[:1:-1]
+    # arithmetic per bit on a mask of a thousand rules. Shifting by `start` first keeps
+    # the conversion to the window that holds bits: a group of a 10,000-offer ruleset
+    # converts its own width, not the whole mask's (bin() is ~7 µs at 10,000 bits).
+    bits = bin(mask >> start)[:1:-1]
     i = bits.find("1")
     while i >= 0:
-        yield i
+        yield start + i
         i = bits.find("1", i + 1)

@@ -16,7 +16,30 @@ from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.typecheck import did_you_mean
 
 # libyaml's parser keeps line marks and parses large rulesets about twice as fast.
-YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
+    """The safe loader, with each scalar's tag resolved once per distinct text.
+
+    Tags depend only on the node's kind, text and implicit flags (the safe loader has
+    no path resolvers), and a rule file repeats most of its keys and values: resolving
+    each one with its regular expressions was a third of reading 10,000 offers.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._tags: dict[tuple[object, object, object], str] = {}
+
+    def resolve(self, kind: type[yaml.Node], value: object, implicit: object) -> str:
+        key = (kind, value, implicit)
+        tag = self._tags.get(key)
+        if tag is None:
+            tag = self._tags[key] = super().resolve(kind, value, implicit)
+        return tag
+
+
+YAML_LOADER: type[yaml.SafeLoader] = _Loader
 
 
 def yaml_files(directory: Path) -> list[Path]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +13,11 @@ import pytest
 
 from decision_engine.decide.engine import decide
 from decision_engine.decide.facts import build_facts
-from decision_engine.decide.learning import Learned, learned_from
+from decision_engine.decide.learning import Learned, Posterior, learned_from
 from decision_engine.decide.values import Context, CustomerState
 from decision_engine.ruleset.closures import compile_all
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
+from decision_engine.ruleset.spec import OfferSpec
 from decision_engine.vocabulary import CHANNELS
 
 NOW = 1_750_000_000.0
@@ -85,7 +89,11 @@ def random_ruleset(rng: random.Random, directory: Path, offers: int) -> Compiled
 
 
 def brute_force(
-    ruleset: CompiledRuleset, facts: dict[str, Any], limit: int, learned: Learned | None = None
+    ruleset: CompiledRuleset,
+    facts: dict[str, Any],
+    limit: int,
+    learned: Learned | None = None,
+    propensity_of: Callable[[OfferSpec], float] | None = None,
 ) -> list[str]:
     """Score every offer whose conditions hold, then sort: the definition of the ranking."""
     first: dict[str, int] = {}
@@ -110,6 +118,8 @@ def brute_force(
         if learned is not None:
             posterior = learned.posterior(spec.id, facts.get(learned.by) if learned.by else None)
             propensity = propensity if posterior is None else posterior.mean
+        if propensity_of is not None:
+            propensity = propensity_of(spec)
         score = propensity * spec.lever * value
         for test, factor, _ in offer.weights:
             if test(facts) is True:
@@ -167,3 +177,60 @@ def test_pruned_ranking_with_learned_propensities(tmp_path: Path, seed: int) -> 
         )
         facts = build_facts(ruleset, state, context, now=NOW)
         assert [o.offer_id for o in decision.offers] == brute_force(ruleset, facts, 3, learned)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded(Posterior):
+    """A posterior that notes each draw made from it."""
+
+    offer_id: str = ""
+    draws: dict[str, float] = dataclasses.field(default_factory=dict, compare=False)
+
+    def sample(self, rng: random.Random) -> float:
+        value = Posterior.sample(self, rng)
+        self.draws[self.offer_id] = value
+        return value
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_exploring_prunes_only_offers_whose_best_draw_could_not_win(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(200 + seed)
+    ruleset = random_ruleset(rng, tmp_path, offers=rng.choice([40, 300]))
+    draws: dict[str, float] = {}
+    overall: dict[str, Posterior] = {
+        o.spec.id: Recorded(rng.uniform(0.5, 60), rng.uniform(0.5, 60), o.spec.id, draws)
+        for o in ruleset.offers
+    }
+    learned = Learned(None, overall, {}, 1.0)
+    pruned = 0
+    for n in range(150):
+        state, context = random_customer(rng)
+        draws.clear()
+        decision = decide(
+            ruleset, state=state, context=context, now=NOW, decision_id="d",
+            learned=learned, sample_seed=n,
+        )  # fmt: skip
+        facts = build_facts(ruleset, state, context, now=NOW)
+
+        # Offers not drawn count at the most a draw can be: they still must not win.
+        def best_case(spec: OfferSpec) -> float:
+            return draws.get(spec.id, overall[spec.id].ceiling)
+
+        assert [o.offer_id for o in decision.offers] == brute_force(
+            ruleset, facts, 3, propensity_of=best_case
+        )
+        assert all(o.propensity == draws[o.offer_id] for o in decision.offers)
+        pruned += len(ruleset.offers) - len(draws)
+    assert pruned > 0  # exploring does prune
+
+
+def test_a_draw_never_exceeds_its_ceiling_and_rarely_reaches_it() -> None:
+    rng = random.Random(5)
+    skewed, settled = Posterior(1.2, 30), Posterior(40, 160)
+    for posterior, at_most in ((skewed, 200), (settled, 5)):
+        draws = [posterior.sample(rng) for _ in range(20_000)]
+        assert max(draws) <= posterior.ceiling < 1
+        assert posterior.mean < posterior.ceiling
+        assert sum(d == posterior.ceiling for d in draws) <= at_most

@@ -10,6 +10,7 @@ import pytest
 from decision_engine.ruleset.closures import compile_all, compile_node
 from decision_engine.ruleset.expr import Node, parse
 from decision_engine.ruleset.rule_index import RuleIndex
+from decision_engine.ruleset.runtime import set_bits
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.typecheck import check
 
@@ -243,3 +244,14 @@ def test_exists_in_the_index() -> None:
     index = RuleIndex([[parse("exists(clv)")], [parse("not exists(clv)")]])
     assert list(index.matches({})) == [1]
     assert list(index.matches({"clv": 0})) == [0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_set_bits_lists_every_set_bit_from_any_start_below_them(seed: int) -> None:
+    rng = random.Random(seed)
+    width = rng.choice([1, 63, 64, 65, 1000, 10_000])
+    positions = sorted(rng.sample(range(width), rng.randint(0, min(width, 50))))
+    mask = sum(1 << p for p in positions)
+    start = rng.randint(0, positions[0]) if positions else rng.randint(0, width)
+    assert list(set_bits(mask, start)) == positions
+    assert list(set_bits(mask)) == positions
