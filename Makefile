@@ -80,6 +80,7 @@ ops-test: ops-tools
 	promtool test rules ops/prometheus/alerts_test.yml
 
 bench: install
+	$(BIN)/python -c 'import zen' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run
 
 # docs/dashboard.png: the Grafana dashboard's queries on a real Prometheus, plotted (~4 min).

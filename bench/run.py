@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
-import math
 import os
 import platform
 import subprocess
@@ -27,7 +25,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import micro
+from bench import eval_report, micro
 from bench.gen_rules import write_ruleset
 from bench.load import REFUSED, wait_serving
 from bench.serve import child_pids, compact_aof, free_port, start_server, stop
@@ -40,7 +38,6 @@ from decision_engine.store.profiles import ProfileStore
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 """The demo rules, with the moments live guidance runs."""
-EVAL_TARGET_US = 50.0
 P99_TARGET_MS = 5.0
 THROUGHPUT_TARGET = 0.5
 SECURITY_P99_BUDGET = 0.15
@@ -283,36 +280,14 @@ def guidance_targets(guidance: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def eval_targets(micro_result: dict[str, Any]) -> dict[str, Any]:
-    rows = micro_result["by_rules"]
-    at_1000 = next(r for r in rows if r["offers"] == 1000)["us_per_decision"]
-    steps = [
-        (b["us_per_decision"] / a["us_per_decision"], b["rules"] / a["rules"])
-        for a, b in itertools.pairwise(rows)
-    ]
-    first, last = rows[0], rows[-1]
-    exponent = math.log(last["us_per_decision"] / first["us_per_decision"]) / math.log(
-        last["rules"] / first["rules"]
-    )
-    return {
-        "eval_us_at_1000": {
-            "target": f"<= {EVAL_TARGET_US:g} µs",
-            "value": at_1000,
-            "met": at_1000 <= EVAL_TARGET_US,
-        },
-        "eval_sublinear": {
-            "target": "time grows slower than rule count at every step",
-            "value": [f"x{t:.2f} time for x{r:.1f} rules" for t, r in steps],
-            "exponent": round(exponent, 2),
-            "met": all(t < r for t, r in steps),
-        },
-    }
-
-
-def targets(micro_result: dict[str, Any] | None, load: dict[str, Any] | None) -> dict[str, Any]:
+def targets(
+    micro_result: dict[str, Any] | None,
+    load: dict[str, Any] | None,
+    zen: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if micro_result is not None:
-        out.update(eval_targets(micro_result))
+        out.update(eval_report.eval_targets(micro_result, zen))
     if load is not None and "decide" in load:
         fixed = load["decide"]["fixed_rate"]
         out["decide_p99_at_1000rps"] = {
@@ -382,6 +357,20 @@ def overload_targets(over: dict[str, Any], p99_at_1000: float) -> dict[str, Any]
     }
 
 
+def zen_comparison(*, quick: bool) -> list[dict[str, Any]] | None:
+    """zen-engine beside decide() (bench/zen.py), when the `bench` extra is installed."""
+    try:
+        import zen  # noqa: F401
+    except ImportError:
+        print("zen-engine not installed (pip install -e '.[bench]'): no comparison", flush=True)
+        return None
+    from bench import zen as zen_bench
+
+    print("beside zen-engine: the same eligibility rules and inputs", flush=True)
+    sizes, inputs, rounds = ((100, 1000), 500, 3) if quick else ((100, 1000, 10_000), 2000, 5)
+    return zen_bench.run(sizes, inputs, rounds)
+
+
 def machine() -> dict[str, Any]:
     model = next(
         (
@@ -408,22 +397,7 @@ def machine() -> dict[str, Any]:
 
 def report(results: dict[str, Any]) -> None:
     if "micro" in results:
-        print("\n== decide() evaluation (pure, no I/O) ==")
-        print(
-            f"{'offers':>7} {'rules':>6} {'µs/decision':>12} {'CPU µs':>7} {'candidates':>11}"
-            f" {'eligible':>9}"
-        )
-        for r in results["micro"]["by_rules"]:
-            print(
-                f"{r['offers']:>7} {r['rules']:>6} {r['us_per_decision']:>12.1f}"
-                f" {r['cpu_us_per_decision']:>7.1f} {r['candidates_per_decision']:>11.1f}"
-                f" {r['eligible_per_decision']:>9.1f}"
-            )
-        ex = results["micro"]["explain_1000"]
-        print(
-            f"explain at 1000 offers: {ex['us_per_decision_explain']:,.0f} µs vs "
-            f"{ex['us_per_decision']:,.1f} µs (x{ex['explain_factor']})"
-        )
+        eval_report.report(results["micro"], results.get("zen"))
         if "moments" in results["micro"]:
             print("\n== moment engine per interaction event (pure, no I/O; median) ==")
             print(f"{'set':>14} {'moments':>8} {'µs/event':>9} {'CPU µs':>7} {'events':>7}")
@@ -543,6 +517,7 @@ def main() -> None:
     if not only:
         print("micro-benchmarks: decide() by rule count", flush=True)
         results["micro"] = micro.run(quick=args.quick)
+        results["zen"] = zen_comparison(quick=args.quick)
     if not args.no_server and not args.notices_only:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
             results["load"] = server_under_load(
@@ -553,7 +528,7 @@ def main() -> None:
             )
     if not args.no_server and not (args.security_only or args.guidance_only):
         results["notices"] = notices_cost(quick=args.quick)
-    results["targets"] = targets(results.get("micro"), results.get("load"))
+    results["targets"] = targets(results.get("micro"), results.get("load"), results.get("zen"))
     if "notices" in results:
         from bench import notices
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from decision_engine.decide.contact import Blocked, blocked_offers
 from decision_engine.decide.facts import typed_facts
-from decision_engine.decide.learning import Learned
+from decision_engine.decide.learning import Learned, Plan
 from decision_engine.decide.values import (
     Context,
     CustomerState,
@@ -111,10 +111,10 @@ def decide(
     )
     limit = _limit(ruleset, max_offers, context.channel, presented_here)
     blocked_mask = blocked.mask
-    propensity, ratios = _propensities(ruleset, learned, facts, sample_seed)
+    propensity, plan = _propensities(ruleset, learned, facts, sample_seed)
     ranked = (
         _ranked(
-            ruleset, facts, limit, first, suppress, candidates & ~blocked_mask, propensity, ratios
+            ruleset, facts, limit, first, suppress, candidates & ~blocked_mask, propensity, plan
         )
         if limit
         else []
@@ -185,20 +185,20 @@ def _propensities(
     learned: Learned | None,
     facts: dict[str, Any],
     sample_seed: int | None,
-) -> tuple[Propensity | None, tuple[float, ...] | None]:
-    """The propensity of each offer for this request, and per offer bit how far above
-    the rule files' propensities the rest of its group can be (None: not at all)."""
+) -> tuple[Propensity | None, Plan | None]:
+    """The propensity of each offer for this request, and the order to visit offers
+    in with their bounds (None: the rule files' propensities, in bit order)."""
     if learned is None:
         return None, None
     segment = facts.get(learned.by) if learned.by else None
-    ratios = learned.ratios(ruleset, segment, exploring=sample_seed is not None)
+    plan = learned.plan(ruleset, segment, exploring=sample_seed is not None)
     if sample_seed is None:
 
         def mean(spec: OfferSpec) -> float:
             posterior = learned.posterior(spec.id, segment)
             return spec.propensity if posterior is None else posterior.mean
 
-        return mean, ratios
+        return mean, plan
     rng = random.Random(sample_seed)
     drawn: dict[str, float] = {}
 
@@ -208,7 +208,7 @@ def _propensities(
             drawn[spec.id] = spec.propensity if posterior is None else posterior.sample(rng)
         return drawn[spec.id]
 
-    return sample, ratios
+    return sample, plan
 
 
 def _ranked(
@@ -219,7 +219,7 @@ def _ranked(
     suppress: dict[str, str],
     candidates: int,
     propensity: Propensity | None,
-    ratios: tuple[float, ...] | None,
+    plan: Plan | None,
 ) -> list[Ranked]:
     """The eligible offers that can still make the top `limit`, scored.
 
@@ -243,6 +243,7 @@ def _ranked(
     ranked: list[Ranked] = []
     kept: list[tuple[int, float]] = []  # min-heap of (-tier, score): the weakest kept first
     offers, residuals, groups = ruleset.offers, ruleset.offer_index.residuals, ruleset.offer_groups
+    static = ruleset.offer_bounds
     bases: dict[int, float | None] = {}
     for tier, pass_mask in passes:
         if len(kept) >= limit and -tier < kept[0][0]:
@@ -257,12 +258,22 @@ def _ranked(
             if base is None:
                 continue  # the value is unknown for this customer
             prune = group.prunable and base >= 0
-            for i in set_bits(mask, group.start):
+            visits: Iterable[int] = set_bits(mask, group.start)
+            bounds = static if plan is None else plan.bounds
+            if plan is not None and prune:
+                # Learned propensities reorder the offers: visit them by bound instead.
+                if mask.bit_count() <= _SORT_AT_MOST:
+                    visits = sorted(visits, key=bounds.__getitem__, reverse=True)
+                else:
+
+                    def stop(bound: float, tier: int = tier, base: float = base) -> bool:
+                        return len(kept) >= limit and (-tier, bound * base) < kept[0]
+
+                    visits = _in_bound_order(plan.order[g], mask, group.start, stop)
+            for i in visits:
+                if prune and len(kept) >= limit and (-tier, bounds[i] * base) < kept[0]:
+                    break
                 offer = offers[i]
-                if prune and len(kept) >= limit:
-                    bound = offer.bound * base * (1.0 if ratios is None else ratios[i])
-                    if (-tier, bound) < kept[0]:
-                        break
                 residual = residuals[i]
                 if residual is not None and residual(facts) is not True:
                     continue
@@ -283,6 +294,30 @@ def _ranked(
                 elif (-tier, score) > kept[0]:
                     heapq.heapreplace(kept, (-tier, score))
     return ranked
+
+
+_SORT_AT_MOST = 64
+"""With learned propensities, a group of at most this many candidates has them sorted
+by bound; past it, walking the group's offers in bound order (skipping the others) is
+cheaper."""
+
+
+def _in_bound_order(
+    order: tuple[tuple[int, float], ...],
+    mask: int,
+    start: int,
+    stop: Callable[[float], bool],
+) -> Iterator[int]:
+    """The candidates of `mask` in `order`, until `stop` says a bound cannot win (it is
+    asked at every offer, candidate or not, so the walk ends where the bounds do)."""
+    window = bin(mask >> start)[:1:-1]  # character j is bit start + j
+    width = len(window)
+    for i, bound in order:
+        if stop(bound):
+            return
+        j = i - start
+        if j < width and window[j] == "1":
+            yield i
 
 
 def _promoter(ruleset: CompiledRuleset, tier: int) -> str:

@@ -47,6 +47,16 @@ class Posterior:
 
 
 @dataclass(frozen=True, slots=True)
+class Plan:
+    """Score bounds per unit of base with one segment's learned propensities."""
+
+    bounds: tuple[float, ...]
+    """By offer bit."""
+    order: tuple[tuple[tuple[int, float], ...], ...]
+    """Per value group: (offer bit, bound), best bound first."""
+
+
+@dataclass(frozen=True, slots=True)
 class Learned:
     """Posteriors for one ruleset at one moment."""
 
@@ -56,9 +66,7 @@ class Learned:
     by_segment: Mapping[tuple[str, str], Posterior]
     max_ratio: float
     """The largest posterior mean / prior propensity, over every offer and segment."""
-    _ratios: dict[tuple[object, bool], tuple[float, ...]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    _plans: dict[tuple[object, bool], Plan] = field(default_factory=dict, compare=False, repr=False)
 
     def posterior(self, offer_id: str, segment: object) -> Posterior | None:
         if segment is not None:
@@ -67,38 +75,33 @@ class Learned:
                 return found
         return self.overall.get(offer_id)
 
-    def ratios(
-        self, ruleset: CompiledRuleset, segment: object, *, exploring: bool
-    ) -> tuple[float, ...]:
-        """Per offer bit: how far above its rule file's propensity its propensity can be
-        for this segment (the mean, or the ceiling of a draw), at most, from that bit to
-        the end of its value group. The ranking visits a group in bit order, so this
-        bounds every offer still to come: it stops as early as the belief allows,
-        not as the most over-performing offer of the whole ruleset allows."""
+    def plan(self, ruleset: CompiledRuleset, segment: object, *, exploring: bool) -> Plan:
+        """Each value group's offers in descending order of their score bound per unit of
+        base with this segment's propensities (the means, or the ceilings of draws).
+
+        The ranking walks a group in this order and stops at the first bound that
+        cannot beat the offers kept: learned propensities reorder offers, so the rule
+        files' order would give no early stop. Made once per segment, then kept.
+        """
         key = (segment, exploring)
-        found = self._ratios.get(key)
+        found = self._plans.get(key)
         if found is None:
-            found = self._ratios[key] = self._suffix_ratios(ruleset, segment, exploring)
+            found = self._plans[key] = self._plan(ruleset, segment, exploring)
         return found
 
-    def _suffix_ratios(
-        self, ruleset: CompiledRuleset, segment: object, exploring: bool
-    ) -> tuple[float, ...]:
-        offers = ruleset.offers
-        out = [1.0] * len(offers)
+    def _plan(self, ruleset: CompiledRuleset, segment: object, exploring: bool) -> Plan:
+        bounds = []
+        for offer in ruleset.offers:
+            posterior = self.posterior(offer.spec.id, segment)
+            p = offer.spec.propensity
+            if posterior is not None:
+                p = posterior.ceiling if exploring else posterior.mean
+            bounds.append(p * offer.reach)
+        order = []
         for group in ruleset.offer_groups:
-            end = group.start + group.mask.bit_count()
-            running = 0.0
-            for i in range(end - 1, group.start - 1, -1):
-                spec = offers[i].spec
-                posterior = self.posterior(spec.id, segment)
-                p = spec.propensity
-                if posterior is not None:
-                    p = posterior.ceiling if exploring else posterior.mean
-                ratio = p / spec.propensity if spec.propensity > 0 else math.inf
-                running = max(running, ratio)
-                out[i] = running
-        return tuple(out)
+            bits = range(group.start, group.start + group.mask.bit_count())
+            order.append(tuple(sorted(((i, bounds[i]) for i in bits), key=lambda e: -e[1])))
+        return Plan(tuple(bounds), tuple(order))
 
 
 def decayed(counts: str, *, now: float, half_life_days: float) -> tuple[float, float]:

@@ -83,6 +83,9 @@ class CompiledOffer:
     """propensity x lever: the part of the score fixed per ruleset."""
     bound: float
     """Upper bound of the score per unit of the group's base."""
+    reach: float = 1.0
+    """The bound per unit of propensity (lever x scale x the largest weight), for
+    bounds with learned propensities."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +168,8 @@ class CompiledRuleset:
     """In bit order (grouped by value, best bound first); `file_order` lists them as written."""
     file_order: tuple[int, ...]
     offer_groups: tuple[OfferGroup, ...]
+    offer_bounds: tuple[float, ...]
+    """Each offer's `bound`, by bit."""
     category_masks: dict[str, int]
     """The offers of each category, as a bitmask."""
     offer_bits: dict[str, int]
@@ -230,6 +235,7 @@ def _compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         offers=offers,
         file_order=tuple(position[id(spec)] for spec in ruleset.offers),
         offer_groups=groups,
+        offer_bounds=tuple(o.bound for o in offers),
         category_masks=_category_masks(offers),
         offer_bits=bits,
         contact_scopes=tuple(scopes),
@@ -439,6 +445,7 @@ def _offer(spec: OfferSpec, scale: float, texts: TextStyle) -> CompiledOffer:
         scale=scale,
         factor=factor,
         bound=factor * scale * high,
+        reach=spec.lever * scale * high,
     )
 
 
