@@ -20,6 +20,10 @@ from decision_engine.store.profiles import ProfileStore
 log = logging.getLogger("decision_engine.server.service")
 
 
+REBUILD_UNCHANGED_S = 60.0
+"""Posteriors are made again this often when the counters have not changed (decay)."""
+
+
 class LearnedState:
     """The posteriors of the active ruleset, refreshed from Redis every second.
 
@@ -49,6 +53,9 @@ class LearnedState:
         self.learned: Learned | None = None
         self.version = ""
         self._alongside: list[LearnedState] = []
+        self._stored: dict[str, str] | None = None
+        """The counters the posteriors were made from, and when."""
+        self._built_at = 0.0
         self._outage = Outage(
             log,
             failing="learned acceptance rates not refreshed (%s), %d attempt(s) so far; "
@@ -77,8 +84,19 @@ class LearnedState:
             if stored is None:
                 async with asyncio.timeout(self.timeout_s):
                     stored = await load_learning(self._store.connection)
-            learned = learned_from(stored, ruleset, now=time.time())
+            now = time.time()
+            if (
+                stored == state._stored
+                and state.version == ruleset.version
+                and now - state._built_at < REBUILD_UNCHANGED_S
+            ):
+                # Nothing was learned since: the same posteriors (decay over a minute
+                # is a millionth of a half-life), and the rankings' plans made from
+                # them are kept. Rebuilding them every second was ~10 % of a worker.
+                continue
+            learned = learned_from(stored, ruleset, now=now)
             state.learned, state.version = learned, ruleset.version
+            state._stored, state._built_at = stored, now
             if state is self:
                 # The gauge shows this (the champion's) posteriors, as it always has.
                 for offer_id, posterior in learned.overall.items():

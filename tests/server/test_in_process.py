@@ -55,3 +55,34 @@ def test_decide_and_record_an_outcome_in_process(redis_url: str) -> None:
         )
         assert client.hgetall(OFFER_STATS)[f"{offer}|accepted"] == "1"
         assert "accepted" in (client.hget(history_key("C-1001"), offer) or "")
+
+
+@pytest.mark.usefixtures("demo_data")
+def test_posteriors_are_made_again_only_when_the_counters_change(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with in_process_server(redis_url) as served:
+            await served.learned.refresh()
+            first = served.learned.learned
+            assert first is not None
+            await served.learned.refresh()
+            assert served.learned.learned is first  # nothing learned: kept, plans too
+            context = pb.InteractionContext(channel=pb.CHANNEL_VOICE, intent="cancel")
+            decided = await served.stub.Decide(
+                pb.DecideRequest(customer_id="C-1001", context=context), timeout=5
+            )
+            offer = decided.offers[0].offer_id
+            await served.stub.RecordOutcome(
+                pb.RecordOutcomeRequest(
+                    decision_id=decided.decision_id, offer_id=offer, outcome=pb.OUTCOME_ACCEPTED
+                ),
+                timeout=5,
+            )
+            await served.learned.refresh()
+            after = served.learned.learned
+            assert after is not None and after is not first
+            before_mean = first.posterior(offer, None)
+            after_mean = after.posterior(offer, None)
+            assert before_mean is not None and after_mean is not None
+            assert after_mean.mean > before_mean.mean
+
+    asyncio.run(scenario())
