@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -72,6 +73,8 @@ class Options:
     """Processes offering the overload (one Python process tops out below it)."""
     crowd: int = 1024
     """Last phase: Decide closed loop with this many calls in flight."""
+    rounds: int = 3
+    """Decide and Ping take turns this many times at the fixed rate and the maximum."""
     tls_ca: str = ""
     """Speak TLS to the server, trusting this CA (PEM)."""
     token: str = ""
@@ -385,6 +388,22 @@ async def max_throughput(
     }
 
 
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One phase over its rounds: each number the median of the rounds', with its
+    (min, max) as `<name>_spread` and every round's value in `<name>_rounds`; the rest
+    (error counts, messages) from the round of the median p99 or throughput."""
+    key = "p99_ms" if "p99_ms" in rounds[0] else "rps"
+    ordered = sorted(rounds, key=lambda r: r[key])
+    out = dict(ordered[len(ordered) // 2])
+    for name, value in rounds[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = [r[name] for r in rounds]
+            out[name] = statistics.median(values)
+            out[f"{name}_spread"] = [min(values), max(values)]
+            out[f"{name}_rounds"] = values
+    return out
+
+
 def rss_kib(pids: list[int]) -> dict[str, int]:
     """Resident memory of each process (VmRSS, KiB), from /proc."""
     out: dict[str, int] = {}
@@ -514,18 +533,28 @@ async def run(opts: Options) -> dict[str, Any]:
             results["rate"] = await measured(
                 fixed_rate(calls.decide, opts.rate, opts.duration), pids
             )
-        for name, call in (("decide", calls.decide), ("ping", calls.ping)):
-            if name not in phases:
-                continue
-            print(f"[load] {name}: warm-up {opts.warmup:g} s", flush=True)
-            await fixed_rate(call, opts.rate, opts.warmup)
-            print(f"[load] {name}: {opts.rate:g} req/s for {opts.duration:g} s", flush=True)
-            latency = await measured(fixed_rate(call, opts.rate, opts.duration), pids, helpers)
-            print(f"[load] {name}: closed loop x{opts.concurrency}", flush=True)
-            throughput = await measured(
-                max_throughput(call, opts.concurrency, opts.max_duration), pids, helpers
-            )
-            results[name] = {"fixed_rate": latency, "max_throughput": throughput}
+        by_round: dict[str, list[dict[str, Any]]] = {}
+        for n in range(opts.rounds):
+            # Decide and Ping take turns, so a noisy minute lands on both.
+            for name, call in (("decide", calls.decide), ("ping", calls.ping)):
+                if name not in phases:
+                    continue
+                if n == 0:
+                    print(f"[load] {name}: warm-up {opts.warmup:g} s", flush=True)
+                    await fixed_rate(call, opts.rate, opts.warmup)
+                what = f"{opts.rate:g} req/s, then closed loop x{opts.concurrency}"
+                print(f"[load] {name} ({n + 1}/{opts.rounds}): {what}", flush=True)
+                latency = await measured(fixed_rate(call, opts.rate, opts.duration), pids, helpers)
+                throughput = await measured(
+                    max_throughput(call, opts.concurrency, opts.max_duration), pids, helpers
+                )
+                by_round.setdefault(name, []).append(
+                    {"fixed_rate": latency, "max_throughput": throughput}
+                )
+        for name, rounds in by_round.items():
+            results[name] = {phase: medians([r[phase] for r in rounds]) for phase in rounds[0]} | {
+                "rounds": len(rounds)
+            }
         if "overload" in phases:
             rate = opts.overload_rate or (
                 opts.overload_factor * results["decide"]["max_throughput"]["rps"]

@@ -39,7 +39,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 """The demo rules, with the moments live guidance runs."""
 P99_TARGET_MS = 5.0
-THROUGHPUT_TARGET = 0.5
+THROUGHPUT_TARGET = 0.7
+P99_VS_PING_TARGET = 1.5
+CPU_VS_PING_TARGET = 2.0
 SECURITY_P99_BUDGET = 0.15
 OVERLOAD_P99_FACTOR = 3.0
 """Under 3x the max, admitted calls' p99 within this multiple of the p99 at 1,000 req/s."""
@@ -301,6 +303,23 @@ def targets(
             "value": load["decide_over_ping"],
             "met": load["decide_over_ping"] >= THROUGHPUT_TARGET,
         }
+        if "ping" in load:
+            ping = load["ping"]
+            p99_ratio = fixed["p99_ms"] / ping["fixed_rate"]["p99_ms"]
+            out["p99_vs_ping_at_1000rps"] = {
+                "target": f"Decide p99 <= {P99_VS_PING_TARGET:g}x Ping's at 1,000 req/s",
+                "value": f"{fixed['p99_ms']} vs {ping['fixed_rate']['p99_ms']} ms "
+                f"(x{p99_ratio:.2f})",
+                "met": p99_ratio <= P99_VS_PING_TARGET,
+            }
+            cpu = load["decide"]["max_throughput"].get("server_cpu_us_per_req")
+            ping_cpu = ping["max_throughput"].get("server_cpu_us_per_req")
+            if cpu and ping_cpu:
+                out["cpu_vs_ping"] = {
+                    "target": f"server CPU per Decide <= {CPU_VS_PING_TARGET:g}x Ping's",
+                    "value": f"{cpu} vs {ping_cpu} µs (x{cpu / ping_cpu:.2f})",
+                    "met": cpu / ping_cpu <= CPU_VS_PING_TARGET,
+                }
         if "overload" in load:
             out.update(overload_targets(load["overload"], fixed["p99_ms"]))
     if load is not None and "guidance" in load:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -266,10 +267,16 @@ def _ranked(
                     visits = sorted(visits, key=bounds.__getitem__, reverse=True)
                 else:
 
-                    def stop(bound: float, tier: int = tier, base: float = base) -> bool:
-                        return len(kept) >= limit and (-tier, bound * base) < kept[0]
+                    def stop_below(tier: int = tier, base: float = base) -> float:
+                        """The bound per unit of base an offer needs to still be kept."""
+                        if len(kept) < limit or base <= 0:
+                            return -math.inf
+                        weakest_tier, weakest = kept[0]
+                        if -tier < weakest_tier:
+                            return math.inf  # this pass's tier ranks below every offer kept
+                        return weakest / base if -tier == weakest_tier else -math.inf
 
-                    visits = _in_bound_order(plan.order[g], mask, group.start, stop)
+                    visits = _in_bound_order(plan.order[g], mask, group.start, stop_below)
             for i in visits:
                 if prune and len(kept) >= limit and (-tier, bounds[i] * base) < kept[0]:
                     break
@@ -306,18 +313,21 @@ def _in_bound_order(
     order: tuple[tuple[int, float], ...],
     mask: int,
     start: int,
-    stop: Callable[[float], bool],
+    stop_below: Callable[[], float],
 ) -> Iterator[int]:
-    """The candidates of `mask` in `order`, until `stop` says a bound cannot win (it is
-    asked at every offer, candidate or not, so the walk ends where the bounds do)."""
+    """The candidates of `mask` in `order`, until a bound falls below `stop_below()`
+    (asked again after each candidate: the caller keeps more as it scores them). It is
+    checked at every offer, candidate or not, so the walk ends where the bounds do."""
     window = bin(mask >> start)[:1:-1]  # character j is bit start + j
     width = len(window)
+    floor = stop_below()
     for i, bound in order:
-        if stop(bound):
+        if bound < floor:
             return
         j = i - start
         if j < width and window[j] == "1":
             yield i
+            floor = stop_below()
 
 
 def _promoter(ruleset: CompiledRuleset, tier: int) -> str:
