@@ -99,7 +99,7 @@ def drive(setup: Setup, work: Path, customers: int, quick: bool) -> dict[str, An
         "--warmup", "2", "--duration", "15", "--max-duration", "10"]  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "bench.load", "--target", setup.target, "--out", str(out),
-         "--customers", str(customers), "--phases", "decide", "--rate", str(RATE),
+         "--customers", str(customers), "--phases", "decide", "--rounds", "1", "--rate", str(RATE),
          "--concurrency", str(CONCURRENCY),
          "--server-pids", ",".join(map(str, setup.serve_pids)),
          "--other-pids", ",".join(map(str, setup.other_pids)), *timing],
