@@ -24,9 +24,6 @@ class Blocked:
         self.mask = 0
         """The bits of every offer kept out."""
 
-    def __bool__(self) -> bool:
-        return bool(self.mask or self.by_offer)
-
     def why(self, offer_id: str) -> tuple[str, str] | None:
         """(policy or cap id, why) for an offer kept out; None for one that is not."""
         found = self.by_offer.get(offer_id)

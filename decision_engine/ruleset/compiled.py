@@ -83,7 +83,7 @@ class CompiledOffer:
     """propensity x lever: the part of the score fixed per ruleset."""
     bound: float
     """Upper bound of the score per unit of the group's base."""
-    reach: float = 1.0
+    reach: float
     """The bound per unit of propensity (lever x scale x the largest weight), for
     bounds with learned propensities."""
 
@@ -102,7 +102,7 @@ class OfferGroup:
     """The shared base, computed once per request; None means 1 (fixed values)."""
     prunable: bool
     """Whether bounds hold: every scale is non-negative."""
-    start: int = 0
+    start: int
     """The bit of its first offer."""
 
 
@@ -121,7 +121,7 @@ class ContactScope:
 
     policy: ContactPolicy
     offers: frozenset[str]
-    mask: int = 0
+    mask: int
     """The offers' bits."""
 
 
