@@ -185,16 +185,22 @@ def test_a_client_reconnects_by_itself_after_the_server_closed_its_connection(
             time.sleep(0.05)
 
 
-def test_a_request_larger_than_the_limit_is_refused(short_lived: Server) -> None:
+def test_a_request_larger_than_the_limit_is_refused(tmp_path: Path, redis: EmbeddedRedis) -> None:
+    # Its own server with the default connection age: on a busy machine, sending
+    # several MiB to the short-lived one could outlast its connection (GOAWAY).
+    server = start_server(tmp_path, "--rules", str(RULES), "--redis-url", redis.url, workers=1)
     too_big = DEFAULT_LIMITS.max_receive_message_bytes + 1
     request = pb.DecideRequest(
         customer_id="C-1001",
         context=pb.InteractionContext(channel=pb.CHANNEL_VOICE, attributes={"note": "x" * too_big}),
     )
-    with grpc.insecure_channel(short_lived.target) as channel:
-        stub = pb_grpc.DecisionServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as refused:
-            stub.Decide(request, timeout=30)
-        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert str(DEFAULT_LIMITS.max_receive_message_bytes) in refused.value.details()
-        stub.Ping(pb.PingRequest(), timeout=30)
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.DecisionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Decide(request, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert str(DEFAULT_LIMITS.max_receive_message_bytes) in refused.value.details()
+            stub.Ping(pb.PingRequest(), timeout=30)
+    finally:
+        assert server.stop() == 0, server.log()
