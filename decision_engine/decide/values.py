@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +118,13 @@ class Routing:
     skip_ivr: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Explanation:
-    """Why one rule applied or not (only built when asked for)."""
+class Explanation(NamedTuple):
+    """Why one rule applied or not (only built when asked for).
+
+    A NamedTuple, not a frozen dataclass: one is built per rule of the ruleset, and at
+    1,000 offers the dataclass's construction (0.50 µs, against 0.24 for a NamedTuple and
+    0.12 through tuple.__new__) was most of explain=True's cost.
+    """
 
     kind: str
     """"offer", "routing" or "policy"."""

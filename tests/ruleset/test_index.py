@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from decision_engine.ruleset.closures import compile_all, compile_node
+from decision_engine.ruleset.closures import compile_all, compile_checks, compile_node
 from decision_engine.ruleset.expr import Node, parse
 from decision_engine.ruleset.rule_index import RuleIndex
-from decision_engine.ruleset.runtime import set_bits
+from decision_engine.ruleset.runtime import first_failure, set_bits
 from decision_engine.ruleset.schema import FieldSpec
 from decision_engine.ruleset.typecheck import check
 
@@ -162,8 +162,13 @@ def test_index_matches_brute_force(seed: int) -> None:
             assert got == expected, (facts, [[str(n) for n in r] for r in rules])
             matched += len(expected)
             unmatched += len(rules) - len(expected)
-            for i in range(len(rules)):
-                assert (index.explain(i, facts) is None) == (i in expected)
+            # Explanations share each distinct term's evaluation across rules; each
+            # rule's own checks, compiled apart, must give the same first failure.
+            failures = index.failures(facts)
+            for i, rule in enumerate(rules):
+                assert (failures[i] is None) == (i in expected)
+                assert failures[i] == first_failure(compile_checks(rule), facts)
+                assert index.explain(i, facts) == failures[i]
     # the generator must exercise both outcomes and the index proper, or it proves nothing
     assert matched > 100
     assert unmatched > 100
