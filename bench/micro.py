@@ -77,7 +77,7 @@ def with_history(ruleset: CompiledRuleset, cases: list[Case], seed: int = 12) ->
     return out
 
 
-def learned_state(ruleset: CompiledRuleset, seed: int = 13) -> Learned:
+def learned_counts(ruleset: CompiledRuleset, seed: int = 13) -> dict[str, str]:
     """What outcomes would have taught: each offer's true rate its propensity times a
     log-normal factor, seen in 0-400 outcomes overall and in each segment."""
     rng = random.Random(seed)
@@ -91,7 +91,45 @@ def learned_state(ruleset: CompiledRuleset, seed: int = 13) -> Learned:
             accepted = round(seen * rate)
             key = f"{offer.spec.id}|{segment}" if segment else offer.spec.id
             stored[key] = f"{accepted},{seen - accepted},{NOW}"
-    return learned_from(stored, ruleset, now=NOW)
+    return stored
+
+
+def learned_state(ruleset: CompiledRuleset, seed: int = 13) -> Learned:
+    return learned_from(learned_counts(ruleset, seed), ruleset, now=NOW)
+
+
+def refresh_costs(ruleset: CompiledRuleset, rounds: int = 3) -> dict[str, Any]:
+    """CPU ms of a worker's refresh of the posteriors (on its event loop when updated)
+    and their plans for every segment, exploring or not: rebuilt from every key (the
+    decay, once a minute), or updated with a second's outcomes on a few keys."""
+    stored = learned_counts(ruleset)
+    segments: list[object] = [None, *demo_schema_values()[1]]
+    keys = [(segment, exploring) for segment in segments for exploring in (False, True)]
+
+    def rebuilt(counts: dict[str, str]) -> Learned:
+        learned = learned_from(counts, ruleset, now=NOW)
+        for segment, exploring in keys:
+            learned.plan(ruleset, segment, exploring=exploring)
+        return learned
+
+    out: dict[str, Any] = {"keys": len(stored), "plans": len(keys)}
+    start = time.process_time()
+    for _ in range(rounds):
+        learned = rebuilt(stored)
+    out["rebuild_ms"] = round((time.process_time() - start) / rounds * 1e3, 2)
+    rng = random.Random(14)
+    for touched in (10, 100, 1000):
+        after = dict(stored)
+        for key in rng.sample(sorted(stored), min(touched, len(stored))):
+            a, b, at = after[key].split(",")
+            after[key] = f"{float(a) + 1},{b},{at}"
+        start = time.process_time()
+        for _ in range(rounds):
+            # As the server finds them: a pass over every key, then only the changed ones.
+            changed = [k for k, v in after.items() if stored.get(k) != v]
+            learned.updated(after, changed, ruleset, now=NOW)
+        out[f"update_{touched}_ms"] = round((time.process_time() - start) / rounds * 1e3, 2)
+    return out
 
 
 def time_decisions(
@@ -282,6 +320,16 @@ def run(*, quick: bool = False, size: int = 2000) -> dict[str, Any]:
                 f"+{cost['load_compile_mib']:.0f} MiB (keeps {cost['ruleset_mib']:.0f}); "
                 f"{row['candidates_per_decision']:.1f} "
                 f"candidates, {row['eligible_per_decision']:.1f} eligible",
+                flush=True,
+            )
+            refresh = refresh_costs(ruleset, rounds=1 if quick else 3)
+            results.setdefault("learning_refresh", []).append({"offers": offers, **refresh})
+            print(
+                f"  learning refresh at {offers} offers ({refresh['keys']:,} keys, "
+                f"{refresh['plans']} plans): rebuilt {refresh['rebuild_ms']:.1f} ms, updated "
+                + ", ".join(
+                    f"{n} keys {refresh[f'update_{n}_ms']:.2f} ms" for n in (10, 100, 1000)
+                ),
                 flush=True,
             )
             if offers == 1000:

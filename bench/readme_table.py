@@ -52,6 +52,15 @@ def render(results: dict[str, Any]) -> str:
         if ex:
             lines += ["", f"`explain=True` at 1,000 offers: {ex['us_per_decision_explain']:,.0f} "
                       f"µs, ×{ex['explain_factor']} a plain decision."]  # fmt: skip
+    refresh = (micro or {}).get("learning_refresh")
+    if refresh:
+        sizes = " | ".join(f"{r['offers']:,} offers" for r in refresh)
+        lines += ["", f"| learning refresh, CPU ms per worker | {sizes} |"]
+        lines.append("|---" * (len(refresh) + 1) + "|")
+        rows = [("rebuilt from every key, with every plan (once a minute)", "rebuild_ms")]
+        rows += [(f"updated: {n:,} keys changed", f"update_{n}_ms") for n in (10, 100, 1000)]
+        for what, key in rows:
+            lines.append(f"| {what} | " + " | ".join(f"{r[key]:,.2f}" for r in refresh) + " |")
     zen = results.get("zen")
     if zen:
         names = list(zen[0]["cpu_us"])

@@ -136,7 +136,6 @@ def test_unknown_offers_and_unreadable_counts_are_ignored(rules: CompiledRuleset
     assert_prior(learned, "middle", None, 0.3)
     assert_prior(learned, "favourite", "gold", 0.5)
     assert learned.by_segment == {}
-    assert learned.max_ratio == 1.0
 
 
 def test_the_segment_posterior_is_used_when_present_else_the_overall_one(
@@ -156,18 +155,6 @@ def test_the_segment_posterior_is_used_when_present_else_the_overall_one(
     assert_prior(learned, "favourite", "gold", 0.5)
 
 
-def test_max_ratio_is_the_largest_posterior_mean_over_the_prior(rules: CompiledRuleset) -> None:
-    # sleeper: Beta(2 + 20, 18) has mean 0.55, 5.5 times its prior 0.1.
-    learned = learned_from({"sleeper": counts(20, 0), "favourite": counts(0, 10)}, rules, now=NOW)
-    assert learned.max_ratio == pytest.approx(5.5)
-    # A segment's posterior counts as well: Beta(6 + 30, 14) has mean 0.72 = 2.4 x 0.3.
-    learned = learned_from({"middle|gold": counts(30, 0)}, rules, now=NOW)
-    assert learned.max_ratio == pytest.approx(2.4)
-    # Evidence below the priors never lowers the bound under 1.
-    learned = learned_from({"favourite": counts(0, 50), "sleeper": counts(0, 5)}, rules, now=NOW)
-    assert learned.max_ratio == 1.0
-
-
 # --- Thompson sampling -------------------------------------------------------------
 
 
@@ -185,7 +172,7 @@ def test_thompson_decisions_repeat_for_a_seed_and_vary_across_seeds(
 ) -> None:
     # favourite and sleeper believed alike but uncertain: the draws decide their order.
     overall = {"favourite": Posterior(3, 3), "middle": Posterior(3, 17), "sleeper": Posterior(3, 3)}
-    learned = Learned(None, overall, {}, 1.0)
+    learned = Learned(None, overall, {})
     again = [run(rules, learned, sample_seed=7) for _ in range(3)]
     assert len({tuple(ids(d)) for d in again}) == 1
     assert len({tuple(o.propensity for o in d.offers) for d in again}) == 1

@@ -169,7 +169,8 @@ def test_pruned_ranking_with_learned_propensities(tmp_path: Path, seed: int) -> 
             segment = rng.choice(["gold", "silver", "bronze"])
             stored[f"{offer.spec.id}|{segment}"] = f"{rng.uniform(0, 50):.3f},1,{NOW:.3f}"
     learned = learned_from(stored, ruleset, now=NOW)
-    assert learned.max_ratio > 1
+    # Some learned rate is above its prior: the rule files' bounds alone would prune wrongly.
+    assert any(learned.overall[o.spec.id].mean > o.spec.propensity for o in ruleset.offers)
     for _ in range(150):
         state, context = random_customer(rng)
         decision = decide(
@@ -203,7 +204,7 @@ def test_exploring_prunes_only_offers_whose_best_draw_could_not_win(
         o.spec.id: Recorded(rng.uniform(0.5, 60), rng.uniform(0.5, 60), o.spec.id, draws)
         for o in ruleset.offers
     }
-    learned = Learned(None, overall, {}, 1.0)
+    learned = Learned(None, overall, {})
     pruned = 0
     for n in range(150):
         state, context = random_customer(rng)
@@ -234,3 +235,47 @@ def test_a_draw_never_exceeds_its_ceiling_and_rarely_reaches_it() -> None:
         assert max(draws) <= posterior.ceiling < 1
         assert posterior.mean < posterior.ceiling
         assert sum(d == posterior.ceiling for d in draws) <= at_most
+
+
+def _stored_counts(rng: random.Random, ruleset: CompiledRuleset, share: float) -> dict[str, str]:
+    stored = {}
+    for offer in rng.sample(ruleset.offers, int(len(ruleset.offers) * share)):
+        stored[offer.spec.id] = f"{rng.uniform(0, 200):.3f},{rng.uniform(0, 200):.3f},{NOW:.3f}"
+        if rng.random() < 0.5:
+            segment = rng.choice(["gold", "silver", "bronze"])
+            stored[f"{offer.spec.id}|{segment}"] = f"{rng.uniform(0, 50):.3f},1,{NOW:.3f}"
+    return stored
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_updating_learned_posteriors_gives_what_rebuilding_them_gives(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(300 + seed)
+    ruleset = random_ruleset(rng, tmp_path, offers=rng.choice([40, 300]))
+    before = _stored_counts(rng, ruleset, 0.5)
+    learned = learned_from(before, ruleset, now=NOW)
+    segments: list[object] = [None, "gold", "silver", "bronze", "tin"]
+    for segment in segments:
+        for exploring in (False, True):
+            learned.plan(ruleset, segment, exploring=exploring)
+    # A second's outcomes: a few keys change, appear or go; one becomes unreadable.
+    after = dict(before)
+    for key in rng.sample(sorted(before), min(8, len(before))):
+        del after[key]
+    after.update(_stored_counts(rng, ruleset, 0.05))
+    after[rng.choice(sorted(after))] = "garbage"
+    after["retired-offer|gold"] = f"5,1,{NOW}"
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert changed
+    updated = learned.updated(after, changed, ruleset, now=NOW)
+    rebuilt = learned_from(after, ruleset, now=NOW)
+    assert updated.overall == rebuilt.overall
+    assert updated.by_segment == rebuilt.by_segment
+    assert sorted(updated.plan_keys(), key=repr) == sorted(learned.plan_keys(), key=repr)
+    for segment in segments:
+        for exploring in (False, True):
+            kept = updated.plan(ruleset, segment, exploring=exploring)
+            assert kept == rebuilt.plan(ruleset, segment, exploring=exploring)
+    # ...and the one it was made from is unchanged.
+    assert learned.overall == learned_from(before, ruleset, now=NOW).overall

@@ -84,5 +84,10 @@ def test_posteriors_are_made_again_only_when_the_counters_change(redis_url: str)
             after_mean = after.posterior(offer, None)
             assert before_mean is not None and after_mean is not None
             assert after_mean.mean > before_mean.mean
+            # Updated, not rebuilt: other offers keep their very posteriors, and the plan
+            # the Decide made is carried over, brought up to date.
+            other = next(o for o in first.overall if o != offer)
+            assert after.overall[other] is first.overall[other]
+            assert after.plan_keys() == first.plan_keys() != []
 
     asyncio.run(scenario())
