@@ -157,18 +157,22 @@ def test_pruned_ranking_equals_scoring_every_eligible_offer(tmp_path: Path, seed
         assert [o.offer_id for o in decision.offers] == brute_force(ruleset, facts, limit)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_pruned_ranking_with_learned_propensities(tmp_path: Path, seed: int) -> None:
-    rng = random.Random(100 + seed)
-    ruleset = random_ruleset(rng, tmp_path, offers=rng.choice([40, 300]))
-    # Learned rates far from the rule files' priors, both ways, some per segment.
+def stored_counts(rng: random.Random, ruleset: CompiledRuleset, share: float) -> dict[str, str]:
+    """Learned rates far from the rule files' priors, both ways, some per segment."""
     stored = {}
-    for offer in rng.sample(ruleset.offers, len(ruleset.offers) // 2):
+    for offer in rng.sample(ruleset.offers, int(len(ruleset.offers) * share)):
         stored[offer.spec.id] = f"{rng.uniform(0, 200):.3f},{rng.uniform(0, 200):.3f},{NOW:.3f}"
         if rng.random() < 0.5:
             segment = rng.choice(["gold", "silver", "bronze"])
             stored[f"{offer.spec.id}|{segment}"] = f"{rng.uniform(0, 50):.3f},1,{NOW:.3f}"
-    learned = learned_from(stored, ruleset, now=NOW)
+    return stored
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pruned_ranking_with_learned_propensities(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(100 + seed)
+    ruleset = random_ruleset(rng, tmp_path, offers=rng.choice([40, 300]))
+    learned = learned_from(stored_counts(rng, ruleset, 0.5), ruleset, now=NOW)
     # Some learned rate is above its prior: the rule files' bounds alone would prune wrongly.
     assert any(learned.overall[o.spec.id].mean > o.spec.propensity for o in ruleset.offers)
     for _ in range(150):
@@ -237,23 +241,13 @@ def test_a_draw_never_exceeds_its_ceiling_and_rarely_reaches_it() -> None:
         assert sum(d == posterior.ceiling for d in draws) <= at_most
 
 
-def _stored_counts(rng: random.Random, ruleset: CompiledRuleset, share: float) -> dict[str, str]:
-    stored = {}
-    for offer in rng.sample(ruleset.offers, int(len(ruleset.offers) * share)):
-        stored[offer.spec.id] = f"{rng.uniform(0, 200):.3f},{rng.uniform(0, 200):.3f},{NOW:.3f}"
-        if rng.random() < 0.5:
-            segment = rng.choice(["gold", "silver", "bronze"])
-            stored[f"{offer.spec.id}|{segment}"] = f"{rng.uniform(0, 50):.3f},1,{NOW:.3f}"
-    return stored
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_updating_learned_posteriors_gives_what_rebuilding_them_gives(
     tmp_path: Path, seed: int
 ) -> None:
     rng = random.Random(300 + seed)
     ruleset = random_ruleset(rng, tmp_path, offers=rng.choice([40, 300]))
-    before = _stored_counts(rng, ruleset, 0.5)
+    before = stored_counts(rng, ruleset, 0.5)
     learned = learned_from(before, ruleset, now=NOW)
     segments: list[object] = [None, "gold", "silver", "bronze", "tin"]
     for segment in segments:
@@ -263,7 +257,7 @@ def test_updating_learned_posteriors_gives_what_rebuilding_them_gives(
     after = dict(before)
     for key in rng.sample(sorted(before), min(8, len(before))):
         del after[key]
-    after.update(_stored_counts(rng, ruleset, 0.05))
+    after.update(stored_counts(rng, ruleset, 0.05))
     after[rng.choice(sorted(after))] = "garbage"
     after["retired-offer|gold"] = f"5,1,{NOW}"
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
