@@ -200,24 +200,14 @@ def decayed(counts: str, *, now: float, half_life_days: float) -> tuple[float, f
 def learned_from(stored: Mapping[str, str], ruleset: CompiledRuleset, *, now: float) -> Learned:
     """Posteriors from the store's counts (`offer` or `offer|segment` → `a,b,updated_at`)."""
     settings = ruleset.source.learning
-    priors = {o.spec.id: o.spec.propensity for o in ruleset.offers}
-    strength = settings.prior_strength
     # An offer without outcomes yet has its prior as posterior: exploration then draws
     # for it too, instead of always using the written propensity (which may be wrong).
-    overall = {offer_id: _prior(prior, strength) for offer_id, prior in priors.items()}
-    by_segment: dict[tuple[str, str], Posterior] = {}
-    for key, counts in stored.items():
-        offer_id, _, segment = key.partition("|")
-        if offer_id not in priors:
-            continue  # an offer that is no longer in the rules
-        found = _posterior(counts, priors[offer_id], settings, now)
-        if found is None:
-            continue
-        if segment:
-            by_segment[(offer_id, segment)] = found
-        else:
-            overall[offer_id] = found
-    return Learned(settings.by, overall, by_segment)
+    priors = Learned(
+        settings.by,
+        {o.spec.id: _prior(o.spec.propensity, settings.prior_strength) for o in ruleset.offers},
+        {},
+    )
+    return priors.updated(stored, stored, ruleset, now=now)
 
 
 def _posterior(

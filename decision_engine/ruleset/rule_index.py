@@ -25,7 +25,7 @@ from decision_engine.ruleset.expr import (
     conjuncts,
     render,
 )
-from decision_engine.ruleset.runtime import Checks, Facts, Fn, set_bits
+from decision_engine.ruleset.runtime import Checks, Facts, Fn, first_failure, set_bits
 
 _FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
@@ -246,12 +246,7 @@ class _Explainer:
         self.checks: Checks = compile_checks(terms)
 
     def explain(self, i: int, facts: Facts) -> str | None:
-        checks = self.checks
-        for term in self.rows[i]:
-            test, describe = checks[term]
-            if test(facts) is not True:
-                return describe(facts)
-        return None
+        return first_failure(tuple(self.checks[term] for term in self.rows[i]), facts)
 
     def failures(self, facts: Facts) -> list[str | None]:
         failed = [None if test(facts) is True else why(facts) for test, why in self.checks]

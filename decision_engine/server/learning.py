@@ -86,18 +86,17 @@ class LearnedState:
                     stored = await load_learning(self._store.connection)
             now = time.time()
             learned, before = state.learned, state._stored
-            current = (
+            if (
                 learned is not None
                 and before is not None
                 and state.version == ruleset.version
                 and now - state._built_at < REBUILD_UNCHANGED_S
-            )
-            if current and stored == before:
-                # Nothing was learned since: the same posteriors (decay over a minute
-                # is a millionth of a half-life), and the rankings' plans made from
-                # them are kept. Rebuilding them every second was ~10 % of a worker.
-                continue
-            if current and learned is not None and before is not None:
+            ):
+                if stored == before:
+                    # Nothing was learned since: the same posteriors (decay over a minute
+                    # is a millionth of a half-life), and the rankings' plans made from
+                    # them are kept. Rebuilding them every second was ~10 % of a worker.
+                    continue
                 # A second's outcomes touch a few of thousands of keys: only theirs are
                 # read again. Rebuilding all on the event loop stalled every call in
                 # flight (10,000 offers in 5 segments: ~360 ms, and ~17 ms per plan).
