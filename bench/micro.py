@@ -28,6 +28,7 @@ from decision_engine.moments.engine import MomentEngine
 from decision_engine.moments.model import InteractionEvent
 from decision_engine.moments.synthetic import stream
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
+from decision_engine.server import heap
 from decision_engine.store.generate import generate_profiles
 from decision_engine.vocabulary import CHANNELS
 
@@ -298,6 +299,7 @@ def run(*, quick: bool = False, size: int = 2000) -> dict[str, Any]:
             write_ruleset(directory, offers=offers, routes=routes)
             cost = load_cost(directory)
             ruleset = load_compiled(directory)
+            heap.settle()  # as serve does: the ruleset out of the collector's full passes
             # The largest rulesets decide a quarter of the customers: the paths that
             # cannot prune cost milliseconds there.
             sample = cases if offers <= 5000 else cases[: len(cases) // 4]

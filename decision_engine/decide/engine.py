@@ -7,6 +7,8 @@ import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import compress, count, repeat
+from operator import is_
 from typing import Any
 
 from decision_engine.decide.contact import Blocked, blocked_offers
@@ -416,16 +418,21 @@ def _explain(
         chosen = route.id == routing.rule_id
         detail = failure or ("chosen" if chosen else "applies, but a rule of lower precedence won")
         out.append(Explanation("routing", route.id, failure is None, detail))
-    offers = ruleset.offers
-    failures = ruleset.offer_index.failures(facts)
-    new = tuple.__new__  # skips the NamedTuple's own __new__: half the cost per offer
-    # Most offers fail a term, and that term is their explanation: nothing to score.
-    out += [
-        new(Explanation, ("offer", offers[i].spec.id, False, failure))
-        if (failure := failures[i]) is not None
-        else _applicable(offers[i], facts, suppress, blocked, propensity)
-        for i in ruleset.file_order
-    ]
+    offers, order = ruleset.offers, ruleset.file_order
+    failures = list(map(ruleset.offer_index.failures(facts).__getitem__, order))
+    # Most offers fail a term, and that term is their explanation: built in C (map over
+    # tuple.__new__, which skips the NamedTuple's own __new__), then the few offers that
+    # apply are scored in their places.
+    listed = list(
+        map(
+            tuple.__new__,
+            repeat(Explanation),
+            zip(repeat("offer"), ruleset.written_ids, repeat(False), failures),
+        )
+    )
+    for k in compress(count(), map(is_, failures, repeat(None))):
+        listed[k] = _applicable(offers[order[k]], facts, suppress, blocked, propensity)
+    out += listed
     return tuple(out)
 
 

@@ -167,6 +167,8 @@ class CompiledRuleset:
     offers: tuple[CompiledOffer, ...]
     """In bit order (grouped by value, best bound first); `file_order` lists them as written."""
     file_order: tuple[int, ...]
+    written_ids: tuple[str, ...]
+    """The offers' ids in file order (explain=True lists them so)."""
     offer_groups: tuple[OfferGroup, ...]
     offer_bounds: tuple[float, ...]
     """Each offer's `bound`, by bit."""
@@ -234,6 +236,7 @@ def _compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
         source=ruleset,
         offers=offers,
         file_order=tuple(position[id(spec)] for spec in ruleset.offers),
+        written_ids=tuple(spec.id for spec in ruleset.offers),
         offer_groups=groups,
         offer_bounds=tuple(o.bound for o in offers),
         category_masks=_category_masks(offers),

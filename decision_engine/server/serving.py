@@ -20,6 +20,7 @@ from pathlib import Path
 from decision_engine.config import Settings
 from decision_engine.errors import RulesetError
 from decision_engine.ruleset.compiled import load_compiled
+from decision_engine.server import heap
 from decision_engine.server.decision_ids import DecisionIds
 from decision_engine.server.rulesets import ActiveRuleset
 
@@ -47,6 +48,7 @@ def served_rulesets(settings: Settings) -> Served:
             load_compiled(settings.challenger_rules), loaded_at=time.time(), arm="challenger"
         )
         directories.append((settings.challenger_rules, challenger))
+    heap.settle()
     return Served(rules, challenger, tuple(directories))
 
 
@@ -92,4 +94,5 @@ async def reload_on_signal(served: Served, wanted: asyncio.Event, who: str) -> N
                 continue
             if ruleset.version != rules.current.version:
                 rules.swap(ruleset, loaded_at=time.time())
+                heap.freeze_new()
                 log.info("%s now serves ruleset %s", who, ruleset.version)

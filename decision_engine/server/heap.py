@@ -1,0 +1,25 @@
+"""Keep the loaded rulesets out of the cyclic garbage collector's full passes.
+
+A full collection walks every tracked object, and a served ruleset is most of them: at
+1,000 offers one pass took 16 ms, which explain=True's allocations triggered often
+enough to cost 55 µs per decision on average, and which lands on whatever request is
+running. Frozen objects are still freed by reference counting when a reload drops the
+ruleset they belong to; rulesets hold no reference cycles (a test keeps it so), so
+freezing them leaks nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+
+
+def settle() -> None:
+    """After the first load: collect what starting up left, then freeze the rest."""
+    gc.collect()
+    gc.freeze()
+
+
+def freeze_new() -> None:
+    """After a reload: freeze the new ruleset too. No collection first: the ruleset was
+    built with the collector paused, so one pass would walk all of it, on the event loop."""
+    gc.freeze()
