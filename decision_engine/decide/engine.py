@@ -22,7 +22,7 @@ from decision_engine.decide.values import (
     RankedOffer,
     Routing,
 )
-from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset
+from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset, OfferGroup
 from decision_engine.ruleset.runtime import first_failure, set_bits
 from decision_engine.ruleset.spec import OfferSpec
 
@@ -229,7 +229,9 @@ def _ranked(
     This is the hot loop of a decision, so it avoids scoring what cannot win:
     promoted categories are visited tier by tier before the rest, and within a
     value group offers come in descending score bound, so once `limit` offers are
-    kept a group stops at the first offer whose bound cannot beat the weakest.
+    kept a group stops at the first offer whose bound cannot beat the weakest. Groups
+    are visited best bound x base first, and a group whose best bound cannot beat the
+    weakest is skipped whole (with learned propensities it would be sorted first).
     """
     masks = ruleset.category_masks
     for category in suppress:
@@ -245,22 +247,16 @@ def _ranked(
 
     ranked: list[Ranked] = []
     kept: list[tuple[int, float]] = []  # min-heap of (-tier, score): the weakest kept first
-    offers, residuals, groups = ruleset.offers, ruleset.offer_index.residuals, ruleset.offer_groups
+    offers, residuals = ruleset.offers, ruleset.offer_index.residuals
     static = ruleset.offer_bounds
     bases: dict[int, float | None] = {}
     for tier, pass_mask in passes:
         if len(kept) >= limit and -tier < kept[0][0]:
             break  # every offer kept ranks in a better tier than this pass and the next
-        for g, group in enumerate(groups):
-            mask = pass_mask & group.mask
-            if not mask:
-                continue
-            if g not in bases:
-                bases[g] = 1.0 if group.base is None else group.base(facts)
-            base = bases[g]
-            if base is None:
-                continue  # the value is unknown for this customer
+        for g, group, mask, base, top in _groups_best_first(ruleset, facts, pass_mask, bases, plan):
             prune = group.prunable and base >= 0
+            if prune and len(kept) >= limit and (-tier, top * base) < kept[0]:
+                continue  # no offer of the group can beat the weakest kept
             visits: Iterable[int] = set_bits(mask, group.start)
             bounds = static if plan is None else plan.bounds
             if plan is not None and prune:
@@ -303,6 +299,32 @@ def _ranked(
                 elif (-tier, score) > kept[0]:
                     heapq.heapreplace(kept, (-tier, score))
     return ranked
+
+
+def _groups_best_first(
+    ruleset: CompiledRuleset,
+    facts: dict[str, Any],
+    pass_mask: int,
+    bases: dict[int, float | None],
+    plan: Plan | None,
+) -> list[tuple[int, OfferGroup, int, float, float]]:
+    """The groups with candidates in this pass and a known base, as (position, group,
+    candidates, base, best bound), highest best bound x base first: the strongest
+    offers are kept early, so the weaker groups are skipped whole."""
+    out = []
+    for g, group in enumerate(ruleset.offer_groups):
+        mask = pass_mask & group.mask
+        if not mask:
+            continue
+        if g not in bases:
+            bases[g] = 1.0 if group.base is None else group.base(facts)
+        base = bases[g]
+        if base is None:
+            continue  # the value is unknown for this customer
+        top = ruleset.offer_bounds[group.start] if plan is None else plan.order[g][0][1]
+        out.append((g, group, mask, base, top))
+    out.sort(key=lambda item: item[4] * item[3], reverse=True)
+    return out
 
 
 _SORT_AT_MOST = 64
