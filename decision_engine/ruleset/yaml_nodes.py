@@ -57,12 +57,23 @@ class NodeReader:
     def __init__(self, file: str, problems: list[Problem]) -> None:
         self.file = file
         self.problems = problems
-        self.lines: Sequence[str] = ()
-        """The file's source lines (once composed), to locate inside multi-line scalars."""
+        self._text = ""
+        self._lines: Sequence[str] | None = None
+
+    @property
+    def lines(self) -> Sequence[str]:
+        """The file's source lines (once composed), to locate inside multi-line scalars.
+
+        Split when first asked for: a 10,000-offer file's lines are ~20 MiB, and only a
+        problem inside a multi-line value needs them.
+        """
+        if self._lines is None:
+            self._lines = self._text.splitlines()
+        return self._lines
 
     def compose(self, text: str) -> yaml.Node | None:
         """The file's root node; None when it is empty or not YAML (a problem, then)."""
-        self.lines = text.splitlines()
+        self._text, self._lines = text, None
         try:
             return yaml.compose(text, Loader=YAML_LOADER)
         except yaml.MarkedYAMLError as exc:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import textwrap
+import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -983,3 +985,27 @@ def test_a_wrong_population_is_located(tmp_path: Path, declaration: str, message
     found = problems(tmp_path)
     assert len(found) == 1 and message in found[0], found
     assert found[0].startswith(f"{path}:3:"), found
+
+
+def test_an_offers_nodes_are_freed_once_its_spec_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At 10,000 offers the node tree is most of a load's memory: it must not all be
+    # alive at once while the specs are built.
+    from bench.gen_rules import write_ruleset
+    from decision_engine.ruleset import sections
+
+    write_ruleset(tmp_path, offers=50, routes=5)
+    built: list[weakref.ref[object]] = []
+    alive_at_each: list[int] = []
+    real = sections.offer
+
+    def watched(r: Any, node: Any, *args: Any, **kwargs: Any) -> Any:
+        alive_at_each.append(sum(ref() is not None for ref in built))
+        built.append(weakref.ref(node))
+        return real(r, node, *args, **kwargs)
+
+    monkeypatch.setattr(sections, "offer", watched)
+    ruleset = load_ruleset(tmp_path)
+    assert len(ruleset.offers) == 50
+    assert alive_at_each == [0] * 50
