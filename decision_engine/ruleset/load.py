@@ -109,7 +109,8 @@ def _load_ruleset(directory: Path) -> Ruleset:
         contents.append((path, data))
         if text is not None:
             reader = RuleNodes(str(path), problems)
-            node = reader.compose(text)
+            # Offers are composed one by one as they are built (see deferred_items.py).
+            node = reader.compose(text, defer="offers", keep=("id", "category"))
             if isinstance(node, yaml.MappingNode):
                 docs.append((reader, node))
             elif node is not None:

@@ -279,7 +279,8 @@ class _Builder:
                 node.value = []
             items.reverse()
             while items:
-                built = build(r, items.pop())
+                with r.composed(items.pop()) as item:
+                    built = build(r, item) if item is not None else None
                 if built is not None:
                     yield built
 

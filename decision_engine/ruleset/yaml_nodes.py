@@ -7,12 +7,14 @@ to a list the caller owns (one list may gather the problems of many files).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
 
 from decision_engine.errors import Problem, Where
+from decision_engine.ruleset.deferred_items import DeferredItem, defer_items, swap_in
 from decision_engine.ruleset.typecheck import did_you_mean
 
 # libyaml's parser keeps line marks and parses large rulesets about twice as fast.
@@ -27,9 +29,9 @@ class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
     each one with its regular expressions was a third of reading 10,000 offers.
     """
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, tags: dict[tuple[object, object, object], str] | None = None):
         super().__init__(stream)
-        self._tags: dict[tuple[object, object, object], str] = {}
+        self._tags = {} if tags is None else tags
 
     def resolve(self, kind: type[yaml.Node], value: object, implicit: object) -> str:
         key = (kind, value, implicit)
@@ -37,9 +39,6 @@ class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
         if tag is None:
             tag = self._tags[key] = super().resolve(kind, value, implicit)
         return tag
-
-
-YAML_LOADER: type[yaml.SafeLoader] = _Loader
 
 
 def yaml_files(directory: Path) -> list[Path]:
@@ -59,6 +58,9 @@ class NodeReader:
         self.problems = problems
         self._text = ""
         self._lines: Sequence[str] | None = None
+        self._tags: dict[tuple[object, object, object], str] = {}
+        self.line_base = 0
+        """Lines before the deferred item being read (its nodes' lines count from it)."""
 
     @property
     def lines(self) -> Sequence[str]:
@@ -71,21 +73,56 @@ class NodeReader:
             self._lines = self._text.splitlines()
         return self._lines
 
-    def compose(self, text: str) -> yaml.Node | None:
-        """The file's root node; None when it is empty or not YAML (a problem, then)."""
-        self._text, self._lines = text, None
+    def compose(
+        self, text: str, *, defer: str | None = None, keep: tuple[str, ...] = ()
+    ) -> yaml.Node | None:
+        """The file's root node; None when it is empty or not YAML (a problem, then).
+
+        With `defer`, the items of the root's list under that key are DeferredItems
+        (holding only their `keep` keys' scalars) where that reads the same: `composed()`
+        composes each when it is read.
+        """
+        self._text, self._lines, self.line_base = text, None, 0
+        deferral = defer_items(text, defer, keep, _BASE_LOADER) if defer else None
+        if deferral is not None:
+            before = len(self.problems)
+            root = self._compose(deferral.text)
+            if root is not None and swap_in(root, str(defer), deferral.items):
+                return root
+            del self.problems[before:]  # the whole file's compose says what is wrong
+        return self._compose(text)
+
+    @contextlib.contextmanager
+    def composed(self, node: yaml.Node) -> Iterator[yaml.Node | None]:
+        """The node, composed if deferred, located in the file while it is read; None
+        (and a problem) if its text does not compose."""
+        if not isinstance(node, DeferredItem):
+            yield node
+            return
+        self.line_base = node.start_mark.line
         try:
-            return yaml.compose(text, Loader=YAML_LOADER)
+            yield self._compose(node.source(self._text))
+        finally:
+            self.line_base = 0
+
+    def _compose(self, text: str) -> yaml.Node | None:
+        loader = _Loader(text, self._tags)
+        try:
+            root: yaml.Node | None = loader.get_single_node()
+            return root
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
-            line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+            line, col = (mark.line + 1 + self.line_base, mark.column + 1) if mark else (0, 0)
             self.problems.append(Problem.at(self.file, line, col, f"YAML syntax: {exc.problem}"))
             return None
+        finally:
+            loader.dispose()
 
     # -- locating and reporting -----------------------------------------------------------
 
     def where(self, node: yaml.Node) -> Where:
-        return Where(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+        mark = node.start_mark
+        return Where(self.file, mark.line + 1 + self.line_base, mark.column + 1)
 
     def error(self, node: yaml.Node | None, message: str) -> None:
         """A problem at `node`, or with the whole file when there is no node."""
@@ -99,26 +136,25 @@ class NodeReader:
         the source lines without indentation, joined by one character each.
         """
         start, end = node.start_mark, node.end_mark
+        top, bottom = start.line + self.line_base, end.line + self.line_base
         lines = self.lines
         quoted = 1 if node.style in ("'", '"') else 0
-        if start.line == end.line or not lines:
-            return start.line + 1, start.column + 1 + quoted + offset
+        if top == bottom or not lines:
+            return top + 1, start.column + 1 + quoted + offset
         segments: list[tuple[int, int, str]] = []
         block = node.style in ("|", ">")
-        for number in range(start.line + (1 if block else 0), min(end.line, len(lines) - 1) + 1):
+        for number in range(top + (1 if block else 0), min(bottom, len(lines) - 1) + 1):
             text = lines[number]
-            first = (
-                start.column + quoted if number == start.line else len(text) - len(text.lstrip())
-            )
-            last = end.column - quoted if number == end.line else len(text)
-            if number == end.line and block:
+            first = start.column + quoted if number == top else len(text) - len(text.lstrip())
+            last = end.column - quoted if number == bottom else len(text)
+            if number == bottom and block:
                 break
             segments.append((number, first, text[first:last].rstrip()))
         for number, first, text in segments:
             if offset <= len(text):
                 return number + 1, first + offset + 1
             offset -= len(text) + 1
-        return start.line + 1, start.column + 1
+        return top + 1, start.column + 1
 
     # -- shapes ---------------------------------------------------------------------------
 

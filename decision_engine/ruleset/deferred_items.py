@@ -1,0 +1,195 @@
+"""Compose a long top-level list item by item, instead of the whole file's tree at once.
+
+A 10,000-offer file's composed tree is ~80 MiB: most of what a load needs on the way, and
+none of it is needed once each offer is built. One pass over the parser's events finds
+where each item's text is; the rest of the file is composed with each item replaced by a
+one-character stand-in (its lines kept, so every other node keeps its line), and an item
+is composed from its own text when it is read.
+
+Only what composes the same either way is deferred: a block list of block mappings with
+no anchors or aliases inside, in a single document without %TAG directives. Anything
+else (and any syntax error, which the whole-file compose then reports) is not deferred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar, cast
+
+import yaml
+
+E = TypeVar("E", bound=yaml.Event)
+
+MAP_TAG = "tag:yaml.org,2002:map"
+STR_TAG = "tag:yaml.org,2002:str"
+
+
+class DeferredItem(yaml.MappingNode):
+    """A list item not composed yet: the scalar values read before the items are built
+    (an offer's id and category), at their own marks, and where the item's text is."""
+
+    def __init__(
+        self,
+        value: list[tuple[yaml.Node, yaml.Node]],
+        start_mark: yaml.Mark,
+        end_mark: yaml.Mark,
+        span: tuple[int, int],
+    ) -> None:
+        super().__init__(MAP_TAG, value, start_mark, end_mark)
+        self.span = span
+
+    def source(self, text: str) -> str:
+        """The item's text, indented as in the file, so composed nodes keep their columns
+        (their lines count from the item's first line)."""
+        start, end = self.span
+        return " " * self.start_mark.column + text[start:end]
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """The file's text with the items stood in for, and the items in order."""
+
+    text: str
+    items: list[DeferredItem]
+
+
+class _NotDeferred(Exception):
+    """The file holds something an item-by-item compose would not read the same way."""
+
+
+def defer_items(
+    text: str, key: str, keep: tuple[str, ...], parser: type[yaml.SafeLoader]
+) -> Deferral | None:
+    """The items of the root mapping's list under `key`, deferred; None when not deferred."""
+    loader = parser(text)
+    try:
+        items = _root(loader.get_event, key, keep)
+    except (yaml.YAMLError, _NotDeferred):
+        return None
+    finally:
+        loader.dispose()
+    if not items:
+        return None
+    return Deferral(_stood_in(text, items), items)
+
+
+def swap_in(root: yaml.Node, key: str, items: list[DeferredItem]) -> bool:
+    """Put the deferred items in place of their stand-ins in the composed root."""
+    if not isinstance(root, yaml.MappingNode):
+        return False
+    for key_node, value_node in root.value:
+        if key_node.value == key:
+            if not isinstance(value_node, yaml.SequenceNode):
+                return False
+            if len(value_node.value) != len(items):
+                return False
+            value_node.value = list(items)
+            return True
+    return False
+
+
+def _stood_in(text: str, items: list[DeferredItem]) -> str:
+    """The text with each item replaced by `_`, its line ends and its last line's indent."""
+    pieces: list[str] = []
+    last = 0
+    for item in items:
+        start, end = item.span
+        newlines = text.count("\n", start, end)
+        # A block mapping ends where the next item's dash is: the spaces before it stay.
+        indent = end - text.rfind("\n", start, end) - 1 if newlines else 0
+        pieces += (text[last:start], "_", "\n" * newlines, " " * indent)
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+Get = Callable[[], yaml.Event]
+
+
+def _root(get: Get, key: str, keep: tuple[str, ...]) -> list[DeferredItem]:
+    _expect(get(), yaml.StreamStartEvent)
+    document = _expect(get(), yaml.DocumentStartEvent)
+    if getattr(document, "tags", None):
+        raise _NotDeferred
+    _expect(get(), yaml.MappingStartEvent)
+    items: list[DeferredItem] | None = None
+    while not isinstance(event := get(), yaml.MappingEndEvent):
+        if items is None and isinstance(event, yaml.ScalarEvent) and event.value == key:
+            sequence = _expect(get(), yaml.SequenceStartEvent)
+            if sequence.flow_style or sequence.anchor:
+                raise _NotDeferred
+            items = _items(get, keep)
+        else:
+            _skip(get, event)  # the key
+            _skip(get, get())  # its value
+    _expect(get(), yaml.DocumentEndEvent)
+    _expect(get(), yaml.StreamEndEvent)  # a second document is the whole compose's error
+    return items or []
+
+
+def _items(get: Get, keep: tuple[str, ...]) -> list[DeferredItem]:
+    # One flat loop (no call per event): this pass is a third of reading 10,000 offers.
+    scalar, alias = yaml.ScalarEvent, yaml.AliasEvent
+    opens, closes = (yaml.MappingStartEvent, yaml.SequenceStartEvent), yaml.CollectionEndEvent
+    items: list[DeferredItem] = []
+    while not isinstance(start := get(), yaml.SequenceEndEvent):
+        if not isinstance(start, yaml.MappingStartEvent) or start.flow_style or start.anchor:
+            raise _NotDeferred
+        kept: list[tuple[yaml.Node, yaml.Node]] = []
+        depth, is_key, key = 1, True, None
+        while True:
+            event = get()
+            if isinstance(event, scalar):
+                if event.anchor is not None:
+                    raise _NotDeferred
+                if depth == 1:
+                    if is_key:
+                        key = event
+                    elif key is not None and key.value in keep:
+                        kept.append((_scalar(key), _scalar(event)))
+                    is_key = not is_key
+            elif isinstance(event, opens):
+                if event.anchor is not None:
+                    raise _NotDeferred
+                if depth == 1:
+                    key = None  # a collection as a key is not one of `keep`
+                    is_key = not is_key
+                depth += 1
+            elif isinstance(event, alias) or not isinstance(event, closes):
+                raise _NotDeferred
+            else:
+                depth -= 1
+                if depth == 0:
+                    break
+        first, last = _marks(start)[0], _marks(event)[1]
+        items.append(DeferredItem(kept, first, last, (first.index, last.index)))
+    return items
+
+
+def _skip(get: Get, event: yaml.Event) -> None:
+    """Read past the node `event` starts."""
+    depth = 0
+    while True:
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if depth == 0:
+            return
+        event = get()
+
+
+def _scalar(event: yaml.ScalarEvent) -> yaml.ScalarNode:
+    return yaml.ScalarNode(STR_TAG, event.value, *_marks(event), event.style)
+
+
+def _marks(event: yaml.Event) -> tuple[yaml.Mark, yaml.Mark]:
+    # The parser marks every event (libyaml's marks are its own type; nodes hold those too).
+    return cast(yaml.Mark, event.start_mark), cast(yaml.Mark, event.end_mark)
+
+
+def _expect(event: yaml.Event, kind: type[E]) -> E:
+    if not isinstance(event, kind):
+        raise _NotDeferred
+    return event
