@@ -62,6 +62,8 @@ def defer_items(
     text: str, key: str, keep: tuple[str, ...], parser: type[yaml.SafeLoader]
 ) -> Deferral | None:
     """The items of the root mapping's list under `key`, deferred; None when not deferred."""
+    if any(mark in text for mark in _UNCOUNTED):
+        return None
     loader = parser(text)
     try:
         items = _root(loader.get_event, key, keep)
@@ -69,9 +71,25 @@ def defer_items(
         return None
     finally:
         loader.dispose()
-    if not items:
+    if not items or not all(
+        _at(text, item.start_mark) and _at(text, item.end_mark) for item in items
+    ):
         return None
     return Deferral(_stood_in(text, items), items)
+
+
+_UNCOUNTED = ("\ufeff", "\x85", "\u2028", "\u2029")
+"""What libyaml does not count as Python does: a byte-order mark (no index), and line
+breaks that are not a newline (a line, where the stand-ins keep only newlines)."""
+
+
+def _at(text: str, mark: yaml.Mark) -> bool:
+    """Whether a mark's index is at its line and column in `text` (indexes are the slices
+    cut: a mark that disagrees would cut an item's text in the wrong place)."""
+    line_start = mark.index - mark.column
+    if line_start < 0 or mark.index > len(text):
+        return False
+    return line_start == 0 if mark.line == 0 else text[line_start - 1] == "\n"
 
 
 def swap_in(root: yaml.Node, key: str, items: list[DeferredItem]) -> bool:

@@ -82,6 +82,8 @@ class NodeReader:
         (holding only their `keep` keys' scalars) where that reads the same: `composed()`
         composes each when it is read.
         """
+        # libyaml skips a byte-order mark without counting it in its marks' indexes.
+        text = text.removeprefix("\ufeff")
         self._text, self._lines, self.line_base = text, None, 0
         deferral = defer_items(text, defer, keep, _BASE_LOADER) if defer else None
         if deferral is not None:

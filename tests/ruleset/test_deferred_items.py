@@ -30,6 +30,8 @@ DEFERRABLE = {
         "offers:\n- id: a\n  channels:\n  - - x\n    - y\n  ? [k]\n  : v\n- id: b\n"
     ),
     "anchors outside the offers": "x: &v 1\ny: *v\noffers:\n- id: a\n",
+    # libyaml counts neither in its indexes: offsets would cut the items' text wrong.
+    "byte-order mark, characters past the BMP": "\ufeffx: 😀\noffers:\n- id: 😀a\n- id: b\n",
 }
 
 NOT_DEFERRED = {
@@ -41,6 +43,7 @@ NOT_DEFERRED = {
     "tag directive": "%TAG !e! tag:example.com,2000:\n---\noffers:\n- id: !e!x a\n",
     "offers not a list": "offers: {id: a}\n",
     "empty list": "offers: []\n",
+    "a line break that is not a newline": "offers:\n- id: a\n  t: \"x\u2028 y\"\n- id: b\nz: 1\n",
 }
 
 
