@@ -43,7 +43,7 @@ NOT_DEFERRED = {
     "tag directive": "%TAG !e! tag:example.com,2000:\n---\noffers:\n- id: !e!x a\n",
     "offers not a list": "offers: {id: a}\n",
     "empty list": "offers: []\n",
-    "a line break that is not a newline": "offers:\n- id: a\n  t: \"x\u2028 y\"\n- id: b\nz: 1\n",
+    "a line break that is not a newline": 'offers:\n- id: a\n  t: "x\u2028 y"\n- id: b\nz: 1\n',
 }
 
 
