@@ -39,7 +39,7 @@ from decision_engine.server.convert import decision_response
 from decision_engine.store.embedded import EmbeddedRedis
 
 CUSTOMERS = 5000
-STACKS = ("aio", "aio-in-memory", "sync")
+STACKS = ("aio", "aio-in-memory", "aio-blocking", "sync")
 
 
 def _answer(ruleset: CompiledRuleset, blob: bytes | None) -> pb.DecideResponse:
@@ -48,11 +48,14 @@ def _answer(ruleset: CompiledRuleset, blob: bytes | None) -> pb.DecideResponse:
     return decision_response(decision)
 
 
-def serve_aio(port: int, url: str, ruleset: CompiledRuleset, *, in_memory: bool) -> None:
+def serve_aio(port: int, url: str, ruleset: CompiledRuleset, *, read: str) -> None:
     import redis.asyncio as aredis
 
-    # In memory: the profiles read once at start, so a Decide awaits nothing.
-    blobs = _all_profiles(url) if in_memory else {}
+    # In memory: the profiles read once at start, so a Decide awaits nothing; blocking:
+    # read with the synchronous client on the event loop's thread, so nothing is awaited
+    # either, but the loop waits for Redis.
+    blobs = _all_profiles(url) if read == "in-memory" else {}
+    blocking = redis.Redis.from_url(url)
 
     class Service(pb_grpc.DecisionServiceServicer):
         def __init__(self) -> None:
@@ -62,8 +65,11 @@ def serve_aio(port: int, url: str, ruleset: CompiledRuleset, *, in_memory: bool)
             return pb.PingResponse()
 
         async def Decide(self, request: Any, context: Any) -> pb.DecideResponse:
-            if in_memory:
+            if read == "in-memory":
                 return _answer(ruleset, blobs.get(request.customer_id))
+            if read == "blocking":
+                blob = blocking.get(request.customer_id)
+                return _answer(ruleset, blob if isinstance(blob, bytes) else None)
             return _answer(ruleset, await self.redis.get(request.customer_id))
 
     async def main() -> None:
@@ -186,7 +192,7 @@ def main() -> None:
     if args.serve:
         ruleset = load_compiled(args.rules)
         if args.serve.startswith("aio"):
-            serve_aio(args.port, args.redis, ruleset, in_memory=args.serve == "aio-in-memory")
+            serve_aio(args.port, args.redis, ruleset, read=args.serve.partition("-")[2])
         else:
             serve_sync(args.port, args.redis, ruleset, args.threads)
         return
