@@ -32,17 +32,17 @@ class Posterior:
 
     alpha: float
     beta: float
+    # Computed once: a decision reads them for every offer it scores.
+    mean: float = field(init=False, compare=False, repr=False)
+    ceiling: float = field(init=False, compare=False, repr=False)
+    """The largest value `sample` gives: the mean + TRUNCATE_SD standard deviations."""
 
-    @property
-    def mean(self) -> float:
-        return self.alpha / (self.alpha + self.beta)
-
-    @property
-    def ceiling(self) -> float:
-        """The largest value `sample` gives: the mean + TRUNCATE_SD standard deviations."""
+    def __post_init__(self) -> None:
         a, b = self.alpha, self.beta
+        mean = a / (a + b)
         sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
-        return min(self.mean + TRUNCATE_SD * sd, 1.0)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "ceiling", min(mean + TRUNCATE_SD * sd, 1.0))
 
     def sample(self, rng: random.Random) -> float:
         return min(rng.betavariate(self.alpha, self.beta), self.ceiling)
