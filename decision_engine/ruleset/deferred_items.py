@@ -1,4 +1,4 @@
-"""Compose a long top-level list item by item, instead of the whole file's tree at once.
+"""Compose long lists of a rule file item by item, instead of the whole file's tree at once.
 
 A 10,000-offer file's composed tree is ~80 MiB: most of what a load needs on the way, and
 none of it is needed once each offer is built. One pass over the parser's events finds
@@ -22,21 +22,22 @@ import yaml
 E = TypeVar("E", bound=yaml.Event)
 
 MAP_TAG = "tag:yaml.org,2002:map"
-STR_TAG = "tag:yaml.org,2002:str"
 
 
 class DeferredItem(yaml.MappingNode):
     """A list item not composed yet: the scalar values read before the items are built
-    (an offer's id and category), at their own marks, and where the item's text is."""
+    (an offer's id and category), and where the item's text is. As a node, an empty
+    mapping at the item's marks."""
 
     def __init__(
         self,
-        value: list[tuple[yaml.Node, yaml.Node]],
+        kept: dict[str, str],
         start_mark: yaml.Mark,
         end_mark: yaml.Mark,
         span: tuple[int, int],
     ) -> None:
-        super().__init__(MAP_TAG, value, start_mark, end_mark)
+        super().__init__(MAP_TAG, [], start_mark, end_mark)
+        self.kept = kept
         self.span = span
 
     def source(self, text: str) -> str:
@@ -46,12 +47,16 @@ class DeferredItem(yaml.MappingNode):
         return " " * self.start_mark.column + text[start:end]
 
 
+KeyPath = tuple[str, ...]
+"""Keys from the root mapping to a list: ("offers",), ("routing", "rules")."""
+
+
 @dataclass(frozen=True, slots=True)
 class Deferral:
-    """The file's text with the items stood in for, and the items in order."""
+    """The file's text with the items stood in for, and each list's items in order."""
 
     text: str
-    items: list[DeferredItem]
+    items: dict[KeyPath, list[DeferredItem]]
 
 
 class _NotDeferred(Exception):
@@ -59,23 +64,24 @@ class _NotDeferred(Exception):
 
 
 def defer_items(
-    text: str, key: str, keep: tuple[str, ...], parser: type[yaml.SafeLoader]
+    text: str, paths: tuple[KeyPath, ...], keep: tuple[str, ...], parser: type[yaml.SafeLoader]
 ) -> Deferral | None:
-    """The items of the root mapping's list under `key`, deferred; None when not deferred."""
+    """The items of the lists at `paths` (the first of each), deferred, each keeping its
+    `keep` keys' scalars; None when nothing is deferred."""
     if any(mark in text for mark in _UNCOUNTED):
         return None
     loader = parser(text)
     try:
-        items = _root(loader.get_event, key, keep)
+        items = _root(loader.get_event, set(paths), keep)
     except (yaml.YAMLError, _NotDeferred):
         return None
     finally:
         loader.dispose()
-    if not items or not all(
-        _at(text, item.start_mark) and _at(text, item.end_mark) for item in items
-    ):
+    items = {path: listed for path, listed in items.items() if listed}
+    every = sorted((i for listed in items.values() for i in listed), key=lambda i: i.span)
+    if not every or not all(_at(text, i.start_mark) and _at(text, i.end_mark) for i in every):
         return None
-    return Deferral(_stood_in(text, items), items)
+    return Deferral(_stood_in(text, every), items)
 
 
 _UNCOUNTED = ("\ufeff", "\x85", "\u2028", "\u2029")
@@ -92,19 +98,17 @@ def _at(text: str, mark: yaml.Mark) -> bool:
     return line_start == 0 if mark.line == 0 else text[line_start - 1] == "\n"
 
 
-def swap_in(root: yaml.Node, key: str, items: list[DeferredItem]) -> bool:
+def swap_in(root: yaml.Node, path: KeyPath, items: list[DeferredItem]) -> bool:
     """Put the deferred items in place of their stand-ins in the composed root."""
-    if not isinstance(root, yaml.MappingNode):
+    node: yaml.Node | None = root
+    for key in path:
+        if not isinstance(node, yaml.MappingNode):
+            return False
+        node = next((v for k, v in node.value if k.value == key), None)
+    if not isinstance(node, yaml.SequenceNode) or len(node.value) != len(items):
         return False
-    for key_node, value_node in root.value:
-        if key_node.value == key:
-            if not isinstance(value_node, yaml.SequenceNode):
-                return False
-            if len(value_node.value) != len(items):
-                return False
-            value_node.value = list(items)
-            return True
-    return False
+    node.value = list(items)
+    return True
 
 
 def _stood_in(text: str, items: list[DeferredItem]) -> str:
@@ -123,27 +127,44 @@ def _stood_in(text: str, items: list[DeferredItem]) -> str:
 
 
 Get = Callable[[], yaml.Event]
+Found = dict[KeyPath, list[DeferredItem]]
 
 
-def _root(get: Get, key: str, keep: tuple[str, ...]) -> list[DeferredItem]:
+def _root(get: Get, paths: set[KeyPath], keep: tuple[str, ...]) -> Found:
     _expect(get(), yaml.StreamStartEvent)
     document = _expect(get(), yaml.DocumentStartEvent)
     if getattr(document, "tags", None):
         raise _NotDeferred
     _expect(get(), yaml.MappingStartEvent)
-    items: list[DeferredItem] | None = None
-    while not isinstance(event := get(), yaml.MappingEndEvent):
-        if items is None and isinstance(event, yaml.ScalarEvent) and event.value == key:
-            sequence = _expect(get(), yaml.SequenceStartEvent)
-            if sequence.flow_style or sequence.anchor:
-                raise _NotDeferred
-            items = _items(get, keep)
-        else:
-            _skip(get, event)  # the key
-            _skip(get, get())  # its value
+    found: Found = {}
+    _mapping(get, (), paths, keep, found)
     _expect(get(), yaml.DocumentEndEvent)
     _expect(get(), yaml.StreamEndEvent)  # a second document is the whole compose's error
-    return items or []
+    return found
+
+
+def _mapping(
+    get: Get, at: KeyPath, paths: set[KeyPath], keep: tuple[str, ...], found: Found
+) -> None:
+    """Read a mapping to its end (its start read), deferring the first list at each path."""
+    while not isinstance(event := get(), yaml.MappingEndEvent):
+        here = (*at, event.value) if isinstance(event, yaml.ScalarEvent) else None
+        if here is None or here in found or not any(p[: len(here)] == here for p in paths):
+            _skip(get, event)  # the key
+            _skip(get, get())  # its value
+            continue
+        value = get()
+        if getattr(value, "anchor", None):
+            raise _NotDeferred  # an alias elsewhere would be another path to the items
+        if here in paths:
+            sequence = _expect(value, yaml.SequenceStartEvent)
+            if sequence.flow_style:
+                raise _NotDeferred
+            found[here] = _items(get, keep)
+        elif isinstance(value, yaml.MappingStartEvent):
+            _mapping(get, here, paths, keep, found)
+        else:
+            _skip(get, value)
 
 
 def _items(get: Get, keep: tuple[str, ...]) -> list[DeferredItem]:
@@ -154,7 +175,7 @@ def _items(get: Get, keep: tuple[str, ...]) -> list[DeferredItem]:
     while not isinstance(start := get(), yaml.SequenceEndEvent):
         if not isinstance(start, yaml.MappingStartEvent) or start.flow_style or start.anchor:
             raise _NotDeferred
-        kept: list[tuple[yaml.Node, yaml.Node]] = []
+        kept: dict[str, str] = {}
         depth, is_key, key = 1, True, None
         while True:
             event = get()
@@ -165,7 +186,7 @@ def _items(get: Get, keep: tuple[str, ...]) -> list[DeferredItem]:
                     if is_key:
                         key = event
                     elif key is not None and key.value in keep:
-                        kept.append((_scalar(key), _scalar(event)))
+                        kept.setdefault(key.value, event.value)  # the first, as read
                     is_key = not is_key
             elif isinstance(event, opens):
                 if event.anchor is not None:
@@ -196,10 +217,6 @@ def _skip(get: Get, event: yaml.Event) -> None:
         if depth == 0:
             return
         event = get()
-
-
-def _scalar(event: yaml.ScalarEvent) -> yaml.ScalarNode:
-    return yaml.ScalarNode(STR_TAG, event.value, *_marks(event), event.style)
 
 
 def _marks(event: yaml.Event) -> tuple[yaml.Mark, yaml.Mark]:

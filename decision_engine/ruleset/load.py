@@ -22,6 +22,10 @@ from decision_engine.ruleset.sections import SECTIONS, build_ruleset
 from decision_engine.ruleset.spec import Ruleset
 from decision_engine.ruleset.yaml_nodes import yaml_files
 
+DEFERRED = (("offers",), ("routing", "rules"))
+"""The long lists of a ruleset, composed one item at a time as each is built (see
+deferred_items.py); the offers' ids and categories are read before."""
+
 
 def rule_files(directory: Path) -> list[Path]:
     """The rule files of a directory (tests/ and hidden files are not rules)."""
@@ -109,8 +113,7 @@ def _load_ruleset(directory: Path) -> Ruleset:
         contents.append((path, data))
         if text is not None:
             reader = RuleNodes(str(path), problems)
-            # Offers are composed one by one as they are built (see deferred_items.py).
-            node = reader.compose(text, defer="offers", keep=("id", "category"))
+            node = reader.compose(text, defer=DEFERRED, keep=("id", "category"))
             if isinstance(node, yaml.MappingNode):
                 docs.append((reader, node))
             elif node is not None:

@@ -208,20 +208,12 @@ def category_policy(r: RuleNodes, node: yaml.Node, categories: set[str]) -> Cont
 def declared_category(node: yaml.Node) -> str:
     """The category an offer node names, whether or not the offer itself is valid, so that
     a broken offer does not also make every policy about its category an error."""
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == "category" and isinstance(value, yaml.ScalarNode):
-                return str(value.value)
-    return "general"
+    return RuleNodes.top_scalar(node, "category") or "general"
 
 
 def declared_id(node: yaml.Node) -> str:
     """The id an offer node names ("" when it names none), valid or not."""
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == "id" and isinstance(value, yaml.ScalarNode):
-                return str(value.value)
-    return ""
+    return RuleNodes.top_scalar(node, "id") or ""
 
 
 def items_of(node: yaml.Node | None) -> list[yaml.Node]:

@@ -172,10 +172,11 @@ class _Builder:
                     r.error(section["default"], f"a second default route (first: {default.where})")
                 default = self._default_route(r, section["default"])
             if "rules" in section:
+                rules = [(r, section["rules"])]
                 routes.extend(
-                    route
-                    for item in r.sequence(section["rules"], "routing rules")
-                    if (route := self._route(r, item, fields)) is not None
+                    self._each(
+                        rules, "routing rules", lambda r, n: self._route(r, n, fields), release=True
+                    )
                 )
         # Categories of every offer written, valid or not (see declared_category).
         categories = set(outcome_names.categories)

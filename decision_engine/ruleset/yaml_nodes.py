@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from decision_engine.errors import Problem, Where
-from decision_engine.ruleset.deferred_items import DeferredItem, defer_items, swap_in
+from decision_engine.ruleset.deferred_items import DeferredItem, KeyPath, defer_items, swap_in
 from decision_engine.ruleset.typecheck import did_you_mean
 
 # libyaml's parser keeps line marks and parses large rulesets about twice as fast.
@@ -74,13 +74,13 @@ class NodeReader:
         return self._lines
 
     def compose(
-        self, text: str, *, defer: str | None = None, keep: tuple[str, ...] = ()
+        self, text: str, *, defer: tuple[KeyPath, ...] = (), keep: tuple[str, ...] = ()
     ) -> yaml.Node | None:
         """The file's root node; None when it is empty or not YAML (a problem, then).
 
-        With `defer`, the items of the root's list under that key are DeferredItems
-        (holding only their `keep` keys' scalars) where that reads the same: `composed()`
-        composes each when it is read.
+        The items of the lists at the `defer` key paths are DeferredItems (holding only
+        their `keep` keys' scalars) where that reads the same: `composed()` composes each
+        when it is read.
         """
         # libyaml skips a byte-order mark without counting it in its marks' indexes.
         text = text.removeprefix("\ufeff")
@@ -89,7 +89,9 @@ class NodeReader:
         if deferral is not None:
             before = len(self.problems)
             root = self._compose(deferral.text)
-            if root is not None and swap_in(root, str(defer), deferral.items):
+            if root is not None and all(
+                swap_in(root, path, items) for path, items in deferral.items.items()
+            ):
                 return root
             del self.problems[before:]  # the whole file's compose says what is wrong
         return self._compose(text)
@@ -119,6 +121,18 @@ class NodeReader:
             return None
         finally:
             loader.dispose()
+
+    @staticmethod
+    def top_scalar(node: yaml.Node, key: str) -> str | None:
+        """The scalar under `key` in a mapping (the first, if written twice), composed or
+        deferred; None when there is none."""
+        if isinstance(node, DeferredItem):
+            return node.kept.get(key)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value in node.value:
+                if key_node.value == key and isinstance(value, yaml.ScalarNode):
+                    return str(value.value)
+        return None
 
     # -- locating and reporting -----------------------------------------------------------
 

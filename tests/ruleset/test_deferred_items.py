@@ -11,7 +11,8 @@ import yaml
 
 from decision_engine.errors import Problem
 from decision_engine.ruleset.deferred_items import DeferredItem
-from decision_engine.ruleset.load import load_ruleset
+from decision_engine.ruleset.load import DEFERRED, load_ruleset
+from decision_engine.ruleset.offer_section import declared_category, declared_id
 from decision_engine.ruleset.yaml_nodes import NodeReader
 from tests.ruleset.test_load import at, base, problems, write
 
@@ -30,6 +31,13 @@ DEFERRABLE = {
         "offers:\n- id: a\n  channels:\n  - - x\n    - y\n  ? [k]\n  : v\n- id: b\n"
     ),
     "anchors outside the offers": "x: &v 1\ny: *v\noffers:\n- id: a\n",
+    "routing rules, and offers after them": (
+        "routing:\n  default: {queue: q}\n  rules:\n    - id: r1\n      when: x > 1\n"
+        "    - id: r2\n      queue: z\n  other: 1\noffers:\n- id: a\n"
+    ),
+    "routing rules alone, a second routing key left whole": (
+        "routing:\n  rules:\n  - id: r1\n  - id: r2\nrouting:\n  rules:\n  - id: r3\n"
+    ),
     # libyaml counts neither in its indexes: offsets would cut the items' text wrong.
     "byte-order mark, characters past the BMP": "\ufeffx: 😀\noffers:\n- id: 😀a\n- id: b\n",
 }
@@ -42,59 +50,51 @@ NOT_DEFERRED = {
     "scalar item": "offers:\n- a\n- id: b\n",
     "tag directive": "%TAG !e! tag:example.com,2000:\n---\noffers:\n- id: !e!x a\n",
     "offers not a list": "offers: {id: a}\n",
+    "routing in flow style": "routing: {rules: [{id: r1}, {id: r2}]}\n",
+    "an anchored routing section": "routing: &r\n  rules:\n  - id: r1\nagain: *r\n",
     "empty list": "offers: []\n",
     "a line break that is not a newline": 'offers:\n- id: a\n  t: "x\u2028 y"\n- id: b\nz: 1\n',
 }
 
 
-def shape(node: Any, line_base: int = 0) -> Any:
-    """A node's tag, value, line and column, all the way down."""
+def shape(node: Any, line_base: int = 0, reader: NodeReader | None = None) -> Any:
+    """A node's tag, value, line and column, all the way down; with `reader`, a deferred
+    item is composed (as a load reads it) and shown as its nodes."""
+    if reader is not None and isinstance(node, DeferredItem):
+        with reader.composed(node) as composed:
+            return shape(composed, reader.line_base)
     mark = (node.start_mark.line + line_base, node.start_mark.column)
     if isinstance(node, yaml.ScalarNode):
         return (node.tag, node.value, node.style, mark)
     if isinstance(node, yaml.SequenceNode):
-        return (node.tag, [shape(v, line_base) for v in node.value], mark)
-    return (node.tag, [(shape(k, line_base), shape(v, line_base)) for k, v in node.value], mark)
+        return (node.tag, [shape(v, line_base, reader) for v in node.value], mark)
+    pairs = [(shape(k, line_base, reader), shape(v, line_base, reader)) for k, v in node.value]
+    return (node.tag, pairs, mark)
 
 
-def offers_of(root: Any) -> Any:
-    return next(v for k, v in root.value if k.value == "offers")
-
-
-def read_deferred(text: str) -> tuple[Any, list[Any]]:
-    """The root composed with deferral, and each offer composed as the load reads it."""
+def deferred(text: str) -> tuple[NodeReader, Any]:
     reader = NodeReader("f.yaml", [])
-    root = reader.compose(text, defer="offers", keep=("id", "category"))
-    items = []
-    for item in offers_of(root).value:
-        with reader.composed(item) as composed:
-            items.append(shape(composed, reader.line_base))
-    return root, items
+    return reader, reader.compose(text, defer=DEFERRED, keep=("id", "category"))
 
 
 @pytest.mark.parametrize("text", DEFERRABLE.values(), ids=DEFERRABLE.keys())
-def test_deferred_offers_compose_as_the_whole_file_does(text: str) -> None:
-    whole = yaml.compose(text, Loader=yaml.CSafeLoader)
-    root, items = read_deferred(text)
-    assert all(isinstance(item, DeferredItem) for item in offers_of(root).value)
-    assert items == [shape(item) for item in offers_of(whole).value]
-    # The other sections are composed in place, at their own lines.
-    others = [(shape(k), shape(v)) for k, v in root.value if k.value != "offers"]
-    assert others == [(shape(k), shape(v)) for k, v in whole.value if k.value != "offers"]
+def test_deferred_lists_compose_as_the_whole_file_does(text: str) -> None:
+    reader, root = deferred(text)
+    assert any(isinstance(n, DeferredItem) for n in _nodes(root))
+    assert shape(root, reader=reader) == shape(yaml.compose(text, Loader=yaml.CSafeLoader))
 
 
 def test_a_deferred_offer_keeps_its_id_and_category_for_the_other_sections() -> None:
-    root, _ = read_deferred(DEFERRABLE["plain"])
+    _, root = deferred(DEFERRABLE["plain"])
     stubs = root.value[0][1].value
-    assert [[(k.value, v.value) for k, v in stub.value] for stub in stubs] == [
-        [("id", "a")],
-        [("id", "b"), ("category", "c")],
-    ]
+    assert [stub.kept for stub in stubs] == [{"id": "a"}, {"id": "b", "category": "c"}]
+    assert [declared_id(s) for s in stubs] == ["a", "b"]
+    assert [declared_category(s) for s in stubs] == ["general", "c"]
 
 
 @pytest.mark.parametrize("text", NOT_DEFERRED.values(), ids=NOT_DEFERRED.keys())
 def test_what_could_read_differently_is_composed_whole(text: str) -> None:
-    root = NodeReader("f.yaml", []).compose(text, defer="offers", keep=("id",))
+    _, root = deferred(text)
     assert shape(root) == shape(yaml.compose(text, Loader=yaml.CSafeLoader))
     assert not any(isinstance(n, DeferredItem) for n in _nodes(root))
 
@@ -112,7 +112,7 @@ def _nodes(node: Any) -> list[Any]:
 def test_a_syntax_error_is_reported_by_the_whole_file() -> None:
     found: list[Problem] = []
     text = "offers:\n- id: a\n- id: b\n  value: [1\n"
-    assert NodeReader("f.yaml", found).compose(text, defer="offers") is None
+    assert NodeReader("f.yaml", found).compose(text, defer=DEFERRED) is None
     assert len(found) == 1 and str(found[0]).startswith("f.yaml:5:"), found
 
 
