@@ -165,8 +165,8 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
     def median(key: str, field: str) -> float:
         return statistics.median(r[field] for r in results[key])
 
-    print("| stack | Decide req/s | Ping req/s | ratio | CPU µs Decide / Ping | ×")
-    print("|---|---|---|---|---|---|")
+    print("| stack | Decide req/s | Ping req/s | ratio | CPU µs, Decide / Ping | CPU × | rounds |")
+    print("|---|---|---|---|---|---|---|")
     for stack in STACKS:
         d, p = median(f"{stack} Decide", "rps"), median(f"{stack} Ping", "rps")
         dc = median(f"{stack} Decide", "server_cpu_us_per_req")
@@ -176,7 +176,7 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
             for m in ("Decide", "Ping")
         )
         print(f"| {stack} | {d:,.0f} | {p:,.0f} | {d / p:.2f} | {dc:.0f} / {pc:.0f} | "
-              f"{dc / pc:.2f} | rounds: {spread}")  # fmt: skip
+              f"{dc / pc:.2f} | {spread} |")  # fmt: skip
 
 
 def main() -> None:
