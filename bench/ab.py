@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from bench.load import (
     wait_serving,
 )
 from bench.run import load_profiles
-from bench.serve import child_pids, compact_aof, free_port, stop
+from bench.serve import child_pids, compact_aof, free_port, start_server, stop
 from decision_engine.store.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,16 +58,6 @@ def checkout(revision: str, into: Path) -> Path:
     for generated in (out / "decision/v1").glob("*.py"):
         generated.write_text(generated.read_text().replace("from decision.v1 import", package))
     return into
-
-
-def serve(tree: Path, rules: Path, url: str, outcomes: str, port: int, log: Path) -> Any:
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    args = [sys.executable, "-m", "decision_engine.cli", "serve", "--rules", str(rules),
-            "--redis-url", url, "--outcomes-redis-url", outcomes, "--host", "127.0.0.1",
-            "--port", str(port), "--metrics-port", str(free_port()), "--workers", "2",
-            "--moment-workers", "0", "--notice-workers", "0", "--log-level", "WARNING"]  # fmt: skip
-    with log.open("wb") as out:
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tree)
 
 
 async def phases(port: int, pids: list[int], rate: float, duration: float) -> dict[str, Any]:
@@ -103,7 +92,9 @@ def run(revisions: dict[str, str], rounds: int, duration: float, rate: float) ->
                 for name, tree in trees.items():
                     port = free_port()
                     log = work / f"{name}.log"
-                    server = serve(tree, work / "rules", redis.url, outcomes.url, port, log)
+                    server = start_server(
+                        work / "rules", redis.url, port, log, outcomes.url, tree=tree
+                    )
                     try:
                         asyncio.run(wait_serving(f"127.0.0.1:{port}", timeout=60))
                         got = asyncio.run(phases(port, child_pids(server.pid), rate, duration))

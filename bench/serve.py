@@ -3,6 +3,7 @@ bench/notices.py."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -30,9 +31,17 @@ def start_server(
     extra: tuple[str, ...] = (),
     moment_workers: int = 0,
     notice_workers: int = 0,
+    tree: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`serve --workers 2` as `make bench` runs it; with `tree`, the package in that
+    directory (another commit's checkout) instead of the installed one."""
+    command = [str(BIN / "decision-engine")]
+    env = None
+    if tree is not None:
+        command = [sys.executable, "-m", "decision_engine.cli"]
+        env = dict(os.environ, PYTHONPATH=str(tree))
     args = [
-        str(BIN / "decision-engine"), "serve",
+        *command, "serve",
         "--rules", str(rules), "--redis-url", redis_url,
         "--outcomes-redis-url", outcomes_url or redis_url,
         "--host", "127.0.0.1", "--port", str(port),
@@ -41,7 +50,7 @@ def start_server(
         "--log-level", "WARNING", *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tree)
 
 
 def child_pids(pid: int) -> list[int]:

@@ -7,8 +7,9 @@ one-character stand-in (its lines kept, so every other node keeps its line), and
 is composed from its own text when it is read.
 
 Only what composes the same either way is deferred: a block list of block mappings with
-no anchors or aliases inside, in a single document without %TAG directives. Anything
-else (and any syntax error, which the whole-file compose then reports) is not deferred.
+no anchors or aliases inside, in a single document without %TAG directives, in a text
+whose line breaks are newlines. Anything else (and any syntax error, which the
+whole-file compose then reports) is not deferred.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ from decision_engine.errors import Problem, Where
 from decision_engine.ruleset.deferred_items import DeferredItem, KeyPath, defer_items, swap_in
 from decision_engine.ruleset.typecheck import did_you_mean
 
+Tags = dict[tuple[object, object, object], str]
+"""Resolved tags by (node kind, text, implicit flags)."""
+
 # libyaml's parser keeps line marks and parses large rulesets about twice as fast.
 _BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -29,7 +32,7 @@ class _Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
     each one with its regular expressions was a third of reading 10,000 offers.
     """
 
-    def __init__(self, stream: str, tags: dict[tuple[object, object, object], str] | None = None):
+    def __init__(self, stream: str, tags: Tags | None = None) -> None:
         super().__init__(stream)
         self._tags = {} if tags is None else tags
 
@@ -58,7 +61,7 @@ class NodeReader:
         self.problems = problems
         self._text = ""
         self._lines: Sequence[str] | None = None
-        self._tags: dict[tuple[object, object, object], str] = {}
+        self._tags: Tags = {}
         self.line_base = 0
         """Lines before the deferred item being read (its nodes' lines count from it)."""
 
