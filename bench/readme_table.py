@@ -51,7 +51,8 @@ def render(results: dict[str, Any]) -> str:
         ex = micro.get("explain_1000")
         if ex:
             lines += ["", f"`explain=True` at 1,000 offers: {ex['us_per_decision_explain']:,.0f} "
-                      f"µs, ×{ex['explain_factor']} a plain decision."]  # fmt: skip
+                      f"µs, ×{ex['explain_factor']} a plain decision's CPU time "
+                      "(their rounds taking turns)."]  # fmt: skip
     refresh = (micro or {}).get("learning_refresh")
     if refresh:
         sizes = " | ".join(f"{r['offers']:,} offers" for r in refresh)

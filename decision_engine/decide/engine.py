@@ -143,7 +143,7 @@ def decide(
         # Only the policies that kept out an offer this customer was a candidate for.
         kept_out = candidates & blocked_mask
         suppressed_by = tuple(
-            sorted({_policy_of(blocked, ruleset.offers[i].spec.id) for i in set_bits(kept_out)})
+            sorted({_kept_out(blocked, ruleset.offers[i].spec.id)[0] for i in set_bits(kept_out)})
         )
     return Decision(
         decision_id=decision_id,
@@ -158,10 +158,11 @@ def decide(
     )
 
 
-def _policy_of(blocked: Blocked, offer_id: str) -> str:
+def _kept_out(blocked: Blocked, offer_id: str) -> tuple[str, str]:
+    """(policy or cap id, why) for an offer whose bit is in `blocked.mask`."""
     found = blocked.why(offer_id)
-    assert found is not None, offer_id  # the offer's bit is in blocked.mask
-    return found[0]
+    assert found is not None, offer_id
+    return found
 
 
 def _limit(ruleset: CompiledRuleset, max_offers: int, channel: str, presented_here: int) -> int:
@@ -378,17 +379,6 @@ def _weighting(offer: CompiledOffer, facts: dict[str, Any]) -> tuple[float, tupl
     return weight, tuple(applied)
 
 
-def _score(
-    offer: CompiledOffer, facts: dict[str, Any], propensity: float
-) -> tuple[float, float, float] | None:
-    """(value, context weight, score); None when the value is unknown for this customer."""
-    value = offer.value(facts)
-    if value is None:
-        return None
-    weight, _ = _weighting(offer, facts)
-    return value, weight, propensity * offer.spec.lever * value * weight
-
-
 def _present(
     offer: CompiledOffer,
     facts: dict[str, Any],
@@ -436,30 +426,40 @@ def _explain(
         failure = first_failure(policy.checks, facts)
         out.append(Explanation("policy", policy.spec.id, failure is None, failure or "applies"))
     route_failures = ruleset.route_index.failures(facts)
-    for route, failure in zip(ruleset.routes, route_failures, strict=True):
-        chosen = route.id == routing.rule_id
-        detail = failure or ("chosen" if chosen else "applies, but a rule of lower precedence won")
-        out.append(Explanation("routing", route.id, failure is None, detail))
+    out += map(
+        _new,
+        repeat(Explanation),
+        zip(repeat("routing"), ruleset.route_ids, repeat(False), route_failures),
+    )
+    for k in compress(count(), map(is_, route_failures, repeat(None))):
+        chosen = ruleset.route_ids[k] == routing.rule_id
+        detail = "chosen" if chosen else "applies, but a rule of lower precedence won"
+        out[-len(route_failures) + k] = Explanation("routing", ruleset.route_ids[k], True, detail)
     offers, order = ruleset.offers, ruleset.file_order
-    failures = list(map(ruleset.offer_index.failures(facts).__getitem__, order))
+    failures = ruleset.offer_index.failures(facts)  # in file order
     # Most offers fail a term, and that term is their explanation: built in C (map over
     # tuple.__new__, which skips the NamedTuple's own __new__), then the few offers that
     # apply are scored in their places.
     listed = list(
         map(
-            tuple.__new__,
+            _new,
             repeat(Explanation),
             zip(repeat("offer"), ruleset.written_ids, repeat(False), failures),
         )
     )
     for k in compress(count(), map(is_, failures, repeat(None))):
-        listed[k] = _applicable(offers[order[k]], facts, suppress, blocked, propensity)
+        i = order[k]
+        listed[k] = _applicable(offers[i], i, facts, suppress, blocked, propensity)
     out += listed
     return tuple(out)
 
 
+_new = tuple.__new__
+
+
 def _applicable(
     offer: CompiledOffer,
+    bit: int,
     facts: dict[str, Any],
     suppress: dict[str, str],
     blocked: Blocked,
@@ -467,23 +467,24 @@ def _applicable(
 ) -> Explanation:
     """An offer whose terms hold: suppressed, kept out, unknown value, or its score."""
     spec = offer.spec
-    if spec.category in suppress:
+    if suppress and spec.category in suppress:
         why = f"suppressed by policy {suppress[spec.category]} ({spec.category})"
         return Explanation("offer", spec.id, False, why)
-    if (kept_out := blocked.why(spec.id)) is not None:
-        policy_id, why = kept_out
+    if blocked.mask >> bit & 1:
+        policy_id, why = _kept_out(blocked, spec.id)
         return Explanation(
             "offer", spec.id, False, f"suppressed by contact policy {policy_id}: {why}"
         )
     p = spec.propensity if propensity is None else propensity(spec)
-    scored = _score(offer, facts, p)
-    if scored is None:
+    value = offer.value(facts)
+    if value is None:
         return Explanation(
             "offer", spec.id, False, f"value {spec.value.text} is unknown for this customer"
         )
-    value, weight, score = scored
+    weight = _weighting(offer, facts)[0] if offer.weights else 1.0
+    lever = spec.lever
     detail = (
-        f"score {score:,.2f} = propensity {p:.3g} x value {value:,.2f}"
-        f" x weight {weight:g} x lever {spec.lever:g}"
+        f"score {p * lever * value * weight:,.2f} = propensity {p:.3g} x value {value:,.2f}"
+        f" x weight {weight:g} x lever {lever:g}"
     )
-    return Explanation("offer", spec.id, True, detail)
+    return _new(Explanation, ("offer", spec.id, True, detail))

@@ -184,6 +184,7 @@ class CompiledRuleset:
     """Offer id → its budget per UTC day, for capped offers."""
     offer_index: RuleIndex
     routes: tuple[RouteSpec, ...]
+    route_ids: tuple[str, ...]
     route_index: RuleIndex
     policies: tuple[CompiledPolicy, ...]
     profile_parsers: dict[str, Parser]
@@ -252,8 +253,13 @@ def _compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
             for o in ruleset.offers
             if o.daily_cap is not None
         },
-        offer_index=RuleIndex([[t for t in terms if t is not None] for terms in offer_terms]),
+        offer_index=RuleIndex(
+            [[t for t in terms if t is not None] for terms in offer_terms],
+            # explain=True lists offers as written
+            explain_order=[position[id(spec)] for spec in ruleset.offers],
+        ),
         routes=ruleset.routes,
+        route_ids=tuple(r.id for r in ruleset.routes),
         route_index=RuleIndex([[c.node for c in r.when] for r in ruleset.routes]),
         policies=tuple(
             CompiledPolicy(

@@ -155,7 +155,11 @@ def index_term(term: Node) -> tuple[tuple[str, str], Any] | None:
 class RuleIndex:
     """Rules in bit order; `matches` yields, in that order, the ones whose condition is True."""
 
-    def __init__(self, rules: Sequence[Sequence[Node]]) -> None:
+    def __init__(
+        self, rules: Sequence[Sequence[Node]], explain_order: Sequence[int] | None = None
+    ) -> None:
+        """`explain_order`: the rules' positions in the order `failures` lists them (bit
+        order by default)."""
         self.size = len(rules)
         self.all = (1 << self.size) - 1
         families: dict[tuple[str, str], _Family] = {}
@@ -191,6 +195,7 @@ class RuleIndex:
         # Explanations are compiled when first asked for: at 10,000 offers they were
         # half the compile time and ~36 MiB, for explain=True and rule tests only.
         self._rules = [tuple(terms) for terms in rules]
+        self._explain_order = tuple(range(self.size) if explain_order is None else explain_order)
         self._explainer: _Explainer | None = None
 
     def candidates(self, facts: Facts) -> int:
@@ -213,12 +218,12 @@ class RuleIndex:
         return self.explainer().explain(i, facts)
 
     def failures(self, facts: Facts) -> list[str | None]:
-        """Why each rule does not apply (None where it does), in bit order."""
+        """Why each rule does not apply (None where it does), in `explain_order`."""
         return self.explainer().failures(facts)
 
     def explainer(self) -> _Explainer:
         if self._explainer is None:
-            self._explainer = _Explainer(self._rules)
+            self._explainer = _Explainer(self._rules, self._explain_order)
         return self._explainer
 
 
@@ -229,7 +234,7 @@ class _Explainer:
     so explaining every rule evaluates and describes each distinct term once.
     """
 
-    def __init__(self, rules: Sequence[Sequence[Node]]) -> None:
+    def __init__(self, rules: Sequence[Sequence[Node]], order: Sequence[int]) -> None:
         ids: dict[str, int] = {}
         terms: list[Node] = []
         rows: list[tuple[int, ...]] = []
@@ -243,6 +248,8 @@ class _Explainer:
                 row.append(ids[key])
             rows.append(tuple(row))
         self.rows = rows
+        self.listed = [rows[i] for i in order]
+        """The rows in the order `failures` lists them."""
         self.checks: Checks = compile_checks(terms)
 
     def explain(self, i: int, facts: Facts) -> str | None:
@@ -251,7 +258,7 @@ class _Explainer:
     def failures(self, facts: Facts) -> list[str | None]:
         failed = [None if test(facts) is True else why(facts) for test, why in self.checks]
         out: list[str | None] = []
-        for row in self.rows:
+        for row in self.listed:
             failure = None
             for term in row:
                 if (failure := failed[term]) is not None:
