@@ -78,16 +78,26 @@ class Receiver:
             return dict(json.loads(reply.read())["arrived"])
 
 
+def daytime_zone(now: float) -> str:
+    """A fixed-offset zone where it is mid-afternoon at `now`, outside any quiet hours."""
+    offset = (14 - time.gmtime(now).tm_hour) % 24
+    offset = offset - 24 if offset > 14 else offset
+    # Etc/GMT names count the other way round: Etc/GMT-3 is three hours ahead of UTC.
+    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
 async def load_audience(url: str, count: int) -> float:
-    """`count` generated customers, all in one postcode; seconds taken."""
+    """`count` generated customers, all in one postcode and a zone where it is day now
+    (held for quiet hours, the delivery phase would measure nothing at night); seconds."""
     schema, audiences = load_profile_rules(RULES)
+    zone = daytime_zone(time.time())
     store = ProfileStore.from_url(url)
     began = time.perf_counter()
     try:
         rows = (
             (str(p["customer_id"]),
              {**{k: str(v) for k, v in p.items() if k != "customer_id"},
-              "postcode": AUDIENCE_POSTCODE})
+              "postcode": AUDIENCE_POSTCODE, "timezone": zone})
             for p in generate_profiles(count, seed=7, today=date.today(), schema=schema)
         )  # fmt: skip
         await store.put_profiles(rows, batch_size=2000, audiences=audiences)
