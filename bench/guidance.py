@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bench.load import Calls, Options, latency_summary, open_channels, open_loop, percentile
 from decision_engine._proto.decision.v1 import decision_pb2 as pb
 from decision_engine._proto.decision.v1 import decision_pb2_grpc as pb_grpc
+from decision_engine.server.limits import DEFAULT_LIMITS
+
+WATCHES_PER_CHANNEL = DEFAULT_LIMITS.max_concurrent_streams // 2
+"""A connection carries at most this many watches: past the server's stream limit a
+client queues every further call on that connection (Decide and PublishEvents behind
+streams that last the whole interaction), as 1,000 watches on 8 connections did."""
 
 # Lines a customer says; the trigger lines are what the demo moments react to.
 SMALL_TALK = (
@@ -168,10 +175,16 @@ async def _interaction(
 
 
 async def _interactions(
-    opts: GuidanceOptions, channels: list[grpc.aio.Channel], tally: Tally, stop: asyncio.Event
+    opts: GuidanceOptions,
+    channels: list[grpc.aio.Channel],
+    watch_channels: list[grpc.aio.Channel],
+    tally: Tally,
+    stop: asyncio.Event,
 ) -> None:
-    """`opts.interactions` live at once, each replaced by a new one when it ends."""
+    """`opts.interactions` live at once, each replaced by a new one when it ends; events
+    go over `channels`, the watches over `watch_channels`."""
     stubs = [pb_grpc.GuidanceServiceStub(c) for c in channels]
+    watches = [pb_grpc.GuidanceServiceStub(c) for c in watch_channels]
     rng = random.Random(opts.seed)
     names = (f"bench-{opts.seed}-{time.time_ns()}-{i}" for i in itertools.count())
 
@@ -179,8 +192,8 @@ async def _interactions(
         # Spread the starts over one event interval so events do not come in bursts.
         await asyncio.sleep(opts.event_interval_s * i / opts.interactions)
         while not stop.is_set():
-            stub = stubs[i % len(stubs)]
-            await _interaction(opts, stub, stubs[(i + 1) % len(stubs)], next(names), rng, tally)
+            publish, watch = stubs[i % len(stubs)], watches[i % len(watches)]
+            await _interaction(opts, publish, watch, next(names), rng, tally)
 
     await asyncio.gather(*(lane(i) for i in range(opts.interactions)))
 
@@ -200,12 +213,15 @@ def decide_summary(samples: Any) -> dict[str, Any]:
 
 async def run(opts: GuidanceOptions) -> dict[str, Any]:
     channels = open_channels(opts.target, opts.channels)
+    watch_channels = open_channels(
+        opts.target, max(opts.channels, math.ceil(opts.interactions / WATCHES_PER_CHANNEL))
+    )
     workload = Calls(channels, Options(target=opts.target, customers=opts.customers))
     try:
         alone = await open_loop(workload.decide, opts.decide_rate, opts.duration)
         tally = Tally()
         stop = asyncio.Event()
-        load = asyncio.create_task(_interactions(opts, channels, tally, stop))
+        load = asyncio.create_task(_interactions(opts, channels, watch_channels, tally, stop))
         await asyncio.sleep(opts.warmup)
         tally.measuring = True
         begin, published_before = time.perf_counter(), tally.published
@@ -216,7 +232,7 @@ async def run(opts: GuidanceOptions) -> dict[str, Any]:
         stop.set()
         await load
     finally:
-        for channel in channels:
+        for channel in [*channels, *watch_channels]:
             await channel.close()
     decide_alone, decide_together = decide_summary(alone), decide_summary(together)
     return {
