@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROTO_OUT := decision_engine/_proto
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit rules-test examples-test ops-tools ops-test protos bench bench-cluster dashboard clean install
+.PHONY: run test lint typecheck unit rules-test examples-test ops-tools ops-test protos core bench bench-cluster dashboard clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,28 +26,37 @@ protos: $(STAMP)
 	sed -i 's/^from decision\.v1 import/from decision_engine._proto.decision.v1 import/' \
 	  $(PROTO_OUT)/decision/v1/*.py $(PROTO_OUT)/decision/v1/*.pyi
 
-run: install
+# The pure decision core compiled with mypyc, in place (build_core.py; needs the C compiler
+# durable_rules needs too). Rebuilt when a source of it changed; until then, or with
+# DECISION_ENGINE_PURE_PYTHON=1, the package runs those modules from source.
+core: install
+	$(BIN)/python build_core.py
+
+run: core
 	$(BIN)/decision-engine serve
 
 # lint-imports checks the layers written down in pyproject.toml ([tool.importlinter]).
 lint: install
-	$(BIN)/ruff check decision_engine tests bench
-	$(BIN)/ruff format --check decision_engine tests bench
+	$(BIN)/ruff check decision_engine tests bench build_core.py
+	$(BIN)/ruff format --check decision_engine tests bench build_core.py
 	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
 
-# pytest exits 5 when it collected nothing: that is a failure of ours, not a pass.
-unit: install ops-tools
+# pytest exits 5 when it collected nothing: that is a failure of ours, not a pass. The
+# core's own tests run a second time on its sources: the fallback when it is not compiled.
+unit: core ops-tools
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
+	DECISION_ENGINE_PURE_PYTHON=1 $(BIN)/pytest -q tests/decide tests/ruleset; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
-rules-test: install
+rules-test: core
 	$(BIN)/decision-engine rules test rules
 
 # Every ruleset under examples/ is checked, tested, simulated (generated customers, and its
 # own population/customers.jsonl with contexts.jsonl when it has them) and generates profiles.
-examples-test: install
+examples-test: core
 	@set -e; for dir in examples/*/; do dir=$${dir%/}; echo "== $$dir"; \
 	  $(BIN)/decision-engine rules check $$dir; \
 	  $(BIN)/decision-engine rules test $$dir --coverage; \
@@ -79,7 +88,7 @@ ops-test: ops-tools
 	promtool check rules ops/prometheus/alerts.yml
 	promtool test rules ops/prometheus/alerts_test.yml
 
-bench: install
+bench: core
 	$(BIN)/python -c 'import zen' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run
 
@@ -91,4 +100,5 @@ dashboard: install ops-tools
 	$(BIN)/python -m bench.dashboard
 
 clean:
-	rm -rf $(VENV) $(PROTO_OUT)/decision var .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	$(PYTHON) build_core.py --clean
+	rm -rf build $(VENV) $(PROTO_OUT)/decision var .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

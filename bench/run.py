@@ -29,6 +29,7 @@ from bench import eval_report, micro
 from bench.gen_rules import write_ruleset
 from bench.load import REFUSED, wait_serving
 from bench.serve import child_pids, compact_aof, free_port, start_server, stop
+from decision_engine._core import MODE as CORE_MODE
 from decision_engine.ruleset.load import load_schema
 from decision_engine.store.embedded import EmbeddedRedis
 from decision_engine.store.generate import generate_profiles
@@ -413,6 +414,7 @@ def machine() -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "cpu": model,
         "python": platform.python_version(),
+        "decision_core": CORE_MODE,
         "platform": platform.platform(),
         "loadavg_at_start": os.getloadavg(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -12,6 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# First: whether the core's modules load compiled or from source is decided before any is.
+from decision_engine import _core  # noqa: F401
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

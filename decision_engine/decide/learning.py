@@ -15,6 +15,8 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 from decision_engine.ruleset.compiled import CompiledOffer, CompiledRuleset
 from decision_engine.ruleset.spec import Learning
 
@@ -26,6 +28,9 @@ too. A draw gets there about once in 30,000 for a belief of many outcomes, and o
 200 for one of very few successes (Beta(1.2, 30)), which then draws high anyway."""
 
 
+# Tests subclass it to see each draw; compiled (build_core.py), a class refuses
+# subclasses written in Python unless told.
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class Posterior:
     """Beta(alpha, beta) belief about an offer's acceptance rate."""

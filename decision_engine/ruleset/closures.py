@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
-import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from decision_engine.ruleset.expr import (
@@ -40,11 +40,9 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-class _Shared(threading.local):
-    memo: dict[int, tuple[Node, Fn]] | None = None
-
-
-_shared = _Shared()
+# A context variable, not a threading.local subclass: each loader thread (and task) has
+# its own, and mypyc cannot compile a subclass of threading.local (build_core.py).
+_memo: ContextVar[dict[int, tuple[Node, Fn]] | None] = ContextVar("compile_memo", default=None)
 
 
 @contextlib.contextmanager
@@ -54,19 +52,19 @@ def shared_compilation() -> Iterator[None]:
 
     Keyed by identity, not equality (`Literal(True) == Literal(1.0)` in Python); each
     entry holds its node, so no id is reused while the memo lives."""
-    outer = _shared.memo
+    outer = _memo.get()
     if outer is None:
-        _shared.memo = {}
+        _memo.set({})
     try:
         yield
     finally:
         if outer is None:
-            _shared.memo = None
+            _memo.set(None)
 
 
 def compile_node(node: Node) -> Fn:
     """A closure computing the node's value (None when unknown)."""
-    memo = _shared.memo
+    memo = _memo.get()
     if memo is None:
         return _compile(node)
     found = memo.get(id(node))

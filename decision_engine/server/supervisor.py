@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
+from decision_engine._core import MODE as CORE_MODE
 from decision_engine.config import Settings
 from decision_engine.ruleset.compiled import load_compiled
 from decision_engine.server import metrics
@@ -137,6 +138,7 @@ def supervise(
         else "plaintext",
         settings.workers,
     )
+    log.info("decision core: %s", CORE_MODE)
     if moment_workers:
         log.info("live guidance: %d moment process(es)", moment_workers)
     if notice_workers:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,12 +182,15 @@ def test_pruned_ranking_with_learned_propensities(tmp_path: Path, seed: int) -> 
         assert [o.offer_id for o in decision.offers] == brute_force(ruleset, facts, 3, learned)
 
 
-@dataclass(frozen=True, slots=True)
 class Recorded(Posterior):
-    """A posterior that notes each draw made from it."""
+    """A posterior that notes each draw made from it. Not a dataclass of its own: the
+    compiled core's Posterior (build_core.py) takes subclasses, not their dataclass
+    fields."""
 
-    offer_id: str = ""
-    draws: dict[str, float] = dataclasses.field(default_factory=dict, compare=False)
+    def __init__(self, alpha: float, beta: float, offer_id: str, draws: dict[str, float]):
+        super().__init__(alpha, beta)
+        object.__setattr__(self, "offer_id", offer_id)
+        object.__setattr__(self, "draws", draws)
 
     def sample(self, rng: random.Random) -> float:
         value = Posterior.sample(self, rng)
