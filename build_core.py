@@ -1,4 +1,5 @@
-"""Compile the pure decision core with mypyc, in place (`make core`, part of `make install`).
+"""Compile the pure decision core with mypyc, in place (`make core`, which `make run`,
+`make test` and `make bench` run first).
 
     python build_core.py          # build the extension modules next to their sources
                                   # (nothing to do when they are newer than the sources)
@@ -15,6 +16,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+
+from decision_engine import _core
 
 ROOT = Path(__file__).resolve().parent
 PACKAGE = ROOT / "decision_engine"
@@ -38,7 +41,7 @@ GROUP = "decision_engine.core"
 
 def built() -> list[Path]:
     """The extension modules a build leaves in the package."""
-    return sorted(PACKAGE.rglob("*.cpython-*.so"))
+    return sorted(PACKAGE.rglob(f"*{_core._SUFFIX}"))
 
 
 def clean() -> None:
@@ -46,16 +49,8 @@ def clean() -> None:
         path.unlink()
 
 
-def up_to_date() -> bool:
-    shared = [p for p in built() if p.name.startswith("core__mypyc.")]
-    if len(shared) != 1:
-        return False
-    built_at = shared[0].stat().st_mtime
-    return all((PACKAGE / name).stat().st_mtime <= built_at for name in CORE)
-
-
 def build() -> None:
-    if up_to_date():
+    if not _core.changed_since_build({name: PACKAGE / name for name in CORE}):
         print("decision core compiled: up to date")
         return
     from mypyc.build import mypycify

@@ -20,8 +20,9 @@ from types import ModuleType
 
 PURE_ENV = "DECISION_ENGINE_PURE_PYTHON"
 _PACKAGE = Path(__file__).resolve().parent
-_SHARED = "core__mypyc"
 _SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+SHARED_LIBRARY = _PACKAGE / f"core__mypyc{_SUFFIX}"
+"""What build_core.py builds the core into; its time is the build's."""
 
 
 class _FromSource(importlib.abc.MetaPathFinder):
@@ -49,16 +50,22 @@ def _compiled() -> dict[str, Path]:
     return out
 
 
+def changed_since_build(sources: dict[str, Path]) -> list[str]:
+    """The names of the sources newer than the build (all of them when there is none)."""
+    if not SHARED_LIBRARY.is_file():
+        return sorted(sources)
+    built_at = SHARED_LIBRARY.stat().st_mtime
+    return sorted(n for n, p in sources.items() if p.stat().st_mtime > built_at)
+
+
 def _choose() -> str:
-    shared = _PACKAGE / f"{_SHARED}{_SUFFIX}"
-    if not shared.is_file():
+    if not SHARED_LIBRARY.is_file():
         return "source (not compiled: make core)"
     modules = _compiled()
     if os.environ.get(PURE_ENV):
         why = f"{PURE_ENV} is set"
     else:
-        built_at = shared.stat().st_mtime
-        stale = sorted(n for n, p in modules.items() if p.stat().st_mtime > built_at)
+        stale = changed_since_build(modules)
         if not stale:
             return f"compiled ({len(modules)} modules)"
         why = f"{stale[0]} changed since the build: make core"

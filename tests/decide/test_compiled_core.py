@@ -17,7 +17,7 @@ from decision_engine import _core
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "decision_engine"
 compiled = pytest.mark.skipif(
-    not (PACKAGE / f"core__mypyc{_core._SUFFIX}").is_file(),
+    not _core.SHARED_LIBRARY.is_file(),
     reason="the core is not compiled here (make core)",
 )
 
