@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import compress, count, repeat
-from operator import is_
 from typing import Any
 
 from decision_engine.decide.contact import Blocked, blocked_offers
 from decision_engine.decide.facts import typed_facts
-from decision_engine.decide.learning import Learned, Plan
+from decision_engine.decide.learning import Draws, Learned, Plan
 from decision_engine.decide.values import (
     Context,
     CustomerState,
@@ -203,7 +200,7 @@ def _propensities(
             return spec.propensity if posterior is None else posterior.mean
 
         return mean, plan
-    rng = random.Random(sample_seed)
+    rng = Draws(sample_seed)
     drawn: dict[str, float] = {}
 
     def sample(spec: OfferSpec) -> float:
@@ -426,35 +423,22 @@ def _explain(
         failure = first_failure(policy.checks, facts)
         out.append(Explanation("policy", policy.spec.id, failure is None, failure or "applies"))
     route_failures = ruleset.route_index.failures(facts)
-    out += map(
-        _new,
-        repeat(Explanation),
-        zip(repeat("routing"), ruleset.route_ids, repeat(False), route_failures),
-    )
-    for k in compress(count(), map(is_, route_failures, repeat(None))):
-        chosen = ruleset.route_ids[k] == routing.rule_id
-        detail = "chosen" if chosen else "applies, but a rule of lower precedence won"
-        out[-len(route_failures) + k] = Explanation("routing", ruleset.route_ids[k], True, detail)
+    for rule_id, failure in zip(ruleset.route_ids, route_failures, strict=True):
+        if failure is not None:
+            out.append(Explanation("routing", rule_id, False, failure))
+        else:
+            chosen = rule_id == routing.rule_id
+            detail = "chosen" if chosen else "applies, but a rule of lower precedence won"
+            out.append(Explanation("routing", rule_id, True, detail))
     offers, order = ruleset.offers, ruleset.file_order
     failures = ruleset.offer_index.failures(facts)  # in file order
-    # Most offers fail a term, and that term is their explanation: built in C (map over
-    # tuple.__new__, which skips the NamedTuple's own __new__), then the few offers that
-    # apply are scored in their places.
-    listed = list(
-        map(
-            _new,
-            repeat(Explanation),
-            zip(repeat("offer"), ruleset.written_ids, repeat(False), failures),
-        )
-    )
-    for k in compress(count(), map(is_, failures, repeat(None))):
-        i = order[k]
-        listed[k] = _applicable(offers[i], i, facts, suppress, blocked, propensity)
-    out += listed
+    for k, (offer_id, failure) in enumerate(zip(ruleset.written_ids, failures, strict=True)):
+        if failure is not None:
+            out.append(Explanation("offer", offer_id, False, failure))
+        else:
+            i = order[k]
+            out.append(_applicable(offers[i], i, facts, suppress, blocked, propensity))
     return tuple(out)
-
-
-_new = tuple.__new__
 
 
 def _applicable(
@@ -478,13 +462,14 @@ def _applicable(
     p = spec.propensity if propensity is None else propensity(spec)
     value = offer.value(facts)
     if value is None:
-        return Explanation(
-            "offer", spec.id, False, f"value {spec.value.text} is unknown for this customer"
-        )
+        why = f"value {spec.value.text} is unknown for this customer"
+        return Explanation("offer", spec.id, False, why)
     weight = _weighting(offer, facts)[0] if offer.weights else 1.0
     lever = spec.lever
-    detail = (
-        f"score {p * lever * value * weight:,.2f} = propensity {p:.3g} x value {value:,.2f}"
-        f" x weight {weight:g} x lever {lever:g}"
-    )
-    return _new(Explanation, ("offer", spec.id, True, detail))
+    detail = _SCORED(p * lever * value * weight, p, value, weight, lever)
+    return Explanation("offer", spec.id, True, detail)
+
+
+# One str.format call: compiled (build_core.py), an f-string's every formatted field
+# becomes a str.format call of its own, and these five cost more than the decision.
+_SCORED = "score {:,.2f} = propensity {:.3g} x value {:,.2f} x weight {:g} x lever {:g}".format

@@ -8,7 +8,6 @@ decides, and holds today's budget of every capped offer it returns.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import random
@@ -239,8 +238,8 @@ class DecisionSession:
         )
         if arm == CONTROL:
             # The holdout is routed like everyone else but hears no offer.
-            decision = dataclasses.replace(
-                self._decide(inputs, inputs.exhausted, inputs.customer_spent), offers=()
+            decision = self._decide(inputs, inputs.exhausted, inputs.customer_spent).replace(
+                offers=()
             )
         else:
             decision = await self._decide_within_caps(inputs)
@@ -254,8 +253,7 @@ class DecisionSession:
             arm=arm,
             at=now,
         )
-        decision = dataclasses.replace(
-            decision,
+        decision = decision.replace(
             arm=arm,
             decision_id=self._ids.issue(record),
             notices=recent_notices(state, now=now),
@@ -308,7 +306,7 @@ class DecisionSession:
         else:
             # Out of attempts: never overshoot a budget, drop those offers instead.
             kept = tuple(o for o in decision.offers if o.offer_id not in denied)
-            decision = dataclasses.replace(decision, offers=kept)
+            decision = decision.replace(offers=kept)
         unused = held - {o.offer_id for o in decision.offers}
         if unused:
             # Reserved in an earlier attempt, then ranked out: give the budget back.

@@ -4,14 +4,21 @@ outcome script that keeps the counts in a real Redis."""
 from __future__ import annotations
 
 import asyncio
-import random
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from decision_engine.decide.engine import decide
-from decision_engine.decide.learning import Learned, Posterior, decayed, learned_from
+from decision_engine.decide.learning import (
+    Draws,
+    Learned,
+    Posterior,
+    beta_draw,
+    decayed,
+    learned_from,
+)
 from decision_engine.decide.values import Context, CustomerState, Decision
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
 from decision_engine.store.keys import LEARNING
@@ -160,11 +167,43 @@ def test_the_segment_posterior_is_used_when_present_else_the_overall_one(
 
 def test_a_posterior_sample_is_deterministic_for_a_seed() -> None:
     posterior = Posterior(3, 7)
-    first = [posterior.sample(random.Random(42)) for _ in range(3)]
+    first = [posterior.sample(Draws(42)) for _ in range(3)]
     assert len(set(first)) == 1
-    draws = {posterior.sample(random.Random(seed)) for seed in range(20)}
+    draws = {posterior.sample(Draws(seed)) for seed in range(20)}
     assert len(draws) == 20
     assert all(0 < d < 1 for d in draws)
+
+
+def test_draws_are_xoshiro128_starstar_seeded_by_splitmix64() -> None:
+    # The reference C code (prng.di.unimi.it), its state set from two splitmix64 outputs
+    # of 12345678901234567 as Draws does: its first six outputs.
+    draws = Draws(12345678901234567)
+    assert [draws._next() for _ in range(6)] == [
+        3623721579, 29973294, 1629501415, 2993609698, 1349583852, 2661377292,
+    ]  # fmt: skip
+
+
+def test_uniform_draws_fill_the_unit_interval_evenly() -> None:
+    draws = Draws(7)
+    values = [draws.random() for _ in range(40_000)]
+    assert all(0.0 <= v < 1.0 for v in values)
+    deciles = [0] * 10
+    for v in values:
+        deciles[int(v * 10)] += 1
+    assert all(3_700 < n < 4_300 for n in deciles), deciles
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.4, 0.7), (1.0, 3.0), (2.5, 40.0), (300.0, 900.0)])
+def test_beta_draws_have_the_beta_distributions_moments(alpha: float, beta: float) -> None:
+    draws = Draws(11)
+    values = [beta_draw(draws, alpha, beta) for _ in range(40_000)]
+    n = len(values)
+    mean = sum(values) / n
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    want_mean = alpha / (alpha + beta)
+    want_variance = alpha * beta / ((alpha + beta) ** 2 * (alpha + beta + 1))
+    assert abs(mean - want_mean) < 5 * math.sqrt(want_variance / n)
+    assert abs(variance / want_variance - 1) < 0.05
 
 
 def test_thompson_decisions_repeat_for_a_seed_and_vary_across_seeds(

@@ -11,7 +11,7 @@ import pytest
 
 from decision_engine.decide.engine import decide
 from decision_engine.decide.facts import build_facts
-from decision_engine.decide.learning import Learned, Posterior, learned_from
+from decision_engine.decide.learning import Draws, Learned, Posterior, learned_from
 from decision_engine.decide.values import Context, CustomerState
 from decision_engine.ruleset.closures import compile_all
 from decision_engine.ruleset.compiled import CompiledRuleset, load_compiled
@@ -192,7 +192,7 @@ class Recorded(Posterior):
         object.__setattr__(self, "offer_id", offer_id)
         object.__setattr__(self, "draws", draws)
 
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: Draws) -> float:
         value = Posterior.sample(self, rng)
         self.draws[self.offer_id] = value
         return value
@@ -233,7 +233,7 @@ def test_exploring_prunes_only_offers_whose_best_draw_could_not_win(
 
 
 def test_a_draw_never_exceeds_its_ceiling_and_rarely_reaches_it() -> None:
-    rng = random.Random(5)
+    rng = Draws(5)
     skewed, settled = Posterior(1.2, 30), Posterior(40, 160)
     for posterior, at_most in ((skewed, 200), (settled, 5)):
         draws = [posterior.sample(rng) for _ in range(20_000)]
