@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from decision_engine import _core
-from decision_engine.decide.values import Decision, Explanation, RankedOffer, Routing
+from decision_engine.decide.values import Decision, Explanation, RankedOffer, Record, Routing
 
 
 def offer(score: float = 2.0) -> RankedOffer:
@@ -43,3 +43,20 @@ def test_compiled_records_cannot_be_changed() -> None:
     with pytest.raises(AttributeError):
         record.score = 9.0  # type: ignore[misc]
     assert record.score == 2.0
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        offer(),
+        Routing("q", 1, "r", "x", True),
+        Explanation("offer", "upgrade", False, "clv >= 10: clv is 2"),
+        Decision("d", (offer(),), Routing("q", 1, "r", "x"), "v", True, arm="control"),
+    ],
+    ids=lambda r: type(r).__name__,
+)
+def test_a_records_fields_are_its_constructors_arguments_in_order(record: Record) -> None:
+    assert type(record)(*record.values()) == record
+    attributes = getattr(record, "__dict__", None)  # compiled records keep no __dict__
+    if attributes is not None:
+        assert list(attributes) == list(record.FIELDS)
